@@ -1,0 +1,7 @@
+"""``python -m ecssd_agent``: the same as the ``ecssd-agent`` command."""
+
+import sys
+
+from ecssd_agent.cli import main
+
+sys.exit(main())

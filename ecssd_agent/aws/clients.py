@@ -1,0 +1,112 @@
+"""boto3 clients: created lazily, from one botocore Config, with every request counted.
+
+Route 53 is the scarce resource of this system, so every process can say exactly how many
+requests it made, by operation and outcome (``--sync`` prints it; the daemon exports it as
+metrics; tests assert on it). Counting uses botocore's event hooks, so retries done inside
+botocore (standard/adaptive mode) are counted as the requests they are.
+
+Endpoints come from the standard ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>``
+variables that boto3 honours: the same code talks to AWS or to a moto server.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+
+class RequestStats:
+    """Thread-safe counts of AWS requests: ``(service, operation, outcome) -> n``.
+
+    ``attempt`` counts every HTTP request sent (retries included); ``ok`` and ``error`` count
+    API calls as the caller saw them, after botocore's retries.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, str, str]] = Counter()
+
+    def add(self, service: str, operation: str, outcome: str) -> None:
+        with self._lock:
+            self._counts[(service, operation, outcome)] += 1
+
+    def snapshot(self) -> dict[tuple[str, str, str], int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def attempts(self, operation: str | None = None, service: str | None = None) -> int:
+        """Requests sent, optionally for one operation (e.g. ``ChangeResourceRecordSets``)."""
+        return sum(
+            n for (svc, op, outcome), n in self.snapshot().items()
+            if outcome == "attempt"
+            and (operation is None or op == operation)
+            and (service is None or svc == service)
+        )
+
+    def by_operation(self) -> dict[str, int]:
+        """Requests sent per operation: the summary ``--sync`` prints."""
+        out: dict[str, int] = {}
+        for (_, op, outcome), n in sorted(self.snapshot().items()):
+            if outcome == "attempt":
+                out[op] = out.get(op, 0) + n
+        return out
+
+    def hook(self, client: Any) -> None:
+        """Count this client's requests; botocore names the operation in the event name."""
+        service = client.meta.service_model.service_name
+
+        def counter(outcome: str) -> Any:
+            def count(event_name: str, **kwargs: Any) -> None:
+                response = kwargs.get("http_response")
+                failed = response is not None and response.status_code >= 300
+                self.add(service, event_name.rsplit(".", 1)[-1], "error" if failed else outcome)
+
+            return count
+
+        events = client.meta.events
+        events.register(f"before-send.{service}", counter("attempt"))
+        events.register(f"after-call.{service}", counter("ok"))
+        events.register(f"after-call-error.{service}", counter("error"))
+
+
+class Clients:
+    """A cache of boto3 clients sharing one Config and one RequestStats.
+
+    Nothing is created at import or construction time: Lambda handlers build one of these
+    per cold start and tests can hand in their own.
+    """
+
+    def __init__(
+        self,
+        region: str | None = None,
+        retry_mode: str = "standard",
+        max_attempts: int = 8,
+        stats: RequestStats | None = None,
+        session: boto3.session.Session | None = None,
+    ) -> None:
+        self.region = region
+        self.stats = stats or RequestStats()
+        retries: Any = {"mode": retry_mode, "max_attempts": max_attempts}
+        self.config = Config(
+            retries=retries,
+            connect_timeout=5,
+            read_timeout=20,
+            user_agent_extra="ecssd",
+        )
+        self._session = session
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def client(self, service: str) -> Any:
+        with self._lock:
+            if service not in self._clients:
+                session = self._session or boto3.session.Session()
+                client = session.client(  # type: ignore[call-overload]
+                    service, region_name=self.region, config=self.config)
+                self.stats.hook(client)
+                self._clients[service] = client
+            return self._clients[service]

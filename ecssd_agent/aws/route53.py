@@ -1,0 +1,254 @@
+"""Route 53: the only code that knows the ResourceRecordSet wire format and the batch limits.
+
+Reads go through boto3's paginator (the reference paged by hand and lost every record after
+the first page); writes go in as few ChangeResourceRecordSets requests as the limits allow
+(the reference made one call per container). Throttling and PriorRequestNotComplete are
+retried by botocore's retry mode (see :mod:`clients`); a batch Route 53 *rejects* is not
+retried here, because the zone is not what the plan assumed: the caller re-reads and
+re-plans (see :mod:`ecssd_agent.reconcile`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ecssd_agent.model import Action, Change, RecordSet
+
+log = logging.getLogger(__name__)
+
+# Route 53 quotas for one ChangeResourceRecordSets request; an UPSERT counts twice in both.
+MAX_RECORDS_PER_REQUEST = 1000
+MAX_VALUE_CHARS_PER_REQUEST = 32000
+CLOUD_MAP_PRINCIPAL = "servicediscovery.amazonaws.com"
+
+_OCTAL_ESCAPE = re.compile(r"\\(\d{3})")
+_PAST_TENSE = {Action.CREATE: "created", Action.DELETE: "deleted", Action.UPSERT: "updated"}
+
+
+class ZoneError(RuntimeError):
+    """The hosted zone cannot be used; the message tells the operator what to do."""
+
+
+class BatchRejected(RuntimeError):
+    """Route 53 refused a change batch because the zone is not as planned (re-read, re-plan)."""
+
+
+@dataclass(frozen=True)
+class Zone:
+    id: str  # without the /hostedzone/ prefix
+    name: str  # absolute, lowercase, trailing dot
+    private: bool
+
+
+# --- wire format -------------------------------------------------------------------------
+
+def _unescape(name: str) -> str:
+    """Route 53 lists some characters of names as ``\\ddd`` octal escapes (``\\052`` is *)."""
+    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), name).lower()
+
+
+def from_wire(rrset: Mapping[str, Any]) -> RecordSet:
+    """A listed ResourceRecordSet -> RecordSet, keeping the original for an exact DELETE."""
+    name = _unescape(rrset["Name"])
+    return RecordSet(
+        name=name if name.endswith(".") else name + ".",
+        type=rrset["Type"],
+        values=tuple(sorted(r["Value"] for r in rrset.get("ResourceRecords", []))),
+        ttl=rrset.get("TTL"),
+        set_identifier=rrset.get("SetIdentifier"),
+        weight=rrset.get("Weight"),
+        multivalue=bool(rrset.get("MultiValueAnswer", False)),
+        health_check_id=rrset.get("HealthCheckId"),
+        alias="AliasTarget" in rrset,
+        listed=dict(rrset),
+    )
+
+
+def to_wire(record: RecordSet) -> dict[str, Any]:
+    """RecordSet -> ResourceRecordSet, as ChangeResourceRecordSets takes it."""
+    if record.listed is not None:
+        return dict(record.listed)
+    wire: dict[str, Any] = {"Name": record.name, "Type": record.type}
+    if record.set_identifier is not None:
+        wire["SetIdentifier"] = record.set_identifier
+    if record.weight is not None:
+        wire["Weight"] = record.weight
+    if record.multivalue:
+        wire["MultiValueAnswer"] = True
+    if record.ttl is not None:
+        wire["TTL"] = record.ttl
+    if record.health_check_id:
+        wire["HealthCheckId"] = record.health_check_id
+    wire["ResourceRecords"] = [{"Value": v} for v in record.values]
+    return wire
+
+
+def change_to_wire(change: Change) -> dict[str, Any]:
+    record = change.record
+    if change.action is not Action.DELETE:
+        # A create or upsert sends what we want, never a stale listing of it.
+        record = replace(record, listed=None)
+    return {"Action": change.action.value, "ResourceRecordSet": to_wire(record)}
+
+
+# --- batching ----------------------------------------------------------------------------
+
+def change_cost(change: Change) -> tuple[int, int]:
+    """(ResourceRecord elements, value characters) a change counts against the limits."""
+    factor = 2 if change.action is Action.UPSERT else 1
+    values = change.record.values
+    return factor * max(len(values), 1), factor * sum(len(v) for v in values)
+
+
+def batches(
+    changes: Sequence[Change],
+    max_records: int = MAX_RECORDS_PER_REQUEST,
+    max_chars: int = MAX_VALUE_CHARS_PER_REQUEST,
+) -> list[list[Change]]:
+    """Split changes, in order, into the fewest requests each within both limits."""
+    out: list[list[Change]] = []
+    current: list[Change] = []
+    records = chars = 0
+    for change in changes:
+        n, c = change_cost(change)
+        if n > max_records or c > max_chars:
+            raise ValueError(f"one change exceeds Route 53's request limits: {change.record}")
+        if current and (records + n > max_records or chars + c > max_chars):
+            out.append(current)
+            current, records, chars = [], 0, 0
+        current.append(change)
+        records += n
+        chars += c
+    if current:
+        out.append(current)
+    return out
+
+
+# --- the zone ----------------------------------------------------------------------------
+
+def _zone_id(raw: str) -> str:
+    return raw.rsplit("/", 1)[-1]
+
+
+def find_zone(
+    client: Any, domain: str, zone_id: str | None = None, vpc_id: str | None = None
+) -> Zone:
+    """The hosted zone to use, by id or by name; refuses ambiguity and Cloud Map zones."""
+    if zone_id:
+        try:
+            found = client.get_hosted_zone(Id=zone_id)
+        except ClientError as exc:
+            raise ZoneError(f"hosted zone {zone_id}: {exc}") from exc
+        return _checked(found["HostedZone"])
+
+    name = domain.lower().rstrip(".") + "."
+    candidates: list[Mapping[str, Any]] = []
+    kwargs: dict[str, Any] = {"DNSName": name, "MaxItems": "100"}
+    while True:  # zones are listed by name, so ours are consecutive from DNSName on
+        page = client.list_hosted_zones_by_name(**kwargs)
+        matching = [z for z in page["HostedZones"] if z["Name"].lower() == name]
+        candidates.extend(matching)
+        if not page.get("IsTruncated") or page.get("NextDNSName", "").lower() != name:
+            break
+        kwargs = {"DNSName": page["NextDNSName"], "HostedZoneId": page["NextHostedZoneId"],
+                  "MaxItems": "100"}
+    private = [z for z in candidates if z.get("Config", {}).get("PrivateZone")]
+    if not private:
+        publics = ", ".join(_zone_id(z["Id"]) for z in candidates)
+        hint = f" (public zones with that name: {publics})" if publics else ""
+        raise ZoneError(f"no private hosted zone named {name}{hint}; create one or pass "
+                        "--hosted-zone-id")
+    if len(private) == 1 and not vpc_id:
+        return _checked(private[0])
+
+    vpcs = {_zone_id(z["Id"]): client.get_hosted_zone(Id=z["Id"]).get("VPCs", [])
+            for z in private}
+    if vpc_id:
+        chosen = [z for z in private if any(v.get("VPCId") == vpc_id for v in vpcs[_zone_id(z["Id"])])]
+        if len(chosen) == 1:
+            return _checked(chosen[0])
+    listing = "; ".join(
+        f"{zid} (VPCs: {', '.join(v.get('VPCId', '?') for v in vs) or 'none'})"
+        for zid, vs in vpcs.items()
+    )
+    if vpc_id:
+        raise ZoneError(f"no single private hosted zone named {name} is associated with VPC "
+                        f"{vpc_id}: {listing}; pass --hosted-zone-id")
+    raise ZoneError(f"{len(private)} private hosted zones are named {name}: {listing}; "
+                    "pick one with --hosted-zone-id or --vpc-id")
+
+
+def _checked(zone: Mapping[str, Any]) -> Zone:
+    linked = zone.get("LinkedService", {}).get("ServicePrincipal")
+    if linked:
+        raise ZoneError(
+            f"hosted zone {_zone_id(zone['Id'])} ({zone['Name']}) is managed by {linked}"
+            + (" (AWS Cloud Map)" if linked == CLOUD_MAP_PRINCIPAL else "")
+            + ": Route 53 refuses changes made outside that service; use a zone of your own"
+        )
+    return Zone(
+        id=_zone_id(zone["Id"]),
+        name=zone["Name"].lower(),
+        private=bool(zone.get("Config", {}).get("PrivateZone")),
+    )
+
+
+class Route53Zone:
+    """One hosted zone: list its record sets and apply planned changes to it."""
+
+    def __init__(self, client: Any, zone: Zone, comment: str = "ecssd") -> None:
+        self.client = client
+        self.zone = zone
+        self.comment = comment
+
+    def records(self, start_name: str | None = None) -> Iterator[RecordSet]:
+        """Every record set of the zone, page by page (lazily, so a caller may stop early)."""
+        kwargs: dict[str, Any] = {"HostedZoneId": self.zone.id}
+        if start_name:
+            kwargs["StartRecordName"] = start_name
+        for page in self.client.get_paginator("list_resource_record_sets").paginate(**kwargs):
+            for rrset in page["ResourceRecordSets"]:
+                yield from_wire(rrset)
+
+    def apply(self, changes: Iterable[Change], dry_run: bool = False) -> int:
+        """Apply changes in the fewest requests; returns how many requests were made.
+
+        Raises :class:`BatchRejected` when Route 53 refuses a batch as invalid for the zone
+        as it is (for example a record set changed by someone else since it was listed); the
+        batches before it are applied (each batch is atomic), the ones after it are not.
+        """
+        requests = 0
+        for batch in batches(list(changes)):
+            if dry_run:
+                for change in batch:
+                    log.info("would have %s %s", _PAST_TENSE[change.action],
+                             change.record.describe(), extra=_extra(change))
+                continue
+            try:
+                self.client.change_resource_record_sets(
+                    HostedZoneId=self.zone.id,
+                    ChangeBatch={"Comment": self.comment,
+                                 "Changes": [change_to_wire(c) for c in batch]},
+                )
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in ("InvalidChangeBatch", "InvalidInput"):
+                    raise BatchRejected(f"Route 53 rejected a batch of {len(batch)} changes: "
+                                        f"{exc.response['Error'].get('Message', code)}") from exc
+                raise
+            requests += 1
+            for change in batch:
+                log.info("%s %s", _PAST_TENSE[change.action], change.record.describe(),
+                         extra=_extra(change))
+        return requests
+
+
+def _extra(change: Change) -> dict[str, Any]:
+    return {"action": change.action.value, "record_name": change.record.name,
+            "record_type": change.record.type, "set_identifier": change.record.set_identifier}

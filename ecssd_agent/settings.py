@@ -1,0 +1,152 @@
+"""The agent's settings: each has one attribute, one flag, one ``ECSSD_`` variable, one default.
+
+Built once per process from the command line over the environment over the defaults, so the
+same agent runs from a systemd unit (flags), an ECS task definition (``ECSSD_*`` variables)
+or the reference's service file (``-sync``, ``-remove``, ``-hostname`` are accepted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+DEFAULT_DOMAIN = "servicediscovery.internal"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _opt(default: Any, help: str, *, flags: Sequence[str] = (), choices: Sequence[str] = (),
+         legacy: Sequence[str] = (), metavar: str | None = None) -> Any:
+    return field(default=default, metadata={
+        "help": help, "flags": tuple(flags), "choices": tuple(choices),
+        "legacy": tuple(legacy), "metavar": metavar,
+    })
+
+
+class SettingsError(ValueError):
+    """A setting with a value that cannot be used; the message names the flag and variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    domain: str = _opt(DEFAULT_DOMAIN, "the private hosted zone's name (positional DOMAIN)")
+    hosted_zone_id: str = _opt("", "use this hosted zone id instead of looking the zone up "
+                                   "by name")
+    vpc_id: str = _opt("", "when several private zones share the name, use the one "
+                           "associated with this VPC")
+    hostname: str = _opt("", "this host's name; its first label names the host's A record and "
+                             "owns its records (default: EC2 instance metadata)",
+                         legacy=("-hostname",))
+    host_ip: str = _opt("", "this host's IP for its A record (default: EC2 instance metadata)")
+    routing: str = _opt("weighted", "routing policy of the record sets: weighted (one "
+                                    "instance per answer) or multivalue (up to 8 per answer)",
+                        choices=("weighted", "multivalue"))
+    ttl: int = _opt(0, "TTL of the records in seconds; 0 (the reference's) makes every lookup "
+                       "see changes at once, at the cost of a resolver query per connection")
+    sync: bool = _opt(False, "reconcile this host's records once and exit", legacy=("-sync",))
+    remove: bool = _opt(False, "delete every record this host owns and exit",
+                        legacy=("-remove",))
+    dry_run: bool = _opt(False, "log the changes that would be made, make none")
+    docker_host: str = _opt("", "Docker engine URL (default: DOCKER_HOST, else the local "
+                                "socket)")
+    imds_endpoint: str = _opt("", "EC2 instance metadata endpoint (default: "
+                                  "AWS_EC2_METADATA_SERVICE_ENDPOINT, else 169.254.169.254)")
+    region: str = _opt("", "AWS region (default: AWS_REGION, else instance metadata)")
+    aws_retry_mode: str = _opt("standard", "botocore retry mode for throttling and "
+                                           "PriorRequestNotComplete",
+                               choices=("standard", "adaptive", "legacy"))
+    aws_max_attempts: int = _opt(8, "botocore's maximum attempts per AWS call")
+    log_format: str = _opt("text", "log format; json suits CloudWatch Logs",
+                           choices=("text", "json"))
+    log_level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
+    resync: float = _opt(300.0, "seconds between full resyncs in daemon mode (jittered)")
+    coalesce: float = _opt(0.25, "seconds to gather Docker events into one change request")
+    deregister_on_exit: bool = _opt(False, "on SIGTERM/SIGINT, delete this host's records "
+                                           "before exiting")
+    cw_send_events: bool = _opt(False, "put Task Started/Stopped events on EventBridge")
+    ecs_agent_url: str = _opt("http://127.0.0.1:51678", "ECS agent introspection API, for the "
+                                                        "task ARN of containers without ECS "
+                                                        "labels")
+    status_port: int = _opt(0, "serve /healthz and /metrics on this port (0: off)")
+    status_address: str = _opt("127.0.0.1", "address for the status server")
+
+    @property
+    def mode(self) -> str:
+        if self.sync and self.remove:
+            raise SettingsError("--sync and --remove exclude each other")
+        return "remove" if self.remove else "sync" if self.sync else "daemon"
+
+
+def env_name(attribute: str) -> str:
+    return "ECSSD_" + attribute.upper()
+
+
+def _convert(attribute: str, kind: Any, raw: Any, source: str) -> Any:
+    if kind in (bool, "bool"):
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise SettingsError(f"{source}: {raw!r} is not a boolean (true/false)")
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{source}: {raw!r} is not a valid {kind.__name__}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ecssd-agent",
+        description="Publish this host's Docker containers' SERVICE_<port>_NAME services as "
+                    "SRV records (and the host's A record) in a Route 53 private hosted zone.",
+        epilog="Every option can also be set as an ECSSD_<OPTION> environment variable, e.g. "
+               "ECSSD_HOSTED_ZONE_ID, ECSSD_ROUTING=multivalue, ECSSD_SYNC=true. Command-line "
+               "flags win over the environment. AWS endpoints come from the standard "
+               "AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_ROUTE53 variables.",
+        allow_abbrev=False,
+    )
+    for f in fields(Settings):
+        meta = f.metadata
+        if f.name == "domain":
+            p.add_argument("domain", nargs="?", default=None,
+                           help=f"{meta['help']} (default {DEFAULT_DOMAIN}; env ECSSD_DOMAIN)")
+            continue
+        flags = ["--" + f.name.replace("_", "-"), *meta["legacy"]]
+        helptext = f"{meta['help']} (env {env_name(f.name)}; default {f.default!r})"
+        if f.type in ("bool", bool):
+            p.add_argument(*flags, dest=f.name, action="store_true", default=None, help=helptext)
+        else:
+            p.add_argument(*flags, dest=f.name, default=None, help=helptext,
+                           choices=meta["choices"] or None, metavar=meta["metavar"])
+    return p
+
+
+def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Flags over ``ECSSD_*`` variables over defaults; raises SettingsError or SystemExit."""
+    env = os.environ if environ is None else environ
+    args = vars(parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        kind = {"bool": bool, "int": int, "float": float, "str": str}.get(str(f.type), str)
+        flag = "--" + f.name.replace("_", "-") if f.name != "domain" else "DOMAIN"
+        if args.get(f.name) is not None:
+            values[f.name] = _convert(f.name, kind, args[f.name], flag)
+        elif env.get(env_name(f.name), "") != "":
+            values[f.name] = _convert(f.name, kind, env[env_name(f.name)], env_name(f.name))
+        choices = f.metadata["choices"]
+        if choices and f.name in values and values[f.name] not in choices:
+            raise SettingsError(f"{env_name(f.name)}: {values[f.name]!r} is not one of "
+                                f"{', '.join(choices)}")
+    settings = Settings(**values)
+    if settings.ttl < 0 or settings.ttl > 2147483647:
+        raise SettingsError(f"--ttl / ECSSD_TTL: {settings.ttl} is out of range")
+    if settings.resync <= 0 or settings.coalesce < 0:
+        raise SettingsError("--resync must be > 0 and --coalesce >= 0")
+    _ = settings.mode
+    return settings
