@@ -1,0 +1,108 @@
+"""SERVICE_<port>_NAME parsing: a table of containers and exactly what they publish."""
+
+from __future__ import annotations
+
+import pytest
+
+from ecssd_agent.metadata import environment_list, service_instances
+from ecssd_agent.model import Container
+
+CID = "c0ffee" * 10 + "abcd"
+
+
+def container(env=None, labels=None, ports=None, network_mode="bridge", running=True) -> Container:
+    return Container(id=CID, name="web", env=env or {}, labels=labels or {},
+                     ports=ports or {}, network_mode=network_mode, running=running)
+
+
+# (case, container, [(name, protocol, container port, client port)], [problem fragments])
+CASES = [
+    ("bare name", container({"SERVICE_8081_NAME": "calc"}, ports={"8081/tcp": (32768,)}),
+     [("calc", "tcp", 8081, 32768)], []),
+    ("srv style name", container({"SERVICE_8081_NAME": "_calc._tcp"}, ports={"8081/tcp": (32768,)}),
+     [("_calc._tcp", "tcp", 8081, 32768)], []),
+    ("uppercase name is lowered", container({"SERVICE_80_NAME": "Web"}, ports={"80/tcp": (1000,)}),
+     [("web", "tcp", 80, 1000)], []),
+    ("udp from the name", container({"SERVICE_53_NAME": "_dns._udp"},
+                                    ports={"53/tcp": (1053,), "53/udp": (2053,)}),
+     [("_dns._udp", "udp", 53, 2053)], []),
+    ("udp from the binding", container({"SERVICE_53_NAME": "dns"}, ports={"53/udp": (2053,)}),
+     [("dns", "udp", 53, 2053)], []),
+    ("tcp preferred when both bound", container({"SERVICE_53_NAME": "dns"},
+                                                ports={"53/tcp": (1053,), "53/udp": (2053,)}),
+     [("dns", "tcp", 53, 1053)], []),
+    ("two ports", container({"SERVICE_80_NAME": "web", "SERVICE_443_NAME": "webs"},
+                            ports={"80/tcp": (1080,), "443/tcp": (1443,)}),
+     [("webs", "tcp", 443, 1443), ("web", "tcp", 80, 1080)], []),
+    ("label wins over env", container({"SERVICE_80_NAME": "fromenv"}, {"SERVICE_80_NAME": "fromlabel"},
+                                      ports={"80/tcp": (1080,)}),
+     [("fromlabel", "tcp", 80, 1080)], []),
+    ("lowest host port of several bindings", container({"SERVICE_80_NAME": "web"},
+                                                       ports={"80/tcp": (2000, 1999)}),
+     [("web", "tcp", 80, 1999)], []),
+    ("host network uses the container port", container({"SERVICE_8080_NAME": "web"},
+                                                       network_mode="host"),
+     [("web", "tcp", 8080, 8080)], []),
+    ("SERVICE_IGNORE skips everything", container({"SERVICE_IGNORE": "true", "SERVICE_80_NAME": "web"},
+                                                  ports={"80/tcp": (1,)}), [], []),
+    ("SERVICE_IGNORE from a label", container({"SERVICE_80_NAME": "web"}, {"SERVICE_IGNORE": "1"},
+                                              ports={"80/tcp": (1,)}), [], []),
+    ("SERVICE_<port>_IGNORE skips one port",
+     container({"SERVICE_80_NAME": "web", "SERVICE_81_NAME": "adm", "SERVICE_81_IGNORE": "yes"},
+               ports={"80/tcp": (1080,), "81/tcp": (1081,)}),
+     [("web", "tcp", 80, 1080)], []),
+    ("no SERVICE_ variable", container({"PATH": "/bin"}, ports={"80/tcp": (1,)}), [], []),
+    ("stopped container", container({"SERVICE_80_NAME": "web"}, ports={"80/tcp": (1,)}, running=False),
+     [], []),
+    ("non-numeric port", container({"SERVICE_abc_NAME": "web", "SERVICE_80_NAME": "ok"},
+                                   ports={"80/tcp": (1080,)}),
+     [("ok", "tcp", 80, 1080)], ["SERVICE_abc_NAME", "not a number"]),
+    ("port out of range", container({"SERVICE_70000_NAME": "web"}), [], ["SERVICE_70000_NAME", "1-65535"]),
+    ("port zero", container({"SERVICE_0_NAME": "web"}), [], ["SERVICE_0_NAME"]),
+    ("invalid name", container({"SERVICE_80_NAME": "bad name!"}, ports={"80/tcp": (1,)}), [],
+     ["SERVICE_80_NAME", "invalid label"]),
+    ("label too long", container({"SERVICE_80_NAME": "a" * 64}, ports={"80/tcp": (1,)}), [],
+     ["SERVICE_80_NAME", "invalid label"]),
+    ("name too long", container({"SERVICE_80_NAME": ".".join(["a" * 60] * 5)}, ports={"80/tcp": (1,)}),
+     [], ["SERVICE_80_NAME", "longer than 253"]),
+    ("not published", container({"SERVICE_80_NAME": "web"}, ports={"80/tcp": ()}), [],
+     ["SERVICE_80_NAME", "not published"]),
+    ("published udp but name says tcp", container({"SERVICE_53_NAME": "_dns._tcp"},
+                                                 ports={"53/udp": (2053,)}), [],
+     ["SERVICE_53_NAME", "not published"]),
+]
+
+
+@pytest.mark.parametrize("case,subject,expected,problem_parts", CASES, ids=[c[0] for c in CASES])
+def test_service_instances(case, subject, expected, problem_parts):
+    instances, problems = service_instances(subject)
+    got = sorted((i.name, i.protocol, i.container_port, i.port) for i in instances)
+    assert got == sorted(expected)
+    if problem_parts:
+        assert len(problems) == 1
+        text = str(problems[0])
+        for part in problem_parts:
+            assert part in text
+        assert CID[:12] in text and "web" in text  # names the container
+    else:
+        assert problems == []
+
+
+def test_ecs_labels_carry_task_identity():
+    labels = {
+        "com.amazonaws.ecs.task-arn": "arn:aws:ecs:us-east-1:123456789012:task/prod/0123abcd",
+        "com.amazonaws.ecs.cluster": "arn:aws:ecs:us-east-1:123456789012:cluster/prod",
+        "com.amazonaws.ecs.container-name": "calc",
+    }
+    (instance,), _ = service_instances(
+        container({"SERVICE_8081_NAME": "calc", "SERVICE_8081_CHECK_HTTP": "/ping"}, labels,
+                  ports={"8081/tcp": (32768,)}))
+    assert instance.cluster == "prod"
+    assert instance.task_arn.endswith("/prod/0123abcd")
+    assert instance.container_name == "calc"
+    assert instance.check_http == "/ping"
+
+
+def test_environment_list():
+    assert environment_list(["A=1", "B=x=y", "C", "D="]) == {"A": "1", "B": "x=y", "C": "", "D": ""}
+    assert environment_list(None) == {}

@@ -1,0 +1,201 @@
+"""The Route 53 adapter: wire format, batching within the limits, paging, zone lookup."""
+
+from __future__ import annotations
+
+import boto3
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from ecssd_agent.agent import owned_by_host
+from ecssd_agent.aws.clients import Clients
+from ecssd_agent.aws.route53 import (
+    MAX_RECORDS_PER_REQUEST,
+    BatchRejected,
+    Route53Zone,
+    ZoneError,
+    batches,
+    change_cost,
+    find_zone,
+    from_wire,
+    to_wire,
+)
+from ecssd_agent.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.reconcile import NotConverged, converge
+from ecssd_agent.records import host_records, parse_srv, routed, srv_value
+
+ZONE_NAME = "servicediscovery.internal"
+
+
+def srv(n: int, host: str = "ip-10-0-0-12") -> RecordSet:
+    return routed(f"s{n}.{ZONE_NAME}.", "SRV", [srv_value(1000 + n % 60000, f"{host}.{ZONE_NAME}.")],
+                  Owner(host=host, container=f"{n:012x}", port="80/tcp"), Routing.WEIGHTED, 0)
+
+
+def test_wire_round_trip_and_srv_value_is_valid_dns():
+    record = srv(7)
+    wire = to_wire(record)
+    assert wire["SetIdentifier"].startswith("ecssd:h:ip-10-0-0-12:")
+    assert wire["Weight"] == 1 and wire["TTL"] == 0
+    assert from_wire(wire) == record
+    value = record.values[0]
+    rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SRV, value)
+    assert (rdata.priority, rdata.weight, rdata.port, str(rdata.target)) == (
+        1, 1, 1007, f"ip-10-0-0-12.{ZONE_NAME}.")
+    assert parse_srv(value).port == 1007
+
+
+def test_multivalue_wire():
+    record = routed(f"a.{ZONE_NAME}.", "A", ["10.0.0.1"], Owner(host="h1"), Routing.MULTIVALUE, 5)
+    wire = to_wire(record)
+    assert wire["MultiValueAnswer"] is True and "Weight" not in wire
+    assert from_wire(wire) == record
+
+
+def test_listed_names_are_unescaped_and_deletes_send_the_listing():
+    listed = {"Name": "\\052.Example.COM.", "Type": "A", "TTL": 60, "SetIdentifier": "x",
+              "Weight": 3, "ResourceRecords": [{"Value": "1.1.1.1"}], "HealthCheckId": "hc"}
+    record = from_wire(listed)
+    assert record.name == "*.example.com."
+    assert to_wire(record) == listed
+
+
+@pytest.mark.parametrize("bad", ["1 1 x t.", "1 1 70000 t.", "1 1 80", "garbage"])
+def test_parse_srv_rejects(bad):
+    with pytest.raises(ValueError):
+        parse_srv(bad)
+
+
+def a_record(n: int) -> RecordSet:
+    return routed(f"a{n}.{ZONE_NAME}.", "A", ["10.0.0.1"], Owner(host=f"h{n}"), Routing.WEIGHTED, 0)
+
+
+def test_batches_respect_record_count_and_upsert_counts_twice():
+    creates = [Change(Action.CREATE, a_record(n)) for n in range(2500)]
+    assert [len(b) for b in batches(creates)] == [1000, 1000, 500]
+    upserts = [Change(Action.UPSERT, a_record(n)) for n in range(1000)]
+    assert [len(b) for b in batches(upserts)] == [500, 500]
+    assert change_cost(upserts[0])[0] == 2
+
+
+def test_batches_respect_value_characters():
+    long_values = [Change(Action.CREATE, RecordSet(f"t{n}.z.", "TXT", ('"' + "x" * 998 + '"',), 0,
+                                                   f"ecssd:h:h{n}", 1)) for n in range(70)]
+    sizes = [len(b) for b in batches(long_values)]
+    assert sizes == [32, 32, 6]
+    for batch in batches(long_values):
+        assert sum(change_cost(c)[1] for c in batch) <= 32000
+
+
+def test_batches_keep_order():
+    changes = [Change(Action.DELETE, srv(1)), Change(Action.UPSERT, srv(2)), Change(Action.CREATE, srv(3))]
+    assert batches(changes, max_records=2) == [[changes[0]], [changes[1]], [changes[2]]]
+    assert MAX_RECORDS_PER_REQUEST == 1000
+
+
+@pytest.fixture
+def r53():
+    with mock_aws():
+        clients = Clients(region="us-east-1")
+        ec2 = boto3.client("ec2", region_name="us-east-1")
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        client = clients.client("route53")
+        client.create_hosted_zone(Name=ZONE_NAME, CallerReference="1",
+                                  HostedZoneConfig={"PrivateZone": True},
+                                  VPC={"VPCRegion": "us-east-1", "VPCId": vpc})
+        yield clients, client, vpc
+
+
+def test_apply_batches_and_lists_every_page(r53):
+    clients, client, _ = r53
+    zone = Route53Zone(client, find_zone(client, ZONE_NAME))
+    records = [srv(n) for n in range(1200)]
+    requests = zone.apply([Change(Action.CREATE, r) for r in records])
+    assert requests == 2
+    assert clients.stats.attempts("ChangeResourceRecordSets") == 2
+    listed = [r for r in zone.records() if r.set_identifier]
+    assert sorted(listed, key=lambda r: r.name) == sorted(records, key=lambda r: r.name)
+    # 1200 + NS + SOA record sets at moto's page size of 300 -> 5 pages, all read. SRV values
+    # of ~48 characters hit the 32,000-character limit at 666 per request: 2 requests.
+    assert clients.stats.attempts("ListResourceRecordSets") >= 4
+
+
+def test_rejected_batch_raises_and_converge_replans(r53, caplog):
+    clients, client, _ = r53
+    zone = Route53Zone(client, find_zone(client, ZONE_NAME))
+    owns = owned_by_host("ip-10-0-0-12")
+    zone.apply([Change(Action.CREATE, srv(1))])
+    with pytest.raises(BatchRejected):  # a duplicate CREATE: the zone is not as planned
+        zone.apply([Change(Action.CREATE, srv(1))])
+
+    reads = []
+
+    def stale_then_fresh():
+        reads.append(1)
+        return [] if len(reads) == 1 else list(zone.records())  # first read misses srv(1)
+
+    outcome = converge(zone, [srv(1), srv(2)], owns, read=stale_then_fresh)
+    assert outcome.attempts == 2
+    assert [c.record.name for c in outcome.changes] == [srv(2).name]
+    assert converge(zone, [srv(1), srv(2)], owns).requests == 0
+
+
+def test_converge_gives_up_when_always_rejected(r53):
+    _, client, _ = r53
+    zone = Route53Zone(client, find_zone(client, ZONE_NAME))
+    zone.apply([Change(Action.CREATE, srv(1))])
+    with pytest.raises(NotConverged):
+        converge(zone, [srv(1)], owned_by_host("ip-10-0-0-12"), read=lambda: [], attempts=2)
+
+
+def test_dry_run_changes_nothing(r53):
+    clients, client, _ = r53
+    zone = Route53Zone(client, find_zone(client, ZONE_NAME))
+    assert zone.apply([Change(Action.CREATE, srv(1))], dry_run=True) == 0
+    assert clients.stats.attempts("ChangeResourceRecordSets") == 0
+
+
+def test_find_zone_by_name_id_and_vpc(r53):
+    _, client, vpc = r53
+    zone = find_zone(client, ZONE_NAME)
+    assert zone.name == ZONE_NAME + "." and zone.private
+    assert find_zone(client, "ignored", zone_id=zone.id) == zone
+    with pytest.raises(ZoneError, match="no private hosted zone named nothere.internal."):
+        find_zone(client, "nothere.internal")
+
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    vpc2 = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    client.create_hosted_zone(Name=ZONE_NAME, CallerReference="2", HostedZoneConfig={"PrivateZone": True},
+                              VPC={"VPCRegion": "us-east-1", "VPCId": vpc2})
+    with pytest.raises(ZoneError) as err:
+        find_zone(client, ZONE_NAME)
+    message = str(err.value)
+    assert "2 private hosted zones" in message and vpc in message and vpc2 in message
+    assert "--hosted-zone-id" in message
+    assert find_zone(client, ZONE_NAME, vpc_id=vpc2).id != zone.id
+    assert find_zone(client, ZONE_NAME, vpc_id=vpc).id == zone.id
+
+
+def test_cloud_map_zone_is_refused_clearly():
+    client = boto3.client("route53", region_name="us-east-1")
+    stub = Stubber(client)
+    stub.add_response("list_hosted_zones_by_name", {
+        "HostedZones": [{"Id": "/hostedzone/Z1", "Name": "sd.internal.", "CallerReference": "c",
+                         "Config": {"PrivateZone": True},
+                         "LinkedService": {"ServicePrincipal": "servicediscovery.amazonaws.com"}}],
+        "IsTruncated": False, "MaxItems": "100"})
+    with stub, pytest.raises(ZoneError, match="Cloud Map"):
+        find_zone(client, "sd.internal")
+
+
+def test_host_records_skip_names_too_long_for_the_zone():
+    long_name = ".".join(["a" * 60] * 3) + "." + "b" * 50  # 233 chars: valid alone, not in the zone
+    good = ServiceInstance("calc", "tcp", 80, 1000, "a" * 64)
+    bad = ServiceInstance(long_name, "tcp", 81, 1001, "a" * 64, container_name="web")
+    records, problems = host_records(Host("ip-1", "10.0.0.1"), [good, bad], ZONE_NAME + ".",
+                                     Routing.WEIGHTED, 0)
+    assert [r.type for r in records] == ["A", "SRV"]
+    assert len(problems) == 1 and "SERVICE_81_NAME" in str(problems[0])
