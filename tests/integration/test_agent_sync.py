@@ -68,18 +68,17 @@ def test_sync_remove_and_ownership(aws, zone, docker_engine, containers):
                          ports=["127.0.0.1::8081", "127.0.0.1::8082"], cmd=HTTPD)
 
     target = f"{HOST}.{ZONE}."
-    srv = {
-        (f"_calc._tcp.{ZONE}.", calc, "8081/tcp", f"1 1 {host_port(docker_engine, calc, '8081/tcp')} {target}",
-         "prod", TASK_ARN.rsplit("/", 1)[-1]),
-        (f"web.{ZONE}.", web, "8081/tcp", f"1 1 {host_port(docker_engine, web, '8081/tcp')} {target}", "", ""),
-        (f"web-admin.{ZONE}.", web, "8082/tcp", f"1 1 {host_port(docker_engine, web, '8082/tcp')} {target}",
-         "", ""),
-        (f"dns.{ZONE}.", dns, "53/udp", f"1 1 {host_port(docker_engine, dns, '53/udp')} {target}", "", ""),
-        (f"label-wins.{ZONE}.", bad, "8082/tcp", f"1 1 {host_port(docker_engine, bad, '8082/tcp')} {target}",
-         "", ""),
+    task = TASK_ARN.rsplit("/", 1)[-1]
+    srv = {  # (name, container, port, ECS cluster and task)
+        ("_calc._tcp", calc, "8081/tcp", "prod", task),
+        ("web", web, "8081/tcp", "", ""),
+        ("web-admin", web, "8082/tcp", "", ""),
+        ("dns", dns, "53/udp", "", ""),
+        ("label-wins", bad, "8082/tcp", "", ""),
     }
-    expected = {(name, "SRV", value, f"ecssd:h:{HOST}:{cid[:12]}:{port}:{cluster}:{task}")
-                for name, cid, port, value, cluster, task in srv}
+    expected = {(f"{name}.{ZONE}.", "SRV", f"1 1 {host_port(docker_engine, cid, port)} {target}",
+                 f"ecssd:h:{HOST}:{cid[:12]}:{port}:{cluster}:{task_id}")
+                for name, cid, port, cluster, task_id in srv}
     expected.add((target, "A", HOST_IP, f"ecssd:h:{HOST}"))
 
     # A second host publishes the same engine's containers under its own name first.
@@ -147,7 +146,8 @@ def test_permanent_errors_exit_non_zero_with_the_reason(aws, zone, docker_engine
     assert owned(zone, HOST) == {(f"{HOST}.{ZONE}.", "A", HOST_IP, f"ecssd:h:{HOST}")}
 
     no_docker = run_agent(["--hostname", HOST, "--host-ip", HOST_IP, "--docker-host",
-                           "unix:///tmp/ecssd-no-such.sock", "--sync", "--vpc-id", zone["vpc"], ZONE], subprocess_env(aws.env()))
+                           "unix:///tmp/ecssd-no-such.sock", "--sync", "--vpc-id", zone["vpc"], ZONE],
+                          subprocess_env(aws.env()))
     assert no_docker.returncode == 1 and "cannot list containers" in no_docker.stderr
     # An unreachable engine is "unknown", never "no containers": nothing was deleted.
     assert owned(zone, HOST) == {(f"{HOST}.{ZONE}.", "A", HOST_IP, f"ecssd:h:{HOST}")}

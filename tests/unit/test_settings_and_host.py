@@ -120,7 +120,7 @@ def test_disabled_metadata_fails_fast_with_advice(monkeypatch):
 
 def test_unreachable_metadata_is_reported(monkeypatch):
     monkeypatch.delenv("AWS_EC2_METADATA_DISABLED", raising=False)
-    with pytest.raises(MetadataUnavailable, match="127.0.0.1:9"):
+    with pytest.raises(MetadataUnavailable, match=r"127\.0\.0\.1:9"):
         Imds("http://127.0.0.1:9", timeout=0.5).get("meta-data/local-ipv4")
 
 
