@@ -1,18 +1,18 @@
-"""``ecssd-agent``: wire settings, adapters and the agent; choose sync, remove or daemon mode."""
+"""``ecssd-agent``: wire settings, adapters and the agent; choose sync, remove or daemon mode.
+
+The daemon mode (the default) lives in :mod:`ecssd_agent.daemon`.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecssd_agent import logs, naming
+from ecssd_agent import daemon, logs, naming
 from ecssd_agent.agent import Agent
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.imds import Imds, MetadataUnavailable
@@ -75,27 +75,6 @@ def summarize(mode: str, outcome: Outcome, clients: Clients) -> None:
                     "change_requests": outcome.requests, "aws_requests": requests})
 
 
-def run_daemon(agent: Agent, settings: Settings) -> int:
-    """Reconcile now and then every ``--resync`` seconds until SIGTERM/SIGINT."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    while not stop.is_set():
-        try:
-            agent.sync()
-        except (DockerUnavailable, NotConverged, ClientError, BotoCoreError) as exc:
-            log.error("reconcile failed, will retry: %s", exc)
-        stop.wait(settings.resync)
-    if settings.deregister_on_exit:
-        agent.remove()
-    return EXIT_OK
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load(sys.argv[1:] if argv is None else argv)
@@ -104,14 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     logs.setup(settings.log_format, settings.log_level)
     try:
+        if settings.mode == "daemon":
+            return daemon.serve(settings, build_agent)
         agent, clients = build_agent(settings)
         if settings.mode == "sync":
             summarize("sync", agent.sync(), clients)
             return EXIT_OK
-        if settings.mode == "remove":
-            summarize("remove", agent.remove(), clients)
-            return EXIT_OK
-        return run_daemon(agent, settings)
+        summarize("remove", agent.remove(), clients)
+        return EXIT_OK
     except (StartupError, ZoneError, DockerUnavailable, NotConverged) as exc:
         log.error("%s", exc)
     except (ClientError, BotoCoreError) as exc:

@@ -11,7 +11,8 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-DEB_PACKAGES=(docker.io dnsutils dnsperf busybox-static debootstrap chromium iproute2 procps)
+# make: .ci/run and the README drive everything through the Makefile.
+DEB_PACKAGES=(docker.io dnsutils dnsperf busybox-static debootstrap chromium iproute2 procps make)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 

@@ -1,0 +1,9 @@
+"""Fleet simulation: H hosts running the agent's real planning code against a simulated,
+rate-limited Route 53, in virtual time (see world.py for the workload, route53.py for the
+model of the service and its sources, host.py for the daemon, retry.py for botocore)."""
+
+from benchmarks.fleet.host import DaemonPolicy
+from benchmarks.fleet.route53 import HISTORIC, Bucket, Limits
+from benchmarks.fleet.world import FleetConfig, FleetResult, simulate
+
+__all__ = ["HISTORIC", "Bucket", "DaemonPolicy", "FleetConfig", "FleetResult", "Limits", "simulate"]

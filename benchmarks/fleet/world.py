@@ -1,0 +1,468 @@
+"""A fleet in virtual time: hosts, their containers, ECS churn, host failures, the health
+sweep and a deployment, all against one simulated Route 53; plus the bookkeeping that proves
+every intended change landed.
+
+Workload (``FleetConfig``): every host runs ``containers_per_host`` containers, tasks of
+services of ~``tasks_per_service`` tasks each (Route 53 allows at most 100 weighted record
+sets of one name and type, so no service can have more registered instances). Churn:
+``churn_per_minute`` of all containers are replaced per minute (stopped; a new task starts
+on another host a few seconds later). Hosts fail at ``host_failures_per_hour``; ECS
+reschedules their tasks elsewhere, the health sweep (every ``sweep_interval``, one full
+listing) deletes their record sets once ECS has deregistered the instance, and a new host
+joins later. The sweep also finds a few unhealthy instances, deletes their records and stops
+their tasks. At ``steady`` s a deployment replaces ``burst_fraction`` of all tasks within
+``burst_window`` s. After ``observe`` more seconds the workload stops and the run drains.
+
+Intents: every event that should change the zone (a task started or stopped, a host died)
+registers what the zone must end up holding for each affected record key; every committed
+change batch checks them. At the end the zone must equal exactly what the live hosts want,
+and no intent may be left: "every intended change lands eventually".
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.fleet.engine import Instruction, Scheduler
+from benchmarks.fleet.host import DaemonPolicy, SimContainer, SimHost, make_container
+from benchmarks.fleet.retry import BotocoreClient, RetryPolicy
+from benchmarks.fleet.route53 import (
+    CHANGE,
+    GET_ZONE,
+    LIST,
+    Limits,
+    RecordKey,
+    SimRoute53,
+    owner_of,
+)
+from ecssd_agent.aws.route53 import batches, from_wire
+from ecssd_agent.model import Change, RecordSet
+from ecssd_agent.plan import plan
+from ecssd_agent.zone_reads import read_interval
+
+ZONE = "servicediscovery.internal."
+CLUSTER = "prod"
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    hosts: int
+    policy: DaemonPolicy
+    limits: Limits = field(default_factory=Limits)
+    containers_per_host: int = 20
+    tasks_per_service: int = 50
+    churn_per_minute: float = 0.01
+    host_failures_per_hour: float = 0.01
+    unhealthy_per_sweep: float = 0.0005
+    sweep_interval: float = 300.0
+    dead_after: float = 60.0
+    replace_after: float = 180.0
+    reschedule: tuple[float, float] = (30.0, 90.0)
+    start_delay: tuple[float, float] = (1.0, 10.0)
+    warmup: float = 60.0
+    steady: float = 900.0
+    burst_fraction: float = 0.2
+    burst_window: float = 30.0
+    observe: float = 300.0
+    drain: float = 3600.0
+    seed: int = 1
+
+
+@dataclass
+class Intent:
+    record: RecordSet | None  # what the key must hold; None: absent
+    since: float
+    tag: str
+
+
+@dataclass
+class Metrics:
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    burst_last_applied: float = 0.0
+    burst_last_insync: float = 0.0
+    burst_outstanding: int = 0
+    burst_total: int = 0
+    failed_applies: int = 0
+    rejected: int = 0
+    sweep_runs: int = 0
+    sweep_failures: int = 0
+    host_failures: int = 0
+
+
+@dataclass
+class FleetResult:
+    """What one run measured; ``holds`` is the issue's goal for these settings."""
+
+    hosts: int
+    containers: int
+    records: int
+    policy: str
+    limits: str
+    steady_rps: float
+    steady_by_op: dict[str, float]
+    steady_throttled: int
+    steady_pnc: int
+    steady_attempts: int
+    steady_throttle_ratio: float
+    worst_minute_throttle_ratio: float
+    burst_changes: int
+    burst_convergence: float  # seconds from the deployment start until every change applied
+    burst_insync: float  # ... until every change INSYNC
+    burst_throttled: int
+    latency_p50: float
+    latency_p95: float
+    lost_updates: int
+    zone_mismatches: int
+    failed_applies: int
+    rejected_batches: int
+    host_failures: int
+    events: int
+    virtual_seconds: float
+    wall_seconds: float
+
+    @property
+    def holds(self) -> bool:
+        return (self.steady_throttle_ratio <= 0.01 and self.burst_convergence <= 120.0
+                and self.lost_updates == 0 and self.zone_mismatches == 0)
+
+
+class WireCache:
+    """``from_wire`` memoised per listed dict: the simulated zone hands out the same dict
+    objects for unchanged record sets, and decoding 21,000 of them per listing is the
+    simulation's own cost, not the system's."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[dict[str, Any], RecordSet]] = {}
+
+    def __call__(self, wire: Any) -> RecordSet:
+        hit = self._cache.get(id(wire))
+        if hit is not None and hit[0] is wire:
+            return hit[1]
+        record = from_wire(wire)
+        self._cache[id(wire)] = (wire, record)
+        return record
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+class World:
+    def __init__(self, config: FleetConfig) -> None:
+        self.config = config
+        self.zone_name = ZONE
+        self.rng = random.Random(f"fleet:{config.seed}")
+        self.sched = Scheduler()
+        self.r53 = SimRoute53(ZONE, config.limits, random.Random(f"r53:{config.seed}"))
+        self.r53.on_commit.append(self._committed)
+        self.decode = WireCache()
+        self.metrics = Metrics()
+        self.intents: dict[RecordKey, Intent] = {}
+        self.hosts: list[SimHost] = []
+        self.alive: list[SimHost] = []
+        self.dead_at: dict[str, float] = {}
+        self.running: list[tuple[SimHost, str]] = []
+        self._running_index: dict[str, int] = {}
+        self.services = [f"_svc{n:03d}._tcp" for n in range(
+            max(2, round(config.hosts * config.containers_per_host / config.tasks_per_service)))]
+        self.foreign: list[RecordSet] = []
+        self._serial = 0
+        self.workload_on = True
+        self.sweep_client = BotocoreClient(RetryPolicy(), random.Random(f"sweep:{config.seed}"), "sweep")
+
+    @property
+    def now(self) -> float:
+        return self.sched.now
+
+    # --- building the fleet ----------------------------------------------------------
+
+    def _new_host(self) -> SimHost:
+        index = len(self.hosts)
+        label = f"ip-10-{index // 65536 % 256}-{index // 256 % 256}-{index % 256}"
+        host = SimHost(self, label, f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}",
+                       self.config.policy, random.Random(f"host:{self.config.seed}:{index}"))
+        self.hosts.append(host)
+        self.alive.append(host)
+        return host
+
+    def _container(self, host: SimHost, service: str, tag: str) -> SimContainer:
+        self._serial += 1
+        cid = f"{self._serial:012x}{self.rng.getrandbits(208):052x}"
+        task = f"{self.rng.getrandbits(128):032x}"
+        return make_container(cid, service, host.port(), CLUSTER, task, tag)
+
+    def _track(self, host: SimHost, cid: str) -> None:
+        self._running_index[cid] = len(self.running)
+        self.running.append((host, cid))
+
+    def _untrack(self, cid: str) -> None:
+        index = self._running_index.pop(cid, None)
+        if index is None:
+            return
+        last = self.running.pop()
+        if index < len(self.running):
+            self.running[index] = last
+            self._running_index[last[1]] = index
+
+    def build(self) -> None:
+        """The fleet as it stands after running a while: records in place, hosts in step."""
+        config = self.config
+        for record in (RecordSet(ZONE, "NS", ("ns-1.awsdns-00.com.",), 172800),
+                       RecordSet(ZONE, "SOA", ("ns-1.awsdns-00.com. hostmaster. 1 7200 900 1209600 86400",), 900),
+                       *(RecordSet(f"static{n}.{ZONE}", "A", (f"192.0.2.{n}",), 300) for n in range(8))):
+            self.r53.zone.put(record)
+            self.foreign.append(record)
+        for _ in range(config.hosts):
+            host = self._new_host()
+            for service in (self.rng.choice(self.services) for _ in range(config.containers_per_host)):
+                container = self._container(host, service, "initial")
+                host.containers[container.container.id] = container
+                self._track(host, container.container.id)
+            for record in host.desired():
+                self.r53.zone.put(record)
+                host.memory[record.key] = record
+        zone_records = len(self.r53.zone)
+        for host in self.hosts:
+            interval = None
+            if config.policy.resync_read == "budget":
+                cost = len({r.name for r in host.desired()}) + 1
+                interval = self.rng.random() * read_interval(
+                    zone_records, len(host.desired()), cost, floor=config.policy.resync,
+                    budget=config.policy.read_budget)
+            host.start(self.rng.uniform(0, config.policy.resync), interval, startup=False)
+
+    # --- workload --------------------------------------------------------------------
+
+    def _place(self) -> SimHost:
+        a, b = self.rng.choice(self.alive), self.rng.choice(self.alive)
+        return a if len(a.containers) <= len(b.containers) else b
+
+    def start_task(self, service: str, tag: str) -> None:
+        if not self.alive:
+            return
+        host = self._place()
+        container = self._container(host, service, tag)
+        self._track(host, container.container.id)
+        host.add_container(container)
+
+    def stop_task(self, host: SimHost, cid: str, tag: str, replace_after: tuple[float, float] | None) -> None:
+        if not host.alive or cid not in host.containers:
+            return
+        service = host.containers[cid].instances[0].name
+        self._untrack(cid)
+        host.remove_container(cid, tag)
+        if replace_after is not None:
+            self.sched.after(self.rng.uniform(*replace_after), self.start_task, service, tag)
+
+    def _churn(self) -> None:
+        if not self.workload_on:
+            return
+        rate = len(self.running) * self.config.churn_per_minute / 60.0
+        if rate > 0 and self.running:
+            host, cid = self.rng.choice(self.running)
+            self.stop_task(host, cid, "churn", self.config.start_delay)
+        self.sched.after(self.rng.expovariate(max(rate, 1e-6)), self._churn)
+
+    def _host_failure(self) -> None:
+        if not self.workload_on:
+            return
+        rate = len(self.alive) * self.config.host_failures_per_hour / 3600.0
+        if len(self.alive) > 1:
+            self.kill_host(self.rng.choice(self.alive))
+        self.sched.after(self.rng.expovariate(max(rate, 1e-9)), self._host_failure)
+
+    def kill_host(self, host: SimHost) -> None:
+        """The instance is gone: its agent writes nothing more; ECS reschedules its tasks."""
+        host.die()
+        self.alive.remove(host)
+        self.dead_at[host.host.label] = self.now
+        self.metrics.host_failures += 1
+        for key in sorted(self.r53.zone.by_host.get(host.host.label, ()), key=str):
+            self.expect(key, None, "sweep")
+        for cid, container in list(host.containers.items()):
+            self._untrack(cid)
+            self.sched.after(self.rng.uniform(*self.config.reschedule), self.start_task,
+                             container.instances[0].name, "failover")
+        self.sched.after(self.config.replace_after, self._join)
+
+    def _join(self) -> None:
+        host = self._new_host()
+        for record in host.desired():
+            self.expect(record.key, record, "startup")
+        host.start(self.rng.uniform(0, self.config.policy.resync), None, startup=True)
+
+    def deployment(self) -> None:
+        """Replace ``burst_fraction`` of all tasks within ``burst_window`` seconds."""
+        config = self.config
+        candidates = list(self.running)
+        chosen = self.rng.sample(candidates, int(len(candidates) * config.burst_fraction))
+        for host, cid in chosen:
+            service = host.containers[cid].instances[0].name
+            self.sched.after(self.rng.uniform(0, config.burst_window), self.start_task, service, "burst")
+            self.sched.after(self.rng.uniform(0, config.burst_window), self.stop_task,
+                             host, cid, "burst", None)
+
+    # --- the health sweep ------------------------------------------------------------
+
+    def _sweep_tick(self) -> None:
+        if self.workload_on or self.intents:
+            self.sched.spawn(self._sweep(), self.r53.handle)
+        self.sched.after(self.config.sweep_interval, self._sweep_tick)
+
+    def list_zone(self, client: BotocoreClient) -> Generator[Instruction, Any, list[RecordSet] | None]:
+        """A full paginated listing (the paginator's way), or None if a page failed."""
+        records: list[RecordSet] = []
+        params: dict[str, Any] = {}
+        while True:
+            response = yield from client.call(LIST, params)
+            if not response.ok:
+                return None
+            page = response.data
+            records.extend(self.decode(w) for w in page["ResourceRecordSets"])
+            if not page["IsTruncated"]:
+                return records
+            params = {"start_name": page["NextRecordName"], "start_type": page["NextRecordType"],
+                      "start_identifier": page.get("NextRecordIdentifier")}
+
+    def _sweep(self) -> Generator[Instruction, Any, None]:
+        self.metrics.sweep_runs += 1
+        records = yield from self.list_zone(self.sweep_client)
+        if records is None:
+            self.metrics.sweep_failures += 1
+            return
+        now = self.now
+        dead = {h for h, t in self.dead_at.items() if now - t >= self.config.dead_after}
+        unhealthy: dict[str, tuple[SimHost, str]] = {}
+        if self.workload_on:
+            for host, cid in self.running:
+                if self.rng.random() < self.config.unhealthy_per_sweep:
+                    unhealthy[cid[:12]] = (host, cid)
+
+        def doomed(record: RecordSet) -> bool:
+            owner = owner_of(record.set_identifier)
+            if owner is None or owner.kind != "h":
+                return False
+            return owner.host in dead or (owner.container in unhealthy
+                                          and unhealthy[owner.container][0].host.label == owner.host)
+
+        changes = plan(records, [], doomed)
+        for batch in batches(changes):
+            response = yield from self.sweep_client.call(CHANGE, {"changes": batch})
+            if not response.ok:
+                self.metrics.sweep_failures += 1
+                return  # the next sweep lists again
+        for host, cid in unhealthy.values():
+            self.sched.after(self.rng.uniform(1, 5), self.stop_task, host, cid, "unhealthy",
+                             self.config.start_delay)
+
+    # --- intents ---------------------------------------------------------------------
+
+    def expect(self, key: RecordKey, record: RecordSet | None, tag: str) -> None:
+        previous = self.intents.pop(key, None)
+        if previous is not None and previous.tag == "burst":
+            self.metrics.burst_outstanding -= 1
+        if self.r53.zone.get(key) == record:
+            return
+        self.intents[key] = Intent(record, self.now, tag)
+        if tag == "burst":
+            self.metrics.burst_outstanding += 1
+            self.metrics.burst_total += 1
+
+    def _committed(self, now: float, changes: Sequence[Change], insync: float) -> None:
+        for change in changes:
+            key = change.record.key
+            intent = self.intents.get(key)
+            if intent is None or self.r53.zone.get(key) != intent.record:
+                continue
+            del self.intents[key]
+            self.metrics.latencies.setdefault(intent.tag, []).append(now - intent.since)
+            if intent.tag == "burst":
+                self.metrics.burst_outstanding -= 1
+                self.metrics.burst_last_applied = max(self.metrics.burst_last_applied, now)
+                self.metrics.burst_last_insync = max(self.metrics.burst_last_insync, insync)
+
+    # --- running ---------------------------------------------------------------------
+
+    def expected_zone(self) -> dict[RecordKey, RecordSet]:
+        want = {r.key: r for r in self.foreign}
+        for host in self.alive:
+            want.update((r.key, r) for r in host.desired())
+        return want
+
+    def quiet(self) -> bool:
+        return not self.intents and all(not h.busy and h.dirty_since is None for h in self.alive)
+
+    def run(self) -> FleetResult:
+        config = self.config
+        started = time.perf_counter()
+        self.build()
+        self.sched.after(self.rng.uniform(0, config.sweep_interval), self._sweep_tick)
+        self.sched.after(0.0, self._churn)
+        if config.host_failures_per_hour > 0:
+            rate = config.hosts * config.host_failures_per_hour / 3600.0
+            self.sched.after(self.rng.expovariate(rate), self._host_failure)
+        self.sched.at(config.steady, self.deployment)
+        self.sched.run(config.steady)
+        steady = self.r53.stats.window(config.warmup, config.steady)
+        end = config.steady + config.observe
+        self.sched.run(end)
+        self.workload_on = False
+        self.sched.run(end + config.drain, stop=self.quiet)
+        wall = time.perf_counter() - started
+        return self._result(steady, wall)
+
+    def _result(self, steady: Counter[str], wall: float) -> FleetResult:
+        config = self.config
+        span = config.steady - config.warmup
+        windows = [self.r53.stats.window(t, t + 60.0)
+                   for t in range(int(config.warmup), int(config.steady) - 59, 60)]
+        worst = max((((w["throttled"] + w["pnc"]) / w["attempt"]) if w["attempt"] else 0.0)
+                    for w in windows) if windows else 0.0
+        burst = self.r53.stats.window(config.steady, config.steady + config.observe)
+        steady_latency = [v for tag in ("churn",) for v in self.metrics.latencies.get(tag, [])]
+        want = self.expected_zone()
+        have = {r.key: r for r in self.r53.zone.records()}
+        mismatches = sum(1 for k in want.keys() | have.keys() if want.get(k) != have.get(k))
+        converged = self.metrics.burst_outstanding == 0 and self.metrics.burst_total > 0
+        throttled = steady["throttled"] + steady["pnc"]
+        return FleetResult(
+            hosts=config.hosts,
+            containers=config.hosts * config.containers_per_host,
+            records=len(have),
+            policy=config.policy.name,
+            limits=config.limits.name,
+            steady_rps=steady["attempt"] / span,
+            steady_by_op={op: steady[op] / span for op in (LIST, CHANGE, GET_ZONE) if steady[op]},
+            steady_throttled=steady["throttled"],
+            steady_pnc=steady["pnc"],
+            steady_attempts=steady["attempt"],
+            steady_throttle_ratio=throttled / steady["attempt"] if steady["attempt"] else 0.0,
+            worst_minute_throttle_ratio=worst,
+            burst_changes=self.metrics.burst_total,
+            burst_convergence=(self.metrics.burst_last_applied - config.steady) if converged else float("inf"),
+            burst_insync=(self.metrics.burst_last_insync - config.steady) if converged else float("inf"),
+            burst_throttled=burst["throttled"] + burst["pnc"],
+            latency_p50=percentile(steady_latency, 0.5),
+            latency_p95=percentile(steady_latency, 0.95),
+            lost_updates=len(self.intents),
+            zone_mismatches=mismatches,
+            failed_applies=self.metrics.failed_applies,
+            rejected_batches=self.metrics.rejected,
+            host_failures=self.metrics.host_failures,
+            events=self.sched.events,
+            virtual_seconds=self.now,
+            wall_seconds=wall,
+        )
+
+
+def simulate(config: FleetConfig) -> FleetResult:
+    """Run one configuration; deterministic for a given ``config`` (seed included)."""
+    return World(config).run()

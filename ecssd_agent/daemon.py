@@ -1,0 +1,559 @@
+"""The agent daemon: Docker events in, one coalesced change request out, resyncs for the rest.
+
+Event-driven for speed, level-triggered for truth. An event only marks its container
+"dirty"; after a short coalescing window the daemon asks the engine for the current state of
+every dirty container, updates its view of the host, computes the desired records of the
+WHOLE host and converges them against the zone in one ChangeResourceRecordSets. A lost,
+duplicated or reordered event can therefore never leave a wrong record: the next look at
+the container (an event, a reconnect, the periodic resync) repairs it.
+
+Route 53 is the scarce resource, so the zone is read in full only at startup, at each
+periodic resync (jittered, so a fleet does not list in step) and when Route 53 rejects a
+batch; between those, plans are made against what this host last knew it owned (updated
+from every applied change). An event costs exactly one change request and no listing.
+
+Errors never end the process: an engine that cannot be reached keeps every container's
+previous state (unknown is not gone), an AWS error keeps the desired state and retries with
+backoff. Only SIGTERM/SIGINT do, after the change in flight (and, with
+``--deregister-on-exit``, after this host's records are deleted).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ecssd_agent.agent import Agent
+from ecssd_agent.aws.eventbridge import TaskEventSender
+from ecssd_agent.docker_events import ContainerEvent, EventStream
+from ecssd_agent.docker_source import DockerUnavailable
+from ecssd_agent.ecs_introspection import EcsIntrospection, IntrospectionUnavailable
+from ecssd_agent.model import Action, Change, Container, RecordSet
+from ecssd_agent.reconcile import NotConverged, Read, converge
+from ecssd_agent.status import Status, StatusServer
+
+if TYPE_CHECKING:
+    from ecssd_agent.aws.clients import Clients
+    from ecssd_agent.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Coalescing. After a lull, a batch of events closes ``coalesce`` seconds after its last
+#: event, or at the latest CAP_FACTOR x coalesce after its first: a lone event is applied
+#: within ``coalesce``. A batch that opens while the previous one closed less than a cap ago
+#: means a burst (a deployment, a host boot, a crash loop): then its cap is CAP_GROWTH times
+#: the previous one (up to MAX_CAP_FACTOR x coalesce) and it closes early only after a
+#: silence of half its cap (a loaded engine starts containers with gaps of a second or
+#: more). With the default 0.25 s: a lone event waits 0.25 s;
+#: a burst is applied in requests 0.25-1 s, 3 s and 9 s apart, so 50 containers started
+#: over ~10 s (what this machine's engine needs for them) take 3 change requests, not 50,
+#: and a steady trickle of events costs at most one request per 9 s.
+CAP_FACTOR = 4.0
+CAP_GROWTH = 3.0
+MAX_CAP_FACTOR = 36.0
+RETRY_MIN = 0.5
+RETRY_MAX = 30.0
+RESYNC_JITTER = 0.1
+#: How long a container that got SIGTERM/SIGKILL (or ``stop``) stays deregistered while it
+#: still runs; after that, a container that ignored the signal is registered again.
+ENDING_GRACE = 180.0
+#: Shutdown: how long to wait for the change in flight and the deregistration.
+SHUTDOWN_GRACE = 8.0
+
+Key = tuple[str, str, "str | None"]
+
+
+class Coalescer:
+    """Decides when a batch of events is applied: a quiet window, extended while events keep
+    coming, capped; both longer during a burst (see CAP_FACTOR). Pure: times are passed in."""
+
+    def __init__(self, quiet: float) -> None:
+        self.quiet = quiet
+        self.base_cap = quiet * CAP_FACTOR
+        self.max_cap = quiet * MAX_CAP_FACTOR
+        self.cap = self.base_cap
+        self.window = quiet
+        self.first: float | None = None
+        self.last = 0.0
+        self._closed_at = float("-inf")
+
+    @property
+    def busy(self) -> bool:
+        return self.cap > self.base_cap
+
+    def add(self, at: float) -> None:
+        if self.first is None:
+            busy = at - self._closed_at < self.cap
+            if busy:  # a burst: gather longer, in fewer and fewer requests
+                self.cap = min(self.cap * CAP_GROWTH, self.max_cap)
+                self.window = self.cap / 2
+            else:  # after a lull: be quick again
+                self.cap, self.window = self.base_cap, self.quiet
+            self.first = self.last = at
+        self.last = max(self.last, at)
+
+    def due(self) -> float | None:
+        """When the open batch is to be applied; None when no batch is open."""
+        if self.first is None:
+            return None
+        return min(self.last + self.window, self.first + self.cap)
+
+    def close(self, at: float) -> None:
+        self.first = None
+        self._closed_at = at
+
+
+@dataclass
+class Work:
+    """What one reconcile has to do, taken from the shared state under the lock."""
+
+    kind: str  # "startup" | "relist" | "resync" | "event" | "retry"
+    dirty: dict[str, float] = field(default_factory=dict)  # container id -> first event time
+    ending: dict[str, float] = field(default_factory=dict)  # deregistered early: id -> since
+    relist: bool = False  # list every container (startup, reconnect, resync)
+    read_zone: bool = False  # list the zone instead of planning on the known state
+    unknown: set[str] = field(default_factory=set)  # could not be inspected: state kept
+
+
+class Daemon:
+    """Keeps this host's records converged with its containers until :meth:`stop`."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        coalesce: float = 0.25,
+        resync: float = 300.0,
+        deregister_on_exit: bool = False,
+        docker_url: str | None = None,
+        status: Status | None = None,
+        task_events: TaskEventSender | None = None,
+        stream_factory: Callable[..., EventStream] = EventStream,
+        read_owned: Callable[[], Iterable[RecordSet]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.agent = agent
+        self.resync = resync
+        self.deregister_on_exit = deregister_on_exit
+        self.status = status or Status()
+        self.task_events = task_events
+        self._read_owned = read_owned or self._list_owned
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._cond = threading.Condition()
+        self._coalescer = Coalescer(coalesce)
+        self._stream = stream_factory(docker_url, self._on_event, self._on_connect,
+                                      self._on_disconnect)
+        # shared with the stream thread (under _cond)
+        self._dirty: dict[str, float] = {}
+        self._ending: dict[str, float] = {}
+        self._relist = False
+        self._connected = False
+        self._stopping = False
+        # the loop thread's own
+        self._view: dict[str, Container] = {}
+        self._view_known = False
+        self._owned: dict[Key, RecordSet] | None = None
+        self._retry_at: float | None = None
+        self._retry_delay = RETRY_MIN
+        self._retry_work: Work | None = None
+        self._next_resync = clock() + self._resync_interval()
+        self._deregistered: bool | None = None
+        self._worker: threading.Thread | None = None
+        self.reconciles = 0  # completed successfully (tests and benchmarks read it)
+        self.zone_reads = 0  # full listings of the zone
+
+    # --- inputs, from the stream thread --------------------------------------------------
+
+    def _on_event(self, event: ContainerEvent) -> None:
+        now = self._clock()
+        with self._cond:
+            self._dirty.setdefault(event.container_id, now)
+            if event.ends_container:
+                self._ending.setdefault(event.container_id, now)
+            elif event.starts_container:
+                self._ending.pop(event.container_id, None)
+            self._coalescer.add(now)
+            self._cond.notify()
+        log.debug("event %s %s", event.action, event.container_id[:12],
+                  extra={"container_id": event.container_id[:12], "action": event.action})
+        if self.task_events is not None:
+            self.task_events.notify(event.action, event.container_id, event.attributes,
+                                    event.time_ns)
+
+    def _on_connect(self) -> None:
+        with self._cond:
+            self._connected = True
+            self._relist = True  # events may have been missed: look at every container
+            if self._retry_at is not None:  # the engine is back: do not wait out the backoff
+                self._retry_at = self._clock()
+            self._cond.notify()
+        self.status.docker_up()
+
+    def _on_disconnect(self, reason: str) -> None:
+        with self._cond:
+            self._connected = False
+        self.status.docker_down(reason)
+
+    # --- control -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start following events and reconciling (in background threads)."""
+        if self.task_events is not None:
+            self.task_events.start()
+        self._worker = threading.Thread(target=self._run_loop, name="reconcile", daemon=True)
+        self._worker.start()
+        self._stream.start()
+
+    def stop(self) -> None:
+        """Ask the loop to finish; safe from any thread (not from a signal handler)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def wait(self, grace: float = SHUTDOWN_GRACE) -> bool:
+        """After :meth:`stop`: wait for the change in flight (and the deregistration).
+
+        Returns False when something was left undone: the grace period passed, or the
+        deregistration asked for failed.
+        """
+        self._stream.stop(timeout=1.0)
+        done = True
+        if self._worker is not None:
+            self._worker.join(grace)
+            if self._worker.is_alive():
+                log.error("shutdown: a change was still in flight after %.0fs; exiting anyway",
+                          grace)
+                done = False
+        if self.task_events is not None:
+            self.task_events.stop(timeout=2.0)
+        return done and self._deregistered is not False
+
+    @property
+    def stopping(self) -> bool:
+        with self._cond:
+            return self._stopping
+
+    @property
+    def alive(self) -> bool:
+        """False when the reconcile loop ended without being asked to (a bug): exit and restart."""
+        return self._worker is not None and (self._worker.is_alive() or self.stopping)
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        while True:
+            work = self._next_work()
+            if work is None:
+                break
+            self._reconcile(work)
+        if self.deregister_on_exit:
+            self._deregister()
+
+    def _next_work(self, block: bool = True) -> Work | None:
+        """Wait until there is something to do (or stop); take it from the shared state."""
+        with self._cond:
+            while True:
+                if self._stopping:
+                    return None
+                now = self._clock()
+                due = self._due(now)
+                if due <= now:
+                    return self._take(now)
+                if not block:
+                    return None
+                self._cond.wait(due - now)
+
+    def poll(self) -> Work | None:
+        """Do the work that is due now, if any, in the calling thread (tests drive it so)."""
+        work = self._next_work(block=False)
+        if work is not None:
+            self._reconcile(work)
+        return work
+
+    def _due(self, now: float) -> float:
+        if self._retry_at is not None:
+            return self._retry_at  # after a failure, nothing runs before the backoff ends
+        candidates = [self._next_resync]
+        if self._relist and self._connected:
+            candidates.append(now)
+        batch = self._coalescer.due()
+        if batch is not None and self._dirty:
+            candidates.append(batch)
+        if self._ending:
+            candidates.append(min(self._ending.values()) + ENDING_GRACE)
+        return min(candidates)
+
+    def _take(self, now: float) -> Work:
+        work = self._retry_work or Work(kind="event")
+        self._retry_work, self._retry_at = None, None
+        for container_id, since in list(self._ending.items()):
+            if now - since >= ENDING_GRACE:
+                log.warning("container %s still runs %.0fs after it was told to stop: "
+                            "registering it again", container_id[:12], now - since,
+                            extra={"container_id": container_id[:12]})
+                del self._ending[container_id]
+                self._dirty.setdefault(container_id, now)
+        if now >= self._next_resync:
+            work.kind, work.relist, work.read_zone = "resync", True, True
+            self._next_resync = now + self._resync_interval()
+        if self._relist and self._connected:
+            work.relist = True
+            if work.kind == "event":
+                work.kind = "startup" if not self._view_known else "relist"
+            self._relist = False
+        for container_id, since in self._dirty.items():
+            work.dirty[container_id] = min(since, work.dirty.get(container_id, since))
+        self._dirty.clear()
+        work.ending = dict(self._ending)
+        if self._coalescer.first is not None:
+            self._coalescer.close(now)
+        return work
+
+    def _resync_interval(self) -> float:
+        return self.resync * self._rng.uniform(1 - RESYNC_JITTER, 1 + RESYNC_JITTER)
+
+    # --- one reconcile -------------------------------------------------------------------
+
+    def _reconcile(self, work: Work) -> None:
+        started = self._clock()
+        try:
+            self._observe(work)
+            if not self._view_known:
+                raise DockerUnavailable("no complete list of the containers yet")
+            desired = self.agent.desired(self._view.values())
+            outcome = converge(self.agent.zone, desired, self.agent.owns,
+                               read=self._reader(work.read_zone), dry_run=self.agent.dry_run)
+            self._learn(outcome.changes)
+            if work.unknown:
+                raise DockerUnavailable(f"cannot inspect {len(work.unknown)} container(s); "
+                                        "kept their previous state")
+        except (DockerUnavailable, NotConverged, ClientError, BotoCoreError) as exc:
+            self._failed(work, exc, started)
+            return
+        finished = self._clock()
+        self.reconciles += 1
+        self._retry_delay = RETRY_MIN
+        owned = len(self._owned) if self._owned is not None else 0
+        self.status.reconciled(work.kind, finished - started, owned)
+        for since in work.dirty.values():
+            self.status.event_latency.observe(max(finished - since, 0.0))
+        if outcome.changes:
+            for change in outcome.changes:
+                self.status.changes.labels(change.action.value).inc()
+        level = logging.INFO if outcome.changes or work.kind != "event" else logging.DEBUG
+        log.log(level, "reconciled (%s): %d change(s) in %d change request(s); %d container(s) "
+                "looked at, %d running with records, %d record set(s) owned", work.kind,
+                len(outcome.changes), outcome.requests, len(work.dirty), len(self._view), owned,
+                extra={"reconcile": work.kind, "changes": len(outcome.changes),
+                       "change_requests": outcome.requests, "owned": owned,
+                       "seconds": round(finished - started, 3)})
+
+    def _observe(self, work: Work) -> None:
+        """Update the view from the engine; containers it cannot tell about go to work.unknown."""
+        if work.relist:
+            listed = self.agent.docker.containers()  # DockerUnavailable: nothing learned
+            self._view = {c.id: c for c in listed if c.id not in work.ending}
+            self._view_known = True
+            running = {c.id for c in listed}
+            self._forget_ending({k: v for k, v in work.ending.items() if k not in running})
+            return
+        gone: dict[str, float] = {}
+        for container_id in work.dirty:
+            ending = container_id in work.ending
+            if ending:
+                self._view.pop(container_id, None)  # deregister early, whatever inspect says
+            try:
+                container = self.agent.docker.inspect(container_id)
+            except DockerUnavailable:
+                if not ending:
+                    work.unknown.add(container_id)  # keep its previous state
+                continue
+            if container is None or not container.running:
+                self._view.pop(container_id, None)
+                if ending:
+                    gone[container_id] = work.ending[container_id]
+            elif not ending:
+                self._view[container_id] = container
+        self._forget_ending(gone)
+
+    def _forget_ending(self, marks: dict[str, float]) -> None:
+        """Containers that stopped or vanished no longer need their early-deregistration mark
+        (unless a newer kill set it again meanwhile)."""
+        with self._cond:
+            for container_id, since in marks.items():
+                if self._ending.get(container_id) == since:
+                    del self._ending[container_id]
+
+    def _reader(self, full: bool) -> Read:
+        """The zone as converge reads it: first the known state (unless ``full``), then listings.
+
+        converge calls it once per attempt, so a batch Route 53 rejects (the zone is not as
+        we knew it) is re-planned on a fresh listing.
+        """
+        calls = 0
+
+        def read() -> list[RecordSet]:
+            nonlocal calls
+            calls += 1
+            if calls == 1 and not full and self._owned is not None:
+                return list(self._owned.values())
+            listed = list(self._read_owned())
+            self.zone_reads += 1
+            self._owned = {r.key: r for r in listed}
+            return listed
+
+        return read
+
+    def _list_owned(self) -> list[RecordSet]:
+        """The record sets this host owns, from a full listing of the zone."""
+        return [r for r in self.agent.zone.records() if self.agent.owns(r)]
+
+    def _learn(self, changes: Iterable[Change]) -> None:
+        """Apply the changes just made to the known state (a dry run changed nothing)."""
+        if self._owned is None or self.agent.dry_run:
+            return
+        for change in changes:
+            if change.action is Action.DELETE:
+                self._owned.pop(change.record.key, None)
+            else:
+                self._owned[change.record.key] = change.record
+
+    def _failed(self, work: Work, exc: Exception, started: float) -> None:
+        now = self._clock()
+        if not isinstance(exc, DockerUnavailable):
+            self._owned = None  # a write may have half-happened: list the zone next time
+        delay = self._retry_delay
+        self._retry_delay = min(delay * 2, RETRY_MAX)
+        retry = Work(kind="retry", dirty=dict(work.dirty), relist=work.relist,
+                     read_zone=work.read_zone)
+        if work.unknown and not work.relist:
+            retry.dirty = {k: v for k, v in work.dirty.items() if k in work.unknown}
+        with self._cond:
+            self._retry_work = retry
+            self._retry_at = now + delay
+        self.status.reconcile_failed(work.kind, now - started, str(exc))
+        log.error("reconcile (%s) failed, retrying in %.1fs: %s", work.kind, delay, exc,
+                  extra={"reconcile": work.kind, "retry_in": delay})
+
+    def _deregister(self) -> None:
+        """--deregister-on-exit: delete every record set this host owns."""
+        try:
+            outcome = converge(self.agent.zone, [], self.agent.owns, read=self._reader(False),
+                               dry_run=self.agent.dry_run)
+        except (NotConverged, ClientError, BotoCoreError) as exc:
+            self._deregistered = False
+            log.error("deregistration on exit failed: %s", exc)
+            return
+        self._learn(outcome.changes)
+        self._deregistered = True
+        log.info("deregistered on exit: %d record set(s) deleted in %d change request(s)",
+                 len(outcome.changes), outcome.requests,
+                 extra={"changes": len(outcome.changes), "change_requests": outcome.requests})
+
+
+# --- wiring (the CLI's daemon mode) ---------------------------------------------------------
+
+def _arn_resolver(introspection: EcsIntrospection) -> Callable[[str], str | None]:
+    def resolve(docker_id: str) -> str | None:
+        try:
+            return introspection.task_arn(docker_id)
+        except IntrospectionUnavailable as exc:
+            log.warning("no task ARN for container %s: %s", docker_id[:12], exc,
+                        extra={"container_id": docker_id[:12]})
+            return None
+
+    return resolve
+
+
+class _Signals:
+    """SIGTERM/SIGINT -> ``on_signal`` in a fresh thread.
+
+    A Python signal handler runs in the main thread between any two bytecodes, possibly while
+    that thread holds a (non-reentrant) lock the handler would need: the handler therefore
+    only starts a thread, which does the locking.
+    """
+
+    def __init__(self, on_signal: Callable[[], None]) -> None:
+        self.on_signal = on_signal
+        self.received = threading.Event()
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        threading.Thread(target=self._deliver, args=(signum,), daemon=True).start()
+
+    def _deliver(self, signum: int) -> None:
+        log.info("signal %d: stopping", signum)
+        self.received.set()
+        self.on_signal()
+
+
+def build_daemon(agent: Agent, settings: Settings, clients: Clients, status: Status) -> Daemon:
+    sender = None
+    if settings.cw_send_events:
+        sender = TaskEventSender(
+            lambda: clients.client("events"),
+            hostname=settings.hostname or agent.host.label,
+            resolve_arn=_arn_resolver(EcsIntrospection(settings.ecs_agent_url)),
+            on_result=status.task_event_result,
+        )
+    return Daemon(agent, coalesce=settings.coalesce, resync=settings.resync,
+                  deregister_on_exit=settings.deregister_on_exit,
+                  docker_url=settings.docker_host or None, status=status, task_events=sender)
+
+
+def serve(settings: Settings, build_agent: Callable[[Settings], tuple[Agent, Clients]]) -> int:
+    """Daemon mode: build the agent (retrying transient AWS errors), run until a signal."""
+    stop = threading.Event()
+    signals = _Signals(stop.set)
+    signals.install()
+    delay = RETRY_MIN
+    while True:
+        try:
+            agent, clients = build_agent(settings)
+            break
+        except (ClientError, BotoCoreError) as exc:
+            log.error("cannot reach Route 53 (retrying in %.1fs): %s", delay, exc)
+        if stop.wait(delay):
+            return 0
+        delay = min(delay * 2, RETRY_MAX)
+    status = Status(clients.stats)
+    server: StatusServer | None = None
+    if settings.status_port:
+        try:
+            server = StatusServer(status, settings.status_address, settings.status_port)
+        except OSError as exc:
+            log.error("cannot serve status on %s:%d: %s", settings.status_address,
+                      settings.status_port, exc)
+            return 1
+        server.start()
+    daemon = build_daemon(agent, settings, clients, status)
+    signals.on_signal = daemon.stop
+    if stop.is_set():
+        return 0
+    daemon.start()
+    try:
+        while not signals.received.wait(1.0):
+            if not daemon.alive:
+                log.critical("the reconcile loop ended unexpectedly; exiting")
+                return 1
+        ok = daemon.wait(SHUTDOWN_GRACE)
+    finally:
+        if server is not None:
+            server.stop()
+    log.info("stopped", extra={"aws_requests": clients.stats.by_operation()})
+    return 0 if ok else 1
+

@@ -1,0 +1,217 @@
+"""Reading only what a host owns, at a cost that does not grow with the fleet.
+
+Why this module exists: the fleet simulation (benchmarks/bench_fleet.py) showed that an agent
+which lists the whole zone on every resync cannot scale. Route 53 allows an *account* about
+10 requests/s (a token bucket of 50, refilled at 10/s); a zone of 1,000 hosts x 20 containers
+holds 21,000 record sets = 71 pages of 300, so one full listing per host per 300 s is
+1,000 x 71 / 300 = 236 requests/s. Two things make the read side affordable:
+
+1. **Name-scoped reads** (:func:`owned_records_by_names`): a host's record sets live under
+   the names it publishes (its SRV names and its A record's name), and Route 53 lists record
+   sets sorted by name, so ``ListResourceRecordSets(StartRecordName=<name>)`` reaches them
+   directly; the scan stops at the first record set of a name nobody asked for. A scan that
+   happens to pass over several wanted names in one page reads them for free.
+2. **A fleet-wide read budget** (:func:`read_interval`): a host reads the zone only every so
+   often, so that all hosts together spend about ``budget`` requests/s on reads. Between reads
+   the agent plans against what it knows it owns (its last read plus the changes it applied
+   since): only this host writes its records, and a batch Route 53 rejects (someone else
+   changed them) triggers a name-scoped read of exactly those names and a re-plan
+   (invariant 2 of ARCHITECTURE.md). The fleet size is estimated without listing anything:
+   the zone's record count (GetHostedZone, one request) over this host's own record count.
+
+The scan logic (:class:`NameScan`) does no I/O, so the simulation drives the very same code
+against its simulated Route 53 in virtual time. Records are read with
+:func:`ecssd_agent.aws.route53.from_wire`, so this module knows page fields (``IsTruncated``,
+``NextRecordName``) but never the record set format itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ecssd_agent.aws.route53 import Route53Zone, from_wire
+from ecssd_agent.model import RecordSet
+from ecssd_agent.plan import Owns
+
+#: Route 53 returns at most 300 record sets per ListResourceRecordSets page.
+MAX_ITEMS = 300
+#: Requests/s the whole fleet of agents may spend on zone reads (5% of the 10/s account rate).
+DEFAULT_READ_BUDGET = 0.5
+#: Never read more often than a resync, nor less often than daily (drift repair stays bounded).
+DEFAULT_MAX_READ_INTERVAL = 86400.0
+
+
+def absolute(name: str) -> str:
+    """The listing form of a name: lowercase with a trailing dot."""
+    name = name.strip().lower()
+    return name if name.endswith(".") else name + "."
+
+
+def route53_order(name: str) -> str:
+    """The key Route 53 sorts names by: labels reversed (``zone.internal._calc._tcp``).
+
+    Used only to visit wanted names in listing order, so that one scan can cover several of
+    them; correctness never depends on it (see :class:`NameScan`).
+    """
+    return ".".join(reversed(absolute(name).rstrip(".").split(".")))
+
+
+@dataclass
+class NameRead:
+    """The outcome of a name-scoped read.
+
+    ``records`` holds every owned record set the scans saw (under a wanted name or, in
+    passing, under another one: an owned record set of a name the host no longer publishes
+    is stale and planning will delete it). ``complete`` holds the wanted names whose record
+    sets were all seen: for those, ``records`` is the truth of the zone.
+    """
+
+    records: list[RecordSet] = field(default_factory=list)
+    complete: frozenset[str] = frozenset()
+    requests: int = 0
+
+    def merged_into(self, known: Iterable[RecordSet]) -> list[RecordSet]:
+        """``known`` (what the agent believed it owns) updated with this read.
+
+        Names read completely are replaced by what the zone holds; for other names the
+        agent keeps what it knew, plus any owned record set seen in passing.
+        """
+        seen = {r.key for r in self.records}
+        kept = [r for r in known if r.name not in self.complete and r.key not in seen]
+        return [*self.records, *kept]
+
+
+class NameScan:
+    """Which names to list next, and what the listed pages proved; no I/O.
+
+    Use: ``while (start := scan.next_start()) is not None``: list pages from
+    ``StartRecordName=start`` (following the page's continuation), calling ``feed(page)`` for
+    each and stopping as soon as it returns False. Then ``scan.result()``.
+
+    Proof that a name was read completely rests only on what Route 53 documents: record
+    sets are sorted by name first, so all record sets of one name are consecutive, and a
+    listing from ``StartRecordName=X`` begins at the first record set whose name is >= X.
+    Hence, within one scan, a name whose run of record sets is followed by another name was
+    seen whole; the started name is complete (possibly empty) as soon as a record set of a
+    different name, or the end of the zone, shows up.
+    """
+
+    def __init__(self, names: Iterable[str], owns: Owns | None = None,
+                 decode: Callable[[Mapping[str, Any]], RecordSet] = from_wire) -> None:
+        self._decode = decode
+        self._wanted = {absolute(n) for n in names}
+        self._pending = sorted(self._wanted, key=route53_order)
+        self._owns = owns
+        self._complete: set[str] = set()
+        self._records: dict[tuple[str, str, str | None], RecordSet] = {}
+        self._start: str | None = None
+        self._run: str | None = None  # the name whose run of record sets the last page ended in
+        self.requests = 0
+
+    def next_start(self) -> str | None:
+        """The name the next scan starts at, or None when every wanted name is complete."""
+        self._pending = [n for n in self._pending if n not in self._complete]
+        if not self._pending:
+            self._start = None
+            return None
+        self._start, self._run = self._pending[0], None
+        return self._start
+
+    def feed(self, page: Mapping[str, Any]) -> bool:
+        """Take one page of the current scan; True when the scan should read its next page."""
+        if self._start is None:
+            raise RuntimeError("feed() called without a scan started by next_start()")
+        self.requests += 1
+        for rrset in page.get("ResourceRecordSets", []):
+            record = self._decode(rrset)
+            if record.name != self._run:
+                self._finish(self._run)
+                if self._run is None and record.name != self._start:
+                    self._finish(self._start)  # the scan began past it: it has no record sets
+                self._run = record.name
+            keep = record.name in self._wanted if self._owns is None else self._owns(record)
+            if keep:
+                self._records[record.key] = record
+        if not page.get("IsTruncated"):
+            self._finish(self._run)
+            self._finish(self._start)  # the zone ended: nothing of it can follow
+            return False
+        next_name = page.get("NextRecordName")
+        if next_name is not None and absolute(next_name) != self._run:
+            self._finish(self._run)  # the next page starts with another name
+        # Continue only to finish a wanted name cut by the page end; any other wanted name is
+        # reached at least as cheaply by a scan starting at it.
+        return self._run in self._wanted and self._run not in self._complete
+
+    def _finish(self, name: str | None) -> None:
+        if name is not None and name in self._wanted:
+            self._complete.add(name)
+
+    def result(self) -> NameRead:
+        return NameRead(list(self._records.values()), frozenset(self._complete), self.requests)
+
+
+def owned_records_by_names(
+    zone: Route53Zone, names: Iterable[str], owns: Owns | None = None, max_items: int = MAX_ITEMS
+) -> NameRead:
+    """The record sets ``owns`` accepts under ``names`` (and any seen in passing).
+
+    With ``owns=None``, every record set under the wanted names. Costs one request per page
+    actually read: typically one per wanted name, fewer when names share a page, more for a
+    name holding more than ``max_items`` record sets (a service with many instances fleet-wide).
+    Uses the boto3 paginator, so a page cut inside a name's weighted record sets continues
+    with ``StartRecordIdentifier``. API errors propagate (unknown is never "empty").
+    """
+    scan = NameScan(names, owns)
+    paginator = zone.client.get_paginator("list_resource_record_sets")
+    while (start := scan.next_start()) is not None:
+        pages = paginator.paginate(HostedZoneId=zone.zone.id, StartRecordName=start,
+                                   PaginationConfig={"PageSize": max_items})
+        for page in pages:
+            if not scan.feed(page):
+                break
+    return scan.result()
+
+
+def zone_record_count(zone: Route53Zone) -> int:
+    """The zone's ResourceRecordSetCount: one GetHostedZone request, no listing."""
+    hosted = zone.client.get_hosted_zone(Id=zone.zone.id)["HostedZone"]
+    return int(hosted.get("ResourceRecordSetCount", 0))
+
+
+def read_interval(
+    zone_records: int,
+    own_records: int,
+    read_cost: int,
+    *,
+    floor: float,
+    budget: float = DEFAULT_READ_BUDGET,
+    ceiling: float = DEFAULT_MAX_READ_INTERVAL,
+) -> float:
+    """Seconds between this host's zone reads so the fleet's reads stay within ``budget``/s.
+
+    The fleet is estimated as ``zone_records / own_records`` hosts (every host owns about as
+    many record sets as this one; foreign records only make the estimate, and so the
+    interval, larger: the safe side). Each host spending ``read_cost`` requests every
+    interval, the fleet spends ``hosts * read_cost / interval`` requests/s. ``floor`` is the
+    resync period (a small fleet reads on every resync); ``ceiling`` bounds drift repair.
+    """
+    if budget <= 0:
+        raise ValueError("the read budget must be positive")
+    hosts = max(1.0, zone_records / max(own_records, 1))
+    wanted = hosts * max(read_cost, 1) / budget
+    return min(max(floor, wanted), max(floor, ceiling))
+
+
+def scan_cost_estimate(names: int) -> int:
+    """Requests a name-scoped read of ``names`` names is expected to cost, before any read:
+    one per name plus the GetHostedZone sizing it."""
+    return max(1, names) + 1
+
+
+def pages(records: int, max_items: int = MAX_ITEMS) -> int:
+    """Requests a full listing of ``records`` record sets takes."""
+    return max(1, math.ceil(records / max_items))

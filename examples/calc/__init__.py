@@ -1,0 +1,1 @@
+"""The calc example service: ``GET /calc/<formula>`` -> ``{"value": ...}``."""

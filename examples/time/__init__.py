@@ -1,0 +1,1 @@
+"""The time example service: ``GET /time/<Go layout>`` -> the current time in that layout."""

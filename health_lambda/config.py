@@ -1,0 +1,99 @@
+"""The sweep's settings: each has one attribute, one environment variable, one default.
+
+Lambda configuration is environment variables; the names are the reference Lambda's
+parameters where it had them, so a CloudFormation stack can keep its parameter names. Read
+once per invocation (cheap, and a changed configuration applies without a cold start).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ecssd_agent.settings import DEFAULT_DOMAIN, SettingsError
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+def _env(name: str, default: Any, help: str) -> Any:
+    return field(default=default, metadata={"env": name, "help": help})
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    clusters: tuple[str, ...] = _env(
+        "ECS_CLUSTERS", (), "comma-separated cluster names or ARNs; empty: every cluster of "
+        "the account and region (then hosts in no cluster count as dead)")
+    domain: str = _env("DOMAIN", DEFAULT_DOMAIN, "the private hosted zone's name")
+    hosted_zone_id: str = _env("HOSTED_ZONE_ID", "", "the hosted zone's id (wins over DOMAIN)")
+    check_health: bool = _env("CHECK_HEALTH", True, "HTTP-check every live service instance")
+    check_health_path: str = _env("CHECK_HEALTH_PATH", "/health", "path checked when the "
+                                  "container definition declares no SERVICE_<port>_CHECK_HTTP")
+    check_timeout: float = _env("CHECK_TIMEOUT", 2.0, "seconds per check attempt")
+    check_retries: int = _env("CHECK_RETRIES", 3, "attempts per instance before it is "
+                              "unhealthy (the first one included)")
+    stop_unhealthy: bool = _env("STOP_UNHEALTHY", True, "StopTask an unhealthy instance's task")
+    dry_run: bool = _env("DRY_RUN", False, "decide and report everything, change nothing")
+    max_delete_fraction: float = _env("MAX_DELETE_FRACTION", 0.5, "if more than this fraction "
+                                      "of the owned record sets would be deleted, delete and "
+                                      "stop nothing (1 disables the guard)")
+    check_concurrency: int = _env("CHECK_CONCURRENCY", 64, "HTTP checks in flight at once")
+    grace_seconds: float = _env("GRACE_SECONDS", 60.0, "a task started less than this ago is "
+                                "not judged unhealthy")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> SweepSettings:
+        """Parse every variable; raises :class:`SettingsError` naming the bad one."""
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            name = spec.metadata["env"]
+            raw = environ.get(name)
+            if raw is None or (raw.strip() == "" and spec.type != "tuple[str, ...]"):
+                continue
+            values[spec.name] = _parse(name, str(spec.type), raw)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not self.domain and not self.hosted_zone_id:
+            raise SettingsError("set DOMAIN or HOSTED_ZONE_ID")
+        if not self.check_health_path.startswith("/"):
+            raise SettingsError(f"CHECK_HEALTH_PATH={self.check_health_path!r} must start "
+                                "with /")
+        for name, value, low in (("CHECK_TIMEOUT", self.check_timeout, 0.001),
+                                 ("CHECK_RETRIES", self.check_retries, 1),
+                                 ("CHECK_CONCURRENCY", self.check_concurrency, 1),
+                                 ("GRACE_SECONDS", self.grace_seconds, 0),
+                                 ("MAX_DELETE_FRACTION", self.max_delete_fraction, 0)):
+            if value < low:
+                raise SettingsError(f"{name}={value} must be at least {low:g}")
+        if self.check_concurrency > 512:
+            raise SettingsError(f"CHECK_CONCURRENCY={self.check_concurrency} is more threads "
+                                "than a Lambda should run (at most 512)")
+
+
+def _parse(name: str, kind: str, raw: str) -> Any:
+    text = raw.strip()
+    try:
+        if kind == "bool":
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError("expected true or false")
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            number = float(text)
+            if not math.isfinite(number):
+                raise ValueError("not a finite number")
+            return number
+        if kind == "tuple[str, ...]":
+            return tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r}: {exc}") from exc
+    return text

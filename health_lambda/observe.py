@@ -1,0 +1,141 @@
+"""Observe ECS and EC2 for the sweep: clusters -> container instances, EC2 hosts, tasks.
+
+Reads go through :mod:`ecssd_agent.aws.ecs` (paginators, 100-item describes, task
+definitions cached per ARN across invocations). Each cluster is observed on its own, a few
+at a time: a failed call fails that cluster's view (:attr:`ClusterView.error`, whatever was
+read before it kept only to recognise the cluster's hosts), never the others, and never
+turns into "no such task".
+
+Only the tasks the zone's records name are described (the decisions need nothing else), plus
+their task definitions when a running task is to be probed; running tasks are listed for
+the summary. So a sweep costs ECS O(clusters + tasks/100 + task definitions) calls.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ecssd_agent import naming
+from ecssd_agent.aws import ecs as ecs_api
+from health_lambda.sweep import (
+    ClusterView,
+    HostView,
+    Scope,
+    ServiceDecl,
+    TaskView,
+    service_decls,
+)
+
+log = logging.getLogger(__name__)
+
+CLUSTER_WORKERS = 4
+
+
+def cluster_names(ecs: Any, wanted: Sequence[str]) -> tuple[list[str], dict[str, str], str]:
+    """(names to sweep, name -> error for unusable ones, error listing the clusters).
+
+    ``wanted`` empty: every cluster of the account (ListClusters, paginated). Otherwise the
+    named clusters, checked with DescribeClusters so a misspelt or deleted one is reported
+    (and judges nothing) instead of looking like a cluster without hosts.
+    """
+    if not wanted:
+        try:
+            return [naming.cluster_name(a) for a in ecs_api.list_clusters(ecs)], {}, ""
+        except ecs_api.EcsReadError as exc:
+            return [], {}, str(exc)
+    names = [naming.cluster_name(w) for w in wanted]
+    errors: dict[str, str] = {}
+    for start in range(0, len(wanted), ecs_api.DESCRIBE_BATCH):
+        chunk = list(wanted[start:start + ecs_api.DESCRIBE_BATCH])
+        try:
+            found = ecs_api.describe_clusters(ecs, chunk)
+        except ecs_api.EcsReadError as exc:
+            for name in chunk:
+                errors[naming.cluster_name(name)] = str(exc)
+            continue
+        for name in chunk:
+            status = found.get(naming.cluster_name(name))
+            if status is None:
+                errors[naming.cluster_name(name)] = "ECS does not know this cluster"
+            elif status != "ACTIVE":
+                errors[naming.cluster_name(name)] = f"the cluster is {status}"
+    return names, errors, ""
+
+
+def observe_cluster(
+    ecs: Any,
+    ec2: Any,
+    name: str,
+    task_ids: set[str],
+    definitions: ecs_api.TaskDefinitions,
+    need_definitions: bool = True,
+) -> ClusterView:
+    """One cluster's hosts and the named tasks' states; any failed call fails the view."""
+    hosts: tuple[HostView, ...] = ()
+    try:
+        instances = ecs_api.instance_hosts(
+            ecs, ec2, name, ecs_api.list_container_instances(ecs, name))
+        hosts = tuple(HostView(h.container_instance_arn, h.instance_id, h.label, h.private_ip,
+                               h.live, h.state) for h in instances.values())
+        running = len(ecs_api.list_tasks(ecs, name, "RUNNING"))
+        described = (ecs_api.describe_tasks(ecs, name, task_ids) if task_ids
+                     else ecs_api.DescribedTasks())
+        tasks = {tid: _task_view(ecs, name, task, definitions, need_definitions)
+                 for tid, task in described.tasks.items()}
+    except ecs_api.EcsReadError as exc:
+        log.error("cluster %s: %s", name, exc, extra={"cluster": name})
+        return ClusterView(name, hosts=hosts, error=str(exc))
+    # Absent from a successful answer, or a MISSING failure: ECS does not know the task.
+    gone = (task_ids - set(described.tasks) - set(described.failures)) | described.missing
+    return ClusterView(name, hosts=hosts, tasks=tasks, gone_tasks=frozenset(gone),
+                       running=running)
+
+
+def _task_view(ecs: Any, cluster: str, task: ecs_api.EcsTask,
+               definitions: ecs_api.TaskDefinitions, need_definition: bool) -> TaskView:
+    started = task.started_at or task.created_at
+    services: tuple[ServiceDecl, ...] = ()
+    if need_definition and not task.stopping and task.task_definition_arn:
+        definition = definitions.get(ecs, task.task_definition_arn, cluster)
+        services = service_decls((c.name, c.environment, c.labels)
+                                 for c in definition.containers)
+    return TaskView(
+        id=task.id,
+        last_status=task.last_status,
+        desired_status=task.desired_status,
+        container_instance_arn=task.container_instance_arn,
+        started_at=started.timestamp() if started is not None else None,
+        eni_ips=task.eni_ips,
+        services=services,
+        runtime_ids={c.name: c.runtime_id for c in task.containers if c.runtime_id},
+    )
+
+
+def observe(
+    ecs: Any,
+    ec2: Any,
+    wanted: Sequence[str],
+    referenced: Mapping[str, set[str]] | None,
+    definitions: ecs_api.TaskDefinitions,
+    need_definitions: bool = True,
+    names: tuple[list[str], dict[str, str], str] | None = None,
+) -> Scope:
+    """Every swept cluster's view. ``referenced``: task ids to describe, per cluster name."""
+    swept, unusable, error = names if names is not None else cluster_names(ecs, wanted)
+    if error:
+        return Scope((), all_clusters=not wanted, error=f"listing the clusters failed: {error}")
+    referenced = referenced or {}
+
+    def one(name: str) -> ClusterView:
+        if name in unusable:
+            return ClusterView(name, error=unusable[name])
+        return observe_cluster(ecs, ec2, name, set(referenced.get(name, set())), definitions,
+                               need_definitions)
+
+    with concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, min(CLUSTER_WORKERS, len(swept)))) as pool:
+        views = tuple(pool.map(one, swept))
+    return Scope(views, all_clusters=not wanted)

@@ -1,0 +1,589 @@
+"""The health sweep's decisions, pure: what ECS and EC2 show + the owned records -> actions.
+
+No I/O here (the handler observes, probes and acts), so a dry run is the same code minus the
+acting step, and every rule below is a table-driven unit test.
+
+Evidence and ownership
+----------------------
+Only record sets whose SetIdentifier parses (:func:`naming.parse_set_identifier`) are ours;
+everything else in the zone is never looked at again. An observation that failed is
+*unknown*, never "gone": a cluster whose ECS or EC2 reads failed (``ClusterView.error``)
+judges nothing, and while any swept cluster failed no host outside the successfully observed
+clusters is judged either, because it may be one of the failed cluster's hosts.
+
+Hosts (the agent's records, ``ecssd:h:<host>...``)
+-------------------------------------------------
+A host label ``H`` is *identified* with a container instance of a successfully observed swept
+cluster when ``H`` is the first label of the instance's private DNS name, or when ``H``'s own
+A record points at the instance's private IP (an agent run with a custom ``--hostname``).
+A container instance is *live* when ECS lists it (ACTIVE or DRAINING) and EC2 shows its
+instance pending or running. Then, for ``H``:
+
+* identified with a live instance: alive. Its records are kept and its service instances
+  probed at that instance's private IP (never an address read from a record);
+* identified (by label or IP) with an instance of a *failed* cluster: skipped;
+* identified only with non-live instances (EC2 says stopped or terminated, or no longer knows
+  the instance): dead, whatever the mode, since it was one of ours;
+* otherwise unknown. Sweeping every cluster of the account (``ECS_CLUSTERS`` empty) and
+  nothing failed: an unknown host is a container instance of no cluster at all, so dead.
+  Sweeping some clusters (``ECS_CLUSTERS`` set): an unknown host may well be a live instance
+  of a cluster we do not sweep, so it is left alone, except for the records that name a
+  swept cluster's task, which that cluster's evidence decides (below). Records of a host
+  run outside ECS (no cluster in their owner) are therefore only ever removed by an
+  all-clusters sweep, and an operator who runs such hosts next to an all-clusters sweep
+  should restrict ``ECS_CLUSTERS``. Likewise a zone shared by several accounts or regions
+  (each sweep lists only its own clusters) needs ``ECS_CLUSTERS`` on every sweep.
+
+A host's A record goes only together with the last of its service records: it is deleted
+when the host is dead (or, restricted, when the host named swept clusters only and every one
+of its service records is being deleted: it left those clusters) and none of its records
+survives, so no remaining SRV record is left pointing at a deleted name.
+
+Tasks
+-----
+A service record that names a task (agent records of ECS containers carry cluster and task;
+task-events records ``ecssd:t:...`` always do) whose cluster is not swept is never touched.
+For a swept, successfully observed cluster, DescribeTasks decides: a task ECS reports
+STOPPED, or with desiredStatus STOPPED, or does not know (a ``MISSING`` failure, or absent
+from a successful answer) is gone, and its records are deleted; so are task-events records
+of a cluster an all-clusters sweep did not find. A running task's agent
+record is probed only when its host is identified with the task's own container instance;
+a mismatch is skipped, and a task whose container instance is not live loses its records.
+Task-events records are probed at the task's ENI address (awsvpc) or its live container
+instance's IP (bridge/host), at the SRV record's port. A task started less than
+``GRACE_SECONDS`` ago is not probed, hence never judged unhealthy.
+
+Health
+------
+The path is ``SERVICE_<port>_CHECK_HTTP`` of the container definition declaring
+``SERVICE_<port>_NAME`` for the record's container port (docker labels over environment, the
+registrator order), else ``CHECK_HEALTH_PATH``. UDP services are not HTTP-checked. An
+unhealthy instance loses every record set of its owner (for a task-events record: every
+record set of its task, A records included), and its task is stopped when
+``STOP_UNHEALTHY`` is set. If the planned deletions exceed ``MAX_DELETE_FRACTION`` of the
+owned record sets, nothing is deleted or stopped and the plan says why.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ecssd_agent import naming
+from ecssd_agent.model import Owner, RecordSet
+from ecssd_agent.records import parse_srv
+
+_SERVICE_NAME_VAR = re.compile(r"^SERVICE_([0-9]{1,5})_NAME$")
+
+
+# --- what was observed -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HostView:
+    """A container instance and its EC2 instance, as the sweep needs it."""
+
+    instance_arn: str
+    instance_id: str
+    label: str  # first label of the private DNS name ("" if EC2 did not say)
+    ip: str  # private IP ("" if EC2 did not say)
+    live: bool
+    state: str = ""  # EC2 state, for reports
+
+
+@dataclass(frozen=True)
+class ServiceDecl:
+    """A ``SERVICE_<port>_NAME`` declared by a container definition of the task."""
+
+    container: str  # container definition name
+    port: int
+    check_http: str = ""
+
+
+@dataclass(frozen=True)
+class TaskView:
+    id: str
+    last_status: str
+    desired_status: str
+    container_instance_arn: str = ""
+    started_at: float | None = None  # epoch seconds (startedAt, else createdAt)
+    eni_ips: tuple[str, ...] = ()
+    services: tuple[ServiceDecl, ...] = ()
+    runtime_ids: Mapping[str, str] = field(default_factory=dict)  # container name -> docker id
+
+    @property
+    def gone(self) -> bool:
+        return self.last_status == "STOPPED" or self.desired_status == "STOPPED"
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """One swept cluster. ``error`` set: the observation failed and decides nothing."""
+
+    name: str
+    hosts: tuple[HostView, ...] = ()
+    tasks: Mapping[str, TaskView] = field(default_factory=dict)  # described, by task id
+    gone_tasks: frozenset[str] = frozenset()  # ids ECS says it does not know
+    running: int = 0  # tasks listed with desiredStatus RUNNING
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def host(self, instance_arn: str) -> HostView | None:
+        return next((h for h in self.hosts if h.instance_arn == instance_arn), None)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Every swept cluster. ``all_clusters``: they are all the account has (ECS_CLUSTERS empty)."""
+
+    clusters: tuple[ClusterView, ...]
+    all_clusters: bool
+    error: str = ""  # the clusters themselves could not be listed: nothing is judged
+
+    def view(self, cluster_field: str) -> ClusterView | None:
+        return next((c for c in self.clusters if naming.cluster_matches(cluster_field, c.name)),
+                    None)
+
+    @property
+    def failed(self) -> list[ClusterView]:
+        return [c for c in self.clusters if not c.ok]
+
+
+@dataclass(frozen=True)
+class Rules:
+    default_path: str = "/health"
+    grace_seconds: float = 60.0
+    check_health: bool = True
+    stop_unhealthy: bool = True
+    max_delete_fraction: float = 0.5
+
+
+# --- what was decided --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Deletion:
+    record: RecordSet
+    reason: str
+
+
+@dataclass(frozen=True)
+class Skip:
+    what: str  # a SetIdentifier
+    reason: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """One service instance to HTTP-check, and the record sets it answers for."""
+
+    key: str  # the owner's SetIdentifier
+    ip: str
+    port: int
+    path: str
+    cluster: str = ""  # the swept cluster's name, when the instance is an ECS task
+    task: str = ""  # task id ("" when not an ECS task: nothing to stop)
+    records: tuple[RecordSet, ...] = ()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{self.port}{self.path}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A probe's outcome: ``detail`` is the HTTP status or the error, for the StopTask reason."""
+
+    healthy: bool
+    detail: str
+
+
+@dataclass
+class Assessment:
+    owned: int = 0
+    orphans: list[Deletion] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    kept: int = 0  # record sets of live owners not probed (A records, UDP, no port)
+    skipped: list[Skip] = field(default_factory=list)  # judgement withheld
+    out_of_scope: int = 0  # record sets of clusters or hosts this sweep does not cover
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Stop:
+    cluster: str
+    task: str
+    reason: str
+
+
+@dataclass
+class Plan:
+    deletions: list[Deletion] = field(default_factory=list)
+    stops: list[Stop] = field(default_factory=list)
+    healthy: list[Target] = field(default_factory=list)
+    unhealthy: list[tuple[Target, Verdict]] = field(default_factory=list)
+    unjudged: list[Target] = field(default_factory=list)  # probed without a result (deadline)
+    refused: str = ""  # why nothing will be deleted or stopped (the fraction guard)
+
+
+# --- pure helpers ------------------------------------------------------------------------
+
+def service_decls(containers: Iterable[tuple[str, Mapping[str, str], Mapping[str, str]]]
+                  ) -> tuple[ServiceDecl, ...]:
+    """(name, environment, docker labels) of container definitions -> declared services."""
+    out: list[ServiceDecl] = []
+    for name, environment, labels in containers:
+        merged = {**environment, **labels}  # labels win, as in the agent
+        for variable in sorted(merged):
+            match = _SERVICE_NAME_VAR.match(variable)
+            if match and merged[variable].strip():
+                port = int(match[1])
+                out.append(ServiceDecl(name, port,
+                                       merged.get(f"SERVICE_{port}_CHECK_HTTP", "").strip()))
+    return tuple(out)
+
+
+def check_path(task: TaskView | None, owner: Owner, default: str) -> str:
+    """The HTTP path to check an instance at: its container's CHECK_HTTP, else ``default``."""
+    port = owner_port(owner)
+    if task is None or port is None:
+        return default
+    candidates = [s for s in task.services if s.port == port]
+    if owner.container and task.runtime_ids:
+        exact = [s for s in candidates
+                 if task.runtime_ids.get(s.container, "").startswith(owner.container)]
+        candidates = exact or candidates
+    path = next((s.check_http for s in candidates if s.check_http), "")
+    if not path:
+        return default
+    return path if path.startswith("/") else "/" + path
+
+
+def owner_port(owner: Owner) -> int | None:
+    number, _, _ = owner.port.partition("/")
+    return int(number) if number.isdigit() else None
+
+
+def referenced_tasks(records: Iterable[RecordSet], clusters: Sequence[str]) -> dict[str, set[str]]:
+    """Task ids the owned records name, per swept cluster name: what DescribeTasks must cover."""
+    out: dict[str, set[str]] = {name: set() for name in clusters}
+    for record in records:
+        owner = naming.parse_set_identifier(record.set_identifier)
+        if owner is None or not owner.task or not owner.cluster:
+            continue
+        for name in clusters:
+            if naming.cluster_matches(owner.cluster, name):
+                out[name].add(owner.task)
+                break
+    return out
+
+
+# --- assess: records + observation -> orphans and probe targets --------------------------
+
+@dataclass
+class _Owned:
+    owner: Owner
+    records: list[RecordSet]
+    # What an unhealthy verdict deletes: the owner's records, or for a task-events record
+    # every record of its task (its A records would keep routing to it otherwise).
+    task_records: list[RecordSet] = field(default_factory=list)
+
+
+class _Hosts:
+    """Host identification over every successfully observed cluster."""
+
+    def __init__(self, scope: Scope, host_ips: Mapping[str, set[str]]) -> None:
+        self.scope = scope
+        self.host_ips = host_ips
+
+    def _matches(self, label: str, view: HostView) -> bool:
+        ips = self.host_ips.get(label, set())
+        return (bool(view.label) and view.label == label) or (bool(view.ip) and view.ip in ips)
+
+    def live(self, label: str) -> tuple[ClusterView, HostView] | None:
+        """The live container instance ``label`` is, searching by name first, then by IP."""
+        candidates = [(c, h) for c in self.scope.clusters if c.ok for h in c.hosts if h.live]
+        by_name = [(c, h) for c, h in candidates if h.label and h.label == label]
+        if by_name:
+            return by_name[0]
+        by_ip = [(c, h) for c, h in candidates if self._matches(label, h)]
+        return by_ip[0] if by_ip else None
+
+    def in_failed(self, label: str) -> ClusterView | None:
+        for cluster in self.scope.failed:
+            if any(self._matches(label, h) for h in cluster.hosts):
+                return cluster
+        return None
+
+    def dead_instance(self, label: str) -> tuple[ClusterView, HostView] | None:
+        for cluster in self.scope.clusters:
+            if cluster.ok:
+                for host in cluster.hosts:
+                    if not host.live and self._matches(label, host):
+                        return cluster, host
+        return None
+
+
+def _grace_left(task: TaskView, rules: Rules, now: float) -> float:
+    if task.started_at is None:  # real ECS always dates a task; moto does not
+        return 0.0
+    return rules.grace_seconds - (now - task.started_at)
+
+
+def assess(scope: Scope, records: Iterable[RecordSet], rules: Rules, now: float) -> Assessment:
+    """Sort every owned record set into: delete (orphan), probe, keep, skip or out of scope."""
+    result = Assessment()
+    owners: dict[str, _Owned] = {}
+    for record in records:
+        owner = naming.parse_set_identifier(record.set_identifier)
+        if owner is None:
+            continue
+        result.owned += 1
+        assert record.set_identifier is not None  # parse_set_identifier checked it
+        owners.setdefault(record.set_identifier, _Owned(owner, [])).records.append(record)
+    if scope.error:
+        result.errors.append(scope.error)
+        result.skipped.extend(Skip(key, scope.error) for key in owners)
+        return result
+    result.errors.extend(f"cluster {c.name}: {c.error}" for c in scope.failed)
+
+    by_task: dict[tuple[str, str], list[RecordSet]] = defaultdict(list)
+    for owned in owners.values():
+        if owned.owner.kind == "t":
+            by_task[(owned.owner.cluster, owned.owner.task)].extend(owned.records)
+    for owned in owners.values():
+        if owned.owner.kind == "t":
+            owned.task_records = by_task[(owned.owner.cluster, owned.owner.task)]
+
+    host_ips: dict[str, set[str]] = defaultdict(set)
+    by_host: dict[str, list[str]] = defaultdict(list)  # host label -> its service owners' keys
+    for key, owned in owners.items():
+        if owned.owner.kind != "h":
+            continue
+        if owned.owner.is_host_record:
+            for record in owned.records:
+                if record.type == "A":
+                    host_ips[owned.owner.host].update(record.values)
+        else:
+            by_host[owned.owner.host].append(key)
+    hosts = _Hosts(scope, host_ips)
+
+    deleted: set[str] = set()
+    for key, owned in sorted(owners.items()):
+        owner = owned.owner
+        if owner.kind == "h" and owner.is_host_record:
+            continue  # decided below, once its host's service records are
+        outcome = _service(key, owned, scope, hosts, rules, now)
+        _record(result, key, owned, outcome)
+        if isinstance(outcome, str):
+            deleted.add(key)
+
+    for key, owned in sorted(owners.items()):
+        owner = owned.owner
+        if owner.kind == "h" and owner.is_host_record:
+            outcome = _host_record(owner.host, by_host.get(owner.host, []), deleted, scope,
+                                   hosts)
+            _record(result, key, owned, outcome)
+    return result
+
+
+# An outcome: a str is a deletion reason; a Target is a probe; these classes the rest.
+class _Keep:
+    pass
+
+
+class _Out:
+    pass
+
+
+@dataclass(frozen=True)
+class _Skip:
+    reason: str
+
+
+_Outcome = str | Target | _Keep | _Out | _Skip
+KEEP = _Keep()
+OUT = _Out()
+
+
+def _record(result: Assessment, key: str, owned: _Owned, outcome: _Outcome) -> None:
+    if isinstance(outcome, str):
+        result.orphans.extend(Deletion(r, outcome) for r in owned.records)
+    elif isinstance(outcome, Target):
+        result.targets.append(outcome)
+    elif isinstance(outcome, _Skip):
+        result.skipped.append(Skip(key, outcome.reason))
+    elif isinstance(outcome, _Out):
+        result.out_of_scope += len(owned.records)
+    else:
+        result.kept += len(owned.records)
+
+
+def _host_verdict(label: str, scope: Scope, hosts: _Hosts) -> _Outcome:
+    """Alive (a Target-less KEEP with the host found), dead (a reason), skip or out of scope."""
+    failed = hosts.in_failed(label)
+    if failed is not None:
+        return _Skip(f"host {label} is in cluster {failed.name}, whose observation failed")
+    dead = hosts.dead_instance(label)
+    if dead is not None:
+        cluster, host = dead
+        state = host.state or "unknown to EC2"
+        return (f"host {label} is dead: container instance {host.instance_id} of cluster "
+                f"{cluster.name} is {state}")
+    if scope.failed:
+        names = ", ".join(c.name for c in scope.failed)
+        return _Skip(f"host {label} is in no observed cluster, and {names} could not be "
+                     "observed")
+    if scope.all_clusters:
+        return f"host {label} is not a container instance of any cluster"
+    return OUT
+
+
+def _service(key: str, owned: _Owned, scope: Scope, hosts: _Hosts, rules: Rules,
+             now: float) -> _Outcome:
+    owner = owned.owner
+    view = scope.view(owner.cluster) if owner.cluster else None
+    if owner.kind == "t" or (owner.cluster and owner.task):
+        if view is None:
+            if not scope.all_clusters:
+                return OUT
+            if owner.kind == "t":  # every cluster was listed, and this one is not among them
+                return f"cluster {owner.cluster} of task {owner.task} does not exist"
+            # An agent's record of a task of a vanished cluster: the host decides.
+            return _by_host(key, owned, scope, hosts, rules)
+        if not view.ok:
+            return _Skip(f"cluster {view.name} could not be observed")
+        if owner.task in view.gone_tasks:
+            return f"task {owner.task} of cluster {view.name} no longer exists"
+        task = view.tasks.get(owner.task)
+        if task is None:
+            return _Skip(f"the state of task {owner.task} of cluster {view.name} is unknown")
+        if task.gone:
+            return (f"task {owner.task} of cluster {view.name} is {task.last_status or '?'} "
+                    f"(desired {task.desired_status or '?'})")
+        if owner.kind == "t":
+            return _task_target(key, owned, view, task, rules, now)
+        return _agent_task_target(key, owned, view, task, scope, hosts, rules, now)
+    return _by_host(key, owned, scope, hosts, rules)
+
+
+def _by_host(key: str, owned: _Owned, scope: Scope, hosts: _Hosts, rules: Rules) -> _Outcome:
+    """An agent record without an ECS task: its host decides."""
+    found = hosts.live(owned.owner.host)
+    if found is None:
+        return _host_verdict(owned.owner.host, scope, hosts)
+    _, host = found
+    return _target(key, owned, host.ip, None, "", "", rules)
+
+
+def _agent_task_target(key: str, owned: _Owned, view: ClusterView, task: TaskView,
+                       scope: Scope, hosts: _Hosts, rules: Rules, now: float) -> _Outcome:
+    label = owned.owner.host
+    found = hosts.live(label)
+    instance = view.host(task.container_instance_arn)
+    if found is not None:
+        _, host = found
+        if task.container_instance_arn and host.instance_arn != task.container_instance_arn:
+            return _Skip(f"host {label} is not the container instance of task {task.id}")
+        if _grace_left(task, rules, now) > 0:
+            return _Skip(f"task {task.id} started less than {rules.grace_seconds:g}s ago")
+        return _target(key, owned, host.ip, task, view.name, task.id, rules)
+    failed = hosts.in_failed(label)
+    if failed is not None:
+        return _Skip(f"host {label} is in cluster {failed.name}, whose observation failed")
+    if scope.failed:
+        return _Skip(f"host {label} is in no observed cluster, and "
+                     f"{', '.join(c.name for c in scope.failed)} could not be observed")
+    if instance is not None and instance.live:
+        return _Skip(f"host {label} does not match task {task.id}'s container instance "
+                     f"{instance.label or instance.instance_id}")
+    return (f"task {task.id} of cluster {view.name} runs on no live container instance "
+            f"that host {label} is")
+
+
+def _task_target(key: str, owned: _Owned, view: ClusterView, task: TaskView, rules: Rules,
+                 now: float) -> _Outcome:
+    if task.eni_ips:
+        ip = task.eni_ips[0]
+    else:
+        instance = view.host(task.container_instance_arn)
+        if instance is None or not instance.live:
+            return _Skip(f"task {task.id} has no ENI and no live container instance")
+        ip = instance.ip
+    if _grace_left(task, rules, now) > 0:
+        return _Skip(f"task {task.id} started less than {rules.grace_seconds:g}s ago")
+    return _target(key, owned, ip, task, view.name, task.id, rules)
+
+
+def _target(key: str, owned: _Owned, ip: str, task: TaskView | None, cluster: str,
+            task_id: str, rules: Rules) -> _Outcome:
+    """A live instance: a probe target, or kept when it cannot be HTTP-checked."""
+    owner = owned.owner
+    if owner.port.endswith("/udp") or not rules.check_health:
+        return KEEP
+    srv = [r for r in owned.records if r.type == "SRV"]
+    if not srv:
+        return KEEP  # e.g. a task's own A record: it goes when the task goes
+    try:
+        ports = {parse_srv(v).port for r in srv for v in r.values}
+    except ValueError as exc:
+        return _Skip(f"unreadable SRV value: {exc}")
+    if len(ports) != 1:
+        return _Skip(f"SRV records of one instance disagree on the port: {sorted(ports)}")
+    return Target(key=key, ip=ip, port=ports.pop(),
+                  path=check_path(task, owner, rules.default_path), cluster=cluster,
+                  task=task_id, records=tuple(owned.task_records or owned.records))
+
+
+def _host_record(label: str, service_keys: Sequence[str], deleted: set[str], scope: Scope,
+                 hosts: _Hosts) -> _Outcome:
+    """A host's A record: deleted only with the host's last service record."""
+    if hosts.live(label) is not None:
+        return KEEP
+    verdict = _host_verdict(label, scope, hosts)
+    if isinstance(verdict, _Skip):
+        return verdict
+    surviving = [k for k in service_keys if k not in deleted]
+    if surviving:
+        return OUT if isinstance(verdict, _Out) else _Skip(
+            f"host {label} still has {len(surviving)} record set(s) that were not deleted")
+    if isinstance(verdict, str):
+        return verdict
+    if service_keys:  # restricted sweep: every record of the host named a swept cluster
+        return f"host {label} left the swept cluster(s) its records named"
+    return OUT
+
+
+# --- decide: probe results -> deletions and stops ----------------------------------------
+
+def decide(assessment: Assessment, results: Mapping[str, Verdict], rules: Rules) -> Plan:
+    """Deletions (orphans, then unhealthy instances' records) and StopTask calls."""
+    plan = Plan(deletions=list(assessment.orphans))
+    planned_keys = {d.record.key for d in plan.deletions}
+    stopped: set[tuple[str, str]] = set()
+    for target in assessment.targets:
+        verdict = results.get(target.key)
+        if verdict is None:
+            plan.unjudged.append(target)
+            continue
+        if verdict.healthy:
+            plan.healthy.append(target)
+            continue
+        plan.unhealthy.append((target, verdict))
+        for record in target.records:
+            if record.key not in planned_keys:
+                planned_keys.add(record.key)
+                plan.deletions.append(Deletion(record, f"unhealthy: {verdict.detail}"))
+        if rules.stop_unhealthy and target.task and (target.cluster, target.task) not in stopped:
+            stopped.add((target.cluster, target.task))
+            reason = f"ecssd health check failed: {verdict.detail}"[:255]
+            plan.stops.append(Stop(target.cluster, target.task, reason))
+    planned = len(plan.deletions)
+    if planned and planned > rules.max_delete_fraction * assessment.owned:
+        plan.refused = (
+            f"{planned} of {assessment.owned} owned record sets would be deleted, more than "
+            f"MAX_DELETE_FRACTION={rules.max_delete_fraction:g}: nothing deleted or stopped")
+    return plan

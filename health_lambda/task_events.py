@@ -1,0 +1,371 @@
+"""Task-events Lambda: "ECS Task State Change" events -> the task's records in Route 53.
+
+Entry point ``lambda_handler(event, context)`` for an EventBridge rule on ``source: aws.ecs``,
+``detail-type: ECS Task State Change``. Two modes, usable together (see
+:mod:`health_lambda.task_event_config`):
+
+- service records: a task that declares ``SERVICE_<port>_NAME`` or the
+  ``discovery.service.name`` label gets a per-task A record, SRV records and (awsvpc) service
+  A records, built by :mod:`ecssd_agent.task_records`;
+- the fixed record: ``RR_NAME`` points at one running task of ``TASK_GROUP`` (the original
+  X-Ray daemon Lambda, which made ``AWS_XRAY_DAEMON_ADDRESS=xray.acme.com:2000`` possible).
+  It is one A record set whose SetIdentifier names the task it points at
+  (``ecssd:t:<cluster>:<task>:``). A task's RUNNING event takes it over unless the current
+  holder still runs and provably started later (``startedAt``); a task's removal touches it
+  only if that task still holds it, and then repoints it to the newest other running task
+  of the group, or deletes it when there is none. A hand-made record at ``RR_NAME`` (the
+  original Lambda's simple record) is not ours: delete it when switching over, or Route 53
+  refuses the weighted one beside it.
+
+EventBridge delivers at least once and in any order, so every event is handled
+level-triggered, never as a delta: read the task's *current* state, read the zone, plan
+(:func:`ecssd_agent.reconcile.converge`) and apply what differs. A duplicate event therefore
+sends no change request, and a RUNNING event arriving after the task stopped finds the task
+stopped (DescribeTasks) and removes rather than resurrects. The window between that check
+and the write is closed by the health sweep, which deletes records whose task is gone (the
+SetIdentifier names the task).
+
+Malformed events and events of other clusters are logged and answered with a summary; an AWS
+error raises, so Lambda retries the event (at-least-once on our side too).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ecssd_agent import naming
+from ecssd_agent import task_records as tr
+from ecssd_agent.aws import ecs as ecs_api
+from ecssd_agent.aws.clients import Clients
+from ecssd_agent.aws.route53 import Route53Zone, find_zone
+from ecssd_agent.model import RecordSet
+from ecssd_agent.plan import Owns
+from ecssd_agent.reconcile import Read, converge
+from health_lambda import task_event_config
+from health_lambda.task_event_config import TaskEventConfig
+
+log = logging.getLogger(__name__)
+
+
+class TaskStateUnknown(RuntimeError):
+    """What we need to know about a task or its host cannot be known now: retry the event."""
+
+
+@dataclass
+class Runtime:
+    """What one Lambda container keeps between invocations (built at the first one).
+
+    Task definitions are cached by ARN (a registered revision never changes) and the zone is
+    found once, so a warm invocation costs one DescribeTasks and one zone read.
+    """
+
+    config: TaskEventConfig
+    clients: Clients
+    zone: Route53Zone | None = None
+    definitions: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def hosted_zone(self) -> Route53Zone:
+        if self.zone is None:
+            client = self.clients.client("route53")
+            found = find_zone(client, self.config.domain, self.config.hosted_zone_id or None,
+                              self.config.vpc_id or None)
+            self.zone = Route53Zone(client, found, comment="ecssd task events")
+        return self.zone
+
+    def task_definition(self, arn: str, cluster: str) -> Mapping[str, Any]:
+        if arn not in self.definitions:
+            self.definitions[arn] = ecs_api.task_definition_document(
+                self.clients.client("ecs"), arn, cluster)
+        return self.definitions[arn]
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """The cached runtime; created on first use (never at import: tests and cold starts)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            config = task_event_config.load(os.environ)
+            if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+                from ecssd_agent import logs
+
+                logs.setup("json", config.log_level)
+            _runtime = Runtime(config, Clients(region=os.environ.get("AWS_REGION") or None))
+        return _runtime
+
+
+def configure(config: TaskEventConfig | None = None, clients: Clients | None = None) -> Runtime | None:
+    """Replace (or, with no arguments, forget) the cached runtime: for tests and tools."""
+    global _runtime
+    with _runtime_lock:
+        if config is None:
+            _runtime = None
+        else:
+            _runtime = Runtime(config, clients or Clients(region=os.environ.get("AWS_REGION") or None))
+        return _runtime
+
+
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    """EventBridge target: handle one ECS Task State Change event; returns a summary."""
+    return TaskEvents(runtime()).handle(event)
+
+
+# --- the handling ------------------------------------------------------------------------
+
+def _summary(status: str, reason: str, task: tr.Task | None = None, **more: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": status, "reason": reason}
+    if task is not None:
+        out.update(task=task.id, cluster=task.cluster, last_status=task.last_status,
+                   desired_status=task.desired_status)
+    out.update(more)
+    return out
+
+
+def _from_described(found: ecs_api.EcsTask) -> tr.Task:
+    return tr.Task(
+        arn=found.arn, id=found.id, cluster=naming.cluster_name(found.cluster_arn),
+        last_status=found.last_status, desired_status=found.desired_status, group=found.group,
+        task_definition_arn=found.task_definition_arn,
+        container_instance_arn=found.container_instance_arn,
+        eni_ip=found.eni_ips[0] if found.eni_ips else "",
+        started_at=found.started_at, created_at=found.created_at,
+        version=found.version or None,
+    )
+
+
+class TaskEvents:
+    """Handles events with one runtime's settings, clients and caches."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.config = rt.config
+        self._hosts: dict[str, str] = {}  # container instance ARN -> private IP, this event
+
+    @property
+    def ecs(self) -> Any:
+        return self.rt.clients.client("ecs")
+
+    def handle(self, event: Any) -> dict[str, Any]:
+        event_id = event.get("id", "") if isinstance(event, Mapping) else ""
+        try:
+            task = tr.parse_event(event)
+        except tr.MalformedEvent as exc:
+            log.warning("ignored an event: %s", exc, extra={"event_id": event_id})
+            return _summary("ignored", f"malformed: {exc}")
+        extra = {"event_id": event_id, "task": task.id, "cluster": task.cluster,
+                 "task_version": task.version}
+        if not self.config.watches(task.cluster):
+            log.info("ignored: cluster %s is not in ECS_CLUSTERS", task.cluster, extra=extra)
+            return _summary("ignored", "other cluster", task)
+        fixed = self.config.fixed_record and task.group == self.config.task_group
+        if not fixed and not self.config.service_records:
+            log.info("ignored: task group %r is not TASK_GROUP", task.group, extra=extra)
+            return _summary("ignored", "other group", task)
+        if task.phase is tr.Phase.WAIT:
+            log.debug("nothing to do until the task runs", extra=extra)
+            return _summary("ignored", f"task is {task.last_status}", task)
+
+        if task.phase is tr.Phase.REGISTER:
+            confirmed = self._confirm_running(task, extra)
+            if isinstance(confirmed, dict):
+                return confirmed
+            task = confirmed
+        return self._reconcile(task, fixed, extra)
+
+    def _confirm_running(self, task: tr.Task, extra: Mapping[str, Any]) -> tr.Task | dict[str, Any]:
+        """The task as ECS describes it now: a RUNNING event may be late or duplicated.
+
+        Returns the task to act on (REMOVE phase if it has stopped since), or a summary when
+        there is nothing to do. Raises when ECS cannot tell (Lambda retries).
+        """
+        described = ecs_api.describe_tasks(self.ecs, task.cluster, [task.arn])
+        if task.id in described.missing:
+            log.info("ignored: ECS no longer knows the task", extra=extra)
+            return _summary("ignored", "task is gone", task)
+        found = described.tasks.get(task.id)
+        if found is None:
+            raise TaskStateUnknown(f"DescribeTasks gave no answer for task {task.id}: "
+                                   f"{described.failures.get(task.id, 'no failure reason')}")
+        if found.version and task.version and found.version < task.version:
+            raise TaskStateUnknown(
+                f"DescribeTasks shows task {task.id} at version {found.version}, older than "
+                f"the event's {task.version}: ECS has not caught up yet")
+        now = replace(task, last_status=found.last_status, desired_status=found.desired_status,
+                      started_at=task.started_at or found.started_at,
+                      created_at=task.created_at or found.created_at,
+                      eni_ip=task.eni_ip or (found.eni_ips[0] if found.eni_ips else ""),
+                      container_instance_arn=task.container_instance_arn
+                      or found.container_instance_arn)
+        if now.phase is tr.Phase.REMOVE:
+            log.info("a stale RUNNING event: the task is %s now; removing its records",
+                     found.last_status, extra=extra)
+        elif now.phase is tr.Phase.WAIT:
+            return _summary("ignored", f"task is {found.last_status} now", task)
+        return now
+
+    # -- what the task should have ----------------------------------------------------
+
+    def _host_ip(self, task: tr.Task) -> str:
+        """The private IP of the EC2 instance a bridge/host-mode task runs on."""
+        arn = task.container_instance_arn
+        if not arn:
+            raise TaskStateUnknown(f"task {task.id} runs on no container instance and has no ENI")
+        if arn not in self._hosts:
+            hosts = ecs_api.instance_hosts(self.ecs, self.rt.clients.client("ec2"), task.cluster,
+                                           [arn])
+            host = hosts.get(arn)
+            if host is None or not host.private_ip:
+                raise TaskStateUnknown(f"no private IP known for container instance {arn} of "
+                                       f"task {task.id}")
+            self._hosts[arn] = host.private_ip
+        return self._hosts[arn]
+
+    def _address(self, task: tr.Task, mode: str) -> str:
+        """Where clients reach the task: its ENI (awsvpc), else its host. Raises when unknown."""
+        if mode != "awsvpc":
+            return self._host_ip(task)
+        if not task.eni_ip:
+            raise TaskStateUnknown(f"awsvpc task {task.id} shows no ENI address")
+        return task.eni_ip
+
+    def _service_records(self, task: tr.Task, definition: Mapping[str, Any],
+                         extra: Mapping[str, Any]) -> list[RecordSet]:
+        mode = tr.network_mode(task, definition)
+        records, problems = tr.service_records(
+            task, definition, self._address(task, mode), self.zone.zone.name,
+            self.config.routing, self.config.ttl)
+        for problem in problems:
+            log.warning("skipped %s", problem, extra={**extra, "variable": problem.variable})
+        return records
+
+    @property
+    def zone(self) -> Route53Zone:
+        return self.rt.hosted_zone()
+
+    # -- reconcile ---------------------------------------------------------------------
+
+    def _reconcile(self, task: tr.Task, fixed: bool, extra: Mapping[str, Any]) -> dict[str, Any]:
+        definition: Mapping[str, Any] = {}
+        services = False
+        if self.config.service_records and task.task_definition_arn:
+            definition = self.rt.task_definition(task.task_definition_arn, task.cluster)
+            services = tr.declares_services(task, definition)
+            if services and not self.config.bridge_records \
+                    and tr.network_mode(task, definition) != "awsvpc":
+                log.info("bridge/host-mode task left to the host agent (BRIDGE_RECORDS=false)",
+                         extra=extra)
+                services = False
+        if not services and not fixed:  # spares the zone read: Route 53 is the scarce API
+            log.debug("no records to keep for the task", extra=extra)
+            return _summary("ignored", "no services declared", task)
+
+        zone = self.zone
+        listing = list(zone.records())
+        owns: Owns = tr.owned_by_task(task.cluster, task.id)
+        desired: list[RecordSet] = []
+        if services and task.phase is tr.Phase.REGISTER:
+            desired += self._service_records(task, definition, extra)
+        if fixed:
+            fixed_desired, fixed_owns = self._fixed(task, listing, extra)
+            desired += fixed_desired
+            if fixed_owns is not None:
+                owns = tr.either(owns, fixed_owns)
+
+        outcome = converge(zone, desired, owns, read=_first_then(listing, zone.records),
+                           dry_run=self.config.dry_run)
+        log.info("%s task %s: %d change(s) in %d change request(s)", task.phase.value, task.id,
+                 len(outcome.changes), outcome.requests,
+                 extra={**extra, "changes": len(outcome.changes), "requests": outcome.requests})
+        return _summary("ok", task.phase.value, task, changes=len(outcome.changes),
+                        requests=outcome.requests,
+                        records=[c.record.describe() for c in outcome.changes],
+                        actions=[c.action.value for c in outcome.changes])
+
+    # -- the fixed record --------------------------------------------------------------
+
+    def _fixed(self, task: tr.Task, listing: Sequence[RecordSet],
+               extra: Mapping[str, Any]) -> tuple[list[RecordSet], Owns | None]:
+        """The fixed record's desired state, and the ownership test to plan it with.
+
+        Returns ``([], None)`` when the fixed record is not this event's business (another
+        task keeps it); the task's own fixed record set, if any, then goes with its other
+        records, because ``owned_by_task`` covers it.
+        """
+        name = naming.record_name(self.config.rr_name, self.zone.zone.name)
+        owns_fixed = tr.fixed_record_owns(name)
+        holders = [owner for r in listing if owns_fixed(r)
+                   and (owner := naming.parse_set_identifier(r.set_identifier)) is not None]
+        others = [owner for owner in holders if owner.task != task.id]
+
+        if task.phase is tr.Phase.REGISTER:
+            for owner in others:
+                holder = self._describe_holder(owner.cluster, owner.task, task)
+                if holder is not None and tr.holder_keeps(holder, task):
+                    log.info("fixed record %s stays with newer task %s", name, holder.id,
+                             extra=extra)
+                    return [], None
+            ip = self._address(task, self._mode(task))
+            return [tr.fixed_record(name, task, ip, self.config.routing, self.config.ttl)], owns_fixed
+
+        # REMOVE: only a record set this task holds is ours to remove or repoint.
+        if len(holders) == len(others):
+            return [], None
+        if others:  # someone else serves the name too: just drop ours
+            return [], None
+        successor = tr.newest(t for t in self._running_in_group(task.cluster)
+                              if t.id != task.id)
+        if successor is None:
+            log.info("fixed record %s removed: no other running task of group %s", name,
+                     self.config.task_group, extra=extra)
+            return [], owns_fixed
+        ip = self._address(successor, self._mode(successor))
+        log.info("fixed record %s repointed to task %s", name, successor.id, extra=extra)
+        return [tr.fixed_record(name, successor, ip, self.config.routing, self.config.ttl)], owns_fixed
+
+    def _mode(self, task: tr.Task) -> str:
+        """awsvpc when the task has an ENI; otherwise it is reached at its host's address."""
+        return "awsvpc" if task.eni_ip or task.launch_type == "FARGATE" else "bridge"
+
+    def _describe_holder(self, owner_cluster: str, owner_task: str, task: tr.Task) -> tr.Task | None:
+        """The task holding the fixed record, if it is still running (None: gone or leaving)."""
+        cluster = task.cluster if naming.cluster_matches(owner_cluster, task.cluster) else owner_cluster
+        if cluster.startswith("#"):  # a digested cluster name we cannot describe by
+            return None
+        described = ecs_api.describe_tasks(self.ecs, cluster, [owner_task])
+        found = described.tasks.get(owner_task)
+        if found is None:
+            if owner_task in described.missing:
+                return None
+            raise TaskStateUnknown(f"DescribeTasks gave no answer for fixed-record holder "
+                                   f"{owner_task}: {described.failures.get(owner_task, '?')}")
+        holder = _from_described(found)
+        return holder if holder.phase is tr.Phase.REGISTER else None
+
+    def _running_in_group(self, cluster: str) -> list[tr.Task]:
+        """Running tasks of TASK_GROUP in the cluster (candidates to serve the fixed name)."""
+        arns = ecs_api.list_tasks(self.ecs, cluster, "RUNNING")
+        if not arns:
+            return []
+        described = ecs_api.describe_tasks(self.ecs, cluster, arns)
+        tasks = [_from_described(t) for t in described.tasks.values()]
+        return [t for t in tasks if t.group == self.config.task_group
+                and t.phase is tr.Phase.REGISTER]
+
+
+def _first_then(first: Sequence[RecordSet], reread: Read) -> Read:
+    """A reader that returns ``first`` once (the listing the plan's decisions used), then
+    reads the zone afresh (after a rejected batch)."""
+    pending = [first]
+
+    def read() -> Iterable[RecordSet]:
+        return pending.pop() if pending else reread()
+
+    return read

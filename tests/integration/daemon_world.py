@@ -1,0 +1,214 @@
+"""The agent daemon as an operator runs it: the real ``ecssd-agent`` process, watched from outside.
+
+A test (or benchmark) starts the daemon as a subprocess against a moto server and a real
+Docker engine, and observes it only through what an operator has: the zone (listed over
+HTTP), the process (signals, exit code, /proc), the log, and ``/healthz`` + ``/metrics``.
+The number of Route 53 change requests is read from the agent's own ``/metrics``
+(``ecssd_aws_requests_total``, counted by botocore event hooks on every HTTP attempt), so
+it is the number of requests the agent really sent.
+
+Used by tests/integration/test_daemon*.py and benchmarks/bench_daemon.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.agent_cli import agent_command
+from tests.support.images import HEALTH_PORT, HTTPD_CMD
+
+ZONE = "servicediscovery.internal"
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Zone:
+    """A private hosted zone in the moto server, read the way any client would."""
+
+    def __init__(self, client: Any, zone_id: str) -> None:
+        self.client = client
+        self.id = zone_id
+
+    @classmethod
+    def create(cls, moto: Any, name: str = ZONE) -> Zone:
+        r53 = moto.client("route53")
+        zone_id = r53.create_hosted_zone(
+            Name=name, CallerReference=f"daemon-{time.monotonic_ns()}",
+            HostedZoneConfig={"PrivateZone": True},
+            VPC={"VPCRegion": REGION, "VPCId": "vpc-0123456789abcdef0"},
+        )["HostedZone"]["Id"].rsplit("/", 1)[-1]
+        return cls(r53, zone_id)
+
+    def listing(self) -> list[dict[str, Any]]:
+        pages = self.client.get_paginator("list_resource_record_sets").paginate(
+            HostedZoneId=self.id)
+        return [r for page in pages for r in page["ResourceRecordSets"]
+                if r["Type"] not in ("NS", "SOA")]
+
+    def owned(self, host: str) -> dict[str, dict[str, Any]]:
+        """SetIdentifier -> record set, for every record set ``host`` owns."""
+        prefix = f"ecssd:h:{host}"
+        return {r["SetIdentifier"]: r for r in self.listing()
+                if r.get("SetIdentifier", "") == prefix
+                or r.get("SetIdentifier", "").startswith(prefix + ":")}
+
+    def srv(self, host: str) -> dict[str, str]:
+        """container id (12) -> SRV value, for ``host``'s service records."""
+        return {ident.split(":")[3]: r["ResourceRecords"][0]["Value"]
+                for ident, r in self.owned(host).items() if r["Type"] == "SRV"}
+
+    def create_records(self, records: Iterable[Mapping[str, Any]]) -> None:
+        self.client.change_resource_record_sets(HostedZoneId=self.id, ChangeBatch={
+            "Changes": [{"Action": "CREATE", "ResourceRecordSet": dict(r)} for r in records]})
+
+    def delete_records(self, records: Iterable[Mapping[str, Any]]) -> None:
+        self.client.change_resource_record_sets(HostedZoneId=self.id, ChangeBatch={
+            "Changes": [{"Action": "DELETE", "ResourceRecordSet": dict(r)} for r in records]})
+
+
+class AgentProcess:
+    """One ``ecssd-agent`` daemon process; its log goes to a file (a pipe could fill up)."""
+
+    def __init__(self, env: Mapping[str, str], docker_url: str, host: str, host_ip: str,
+                 *args: str, zone: str = ZONE) -> None:
+        self.host = host
+        self.status_port = free_port()
+        self._logfile = tempfile.NamedTemporaryFile(prefix="ecssd-agent-", suffix=".log",
+                                                    delete=False)
+        self.log_path = Path(self._logfile.name)
+        env = {k: v for k, v in env.items() if not k.startswith("ECSSD_")}
+        cmd = [*agent_command(), "--log-format", "json", "--hostname", host, "--host-ip", host_ip,
+               "--docker-host", docker_url, "--status-port", str(self.status_port), *args, zone]
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=self._logfile, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.status_port}"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def healthz(self) -> tuple[int, str]:
+        """(status code, body) of /healthz; (0, error) when the server does not answer."""
+        try:
+            response = requests.get(f"{self.base}/healthz", timeout=3)
+        except requests.RequestException as exc:
+            return 0, str(exc)
+        return response.status_code, response.text.strip()
+
+    def healthy(self) -> bool:
+        if not self.alive():
+            raise AssertionError(f"the agent exited with {self.proc.returncode}:\n{self.log()}")
+        return self.healthz()[0] == 200
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = requests.get(f"{self.base}/metrics", timeout=5).text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def requests_sent(self, operation: str) -> int:
+        """HTTP requests the agent sent for one AWS operation, retries included."""
+        key = ("ecssd_aws_requests_total", (("operation", operation), ("outcome", "attempt"),
+                                            ("service", "route53")))
+        return int(self.metrics().get(key, 0))
+
+    def change_requests(self) -> int:
+        return self.requests_sent("ChangeResourceRecordSets")
+
+    def peak_rss_kb(self) -> int:
+        """VmHWM of the agent process: its peak resident set, in kB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise LookupError("no VmHWM")
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def close(self) -> None:
+        """Kill the process if it still runs (by its pid) and remove the log."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+        self._logfile.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.log_path)
+
+    def __enter__(self) -> AgentProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            print(f"--- agent log ({self.host}) ---\n{self.log()[-6000:]}")
+        self.close()
+
+
+def service_env(name: str) -> dict[str, str]:
+    return {f"SERVICE_{HEALTH_PORT}_NAME": name}
+
+
+def create_containers(api: Any, image: str, count: int, label: str,
+                      env: Mapping[str, str] | None = None,
+                      command: Sequence[str] = HTTPD_CMD, workers: int = 8) -> list[str]:
+    """Create ``count`` containers publishing 8081 on 127.0.0.1 (not started)."""
+    def create(i: int) -> str:
+        host_config = api.create_host_config(port_bindings={HEALTH_PORT: ("127.0.0.1",)})
+        created = api.create_container(
+            image, list(command), labels={"ecssd.test": label},
+            environment=dict(env or service_env(f"burst{i}")), ports=[HEALTH_PORT],
+            host_config=host_config)
+        return str(created["Id"])
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(create, range(count)))
+
+
+def start_containers(api: Any, ids: Sequence[str], workers: int = 16) -> None:
+    """Start the containers together: a burst, as a deployment or a host reboot makes."""
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(api.start, ids))
+
+
+def remove_containers(api: Any, ids: Sequence[str], workers: int = 8) -> None:
+    def remove(cid: str) -> None:
+        with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
+            api.remove_container(cid, force=True, v=True)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(remove, ids))
+
+
+def remove_labelled(api: Any, label: str) -> None:
+    ids = [c["Id"] for c in api.containers(all=True, filters={"label": f"ecssd.test={label}"})]
+    remove_containers(api, ids)

@@ -1,0 +1,278 @@
+"""The agent daemon end to end: the real ``ecssd-agent`` process, a real Docker engine, Route 53
+and EventBridge served by a moto server over HTTP. Every wait is a bounded poll."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from tests.integration.daemon_world import (
+    ZONE,
+    AgentProcess,
+    Zone,
+    create_containers,
+    remove_containers,
+    remove_labelled,
+    service_env,
+    start_containers,
+)
+from tests.support.images import Containers, host_port
+from tests.support.poll import wait_for
+
+HOST, HOST_IP = "ip-127-0-0-1", "127.0.0.1"
+OTHER, OTHER_IP = "ip-127-0-0-9", "127.0.0.9"
+TARGET = f"{HOST}.{ZONE}."
+TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/prod/0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def zone(aws: Any) -> Zone:
+    return Zone.create(aws)
+
+
+@pytest.fixture
+def agents(aws: Any, docker_engine: Any) -> Iterator[list[AgentProcess]]:
+    """Start agents with ``start(*args)``; every one is killed (by pid) after the test."""
+    started: list[AgentProcess] = []
+    yield started
+    for agent in started:
+        agent.close()
+
+
+def start(agents: list[AgentProcess], aws: Any, docker_engine: Any, *args: str,
+          host: str = HOST, host_ip: str = HOST_IP) -> AgentProcess:
+    agent = AgentProcess(aws.env(), docker_engine.base_url, host, host_ip, *args)
+    agents.append(agent)
+    try:
+        wait_for(agent.healthy, timeout=30, what="the agent's /healthz to answer 200")
+    except AssertionError:
+        print(agent.log())
+        raise
+    return agent
+
+
+def srv_port(zone: Zone, container_id: str) -> int | None:
+    value = zone.srv(HOST).get(container_id[:12])
+    return int(value.split()[2]) if value else None
+
+
+def test_run_and_stop_register_and_deregister(aws: Any, zone: Zone, docker_engine: Any,
+                                              containers: Containers,
+                                              agents: list[AgentProcess]) -> None:
+    agent = start(agents, aws, docker_engine)
+    assert set(zone.owned(HOST)) == {f"ecssd:h:{HOST}"}  # the host's A record at startup
+    web = containers.run(env=service_env("web"), ports=["127.0.0.1::8081"])
+    port = host_port(docker_engine, web)
+    wait_for(lambda: srv_port(zone, web) == port, timeout=15, what="web's SRV record")
+    assert zone.srv(HOST)[web[:12]] == f"1 1 {port} {TARGET}"
+    docker_engine.cli("stop", web)
+    wait_for(lambda: web[:12] not in zone.srv(HOST), timeout=15, what="web's record to go")
+    assert agent.alive()
+
+
+def test_a_container_that_exits_at_once_leaves_no_record(aws: Any, zone: Zone,
+                                                          docker_engine: Any,
+                                                          containers: Containers,
+                                                          agents: list[AgentProcess]) -> None:
+    agent = start(agents, aws, docker_engine)
+    flash = containers.run(env=service_env("flash"), ports=["127.0.0.1::8081"],
+                           cmd=["sh", "-c", "exit 1"])
+    docker_engine.cli("wait", flash)
+    # Events are handled in order: once a container started after it is registered, the
+    # flash container's start and die have been handled too.
+    marker = containers.run(env=service_env("marker"), ports=["127.0.0.1::8081"])
+    wait_for(lambda: marker[:12] in zone.srv(HOST), timeout=15, what="the marker's record")
+    assert flash[:12] not in zone.srv(HOST)
+    assert not [r for r in zone.listing() if r["Name"].startswith("flash.")]
+    assert agent.alive()
+
+
+def test_burst_of_50_containers_takes_a_handful_of_change_requests(
+        aws: Any, zone: Zone, docker_engine: Any, busybox_image: str,
+        agents: list[AgentProcess]) -> None:
+    agent = start(agents, aws, docker_engine)
+    api = docker_engine.client().api
+    ids = create_containers(api, busybox_image, 50, label="daemon-burst")
+    try:
+        before = agent.change_requests()
+        started = time.monotonic()
+        start_containers(api, ids)
+        wait_for(lambda: len(set(zone.srv(HOST)) & {c[:12] for c in ids}) == 50, timeout=90,
+                 what="50 SRV records")
+        elapsed = time.monotonic() - started
+        burst = agent.change_requests() - before
+        print(f"\nburst of 50 starts: {burst} change request(s), all registered after "
+              f"{elapsed:.1f}s")
+        assert burst <= 8, f"{burst} change requests for a burst of 50"
+        before = agent.change_requests()
+        remove_containers(api, ids)
+        wait_for(lambda: not zone.srv(HOST), timeout=60, what="50 records to go")
+        print(f"burst of 50 removals: {agent.change_requests() - before} change request(s)")
+        assert agent.change_requests() - before <= 8
+    finally:
+        remove_labelled(api, "daemon-burst")
+
+
+def test_agent_killed_then_restarted_converges(aws: Any, zone: Zone, docker_engine: Any,
+                                               containers: Containers,
+                                               agents: list[AgentProcess]) -> None:
+    agent = start(agents, aws, docker_engine)
+    old = containers.run(env=service_env("old"), ports=["127.0.0.1::8081"])
+    wait_for(lambda: old[:12] in zone.srv(HOST), timeout=15, what="old's record")
+    agent.signal(signal.SIGKILL)
+    agent.wait(timeout=10)
+    docker_engine.cli("stop", old)  # changes nobody sees happen
+    new = containers.run(env=service_env("new"), ports=["127.0.0.1::8081"])
+    start(agents, aws, docker_engine)
+    wait_for(lambda: set(zone.srv(HOST)) == {new[:12]}, timeout=15,
+             what="the zone to hold new's record and not old's")
+    assert srv_port(zone, new) == host_port(docker_engine, new)
+    assert len(zone.owned(HOST)) == 2  # the A record + new's SRV: no duplicates
+
+
+def test_resync_recreates_a_record_deleted_by_hand(aws: Any, zone: Zone, docker_engine: Any,
+                                                   containers: Containers,
+                                                   agents: list[AgentProcess]) -> None:
+    agent = start(agents, aws, docker_engine, "--resync", "2")
+    web = containers.run(env=service_env("web"), ports=["127.0.0.1::8081"])
+    wait_for(lambda: web[:12] in zone.srv(HOST), timeout=15, what="web's record")
+    record = next(r for r in zone.owned(HOST).values() if r["Type"] == "SRV")
+    lists = agent.requests_sent("ListResourceRecordSets")
+    zone.delete_records([record])
+    assert web[:12] not in zone.srv(HOST)
+    wait_for(lambda: web[:12] in zone.srv(HOST), timeout=20, what="the resync to repair it")
+    assert agent.requests_sent("ListResourceRecordSets") > lists  # a resync lists the zone
+
+
+def test_sigterm_with_deregister_on_exit_removes_this_hosts_records_only(
+        aws: Any, zone: Zone, docker_engine: Any, containers: Containers,
+        agents: list[AgentProcess]) -> None:
+    foreign = {"Name": f"www.{ZONE}.", "Type": "A", "TTL": 300,
+               "ResourceRecords": [{"Value": "10.1.1.1"}]}
+    theirs = [
+        {"Name": f"{OTHER}.{ZONE}.", "Type": "A", "TTL": 0, "SetIdentifier": f"ecssd:h:{OTHER}",
+         "Weight": 1, "ResourceRecords": [{"Value": OTHER_IP}]},
+        {"Name": f"web.{ZONE}.", "Type": "SRV", "TTL": 0, "Weight": 1,
+         "SetIdentifier": f"ecssd:h:{OTHER}:aaaaaaaaaaaa:8081/tcp::",
+         "ResourceRecords": [{"Value": f"1 1 31000 {OTHER}.{ZONE}."}]},
+    ]
+    zone.create_records([foreign, *theirs])
+    agent = start(agents, aws, docker_engine, "--deregister-on-exit")
+    web = containers.run(env=service_env("web"), ports=["127.0.0.1::8081"])
+    wait_for(lambda: web[:12] in zone.srv(HOST), timeout=15, what="web's record")
+    stopped = time.monotonic()
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(timeout=10) == 0
+    elapsed = time.monotonic() - stopped
+    assert elapsed < 5, f"took {elapsed:.1f}s to stop"
+    assert zone.owned(HOST) == {}
+    left = {(r["Name"], r.get("SetIdentifier")) for r in zone.listing()}
+    assert left == {(foreign["Name"], None), *((r["Name"], r["SetIdentifier"]) for r in theirs)}
+    assert "deregistered on exit" in agent.log()
+
+
+def test_sigterm_without_deregistration_keeps_the_records(aws: Any, zone: Zone,
+                                                          docker_engine: Any,
+                                                          containers: Containers,
+                                                          agents: list[AgentProcess]) -> None:
+    agent = start(agents, aws, docker_engine)
+    web = containers.run(env=service_env("web"), ports=["127.0.0.1::8081"])
+    wait_for(lambda: web[:12] in zone.srv(HOST), timeout=15, what="web's record")
+    agent.signal(signal.SIGINT)
+    assert agent.wait(timeout=10) == 0
+    assert web[:12] in zone.srv(HOST)  # a restart of the agent must not blink the records
+
+
+# --- EventBridge ---------------------------------------------------------------------------
+
+class FakeEcsAgent:
+    """The ECS agent's introspection API on 127.0.0.1: every container belongs to a task."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                docker_id = parse_qs(url.query).get("dockerid", [""])[0]
+                outer.asked.append(docker_id)
+                body = json.dumps({"Arn": FakeEcsAgent.arn(docker_id), "KnownStatus": "RUNNING",
+                                   "Containers": [{"DockerId": docker_id}]}).encode()
+                self.send_response(200 if url.path == "/v1/tasks" and docker_id else 400)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def arn(docker_id: str) -> str:
+        return f"arn:aws:ecs:us-east-1:123456789012:task/prod/{docker_id[:32]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def ecs_agent() -> Iterator[FakeEcsAgent]:
+    fake = FakeEcsAgent()
+    yield fake
+    fake.close()
+
+
+def test_task_events_reach_eventbridge(aws: Any, zone: Zone, docker_engine: Any,
+                                       containers: Containers, agents: list[AgentProcess],
+                                       ecs_agent: FakeEcsAgent) -> None:
+    sqs = aws.client("sqs")
+    queue = sqs.create_queue(QueueName="task-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    events = aws.client("events")
+    events.put_rule(Name="ecssd-tasks", EventPattern=json.dumps(
+        {"source": ["awslabs.ecs.container"]}))
+    events.put_targets(Rule="ecssd-tasks", Targets=[{"Id": "queue", "Arn": queue_arn}])
+    start(agents, aws, docker_engine, "--cw-send-events", "--ecs-agent-url", ecs_agent.url)
+
+    plain = containers.run(env=service_env("web"), ports=["127.0.0.1::8081"])
+    labelled = containers.run(env=service_env("api"), ports=["127.0.0.1::8081"],
+                              labels={"com.amazonaws.ecs.task-arn": TASK_ARN,
+                                      "com.amazonaws.ecs.cluster": "prod"})
+    wait_for(lambda: {plain[:12], labelled[:12]} <= set(zone.srv(HOST)), timeout=15,
+             what="both records")
+    docker_engine.cli("stop", plain, labelled)
+    received: list[dict[str, Any]] = []
+
+    def four_events() -> bool:
+        for message in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get(
+                "Messages", []):
+            received.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+        return len(received) >= 4
+
+    wait_for(four_events, timeout=30, what="Task Started/Stopped for both containers")
+    got = {(e["detail-type"], e["detail"]["dockerId"], e["detail"]["TaskArn"]) for e in received}
+    assert got == {
+        ("Task Started", plain, FakeEcsAgent.arn(plain)),
+        ("Task Stopped", plain, FakeEcsAgent.arn(plain)),
+        ("Task Started", labelled, TASK_ARN),
+        ("Task Stopped", labelled, TASK_ARN),
+    }
+    assert all(e["source"] == "awslabs.ecs.container" and e["resources"] == [HOST]
+               for e in received)
+    assert labelled not in ecs_agent.asked  # the label was enough
+    assert plain in ecs_agent.asked

@@ -1,0 +1,356 @@
+"""The health sweep Lambda against a moto server (ECS, EC2, Route 53) and real HTTP servers.
+
+Each test builds hosts (EC2 instances on 127.0.x.y registered as container instances),
+starts tasks on them with StartTask, lets each host's agent write its records with the
+agent's own code, then calls ``lambda_handler`` and asserts the exact deletions and
+StopTask calls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from ecssd_agent.aws.clients import Clients
+from ecssd_agent.model import Action, Change, RecordSet
+from health_lambda import handler
+from tests.integration.sweep_world import ERROR, HANG, OK, REFUSE, HttpFleet, SweepWorld, keys
+from tests.support.moto_server import MotoServer
+
+FAST_CHECKS = {"CHECK_TIMEOUT": "0.5", "CHECK_RETRIES": "2", "CHECK_CONCURRENCY": "16"}
+
+
+class FakeContext:
+    function_name = "ecssd-health-sweep"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+@pytest.fixture
+def fleet() -> Iterator[HttpFleet]:
+    servers = HttpFleet()
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
+@pytest.fixture
+def world(aws: MotoServer, fleet: HttpFleet) -> SweepWorld:
+    aws.manual_ecs_transitions()  # tasks stay RUNNING until StopTask
+    return SweepWorld(aws.client, fleet)
+
+
+@pytest.fixture(scope="module")
+def session() -> boto3.session.Session:
+    """One botocore session for every sweep of the module: parsing the EC2 model is what a
+    Lambda cold start pays once, and tests need not pay it per sweep."""
+    return boto3.session.Session()
+
+
+@pytest.fixture
+def sweep(world: SweepWorld, monkeypatch: pytest.MonkeyPatch,
+          session: boto3.session.Session) -> Iterator[Any]:
+    """``sweep(**env)`` runs the handler with these variables and fresh clients; ``hooks``
+    are (botocore event, handler) pairs registered on those clients (fault injection)."""
+    made: list[Clients] = []
+
+    def run(event: Any = None, context: Any = None,
+            hooks: Sequence[tuple[str, Callable[..., Any]]] = (), **env: str) -> dict[str, Any]:
+        def factory() -> Clients:
+            clients = Clients(region="us-east-1", max_attempts=2, session=session)
+            for name, hook in hooks:
+                clients.client(name.split(".")[1]).meta.events.register(name, hook)
+            made.append(clients)
+            return clients
+
+        for name in ("ECS_CLUSTERS", "DRY_RUN", "MAX_DELETE_FRACTION", "STOP_UNHEALTHY",
+                     "CHECK_HEALTH"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in {"HOSTED_ZONE_ID": world.zone_id, **FAST_CHECKS, **env}.items():
+            monkeypatch.setenv(name, value)
+        handler.reset(factory)
+        summary = handler.lambda_handler({} if event is None else event,
+                                         FakeContext() if context is None else context)
+        if made:
+            run.stats = made[-1].stats  # type: ignore[attr-defined]
+        return summary
+
+    yield run
+    handler.reset()
+
+
+def error_response(code: str, message: str, status: int = 400) -> tuple[AWSResponse, dict[str, Any]]:
+    """What a before-call hook returns to make botocore raise this ClientError."""
+    return (AWSResponse("https://aws.invalid", status, {}, None),
+            {"Error": {"Code": code, "Message": message},
+             "ResponseMetadata": {"HTTPStatusCode": status}})
+
+
+def stop_calls(run: Any) -> int:
+    return int(run.stats.attempts("StopTask"))
+
+
+def test_healthy_left_alone_unhealthy_deleted_and_stopped(world: SweepWorld, sweep: Any,
+                                                          fleet: HttpFleet) -> None:
+    h1, h2 = world.host("c1"), world.host("c1")
+    healthy = world.task(h1, OK, check_http="/ready")  # its own path, from the definition
+    bad = {b: world.task(h1, b) for b in (ERROR, HANG, REFUSE)}
+    others = [world.task(h2, OK) for _ in range(3)]
+    world.sync()
+    before = world.records()
+    bad_srv = {world.srv_key(t) for t in bad.values()}
+
+    summary = sweep()
+
+    after = keys(world.records())
+    assert after == keys(before) - bad_srv
+    assert summary["deleted"] == 3 and summary["change_requests"] == 1
+    assert summary["healthy"] == 4 and summary["errors"] == [] and not summary["refused"]
+    reasons = {u["task"].split("/")[1]: u["reason"] for u in summary["unhealthy"]}
+    assert reasons == {bad[ERROR].id: "HTTP 500", bad[HANG].id: "timed out after 0.5s",
+                       bad[REFUSE].id: "connection refused"}
+    # Stopped with the reason, once each; the healthy ones are RUNNING.
+    assert stop_calls(sweep) == 3
+    assert sorted(summary["stopped"]) == sorted(f"c1/{t.id}" for t in bad.values())
+    for task in bad.values():
+        state = world.task_state(task)
+        assert state["lastStatus"] == "STOPPED"
+        assert state["stoppedReason"] == f"ecssd health check failed: {reasons[task.id]}"
+    for task in [healthy, *others]:
+        assert world.task_state(task)["lastStatus"] == "RUNNING"
+    # The checks went only to the hosts' real IPs, and the healthy task at its own path.
+    assert {ip for ip, _, _ in fleet.requests} == {h1.ip, h2.ip}
+    assert (h1.ip, healthy.port, "/ready") in fleet.requests
+    assert summary["clusters"] == ["c1"] and summary["tasks"] == 7
+    assert summary["records_seen"] == len(before)  # the zone's SOA and NS included
+
+    # A second sweep finds nothing more to do (the stopped tasks' records are gone already).
+    again = sweep()
+    assert again["deleted"] == 0 and stop_calls(sweep) == 0 and again["healthy"] == 4
+
+
+def test_dead_host_stopped_task_and_foreign_records(world: SweepWorld, sweep: Any) -> None:
+    live_host, dead_host = world.host("c1"), world.host("c1")
+    stays = [world.task(live_host) for _ in range(4)]
+    stopped = world.task(live_host)
+    on_dead = [world.task(dead_host) for _ in range(2)]
+    world.sync()
+    foreign = [
+        RecordSet("www.sd.internal.", "A", ("10.9.9.9",), 60),
+        RecordSet("legacy.sd.internal.", "SRV", (f"1 1 80 {dead_host.label}.sd.internal.",), 60,
+                  set_identifier=f"{dead_host.label}:x:80", weight=1),
+        RecordSet("z.sd.internal.", "A", ("10.9.9.8",), 60, set_identifier="ecssd:h:", weight=1),
+        RecordSet("txt.sd.internal.", "TXT", ('"hello"',), 60),
+    ]
+    world.zone.apply([Change(Action.CREATE, r) for r in foreign])
+    dead_keys = world.owned_by(dead_host)
+    assert len(dead_keys) == 3  # its A record and two SRV records
+    world.kill_host(dead_host)
+    world.stop_task(stopped)
+    before = keys(world.records())
+
+    summary = sweep()
+
+    expected = dead_keys | {world_srv for world_srv in [_srv_key(before, stopped.id)]}
+    assert before - keys(world.records()) == expected
+    assert keys(foreign) <= keys(world.records())
+    assert summary["deleted"] == 4 and stop_calls(sweep) == 0 and summary["stopped"] == []
+    assert summary["deletion_reasons"] == {"host gone": 3, "task gone": 1}
+    assert summary["healthy"] == len(stays) and summary["unhealthy"] == []
+    assert summary["owned"] == 1 + 5 + 3 + 0  # foreign records are not counted as ours
+    del on_dead
+
+
+def _srv_key(records: set[tuple[str, str, str | None]], tid: str) -> tuple[str, str, str | None]:
+    return next(k for k in records if k[1] == "SRV" and (k[2] or "").endswith(":" + tid))
+
+
+def test_dry_run_reports_everything_and_changes_nothing(world: SweepWorld, sweep: Any) -> None:
+    host, dead_host = world.host("c1"), world.host("c1")
+    for _ in range(4):
+        world.task(host)
+    bad = world.task(host, ERROR)
+    world.task(dead_host)
+    world.sync()
+    world.kill_host(dead_host)
+    before = keys(world.records())
+
+    summary = sweep(DRY_RUN="true")
+
+    assert keys(world.records()) == before
+    assert stop_calls(sweep) == 0 and world.task_state(bad)["lastStatus"] == "RUNNING"
+    assert summary["dry_run"] is True and summary["change_requests"] == 0
+    assert summary["deleted"] == 3  # would delete: the dead host's 2, the unhealthy one's 1
+    assert summary["stopped"] == [f"c1/{bad.id}"]
+    assert summary["unhealthy"][0]["reason"] == "HTTP 500"
+    assert sweep.stats.attempts("ChangeResourceRecordSets") == 0
+
+
+def test_restricted_to_some_clusters(world: SweepWorld, sweep: Any) -> None:
+    hosts = {c: (world.host(c), world.host(c)) for c in ("c1", "c2")}
+    stopped = {}
+    for cluster, (live_host, dead_host) in hosts.items():
+        for _ in range(4):
+            world.task(live_host)
+        stopped[cluster] = world.task(live_host)
+        world.task(dead_host)
+    world.sync()
+    dead = {c: world.owned_by(h[1]) for c, h in hosts.items()}
+    for cluster, (_, dead_host) in hosts.items():
+        world.kill_host(dead_host)
+        world.stop_task(stopped[cluster])
+    before = keys(world.records())
+
+    summary = sweep(ECS_CLUSTERS="c1")
+
+    gone = before - keys(world.records())
+    assert gone == dead["c1"] | {_srv_key(before, stopped["c1"].id)}
+    assert summary["clusters"] == ["c1"]
+    assert summary["out_of_scope"] == 6 + 2  # c2's two hosts: live (A + 5) and dead (A + 1)
+    # Everything of c2, the dead host's records included, is still there.
+    assert dead["c2"] <= keys(world.records())
+
+    summary = sweep()  # all clusters: now c2's orphans go too
+    assert before - keys(world.records()) == gone | dead["c2"] | {
+        _srv_key(before, stopped["c2"].id)}
+
+
+def test_an_unknown_cluster_in_ecs_clusters_is_an_error_not_an_empty_cluster(
+        world: SweepWorld, sweep: Any) -> None:
+    host = world.host("c1")
+    world.task(host)
+    world.sync()
+    summary = sweep(ECS_CLUSTERS="c1,nope")
+    assert any("nope" in e for e in summary["errors"])
+    assert summary["deleted"] == 0 and summary["healthy"] == 1
+
+
+def test_describe_tasks_failure_deletes_nothing_of_that_cluster(
+        world: SweepWorld, sweep: Any) -> None:
+    c1_live, c1_dead = world.host("c1"), world.host("c1")
+    c2_host = world.host("c2")
+    for _ in range(4):
+        world.task(c1_live)
+        world.task(c2_host)
+    c1_stopped, c2_stopped = world.task(c1_live), world.task(c2_host)
+    c1_bad = world.task(c1_live, ERROR)
+    world.task(c1_dead)
+    world.sync()
+    world.kill_host(c1_dead)
+    world.stop_task(c1_stopped)
+    world.stop_task(c2_stopped)
+    before = keys(world.records())
+
+    failing: list[str] = []
+
+    def fail_describe_tasks(params: dict[str, Any], **_: Any) -> Any:
+        # before-call sees the serialised request: ECS speaks JSON.
+        if json.loads(params["body"] or b"{}").get("cluster") == "c1":
+            failing.append("c1")
+            return error_response("ServerException", "injected failure", 500)
+        return None
+
+    summary = sweep(hooks=[("before-call.ecs.DescribeTasks", fail_describe_tasks)])
+
+    assert failing, summary
+    # c1: nothing deleted (not the dead host's, not the stopped task's, not the unhealthy
+    # one's, which is not even checked) and nothing stopped. c2: its stopped task's record goes.
+    assert before - keys(world.records()) == {_srv_key(before, c2_stopped.id)}
+    assert stop_calls(sweep) == 0
+    assert world.task_state(c1_bad)["lastStatus"] == "RUNNING"
+    assert any("c1" in e and "injected failure" in e for e in summary["errors"])
+    assert summary["skipped"] >= 1 + 6 + 2  # c1's task records and the dead host's
+
+
+def test_fraction_guard_refuses_then_allows(world: SweepWorld, sweep: Any) -> None:
+    small, big = world.host("c1"), world.host("c1")
+    world.task(small)
+    for _ in range(4):
+        world.task(big)
+    world.sync()
+    world.kill_host(big)
+    before = keys(world.records())
+
+    summary = sweep()  # 5 of 7 owned record sets would go: more than half
+
+    assert keys(world.records()) == before
+    assert "MAX_DELETE_FRACTION=0.5" in summary["refused"] and "5 of 7" in summary["refused"]
+    assert summary["deleted"] == 0 and summary["change_requests"] == 0
+
+    summary = sweep(MAX_DELETE_FRACTION="0.8")
+    assert summary["deleted"] == 5 and not summary["refused"]
+    assert before - keys(world.records()) == {k for k in before if big.label in (k[2] or "")}
+
+
+def test_malformed_event_and_context_do_not_crash(world: SweepWorld, sweep: Any) -> None:
+    host = world.host("c1")
+    world.task(host)
+    world.sync()
+    for event, context in [("garbage", None), ([1, 2], object()), (None, "ctx"),
+                           ({"detail": None}, 42)]:
+        summary = sweep(event=event, context=context)
+        assert summary["healthy"] == 1 and summary["errors"] == []
+
+
+def test_bad_configuration_is_reported_not_raised(world: SweepWorld, sweep: Any) -> None:
+    summary = sweep(CHECK_RETRIES="lots")
+    assert summary["errors"] and "CHECK_RETRIES" in summary["errors"][0]
+
+
+def test_rejected_batch_is_recomputed_once(world: SweepWorld, sweep: Any) -> None:
+    """The zone changes between the read and the delete: re-read and re-plan, not resend."""
+    host, dead_host = world.host("c1"), world.host("c1")
+    for _ in range(4):
+        world.task(host)
+    world.task(dead_host)
+    world.task(dead_host)
+    world.sync()
+    world.kill_host(dead_host)
+    dead_keys = world.owned_by(dead_host)
+    changed = next(r for r in world.records() if r.type == "SRV"
+                   and (r.set_identifier or "").startswith(f"ecssd:h:{dead_host.label}:"))
+    batches: list[int] = []
+
+    def someone_else_was_first(params: dict[str, Any], **_: Any) -> Any:
+        batches.append(params["body"].count(b"<Change>"))
+        if len(batches) == 1:  # the record is deleted by someone else; Route 53 says no
+            world.zone.apply([Change(Action.DELETE, changed)])
+            return error_response("InvalidChangeBatch", "Tried to delete resource record "
+                                  "set but it was not found")
+        return None
+
+    summary = sweep(hooks=[("before-call.route53.ChangeResourceRecordSets",
+                            someone_else_was_first)])
+
+    assert batches == [3, 2]  # the first batch was rejected, the re-planned one applied
+    assert not (dead_keys & keys(world.records()))
+    assert summary["deleted"] == 2 and summary["apply_attempts"] == 2
+    assert summary["change_requests"] == 1 and summary["errors"] == []
+
+
+def test_rejected_twice_is_reported_not_retried(world: SweepWorld, sweep: Any) -> None:
+    host, dead_host = world.host("c1"), world.host("c1")
+    for _ in range(4):
+        world.task(host)
+    world.task(dead_host)
+    world.sync()
+    world.kill_host(dead_host)
+    before = keys(world.records())
+    batches: list[int] = []
+
+    def always_rejected(params: dict[str, Any], **_: Any) -> Any:
+        batches.append(1)
+        return error_response("InvalidChangeBatch", "injected rejection")
+
+    summary = sweep(hooks=[("before-call.route53.ChangeResourceRecordSets", always_rejected)])
+
+    assert len(batches) == 2 and keys(world.records()) == before
+    assert summary["deleted"] == 0
+    assert any("rejected the deletions again" in e for e in summary["errors"])

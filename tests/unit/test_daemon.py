@@ -1,0 +1,401 @@
+"""The daemon's reconcile loop, driven step by step: fake engine and clock, Route 53 from moto.
+
+The loop is exercised through ``Daemon.poll()`` with a fake clock, so every timing decision
+(coalescing window, retry backoff, resync, early deregistration) is checked without sleeping.
+Route 53 is moto in-process behind the real adapter, and every request is counted by the
+real Clients stats: "an event costs exactly one change request and no listing" is asserted
+on the requests actually made.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from moto import mock_aws
+
+from ecssd_agent.agent import Agent
+from ecssd_agent.aws.clients import Clients
+from ecssd_agent.aws.route53 import Route53Zone, find_zone
+from ecssd_agent.daemon import CAP_FACTOR, CAP_GROWTH, ENDING_GRACE, RETRY_MIN, Coalescer, Daemon
+from ecssd_agent.docker_events import ContainerEvent
+from ecssd_agent.docker_source import DockerUnavailable
+from ecssd_agent.model import Container, Host
+from ecssd_agent.status import Status
+
+ZONE = "servicediscovery.internal"
+HOST = Host("ip-10-0-0-12", "10.0.0.12")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class FakeDocker:
+    """The DockerSource interface over a dict; ``down`` makes every call fail like a dead engine."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Container] = {}
+        self.down = False
+        self.lists = 0
+        self.inspects = 0
+
+    def run(self, cid: str, name: str, port: int, running: bool = True) -> Container:
+        container = Container(id=cid, name=f"c-{cid[:4]}", env={"SERVICE_8081_NAME": name},
+                              labels={}, ports={"8081/tcp": (port,)}, running=running)
+        self.by_id[cid] = container
+        return container
+
+    def stop(self, cid: str) -> None:
+        c = self.by_id[cid]
+        self.by_id[cid] = Container(c.id, c.name, c.env, c.labels, c.ports, c.network_mode, False)
+
+    def containers(self) -> list[Container]:
+        self.lists += 1
+        if self.down:
+            raise DockerUnavailable("engine down")
+        return [c for c in self.by_id.values() if c.running]
+
+    def inspect(self, cid: str) -> Container | None:
+        self.inspects += 1
+        if self.down:
+            raise DockerUnavailable("engine down")
+        return self.by_id.get(cid)
+
+
+class FakeStream:
+    """Stands in for EventStream: the test calls the daemon's callbacks itself."""
+
+    def __init__(self, base_url: str | None, on_event: Callable[[ContainerEvent], None],
+                 on_connect: Callable[[], None], on_disconnect: Callable[[str], None]) -> None:
+        self.on_event, self.on_connect, self.on_disconnect = on_event, on_connect, on_disconnect
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 0.0) -> None:
+        pass
+
+
+def cid(n: int) -> str:
+    return f"{n:02d}" * 32
+
+
+class World:
+    """The daemon under test plus the test's own view of the zone (a separate client, so
+    that the daemon's request counts are its own)."""
+
+    def __init__(self, clients: Clients, zone: Route53Zone, docker: FakeDocker, clock: Clock,
+                 daemon: Daemon) -> None:
+        self.clients, self.docker, self.clock, self.daemon = clients, docker, clock, daemon
+        self.zone = Route53Zone(Clients(region="us-east-1").client("route53"), zone.zone)
+        self.stream: FakeStream = daemon._stream  # type: ignore[assignment]
+
+    def requests(self, operation: str) -> int:
+        return self.clients.stats.attempts(operation)
+
+    def records(self) -> dict[str, str]:
+        """name -> SRV/A value of every record set of HOST."""
+        return {f"{r.type} {r.name}": r.values[0] for r in self.zone.records()
+                if (r.set_identifier or "").startswith(f"ecssd:h:{HOST.label}")}
+
+    def event(self, n: int, action: str, **attributes: str) -> None:
+        self.stream.on_event(ContainerEvent(cid(n), action, attributes))
+
+    def settle(self, limit: int = 400) -> list[str]:
+        """Advance the clock step by step, doing whatever falls due; the kinds of work done."""
+        done = []
+        for _ in range(limit):
+            work = self.daemon.poll()
+            if work is not None:
+                done.append(work.kind)
+                continue
+            if not self.daemon._dirty and not self.daemon._relist and self.daemon._retry_at is None:
+                break
+            self.clock.advance(0.05)
+        return done
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    with mock_aws():
+        clients = Clients(region="us-east-1")
+        r53 = clients.client("route53")
+        vpc = "vpc-0123456789abcdef0"  # moto does not check it: no EC2 backend to start
+        r53.create_hosted_zone(Name=ZONE, CallerReference="t",
+                               HostedZoneConfig={"PrivateZone": True},
+                               VPC={"VPCRegion": "us-east-1", "VPCId": vpc})
+        zone = Route53Zone(r53, find_zone(r53, ZONE))
+        docker = FakeDocker()
+        clock = Clock()
+        agent = Agent(zone, docker, HOST)  # type: ignore[arg-type]
+        daemon = Daemon(agent, coalesce=0.25, resync=300.0, status=Status(clients.stats),
+                        stream_factory=FakeStream, clock=clock, rng=random.Random(7))
+        yield World(clients, zone, docker, clock, daemon)
+
+
+def started(world: World, *containers: tuple[int, str, int]) -> None:
+    for n, name, port in containers:
+        world.docker.run(cid(n), name, port)
+    world.stream.on_connect()
+    assert world.settle() == ["startup"]
+
+
+def test_startup_lists_once_and_registers_everything_in_one_request(world: World) -> None:
+    started(world, (1, "web", 32001), (2, "api", 32002))
+    assert world.records() == {
+        f"A {HOST.label}.{ZONE}.": "10.0.0.12",
+        f"SRV web.{ZONE}.": f"1 1 32001 {HOST.label}.{ZONE}.",
+        f"SRV api.{ZONE}.": f"1 1 32002 {HOST.label}.{ZONE}.",
+    }
+    assert world.requests("ChangeResourceRecordSets") == 1
+    assert world.requests("ListResourceRecordSets") == 1
+    assert world.daemon.status.health() == (True, "ok")
+
+
+def test_an_event_costs_one_change_request_and_no_listing(world: World) -> None:
+    started(world)
+    lists = world.requests("ListResourceRecordSets")
+    world.docker.run(cid(3), "web", 32003)
+    world.event(3, "start")
+    assert world.daemon.poll() is None  # inside the coalescing window: nothing yet
+    assert world.settle() == ["event"]
+    assert f"SRV web.{ZONE}." in world.records()
+    assert world.requests("ChangeResourceRecordSets") == 2
+    assert world.requests("ListResourceRecordSets") == lists
+
+
+def test_events_within_the_window_are_one_change_request(world: World) -> None:
+    started(world)
+    before = world.requests("ChangeResourceRecordSets")
+    for n in range(10, 60):  # 50 starts, 0.1 s apart: a burst spread over 5 s
+        world.docker.run(cid(n), f"svc{n}", 30000 + n)
+        world.event(n, "start")
+        world.clock.advance(0.1)
+        world.daemon.poll()
+    world.settle()
+    assert len([k for k in world.records() if k.startswith("SRV")]) == 50
+    assert world.requests("ChangeResourceRecordSets") - before <= 3
+
+
+def test_started_and_died_before_processing_leaves_nothing(world: World) -> None:
+    started(world)
+    world.docker.run(cid(4), "flash", 32004, running=False)  # exited at once
+    world.event(4, "start")
+    world.event(4, "die")
+    world.settle()
+    assert f"SRV flash.{ZONE}." not in world.records()
+    assert world.requests("ChangeResourceRecordSets") == 1  # the startup one only
+
+
+def test_kill_deregisters_early_and_restart_brings_it_back(world: World) -> None:
+    started(world, (5, "web", 32005))
+    world.event(5, "kill", signal="15")  # still running: shutting down
+    world.settle()
+    assert f"SRV web.{ZONE}." not in world.records()
+    world.event(5, "die")
+    world.event(5, "stop")
+    world.docker.stop(cid(5))
+    world.settle()
+    assert f"SRV web.{ZONE}." not in world.records()
+    world.docker.run(cid(5), "web", 32105)  # docker start / restart: a new host port
+    world.event(5, "start")
+    world.settle()
+    assert world.records()[f"SRV web.{ZONE}."] == f"1 1 32105 {HOST.label}.{ZONE}."
+
+
+def test_a_reload_signal_does_not_deregister(world: World) -> None:
+    started(world, (6, "web", 32006))
+    world.event(6, "kill", signal="1")  # SIGHUP: reload
+    world.settle()
+    assert f"SRV web.{ZONE}." in world.records()
+
+
+def test_a_container_ignoring_sigterm_is_registered_again_after_the_grace(world: World) -> None:
+    started(world, (7, "web", 32007))
+    world.event(7, "kill", signal="15")
+    world.settle()
+    assert f"SRV web.{ZONE}." not in world.records()
+    world.clock.advance(ENDING_GRACE)
+    world.daemon.poll()
+    world.settle()
+    assert f"SRV web.{ZONE}." in world.records()
+
+
+def test_engine_unreachable_keeps_records_and_retries(world: World) -> None:
+    started(world, (8, "web", 32008))
+    world.docker.down = True
+    world.event(8, "die")
+    world.clock.advance(1.0)
+    assert world.daemon.poll() is not None
+    assert f"SRV web.{ZONE}." in world.records()  # unknown is not gone
+    healthy, reason = world.daemon.status.health()
+    assert not healthy and "cannot inspect" in reason
+    world.docker.down = False
+    world.docker.stop(cid(8))
+    world.clock.advance(RETRY_MIN)
+    assert world.settle() == ["retry"]
+    assert f"SRV web.{ZONE}." not in world.records()
+    assert world.daemon.status.health() == (True, "ok")
+
+
+def test_no_listing_of_the_containers_means_no_change(world: World) -> None:
+    world.docker.run(cid(9), "web", 32009)
+    world.docker.down = True
+    world.stream.on_connect()
+    world.daemon.poll()
+    assert world.requests("ChangeResourceRecordSets") == 0
+    assert world.requests("ListResourceRecordSets") == 0
+    world.docker.down = False
+    world.clock.advance(RETRY_MIN)
+    world.settle()
+    assert f"SRV web.{ZONE}." in world.records()
+
+
+def test_route53_unreachable_keeps_desired_state_and_converges_later(world: World) -> None:
+    started(world)
+    client: Any = world.daemon.agent.zone.client
+    real = client.change_resource_record_sets
+    calls = {"n": 0}
+
+    def failing(**kwargs: Any) -> Any:
+        calls["n"] += 1
+        raise EndpointConnectionError(endpoint_url="https://route53.amazonaws.com")
+
+    client.change_resource_record_sets = failing
+    world.docker.run(cid(11), "web", 32011)
+    world.event(11, "start")
+    world.settle(limit=7)
+    assert calls["n"] >= 1
+    assert not world.daemon.status.health()[0]
+    retry_at = world.daemon._retry_at
+    assert retry_at is not None
+    # backoff grows while it keeps failing
+    world.clock.t = retry_at
+    world.daemon.poll()
+    assert world.daemon._retry_at is not None and world.daemon._retry_at - world.clock.t > RETRY_MIN
+    client.change_resource_record_sets = real
+    world.clock.t = world.daemon._retry_at
+    world.settle()
+    assert f"SRV web.{ZONE}." in world.records()
+    assert world.daemon.status.health() == (True, "ok")
+
+
+def test_hand_deleted_record_is_repaired_by_the_resync(world: World) -> None:
+    started(world, (12, "web", 32012))
+    srv = next(r for r in world.zone.records() if r.type == "SRV")
+    from ecssd_agent.model import Action, Change
+    world.zone.apply([Change(Action.DELETE, srv)])
+    world.clock.advance(300 * 1.1)
+    assert world.settle() == ["resync"]
+    assert f"SRV web.{ZONE}." in world.records()
+
+
+def test_a_rejected_batch_is_replanned_on_a_fresh_listing(world: World) -> None:
+    started(world, (13, "web", 32013), (14, "api", 32014))
+    srv = next(r for r in world.zone.records() if r.name.startswith("web."))
+    from ecssd_agent.model import Action, Change
+    world.zone.apply([Change(Action.DELETE, srv)])  # by hand, behind the daemon's back
+    world.docker.stop(cid(13))
+    world.docker.stop(cid(14))
+    world.event(13, "die")
+    world.event(14, "die")
+    assert world.settle() == ["event"]
+    assert set(world.records()) == {f"A {HOST.label}.{ZONE}."}
+    assert world.daemon.status.health() == (True, "ok")
+
+
+def test_deregister_on_exit_deletes_only_this_hosts_records(world: World) -> None:
+    started(world, (15, "web", 32015))
+    other = {"Name": f"web.{ZONE}.", "Type": "SRV", "TTL": 0, "Weight": 1,
+             "SetIdentifier": "ecssd:h:ip-10-0-0-99:aaaaaaaaaaaa:8081/tcp::",
+             "ResourceRecords": [{"Value": f"1 1 1 ip-10-0-0-99.{ZONE}."}]}
+    client: Any = world.zone.client
+    client.change_resource_record_sets(HostedZoneId=world.zone.zone.id, ChangeBatch={
+        "Changes": [{"Action": "CREATE", "ResourceRecordSet": other}]})
+    world.daemon.deregister_on_exit = True
+    lists = world.requests("ListResourceRecordSets")
+    world.daemon.stop()
+    world.daemon._run_loop()
+    assert world.records() == {}
+    assert any(r.set_identifier == other["SetIdentifier"] for r in world.zone.records())
+    assert world.requests("ListResourceRecordSets") == lists  # it knew what it owned
+    assert world.daemon.wait(0.1)
+
+
+def test_reconnect_relists_every_container(world: World) -> None:
+    started(world, (16, "web", 32016))
+    world.stream.on_disconnect("engine restarting")
+    assert world.daemon.status.health()[0] is False
+    world.docker.stop(cid(16))  # stopped while nobody listened: no event
+    world.docker.run(cid(17), "api", 32017)
+    world.stream.on_connect()
+    assert world.settle() == ["relist"]
+    assert f"SRV web.{ZONE}." not in world.records()
+    assert f"SRV api.{ZONE}." in world.records()
+    assert world.daemon.status.health() == (True, "ok")
+
+
+def test_coalescer_window_cap_and_growth() -> None:
+    c = Coalescer(0.25)
+    assert c.due() is None
+    c.add(10.0)
+    assert c.due() == 10.25
+    c.add(10.2)
+    assert c.due() == pytest.approx(10.45)  # extended while events keep coming
+    for i in range(1, 20):
+        c.add(10.0 + i * 0.1)
+    assert c.due() == 10.0 + 0.25 * CAP_FACTOR  # but capped
+    c.close(11.0)
+    c.add(11.5)  # a burst goes on: the next batch gathers longer, and waits out short gaps
+    assert c.busy and c.cap == 0.25 * CAP_FACTOR * CAP_GROWTH
+    assert c.due() == 11.5 + c.cap / 2  # closes after a silence of half its cap
+    c.close(12.5)
+    c.add(12.6)
+    assert c.cap == 0.25 * CAP_FACTOR * CAP_GROWTH ** 2
+    c.close(13.0)
+    c.add(100.0)  # after a lull: quick again
+    assert not c.busy and c.due() == 100.25
+
+
+def batches(events: list[float]) -> int:
+    """How many batches the coalescer makes of events at these times."""
+    c = Coalescer(0.25)
+    t, count, pending = 0.0, 0, 0
+    events = sorted(events)
+    while events or pending:
+        due = c.due()
+        if events and (due is None or events[0] < due):
+            t = events.pop(0)
+            c.add(t)
+            pending += 1
+        else:
+            assert due is not None
+            t = due
+            c.close(t)
+            count, pending = count + 1, 0
+    return count
+
+
+@pytest.mark.parametrize("gap", [0.02, 0.14, 0.2, 0.24])
+def test_a_burst_of_50_is_three_batches_whatever_the_pace_of_its_events(gap: float) -> None:
+    """50 starts ``gap`` apart, up to 12 s: an idle engine here starts ~7/s, a loaded one ~4/s."""
+    assert batches([i * gap for i in range(50)]) <= 3
+
+
+def test_a_long_trickle_costs_one_request_per_max_cap() -> None:
+    assert batches([i * 0.6 for i in range(100)]) <= 2 + 60 / (0.25 * 36) + 1
+
+
+def test_isolated_events_are_batches_of_their_own() -> None:
+    assert batches([i * 2.0 for i in range(10)]) == 10

@@ -1,0 +1,188 @@
+"""The portal's proxy: failover over real HTTP backends, 503s that say why, the page itself.
+
+Discovery is a fake here (the end-to-end test uses the real DNS server); the backends
+are real calc services on 127.0.0.1 sockets, so connection failures are real too.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from http.server import ThreadingHTTPServer
+
+import pytest
+
+from examples.calc.app import make_app as make_calc_app
+from examples.common.auth import BasicAuth, Credentials
+from examples.common.discovery import DiscoveryError, Endpoint, ServiceNotFound
+from examples.common.web import Request
+from examples.portal.app import make_app as make_portal_app
+from examples.portal.proxy import Backend, Upstream
+
+CREDS = Credentials("admin", "s3cret")
+
+
+class Server:
+    """A calc service on a real socket that a test can stop."""
+
+    def __init__(self, name: str) -> None:
+        self.httpd: ThreadingHTTPServer = make_calc_app(BasicAuth(CREDS), container_id=name).server()
+        self.port = self.httpd.server_address[1]
+        self.endpoint = Endpoint(f"{name}.zone.", "127.0.0.1", self.port)
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.05})
+        self.thread.start()
+        self.running = True
+
+    def stop(self) -> None:
+        if self.running:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.thread.join(5)
+            self.running = False
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    started = [Server("calc-a"), Server("calc-b")]
+    try:
+        yield started
+    finally:
+        for server in started:
+            server.stop()
+
+
+class FakeDiscovery:
+    """Returns a fixed list (or raises); counts the lookups."""
+
+    def __init__(self, endpoints: Sequence[Endpoint] | Exception) -> None:
+        self.answer = endpoints
+        self.lookups = 0
+
+    def endpoints(self, service: str) -> Sequence[Endpoint]:
+        self.lookups += 1
+        self.service = service
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return list(self.answer)
+
+
+def backend(discovery: FakeDiscovery, **kwargs: object) -> Backend:
+    return Backend("calc", "_calc._tcp", discovery, CREDS, timeout=2.0, **kwargs)  # type: ignore[arg-type]
+
+
+def test_first_instance_answers(servers: list[Server]) -> None:
+    response = backend(FakeDiscovery([s.endpoint for s in servers])).call("(2+2)*3")
+    assert response.status == 200
+    body = response.json()
+    assert body["value"] == 12 and body["container_id"] == "calc-a"
+    assert body["served_by"] == {"target": "calc-a.zone.", "address": "127.0.0.1",
+                                 "port": servers[0].port}
+
+
+def test_a_dead_instance_is_skipped(servers: list[Server]) -> None:
+    servers[0].stop()
+    response = backend(FakeDiscovery([s.endpoint for s in servers])).call("6*7")
+    assert response.status == 200
+    assert response.json()["container_id"] == "calc-b"
+
+
+def test_all_dead_is_503_naming_each_failure(servers: list[Server]) -> None:
+    for server in servers:
+        server.stop()
+    discovery = FakeDiscovery([s.endpoint for s in servers])
+    response = backend(discovery).call("1+1")
+    assert response.status == 503
+    body = response.json()
+    assert body["error"] == "every instance of the calc service (_calc._tcp) failed"
+    assert len(body["tried"]) == 2 and all("refused" in t.lower() for t in body["tried"])
+    assert discovery.lookups == 3  # asked again in case the answer changed
+
+
+def test_no_instance_is_503_with_a_clear_message() -> None:
+    response = backend(FakeDiscovery(ServiceNotFound("NXDOMAIN"))).call("1+1")
+    assert response.status == 503
+    assert response.json() == {"error": "no instance of the calc service (_calc._tcp) was found",
+                               "service": "_calc._tcp", "tried": []}
+
+
+def test_resolver_failure_is_503_not_no_instance() -> None:
+    response = backend(FakeDiscovery(DiscoveryError("timed out"))).call("1+1")
+    assert response.status == 503
+    assert "cannot resolve the calc service (_calc._tcp): timed out" in response.json()["error"]
+
+
+def test_weighted_answers_are_asked_again(servers: list[Server]) -> None:
+    """Weighted routing answers one instance per query: a dead one means ask again."""
+    servers[0].stop()
+    answers = iter([[servers[0].endpoint], [servers[0].endpoint], [servers[1].endpoint]])
+
+    class OnePerQuery(FakeDiscovery):
+        def endpoints(self, service: str) -> Sequence[Endpoint]:
+            self.lookups += 1
+            return next(answers)
+
+    discovery = OnePerQuery([])
+    response = backend(discovery).call("2*3")
+    assert response.status == 200 and response.json()["value"] == 6
+    assert discovery.lookups == 3
+
+
+def test_client_errors_pass_through_server_errors_fail_over(servers: list[Server]) -> None:
+    response = backend(FakeDiscovery([s.endpoint for s in servers])).call("1/0")
+    assert response.status == 400
+    assert response.json()["error"] == "division by zero"
+
+    calls: list[int] = []
+
+    def flaky(endpoint: Endpoint, path: str, headers: dict[str, str], timeout: float) -> Upstream:
+        calls.append(endpoint.port)
+        if len(calls) == 1:
+            return Upstream(502, b"bad gateway", "text/plain")
+        return Upstream(200, b'{"value": 2}', "application/json")
+
+    response = backend(FakeDiscovery([s.endpoint for s in servers]), fetch=flaky).call("1+1")
+    assert response.status == 200 and calls == [servers[0].port, servers[1].port]
+
+
+def test_formula_is_reencoded_and_credentials_sent(servers: list[Server]) -> None:
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    def record(endpoint: Endpoint, path: str, headers: dict[str, str], timeout: float) -> Upstream:
+        seen.append((path, headers))
+        return Upstream(200, b"{}", "application/json")
+
+    backend(FakeDiscovery([servers[0].endpoint]), fetch=record).call("6/3 + 2^2")
+    path, headers = seen[0]
+    assert path == "/calc/6%2F3%20%2B%202%5E2"
+    assert headers["Authorization"] == CREDS.header()
+
+
+def test_hung_instance_times_out_and_fails_over(servers: list[Server]) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepts the connection, never answers
+    try:
+        hung = Endpoint("hung.zone.", "127.0.0.1", listener.getsockname()[1])
+        slow = Backend("calc", "_calc._tcp", FakeDiscovery([hung, servers[1].endpoint]), CREDS,
+                       timeout=0.3)
+        response = slow.call("1+2")
+        assert response.status == 200 and response.json()["container_id"] == "calc-b"
+    finally:
+        listener.close()
+
+
+def test_portal_routes(servers: list[Server]) -> None:
+    calc = backend(FakeDiscovery([servers[1].endpoint]))
+    time_backend = Backend("time", "_time._tcp", FakeDiscovery(ServiceNotFound("none")), CREDS)
+    app = make_portal_app(time_backend, calc)
+    page = app.handle(Request("GET", "/"))
+    assert page.status == 200 and page.content_type.startswith("text/html")
+    assert b'id="formula"' in page.body and b'id="layout"' in page.body
+    assert app.handle(Request("GET", "/calc/2%5E10")).json()["value"] == 1024
+    missing = app.handle(Request("GET", "/time/15:04"))
+    assert missing.status == 503
+    assert missing.json()["error"] == "no instance of the time service (_time._tcp) was found"
+    assert app.handle(Request("GET", "/health")).status == 200
+    assert app.handle(Request("GET", "/nowhere")).status == 404

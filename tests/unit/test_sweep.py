@@ -1,0 +1,367 @@
+"""The sweep's pure decisions, as tables: an observation + the owned records -> actions.
+
+Records are built by the agent's own code (``records.host_records``) and, for task-events
+records, by ``records.routed`` with the task owner, exactly as the writers build them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from ecssd_agent import naming
+from ecssd_agent.model import Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.records import host_records, routed, srv_value
+from health_lambda.sweep import (
+    ClusterView,
+    HostView,
+    Rules,
+    Scope,
+    ServiceDecl,
+    TaskView,
+    Verdict,
+    assess,
+    check_path,
+    decide,
+    referenced_tasks,
+    service_decls,
+)
+
+ZONE = "sd.internal."
+NOW = 1_700_000_000.0
+RULES = Rules(max_delete_fraction=1.0)  # the guard has its own tests
+
+
+def arn(n: int) -> str:
+    return f"arn:aws:ecs:us-east-1:1:container-instance/c/{n}"
+
+
+def live(n: int, ip: str | None = None, cluster_label: str = "") -> HostView:
+    ip = ip or f"10.0.0.{n}"
+    return HostView(arn(n), f"i-{n}", cluster_label or f"ip-10-0-0-{n}", ip, True, "running")
+
+
+def task(tid: str, host: int = 1, last: str = "RUNNING", desired: str = "RUNNING",
+         started: float | None = NOW - 3600, **kw: object) -> TaskView:
+    return TaskView(tid, last, desired, arn(host), started, **kw)  # type: ignore[arg-type]
+
+
+def agent(label: str, ip: str, *services: tuple[str, int, int, str, str],
+          container: str = "c0ffee") -> list[RecordSet]:
+    """An agent's records: (name, host port, container port, cluster, task id) per service."""
+    instances = [
+        ServiceInstance(name=name, protocol="tcp", container_port=cport, port=hport,
+                        container_id=f"{container}{i:06d}{'0' * 52}", cluster=cluster,
+                        task_arn=f"arn:aws:ecs:us-east-1:1:task/{cluster}/{tid}" if tid else "")
+        for i, (name, hport, cport, cluster, tid) in enumerate(services)
+    ]
+    records, problems = host_records(Host(label, ip), instances, ZONE, Routing.WEIGHTED, 0)
+    assert not problems
+    return records
+
+
+def task_records(cluster: str, tid: str, ip: str, port: int = 8080) -> list[RecordSet]:
+    """What the task-events Lambda writes for an awsvpc task: task A, SRV, service A."""
+    target = naming.record_name(f"{tid}.task", ZONE)
+    a_owner = Owner(kind="t", cluster=cluster, task=tid)
+    return [
+        routed(target, "A", [ip], a_owner, Routing.WEIGHTED, 0),
+        routed(naming.record_name("web", ZONE), "SRV", [srv_value(port, target)],
+               Owner(kind="t", cluster=cluster, task=tid, port=f"{port}/tcp"),
+               Routing.WEIGHTED, 0),
+        routed(naming.record_name("web", ZONE), "A", [ip], a_owner, Routing.WEIGHTED, 0),
+    ]
+
+
+FOREIGN = [
+    RecordSet("www.sd.internal.", "A", ("10.9.9.9",), 60),
+    RecordSet("x.sd.internal.", "A", ("10.9.9.8",), 60, set_identifier="someone-else", weight=1),
+    RecordSet("y.sd.internal.", "A", ("10.9.9.7",), 60, set_identifier="ecssd:h:", weight=1),
+]
+
+
+def srv(records: Sequence[RecordSet], task_id: str) -> RecordSet:
+    return next(r for r in records if r.type == "SRV" and (r.set_identifier or "").endswith(task_id))
+
+
+def a_record(records: Sequence[RecordSet]) -> RecordSet:
+    return next(r for r in records if r.type == "A")
+
+
+@dataclass
+class Case:
+    id: str
+    clusters: Sequence[ClusterView]
+    records: Sequence[RecordSet]
+    deleted: Sequence[RecordSet] = ()
+    probed: Sequence[tuple[str, int]] = ()  # (ip, port) of each target
+    skipped: int = 0
+    out_of_scope: int = 0
+    all_clusters: bool = True
+    rules: Rules = RULES
+    errors: int = 0
+    kept: int | None = None
+    reasons: Sequence[str] = field(default_factory=tuple)  # substrings of the deletion reasons
+
+
+H1 = agent("ip-10-0-0-1", "10.0.0.1", ("web", 32768, 8080, "c", "t1"), ("api", 32769, 9000, "c", "t2"))
+H2 = agent("ip-10-0-0-2", "10.0.0.2", ("web", 32770, 8080, "c", "t3"))
+H_CUSTOM = agent("web-1", "10.0.0.3", ("web", 32771, 8080, "c", "t4"))
+H_PLAIN = agent("ip-10-0-0-1", "10.0.0.1", ("plain", 5000, 5000, "", ""), container="abcdef")
+H_OTHER = agent("ip-10-0-5-5", "10.0.5.5", ("web", 32772, 8080, "other", "t9"))
+H_ONLY_A = agent("ip-10-0-6-6", "10.0.6.6")
+T1 = task_records("c", "tt1", "10.1.0.1")
+
+C_OK = ClusterView("c", hosts=(live(1), live(2)),
+                   tasks={t: task(t, 1 if t in ("t1", "t2") else 2) for t in ("t1", "t2", "t3")})
+
+CASES = [
+    Case("live hosts, running tasks: probe each at its instance's IP",
+         [C_OK], [*H1, *H2, *FOREIGN],
+         probed=[("10.0.0.1", 32768), ("10.0.0.1", 32769), ("10.0.0.2", 32770)], kept=2),
+    Case("a stopped task: its record goes, the host and its other task stay",
+         [replace(C_OK, tasks={**C_OK.tasks, "t2": task("t2", last="STOPPED", desired="STOPPED")})],
+         [*H1, *H2], deleted=[srv(H1, "t2")],
+         probed=[("10.0.0.1", 32768), ("10.0.0.2", 32770)], reasons=["task t2", "STOPPED"]),
+    Case("desiredStatus STOPPED counts as stopping",
+         [replace(C_OK, tasks={**C_OK.tasks, "t2": task("t2", desired="STOPPED")})],
+         [*H1], deleted=[srv(H1, "t2")], probed=[("10.0.0.1", 32768)]),
+    Case("a task ECS does not know (MISSING) is gone",
+         [replace(C_OK, tasks={"t1": C_OK.tasks["t1"]}, gone_tasks=frozenset({"t2"}))],
+         [*H1], deleted=[srv(H1, "t2")], probed=[("10.0.0.1", 32768)],
+         reasons=["no longer exists"]),
+    Case("a task whose state is unknown (describe failure, not MISSING) is skipped",
+         [replace(C_OK, tasks={"t1": C_OK.tasks["t1"]})],
+         [*H1], probed=[("10.0.0.1", 32768)], skipped=1),
+    Case("all clusters: a host that is no container instance anywhere is dead",
+         [replace(C_OK, hosts=(live(2),), tasks={"t3": task("t3", 2)},
+                  gone_tasks=frozenset({"t1", "t2"}))],
+         [*H1, *H2], deleted=H1, probed=[("10.0.0.2", 32770)]),
+    Case("all clusters: a dead host's plain (non-ECS) records go too",
+         [replace(C_OK, hosts=(live(2),))], [*H_PLAIN], deleted=H_PLAIN,
+         reasons=["not a container instance of any cluster"]),
+    Case("a host whose EC2 instance is terminated is dead even in a restricted sweep",
+         [ClusterView("c", hosts=(replace(live(1), live=False, state="terminated"),),
+                      gone_tasks=frozenset({"t1", "t2"}))],
+         [*H1], deleted=H1, all_clusters=False, reasons=["terminated"]),
+    Case("a task still RUNNING on a terminated instance loses its records",
+         [ClusterView("c", hosts=(replace(live(1), live=False, state="terminated"),),
+                      tasks={"t1": task("t1"), "t2": task("t2")})],
+         [*H1], deleted=H1, reasons=["runs on no live container instance"]),
+    Case("a host identified by its A record's IP (custom hostname) is alive",
+         [ClusterView("c", hosts=(live(3),), tasks={"t4": task("t4", 3)})],
+         [*H_CUSTOM], probed=[("10.0.0.3", 32771)], kept=1),
+    Case("a host that is not the task's container instance: skipped, A record kept",
+         [ClusterView("c", hosts=(live(1), live(2)), tasks={"t3": task("t3", 1)})],
+         [*H2], skipped=1, kept=1),
+    Case("an unknown host whose task runs on another live instance: skipped, A kept",
+         [ClusterView("c", hosts=(live(1),), tasks={"t3": task("t3", 1)})],
+         [*H2], skipped=2),
+    Case("restricted: a host of a cluster not swept is never touched",
+         [C_OK], [*H_OTHER], all_clusters=False, out_of_scope=2),
+    Case("restricted: an unknown host with only an A record is never touched",
+         [C_OK], [*H_ONLY_A], all_clusters=False, out_of_scope=1),
+    Case("restricted: an unknown host's plain records are never touched",
+         [replace(C_OK, hosts=(live(2),))], [*H_PLAIN], all_clusters=False, out_of_scope=2),
+    Case("restricted: a host that left the swept cluster (tasks gone) goes entirely",
+         [replace(C_OK, hosts=(live(2),), tasks={}, gone_tasks=frozenset({"t1", "t2"}))],
+         [*H1], deleted=H1, all_clusters=False, reasons=["left the swept cluster"]),
+    Case("all clusters: records of a cluster that no longer exists, on a dead host",
+         [C_OK], [*H_OTHER], deleted=H_OTHER),
+    Case("a failed cluster: its records are skipped, nothing deleted",
+         [replace(C_OK, error="DescribeTasks failed")], [*H1, *H2], skipped=5, errors=1),
+    Case("a failed cluster: unknown hosts are not judged dead in an all-clusters sweep",
+         [replace(C_OK, hosts=(live(2),), gone_tasks=frozenset({"t1", "t2"})),
+          ClusterView("d", error="boom")], [*H_PLAIN], skipped=2, errors=1),
+    Case("a failed cluster: a host known to be in it is skipped",
+         [ClusterView("d", hosts=(live(1),), error="boom"), replace(C_OK, hosts=(live(2),))],
+         [*H_PLAIN], skipped=2, errors=1),
+    Case("a failed cluster does not stop judging a healthy cluster's own hosts",
+         [C_OK, ClusterView("d", error="boom")], [*H2],
+         probed=[("10.0.0.2", 32770)], kept=1, errors=1),
+    Case("task-events records: probed at the task ENI, at the SRV port",
+         [replace(C_OK, tasks={"tt1": task("tt1", eni_ips=("10.1.0.1",))})], [*T1],
+         probed=[("10.1.0.1", 8080)], kept=2),
+    Case("task-events records: the task stopped, every record of it goes",
+         [replace(C_OK, tasks={"tt1": task("tt1", last="STOPPED", desired="STOPPED")})], [*T1],
+         deleted=T1),
+    Case("task-events records of a cluster not swept: untouched",
+         [ClusterView("other")], [*T1], all_clusters=False, out_of_scope=3),
+    Case("task-events records of a cluster that does not exist (all clusters): gone",
+         [ClusterView("other")], [*T1], deleted=T1, reasons=["does not exist"]),
+    Case("a task within its grace period is not probed",
+         [replace(C_OK, tasks={**C_OK.tasks, "t1": task("t1", started=NOW - 10)})],
+         [*H1], probed=[("10.0.0.1", 32769)], skipped=1, kept=1),
+    Case("CHECK_HEALTH off: nothing probed, live records kept",
+         [C_OK], [*H1], rules=replace(RULES, check_health=False), kept=3),
+    Case("the clusters could not be listed: nothing judged",
+         [], [*H1], skipped=3, errors=1),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_assess(case: Case) -> None:
+    error = "" if case.clusters else "listing the clusters failed"
+    scope = Scope(tuple(case.clusters), all_clusters=case.all_clusters, error=error)
+    result = assess(scope, case.records, case.rules, NOW)
+
+    assert sorted(d.record.key for d in result.orphans) == sorted(r.key for r in case.deleted)
+    assert sorted((t.ip, t.port) for t in result.targets) == sorted(case.probed)
+    assert len(result.skipped) == case.skipped, result.skipped
+    assert result.out_of_scope == case.out_of_scope
+    assert len(result.errors) == case.errors
+    assert result.owned == sum(1 for r in case.records if r not in FOREIGN)
+    if case.kept is not None:
+        assert result.kept == case.kept
+    for text in case.reasons:
+        assert any(text in d.reason for d in result.orphans), (text, result.orphans)
+    # Every owned record set lands in exactly one bucket.
+    in_targets = sum(len(t.records) for t in result.targets)
+    skipped_records = sum(1 for r in case.records
+                          if r.set_identifier in {s.what for s in result.skipped})
+    if not any(r.set_identifier and ":t:" in r.set_identifier for r in case.records):
+        assert (len(result.orphans) + in_targets + result.kept + skipped_records
+                + result.out_of_scope) == result.owned
+
+
+def test_foreign_records_are_never_decided() -> None:
+    scope = Scope((replace(C_OK, hosts=()),), all_clusters=True)
+    result = assess(scope, FOREIGN, RULES, NOW)
+    assert result.owned == 0 and not result.orphans and not result.skipped
+
+
+# --- decide ------------------------------------------------------------------------------
+
+def _assessed(records: Sequence[RecordSet], rules: Rules = RULES,
+              clusters: Sequence[ClusterView] = (C_OK,)):
+    return assess(Scope(tuple(clusters), all_clusters=True), records, rules, NOW)
+
+
+def test_unhealthy_instance_loses_its_record_and_its_task_is_stopped() -> None:
+    result = _assessed([*H1, *H2])
+    bad = next(t for t in result.targets if t.port == 32769)
+    verdicts = {t.key: Verdict(t is not bad, "HTTP 200" if t is not bad else "HTTP 500")
+                for t in result.targets}
+    plan = decide(result, verdicts, RULES)
+    assert [d.record for d in plan.deletions] == [srv(H1, "t2")]
+    assert plan.deletions[0].reason == "unhealthy: HTTP 500"
+    assert [(s.cluster, s.task, s.reason) for s in plan.stops] == [
+        ("c", "t2", "ecssd health check failed: HTTP 500")]
+    assert len(plan.healthy) == 2 and not plan.refused
+
+
+def test_unhealthy_without_stop_unhealthy_only_deletes() -> None:
+    rules = replace(RULES, stop_unhealthy=False)
+    result = _assessed([*H1], rules)
+    plan = decide(result, {t.key: Verdict(False, "timed out after 2s") for t in result.targets},
+                  rules)
+    assert len(plan.deletions) == 2 and plan.stops == []
+
+
+def test_unhealthy_task_events_instance_loses_every_record_of_its_task() -> None:
+    clusters = [replace(C_OK, tasks={"tt1": task("tt1", eni_ips=("10.1.0.1",))})]
+    result = _assessed(T1, clusters=clusters)
+    plan = decide(result, {result.targets[0].key: Verdict(False, "connection refused")}, RULES)
+    assert sorted(d.record.key for d in plan.deletions) == sorted(r.key for r in T1)
+    assert [s.task for s in plan.stops] == ["tt1"]
+
+
+def test_no_verdict_means_not_judged() -> None:
+    result = _assessed([*H1])
+    plan = decide(result, {}, RULES)
+    assert plan.deletions == [] and plan.stops == [] and len(plan.unjudged) == 2
+
+
+def test_a_task_is_stopped_once_however_many_of_its_instances_fail() -> None:
+    records = agent("ip-10-0-0-1", "10.0.0.1", ("web", 32768, 8080, "c", "t1"),
+                    ("admin", 32769, 8081, "c", "t1"))
+    result = _assessed(records)
+    plan = decide(result, {t.key: Verdict(False, "HTTP 503") for t in result.targets}, RULES)
+    assert len(plan.deletions) == 2 and len(plan.stops) == 1
+
+
+@pytest.mark.parametrize(("fraction", "refused"), [(0.5, True), (0.8, True), (5 / 6, False),
+                                                   (1.0, False)])
+def test_fraction_guard(fraction: float, refused: bool) -> None:
+    rules = replace(RULES, max_delete_fraction=fraction)
+    # H1 (3 record sets) and H_ONLY_A (1) are dead; H2's one instance is unhealthy:
+    # 3 + 1 + 1 = 5 of the 6 owned record sets would go (exactly 5/6 is not "more than").
+    clusters = [replace(C_OK, hosts=(live(2),), gone_tasks=frozenset({"t1", "t2"}))]
+    result = _assessed([*H1, *H2, *H_ONLY_A], rules, clusters)
+    plan = decide(result, {t.key: Verdict(False, "HTTP 500") for t in result.targets}, rules)
+    assert bool(plan.refused) == refused
+    if refused:
+        assert f"MAX_DELETE_FRACTION={fraction:g}" in plan.refused
+        assert "5 of 6" in plan.refused
+    else:
+        assert len(plan.deletions) == 5 and len(plan.stops) == 1
+
+
+def test_stop_reason_fits_stoptask() -> None:
+    result = _assessed([*H2])
+    plan = decide(result, {result.targets[0].key: Verdict(False, "x" * 400)}, RULES)
+    assert len(plan.stops[0].reason) == 255
+
+
+# --- health check paths ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("definitions", "runtime_ids", "container", "expected"), [
+    ([("web", {"SERVICE_8080_NAME": "web", "SERVICE_8080_CHECK_HTTP": "/status"}, {})],
+     {}, "c0ffee", "/status"),
+    ([("web", {"SERVICE_8080_NAME": "web"}, {})], {}, "c0ffee", "/health"),
+    ([("web", {"SERVICE_8080_NAME": "web", "SERVICE_8080_CHECK_HTTP": "/env"},
+       {"SERVICE_8080_CHECK_HTTP": "/label"})], {}, "c0ffee", "/label"),
+    ([("web", {"SERVICE_9000_NAME": "x", "SERVICE_9000_CHECK_HTTP": "/other"}, {})],
+     {}, "c0ffee", "/health"),
+    ([("a", {"SERVICE_8080_NAME": "w", "SERVICE_8080_CHECK_HTTP": "/a"}, {}),
+      ("b", {"SERVICE_8080_NAME": "w", "SERVICE_8080_CHECK_HTTP": "/b"}, {})],
+     {"a": "0123456789ab" + "0" * 52, "b": "c0ffee000000" + "0" * 52}, "c0ffee000000", "/b"),
+    ([("web", {"SERVICE_8080_NAME": "web", "SERVICE_8080_CHECK_HTTP": "ping"}, {})],
+     {}, "c0ffee", "/ping"),
+])
+def test_check_path(definitions: list, runtime_ids: dict, container: str, expected: str) -> None:
+    view = task("t1", services=service_decls(definitions), runtime_ids=runtime_ids)
+    owner = Owner(host="h", container=container, port="8080/tcp", cluster="c", task="t1")
+    assert check_path(view, owner, "/health") == expected
+
+
+def test_service_decls_read_names_and_checks() -> None:
+    decls = service_decls([("web", {"SERVICE_8080_NAME": "web", "SERVICE_8080_CHECK_HTTP":
+                                    "/s", "SERVICE_X_NAME": "bad", "OTHER": "1"}, {})])
+    assert decls == (ServiceDecl("web", 8080, "/s"),)
+
+
+def test_probe_target_carries_the_definition_path() -> None:
+    decls = service_decls([("web", {"SERVICE_8080_NAME": "web",
+                                    "SERVICE_8080_CHECK_HTTP": "/ready"}, {})])
+    cluster = replace(C_OK, tasks={"t3": task("t3", 2, services=decls)})
+    result = _assessed([*H2], clusters=[cluster])
+    assert [t.url for t in result.targets] == ["http://10.0.0.2:32770/ready"]
+
+
+def test_udp_services_are_not_http_checked() -> None:
+    instance = ServiceInstance(name="dns", protocol="udp", container_port=53, port=30053,
+                               container_id="d" * 64, cluster="c",
+                               task_arn="arn:aws:ecs:us-east-1:1:task/c/t3")
+    records, _ = host_records(Host("ip-10-0-0-2", "10.0.0.2"), [instance], ZONE,
+                              Routing.WEIGHTED, 0)
+    result = _assessed(records)
+    assert result.targets == [] and result.kept == 2
+
+
+def test_long_cluster_names_match_by_digest() -> None:
+    long_name = "c" * 120
+    records = agent("ip-10-0-0-1", "10.0.0.1", ("web", 32768, 8080, long_name, "t1"))
+    assert "#" in (srv(records, "t1").set_identifier or "")
+    cluster = ClusterView(long_name, hosts=(live(1),),
+                          tasks={"t1": task("t1", last="STOPPED", desired="STOPPED")})
+    result = _assessed(records, clusters=[cluster])
+    assert [d.record for d in result.orphans] == [srv(records, "t1")]
+    assert referenced_tasks(records, [long_name, "c"]) == {long_name: {"t1"}, "c": set()}
+
+
+def test_referenced_tasks_per_cluster() -> None:
+    got = referenced_tasks([*H1, *H2, *T1, *H_OTHER, *FOREIGN], ["c"])
+    assert got == {"c": {"t1", "t2", "t3", "tt1"}}
