@@ -1,7 +1,7 @@
 """Benchmark: one health sweep over 5 clusters x 100 tasks (500 SRV records), 50 of them hung.
 
 The world is real on one machine (see tests/integration/sweep_world.py): a moto server
-(ECS, EC2, Route 53) over HTTP, 25 EC2 "hosts" on 127.0.x.y registered as container
+(ECS, EC2, Route 53) in its own process, over HTTP, 25 EC2 "hosts" on 127.0.x.y registered as container
 instances, 500 tasks started with StartTask, each with a real HTTP server on its host's
 address (450 answer 200, 50 accept and never answer), and the records written by each host's
 agent. The sweep is ``lambda_handler`` with the default settings (CHECK_TIMEOUT 2 s,
@@ -23,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -34,6 +36,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 import boto3  # noqa: E402
+import requests  # noqa: E402
 
 from ecssd_agent.aws.clients import Clients  # noqa: E402
 from health_lambda import handler  # noqa: E402
@@ -74,16 +77,53 @@ def reference_cost(clusters: int, tasks: int, hung: int, timeout: float, retries
     return serial, calls
 
 
+class _MotoProcess:
+    """moto in its own process, as AWS is: the in-process server would share the sweep's GIL
+    (and its slow DescribeTasks, O(tasks requested x tasks stored), would count as ours)."""
+
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1",
+             "-p", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        from tests.support.poll import wait_for
+
+        wait_for(lambda: requests.get(f"{self.url}/moto-api/data.json", timeout=2).ok,
+                 timeout=60, what="the moto server", ignore=(requests.RequestException,))
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.url,  # type: ignore[call-overload]
+                            region_name="us-east-1", aws_access_key_id="testing",
+                            aws_secret_access_key="testing")
+
+    def manual_ecs_transitions(self) -> None:
+        requests.post(f"{self.url}/moto-api/state-manager/set-transition", timeout=15,
+                      json={"model_name": "ecs::task",
+                            "transition": {"progression": "manual", "times": 10**9}}
+                      ).raise_for_status()
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=15)
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     from tests.integration.sweep_world import HANG, OK, HttpFleet, SweepWorld
-    from tests.support.moto_server import start_moto_server
 
     clusters, hosts_per_cluster, tasks_per_host, hung_per_host = (
         (2, 2, 10, 1) if quick else (5, 5, 20, 2))
     tasks_total = clusters * hosts_per_cluster * tasks_per_host
     hung_total = clusters * hosts_per_cluster * hung_per_host
 
-    server = start_moto_server()
+    server = _MotoProcess()
     fleet = HttpFleet()
     try:
         with _environment(AWS_ENDPOINT_URL=server.url):

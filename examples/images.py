@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -49,13 +50,17 @@ def _package_dir(name: str) -> Path:
 
 
 def stage_context(service: str, dest: Path, vendored: Iterable[str] = VENDORED) -> Path:
-    """Fill ``dest`` with the build context of ``service``'s Dockerfile; returns ``dest``."""
+    """Fill ``dest`` with the build context of ``service``'s Dockerfile; returns ``dest``.
+
+    ``app/`` is the same for every service (only the Dockerfile differs).
+    """
     if service not in SERVICES:
         raise ValueError(f"unknown service {service!r} (one of {', '.join(SERVICES)})")
     app = dest / "app"
     (app / "examples").mkdir(parents=True, exist_ok=True)
     shutil.copy2(EXAMPLES / "__init__.py", app / "examples" / "__init__.py")
-    for part in ("common", service):
+    # Every service in every image: identical contexts let the build cache share layers.
+    for part in ("common", *SERVICES):
         shutil.copytree(EXAMPLES / part, app / "examples" / part, ignore=_IGNORE,
                         dirs_exist_ok=True)
     for name in vendored:
@@ -64,6 +69,7 @@ def stage_context(service: str, dest: Path, vendored: Iterable[str] = VENDORED) 
     shutil.copy2(EXAMPLES / service / "Dockerfile", dest / "Dockerfile")
     for path in [dest, *dest.rglob("*")]:  # readable by the image's non-root user
         path.chmod(0o755 if path.is_dir() else 0o644)
+        os.utime(path, (0, 0))  # same metadata in every staging: build cache hits
     return dest
 
 
@@ -81,8 +87,7 @@ def build(client: docker.DockerClient, service: str, base_image: str | None = No
         buildargs = {"BASE_IMAGE": base_image} if base_image else {}
         try:
             client.images.build(path=str(context), tag=name, buildargs=buildargs, rm=True,
-                                forcerm=True, pull=False,
-                                labels={"org.ecssd.example": service})
+                                forcerm=True, pull=False)
         except docker.errors.BuildError as exc:
             lines = [str(chunk.get("stream") or chunk.get("error") or "").rstrip()
                      for chunk in exc.build_log]

@@ -31,7 +31,8 @@ from health_lambda.sweep import (
 
 log = logging.getLogger(__name__)
 
-CLUSTER_WORKERS = 4
+CLUSTER_WORKERS = 8  # clusters observed at once (each runs two call chains)
+DEFINITION_WORKERS = 4  # DescribeTaskDefinition calls in flight per cluster
 
 
 def cluster_names(ecs: Any, wanted: Sequence[str]) -> tuple[list[str], dict[str, str], str]:
@@ -73,25 +74,56 @@ def observe_cluster(
     definitions: ecs_api.TaskDefinitions,
     need_definitions: bool = True,
 ) -> ClusterView:
-    """One cluster's hosts and the named tasks' states; any failed call fails the view."""
+    """One cluster's hosts and the named tasks' states; any failed call fails the view.
+
+    The two chains (container instances -> EC2, and tasks -> task definitions) do not depend
+    on each other, so they run side by side.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        hosts_future = pool.submit(_hosts, ecs, ec2, name)
+        tasks_future = pool.submit(_tasks, ecs, name, task_ids, definitions, need_definitions)
+    errors: list[str] = []
     hosts: tuple[HostView, ...] = ()
     try:
-        instances = ecs_api.instance_hosts(
-            ecs, ec2, name, ecs_api.list_container_instances(ecs, name))
-        hosts = tuple(HostView(h.container_instance_arn, h.instance_id, h.label, h.private_ip,
-                               h.live, h.state) for h in instances.values())
-        running = len(ecs_api.list_tasks(ecs, name, "RUNNING"))
-        described = (ecs_api.describe_tasks(ecs, name, task_ids) if task_ids
-                     else ecs_api.DescribedTasks())
-        tasks = {tid: _task_view(ecs, name, task, definitions, need_definitions)
-                 for tid, task in described.tasks.items()}
+        hosts = hosts_future.result()
     except ecs_api.EcsReadError as exc:
-        log.error("cluster %s: %s", name, exc, extra={"cluster": name})
-        return ClusterView(name, hosts=hosts, error=str(exc))
+        errors.append(str(exc))
+    try:
+        running, described, tasks = tasks_future.result()
+    except ecs_api.EcsReadError as exc:
+        errors.append(str(exc))
+    if errors:
+        error = "; ".join(errors)
+        log.error("cluster %s: %s", name, error, extra={"cluster": name})
+        return ClusterView(name, hosts=hosts, error=error)
     # Absent from a successful answer, or a MISSING failure: ECS does not know the task.
     gone = (task_ids - set(described.tasks) - set(described.failures)) | described.missing
     return ClusterView(name, hosts=hosts, tasks=tasks, gone_tasks=frozenset(gone),
                        running=running)
+
+
+def _hosts(ecs: Any, ec2: Any, name: str) -> tuple[HostView, ...]:
+    instances = ecs_api.instance_hosts(ecs, ec2, name,
+                                       ecs_api.list_container_instances(ecs, name))
+    return tuple(HostView(h.container_instance_arn, h.instance_id, h.label, h.private_ip,
+                          h.live, h.state) for h in instances.values())
+
+
+def _tasks(ecs: Any, name: str, task_ids: set[str], definitions: ecs_api.TaskDefinitions,
+           need_definitions: bool
+           ) -> tuple[int, ecs_api.DescribedTasks, dict[str, TaskView]]:
+    running = len(ecs_api.list_tasks(ecs, name, "RUNNING"))
+    described = (ecs_api.describe_tasks(ecs, name, task_ids) if task_ids
+                 else ecs_api.DescribedTasks())
+    if need_definitions:  # each revision once (and from the cache when seen before)
+        arns = sorted({t.task_definition_arn for t in described.tasks.values()
+                       if not t.stopping and t.task_definition_arn})
+        with concurrent.futures.ThreadPoolExecutor(
+                max_workers=max(1, min(DEFINITION_WORKERS, len(arns)))) as pool:
+            list(pool.map(lambda arn: definitions.get(ecs, arn, name), arns))
+    tasks = {tid: _task_view(ecs, name, task, definitions, need_definitions)
+             for tid, task in described.tasks.items()}
+    return running, described, tasks
 
 
 def _task_view(ecs: Any, cluster: str, task: ecs_api.EcsTask,

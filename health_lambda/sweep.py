@@ -22,17 +22,18 @@ instance pending or running. Then, for ``H``:
 * identified with a live instance: alive. Its records are kept and its service instances
   probed at that instance's private IP (never an address read from a record);
 * identified (by label or IP) with an instance of a *failed* cluster: skipped;
-* identified only with non-live instances (EC2 says stopped or terminated, or no longer knows
-  the instance): dead, whatever the mode, since it was one of ours;
-* otherwise unknown. Sweeping every cluster of the account (``ECS_CLUSTERS`` empty) and
-  nothing failed: an unknown host is a container instance of no cluster at all, so dead.
-  Sweeping some clusters (``ECS_CLUSTERS`` set): an unknown host may well be a live instance
-  of a cluster we do not sweep, so it is left alone, except for the records that name a
-  swept cluster's task, which that cluster's evidence decides (below). Records of a host
-  run outside ECS (no cluster in their owner) are therefore only ever removed by an
-  all-clusters sweep, and an operator who runs such hosts next to an all-clusters sweep
-  should restrict ``ECS_CLUSTERS``. Likewise a zone shared by several accounts or regions
-  (each sweep lists only its own clusters) needs ``ECS_CLUSTERS`` on every sweep.
+* otherwise unknown. A host whose instance EC2 shows stopped or terminated is unknown too,
+  not proven dead: its private IP, and with it its default name, may already belong to a new
+  instance of a cluster this sweep does not see.
+
+An unknown host, sweeping every cluster of the account (``ECS_CLUSTERS`` empty) with nothing
+failed, is a live container instance of no cluster at all: dead, all its records go. Sweeping
+some clusters (``ECS_CLUSTERS`` set), it may well be a live instance of a cluster we do not
+sweep, so it is left alone, except for its records that name a swept cluster's task, which
+that cluster's evidence decides (below). Records of a host run outside ECS (no cluster in
+their owner) are therefore only ever removed by an all-clusters sweep; an operator who runs
+such hosts beside an all-clusters sweep should set ``ECS_CLUSTERS``. So should every sweep
+of a zone shared by several accounts or regions (each sweep lists only its own clusters).
 
 A host's A record goes only together with the last of its service records: it is deleted
 when the host is dead (or, restricted, when the host named swept clusters only and every one
@@ -46,9 +47,11 @@ task-events records ``ecssd:t:...`` always do) whose cluster is not swept is nev
 For a swept, successfully observed cluster, DescribeTasks decides: a task ECS reports
 STOPPED, or with desiredStatus STOPPED, or does not know (a ``MISSING`` failure, or absent
 from a successful answer) is gone, and its records are deleted; so are task-events records
-of a cluster an all-clusters sweep did not find. A running task's agent
-record is probed only when its host is identified with the task's own container instance;
-a mismatch is skipped, and a task whose container instance is not live loses its records.
+of a cluster an all-clusters sweep did not find. A running task's agent record is probed
+only when its host is identified with the task's own container instance. A mismatch is
+skipped, as is a record whose host is not identified while the task runs on a live
+instance; if the task's container instance is not live either (and nothing failed), the
+record points at nothing and is deleted.
 Task-events records are probed at the task's ENI address (awsvpc) or its live container
 instance's IP (bridge/host), at the SRV record's port. A task started less than
 ``GRACE_SECONDS`` ago is not probed, hence never judged unhealthy.
@@ -318,13 +321,6 @@ class _Hosts:
                 return cluster
         return None
 
-    def dead_instance(self, label: str) -> tuple[ClusterView, HostView] | None:
-        for cluster in self.scope.clusters:
-            if cluster.ok:
-                for host in cluster.hosts:
-                    if not host.live and self._matches(label, host):
-                        return cluster, host
-        return None
 
 
 def _grace_left(task: TaskView, rules: Rules, now: float) -> float:
@@ -427,12 +423,6 @@ def _host_verdict(label: str, scope: Scope, hosts: _Hosts) -> _Outcome:
     failed = hosts.in_failed(label)
     if failed is not None:
         return _Skip(f"host {label} is in cluster {failed.name}, whose observation failed")
-    dead = hosts.dead_instance(label)
-    if dead is not None:
-        cluster, host = dead
-        state = host.state or "unknown to EC2"
-        return (f"host {label} is dead: container instance {host.instance_id} of cluster "
-                f"{cluster.name} is {state}")
     if scope.failed:
         names = ", ".join(c.name for c in scope.failed)
         return _Skip(f"host {label} is in no observed cluster, and {names} could not be "

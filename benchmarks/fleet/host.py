@@ -1,16 +1,20 @@
-"""One host's agent daemon in the simulation, running the agent's real planning code.
+"""One host's agent daemon in the simulation, running the agent's real code wherever it
+does not do I/O.
 
-Per host: ``metadata.service_instances`` turns its containers into service instances,
-``records.host_records`` into the record sets it should own, ``plan.plan`` (with the
-agent's ``owned_by_host``) into changes, ``route53.batches`` into requests, and
-``zone_reads.NameScan`` reads names. Only the I/O is simulated: every request goes through
-the botocore retry model to the simulated Route 53, in virtual time.
+Real code per host: ``metadata.service_instances`` (containers -> service instances),
+``records.host_records`` (-> the record sets the host should own), ``plan.plan`` with the
+agent's ownership test, ``route53.batches``, ``zone_reads.NameScan`` and
+``zone_reads.read_interval``, and the daemon's own ``Coalescer`` (ecssd_agent/daemon.py),
+which decides when a batch of Docker events is applied. Only the I/O is simulated: every
+request goes through the botocore retry model to the simulated Route 53, in virtual time.
 
-The daemon's behaviour (issue 4) is a :class:`DaemonPolicy`: container events mark the host
-dirty and, after the coalescing window, one plan against what the host believes it owns is
-applied (one request per batch); a resync every ``resync`` seconds (jittered) re-reads the
-containers and, depending on ``resync_read``, the zone; a failed apply is retried with a
-capped, jittered backoff, and the pending state is never dropped.
+The loop mirrors ``ecssd_agent.daemon.Daemon``: an event marks the host dirty and feeds the
+coalescer; when the batch is due, the host plans its whole desired state against the record
+sets it knows it owns and applies the difference (one request per batch). A rejected batch
+is re-planned on a fresh read (``converge``: 3 attempts). A periodic resync (``resync``,
+jittered +-10%) re-reads the containers and reads the zone. After a failure nothing runs
+until a doubling backoff (0.5 s to 30 s) ends; the pending state is never dropped. What
+differs between designs is a :class:`DaemonPolicy`.
 """
 
 from __future__ import annotations
@@ -24,49 +28,58 @@ from benchmarks.fleet.engine import Call, Instruction, Sleep
 from benchmarks.fleet.retry import RETRYABLE, BotocoreClient, RetryPolicy
 from benchmarks.fleet.route53 import CHANGE, GET_ZONE, LIST, RecordKey, Response, owner_of
 from ecssd_agent.aws.route53 import batches
+from ecssd_agent.daemon import Coalescer
 from ecssd_agent.metadata import service_instances
 from ecssd_agent.model import Action, Change, Container, Host, RecordSet, Routing, ServiceInstance
 from ecssd_agent.plan import Owns, plan
 from ecssd_agent.records import host_records
-from ecssd_agent.zone_reads import NameRead, NameScan, read_interval, scan_cost_estimate
+from ecssd_agent.zone_reads import NameScan, read_interval, scan_cost_estimate
 
 if TYPE_CHECKING:
     from benchmarks.fleet.world import World
 
 Work = Generator[Instruction, Any, bool]
 
+RETRY_MIN = 0.5  # ecssd_agent.daemon.RETRY_MIN
+RETRY_MAX = 30.0  # ecssd_agent.daemon.RETRY_MAX
+CONVERGE_ATTEMPTS = 3  # ecssd_agent.reconcile.converge's default
+
 
 @dataclass(frozen=True)
 class DaemonPolicy:
-    """How the daemon reads and writes; the fleet simulation compares these.
+    """How a daemon reads and writes; the fleet simulation compares these.
 
-    ``resync_read``: ``full`` lists the whole zone on every resync (``Agent.sync``);
-    ``names`` lists only this host's names on every resync; ``budget`` reads this host's
-    names only when :func:`zone_reads.read_interval` says the fleet can afford it, and
-    otherwise plans against what the host knows it owns. ``startup``: ``full``/``names`` read
-    before the first plan; ``upsert`` writes the desired record sets with one UPSERT batch
-    and no read (the read follows at a random point of the read interval).
-    ``coalesce_max`` > ``coalesce`` widens the coalescing window to it for a minute after a
-    request of this host needed retries (back-pressure), 0 disables that.
-    ``replan_retries``: change requests are sent with a single botocore attempt and the
-    daemon retries throttled ones itself, with botocore's backoff, re-planning before each
-    attempt so that every attempt carries everything pending (botocore would resend the
-    stale batch while new changes queue behind it).
+    ``read``: what a zone read is: ``full`` lists the whole zone (the daemon's default
+    ``_list_owned``), ``names`` lists only this host's names (``zone_reads.NameScan``).
+    ``resync_reads``: ``always`` reads the zone on every resync (the daemon as built);
+    ``budget`` reads it only when ``zone_reads.read_interval`` says the fleet can afford it
+    and otherwise plans on the known state. ``startup``: ``read`` reads before the first
+    plan; ``upsert`` writes the desired record sets in one UPSERT batch without reading and
+    schedules its first read at a random point of its read interval. ``forget_on_error``:
+    after a failed write the known state is dropped, so the next reconcile reads the zone
+    (the daemon as built); otherwise it is kept (a Throttling or PriorRequestNotComplete
+    answer proves the batch was not applied). ``pressure``: for a minute after a request of
+    this host needed retries, batches gather for at least this long (0: off).
+    ``replan_retries``: the daemon retries throttled writes itself (one botocore attempt
+    each, botocore's backoff), re-planning so every attempt carries everything pending.
     """
 
     name: str
+    read: str = "full"
+    resync_reads: str = "always"
+    startup: str = "read"
+    forget_on_error: bool = True
     resync: float = 300.0
     resync_jitter: float = 0.1
     coalesce: float = 0.25
-    coalesce_max: float = 0.0
-    resync_read: str = "full"
-    startup: str = "full"
-    read_budget: float = 0.5
-    backoff_base: float = 2.0
-    backoff_cap: float = 60.0
-    max_rejections: int = 3
+    pressure: float = 0.0
     replan_retries: bool = False
+    read_budget: float = 0.5
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+#: The daemon as written for issue 4 (ecssd_agent/daemon.py with default settings).
+AS_BUILT = DaemonPolicy("daemon as built: full listing per resync")
 
 
 @dataclass
@@ -81,8 +94,8 @@ def host_owns(label: str) -> Owns:
     """``agent.owned_by_host(label)`` with the SetIdentifier parse memoised across hosts.
 
     Same test (the SetIdentifier parses exactly, kind "h", this host), but every host of the
-    simulation reads the same 21,000 identifiers: parsing each once instead of once per host
-    keeps a 1,000-host run in seconds. tests/unit/test_fleet_sim.py checks the two agree.
+    simulation reads the same identifiers: parsing each once instead of once per host keeps
+    a 1,000-host run in seconds. tests/unit/test_fleet_sim.py checks that the two agree.
     """
 
     def owns(record: RecordSet) -> bool:
@@ -93,7 +106,7 @@ def host_owns(label: str) -> Owns:
 
 
 def make_container(cid: str, service: str, port: int, cluster: str, task: str, tag: str) -> SimContainer:
-    """A container as the Docker adapter would describe it (ECS labels, SERVICE_ env)."""
+    """A container as the Docker adapter describes it (ECS labels, a SERVICE_ variable)."""
     container = Container(
         id=cid, name=f"ecs-{service.strip('_').split('.')[0]}-{cid[:6]}",
         env={"SERVICE_8080_NAME": service},
@@ -119,29 +132,32 @@ class SimHost:
         self.rng = rng
         self.client = BotocoreClient(policy.retry, rng, label)
         self.owns: Owns = host_owns(label)
+        self.coalescer = Coalescer(policy.coalesce)
         self.containers: dict[str, SimContainer] = {}
-        self.memory: dict[RecordKey, RecordSet] = {}
+        self.known: dict[RecordKey, RecordSet] | None = {}
         self.alive = True
         self.busy = False
-        self.dirty_since: float | None = None
+        self.dirty = False
         self.wake_at: float | None = None
-        self.resync_pending = False
-        self.startup_pending = False
-        self.failures = 0
-        self.pressure_until = -1.0
+        self.retry_at: float | None = None
+        self.retry_delay = RETRY_MIN
+        self.next_resync = float("inf")
+        self.resync_due = False
+        self.startup_due = False
         self.next_read = 0.0
+        self.pressure_until = -1.0
         self.reads = 0
         self.next_port = 32768
         self._desired: list[RecordSet] | None = None
         self._a_record: RecordSet | None = None
 
-    # --- state -----------------------------------------------------------------------
+    # --- what the host should own ------------------------------------------------------
 
     def desired(self) -> list[RecordSet]:
         """``records.host_records`` of this host's containers.
 
-        Built per container and cached (the host's A record first, then each container's
-        SRV record sets): the same list ``host_records`` returns for all containers at once,
+        Built per container and cached (the A record first, then each container's SRV
+        record sets): the same list one ``host_records`` call over all containers returns,
         because record keys carry the container id and never collide across containers.
         """
         if self._desired is None:
@@ -173,7 +189,7 @@ class SimHost:
         for record in self.desired():
             if record.key not in before:
                 self.world.expect(record.key, record, container.tag)
-        self.touch(self.coalesce_window())
+        self.event()
 
     def remove_container(self, cid: str, tag: str) -> None:
         if self.containers.pop(cid, None) is None:
@@ -184,82 +200,166 @@ class SimHost:
         for record in before:
             if record.key not in after:
                 self.world.expect(record.key, None, tag)
-        self.touch(self.coalesce_window())
+        self.event()
 
-    def coalesce_window(self) -> float:
-        policy = self.policy
-        if policy.coalesce_max > policy.coalesce and self.world.now < self.pressure_until:
-            return policy.coalesce_max
-        return policy.coalesce
-
-    # --- scheduling ------------------------------------------------------------------
+    # --- scheduling, as Daemon._due / _take --------------------------------------------
 
     def start(self, resync_phase: float, read_phase: float | None, startup: bool) -> None:
-        """Begin: a resync timer at ``resync_phase``; optionally a startup reconcile now."""
-        world = self.world
-        world.sched.after(resync_phase, self._resync_tick)
-        if read_phase is not None:
-            self.next_read = world.now + read_phase
-        if startup:
-            self.startup_pending = True
-            self.touch(0.0)
-
-    def touch(self, delay: float) -> None:
         now = self.world.now
-        if self.dirty_since is None:
-            self.dirty_since = now
-        self._schedule(max(now, self.dirty_since + delay))
+        self.next_resync = now + resync_phase
+        if read_phase is not None:
+            self.next_read = now + read_phase
+        if startup:
+            self.startup_due = True
+            self.known = None
+        self._reschedule()
 
-    def _schedule(self, when: float) -> None:
+    def event(self) -> None:
+        """A Docker event for one of this host's containers."""
+        now = self.world.now
+        self.dirty = True
+        self.coalescer.add(now)
+        if self.policy.pressure and now < self.pressure_until:
+            self.coalescer.window = max(self.coalescer.window, self.policy.pressure)
+            self.coalescer.cap = max(self.coalescer.cap, self.policy.pressure)
+        self._reschedule()
+
+    def die(self) -> None:
+        self.alive = False
+
+    def _due(self) -> float:
+        if self.retry_at is not None:
+            return self.retry_at
+        candidates = [self.next_resync]
+        if self.startup_due:
+            candidates.append(self.world.now)
+        batch = self.coalescer.due()
+        if batch is not None and self.dirty:
+            candidates.append(batch)
+        return min(candidates)
+
+    def _reschedule(self) -> None:
         if self.busy or not self.alive:
             return
-        if self.wake_at is not None and self.wake_at <= when:
+        due = self._due()
+        if due == float("inf") or (self.wake_at is not None and self.wake_at <= due):
             return
-        self.wake_at = when
-        self.world.sched.at(when, self._wake, when)
+        self.wake_at = due
+        self.world.sched.at(due, self._wake, due)
 
     def _wake(self, when: float) -> None:
         if self.wake_at != when or self.busy or not self.alive:
             return
         self.wake_at = None
+        now = self.world.now
+        if self._due() > now:
+            self._reschedule()
+            return
+        self.retry_at = None
+        if now >= self.next_resync:
+            self.resync_due = True
+            jitter = self.policy.resync_jitter
+            self.next_resync = now + self.policy.resync * self.rng.uniform(1 - jitter, 1 + jitter)
+        if self.coalescer.first is not None:
+            self.coalescer.close(now)
+        self.dirty = False
         self.busy = True
-        self.world.sched.spawn(self._work(), self.world.r53.handle, self._done)
+        self.world.sched.spawn(self._reconcile(), self.world.r53.handle, self._done)
 
     def _done(self, ok: bool) -> None:
         self.busy = False
         if not self.alive:
             return
-        now = self.world.now
         if ok:
-            self.failures = 0
-            if self.dirty_since is not None or self.resync_pending:
-                self._schedule(max(now, (self.dirty_since or now) + self.coalesce_window()))
+            self.retry_delay = RETRY_MIN
+        else:
+            self.world.metrics.failed_applies += 1
+            self.dirty = True
+            if self.policy.forget_on_error:
+                self.known = None
+            self.retry_at = self.world.now + self.retry_delay
+            self.retry_delay = min(self.retry_delay * 2, RETRY_MAX)
+        self._reschedule()
+
+    # --- one reconcile ---------------------------------------------------------------
+
+    def _reconcile(self) -> Work:
+        policy = self.policy
+        if self.startup_due and policy.startup == "upsert" and self.known is None:
+            ok = yield from self._upsert_startup()
+            if not ok:
+                return False
+            self.startup_due = False
+        read = self.known is None
+        if self.resync_due:
+            read = read or policy.resync_reads == "always" or self.world.now >= self.next_read
+        if read:
+            ok = yield from self._read()
+            if not ok:
+                return False
+        self.resync_due = False
+        self.startup_due = False
+        return (yield from self._converge())
+
+    def _converge(self) -> Work:
+        """``reconcile.converge`` on the known state: re-read and re-plan on a rejection."""
+        attempt = 1
+        for _ in range(CONVERGE_ATTEMPTS):
+            while True:
+                assert self.known is not None
+                changes = plan(list(self.known.values()), self.desired(), self.owns)
+                if not changes:
+                    return True
+                outcome = yield from self._apply(changes)
+                if not self.alive:
+                    return True
+                if outcome == "ok":
+                    return True
+                if outcome == "retry" and attempt < self.policy.retry.max_attempts:
+                    yield Sleep(self.rng.random() * min(2.0 ** (attempt - 1),
+                                                        self.policy.retry.max_backoff))
+                    attempt += 1
+                    continue  # re-plan with whatever arrived meanwhile
+                if outcome != "rejected":
+                    return False
+                break
+            self.world.metrics.rejected += 1
+            assert self.known is not None
+            tried = {c.record.name for c in plan(list(self.known.values()), self.desired(), self.owns)}
+            ok = yield from self._read(tried)  # the names the rejected plan touched
+            if not ok:
+                return False
+        return False
+
+    def _apply(self, changes: list[Change]) -> Generator[Instruction, Any, str]:
+        for batch in batches(changes):
+            if self.policy.replan_retries:
+                response = yield from self._call_once(CHANGE, {"changes": batch})
+            else:
+                response = yield from self._call(CHANGE, {"changes": batch})
+            if response.ok:
+                self._learn(batch)
+                continue
+            if response.error == "InvalidChangeBatch":
+                return "rejected"
+            if self.policy.replan_retries and response.error in RETRYABLE:
+                return "retry"
+            return "failed"
+        return "ok"
+
+    def _learn(self, batch: list[Change]) -> None:
+        if self.known is None:
             return
-        self.failures += 1
-        self.world.metrics.failed_applies += 1
-        if self.dirty_since is None:
-            self.dirty_since = now
-        backoff = min(self.policy.backoff_cap, self.policy.backoff_base * 2 ** (self.failures - 1))
-        self._schedule(now + backoff * self.rng.uniform(0.5, 1.5))
-
-    def _resync_tick(self) -> None:
-        if not self.alive:
-            return
-        jitter = self.policy.resync_jitter
-        self.world.sched.after(self.policy.resync * self.rng.uniform(1 - jitter, 1 + jitter),
-                               self._resync_tick)
-        self.resync_pending = True
-        self.touch(0.0)
-
-    def die(self) -> None:
-        self.alive = False
-
-    # --- the work: read (if due), plan, apply ------------------------------------------
+        for change in batch:
+            if change.action is Action.DELETE:
+                self.known.pop(change.record.key, None)
+            else:
+                self.known[change.record.key] = change.record
 
     def _call(self, op: str, params: dict[str, Any]) -> Generator[Instruction, Any, Response]:
         response: Response = yield from self.client.call(op, params)
         if self.client.last_attempts > 1 or (not response.ok and response.error != "InvalidChangeBatch"):
-            self.pressure_until = self.world.now + 60.0  # Route 53 pushed back: batch more
+            self.pressure_until = self.world.now + 60.0  # Route 53 pushed back
         return response
 
     def _call_once(self, op: str, params: dict[str, Any]) -> Generator[Instruction, Any, Response]:
@@ -268,159 +368,75 @@ class SimHost:
             self.pressure_until = self.world.now + 60.0
         return response
 
-    def _work(self) -> Work:
-        if self.startup_pending:
-            ok = yield from self._startup()
-            if not ok:
-                return False
-            self.startup_pending = False
-        if self.resync_pending:
-            self.resync_pending = False
-            ok = yield from self._resync_read()
-            if not ok:
-                self.resync_pending = True
-                return False
-        return (yield from self._converge())
-
-    def _converge(self) -> Work:
-        """Plan against what this host believes it owns and apply; re-read on rejection."""
-        rejections = 0
-        attempt = 1
-        retry = self.policy.retry
-        while True:
-            self.dirty_since = None
-            changes = plan(list(self.memory.values()), self.desired(), self.owns)
-            if not changes:
-                return True
-            for batch in batches(changes):
-                if self.policy.replan_retries:
-                    response = yield from self._call_once(CHANGE, {"changes": batch})
-                else:
-                    response = yield from self._call(CHANGE, {"changes": batch})
-                if not self.alive:
-                    return True
-                if response.ok:
-                    self._remember(batch)
-                    continue
-                if self.policy.replan_retries and response.error in RETRYABLE:
-                    if attempt >= retry.max_attempts:
-                        return False
-                    yield Sleep(self.rng.random() * min(2.0 ** (attempt - 1), retry.max_backoff))
-                    attempt += 1
-                    break  # re-plan: the next attempt carries whatever arrived meanwhile
-                if response.error != "InvalidChangeBatch":
-                    return False
-                rejections += 1
-                self.world.metrics.rejected += 1
-                read = yield from self.read_names({c.record.name for c in batch})
-                if read is None:
-                    return False
-                self.memory = {r.key: r for r in read.merged_into(self.memory.values())}
-                if rejections >= self.policy.max_rejections:
-                    return False
-                break
-            else:
-                return True
-
-    def _remember(self, batch: list[Change]) -> None:
-        for change in batch:
-            if change.action is Action.DELETE:
-                self.memory.pop(change.record.key, None)
-            else:
-                self.memory[change.record.key] = change.record
-
-    def _resync_read(self) -> Work:
-        mode = self.policy.resync_read
-        if mode == "full":
-            return (yield from self._read_all())
-        if mode == "names":
-            read = yield from self.read_names(self._names())
-            if read is None:
-                return False
-            self.memory = {r.key: r for r in read.merged_into(self.memory.values())}
-            return True
-        if mode == "budget":
-            if self.world.now < self.next_read:
-                return True
-            return (yield from self._budgeted_read())
-        if mode == "none":
-            return True
-        raise ValueError(f"unknown resync_read {mode!r}")
+    # --- reads -----------------------------------------------------------------------
 
     def _names(self) -> set[str]:
-        return {r.name for r in self.desired()} | {r.name for r in self.memory.values()}
+        names = {r.name for r in self.desired()}
+        if self.known is not None:
+            names.update(r.name for r in self.known.values())
+        return names
 
-    def _read_all(self) -> Work:
-        records = yield from self.world.list_zone(self.client)
-        if records is None:
-            return False
-        self.memory = {r.key: r for r in records if self.owns(r)}
-        self.reads += 1
-        return True
-
-    def read_names(self, names: set[str]) -> Generator[Instruction, Any, NameRead | None]:
-        """``zone_reads.NameScan`` driven through the simulated paginator."""
+    def _read(self, only: set[str] | None = None) -> Work:
+        """The daemon's ``read_owned``: the whole zone, or this host's names (``only`` those
+        after a rejection: the names the rejected plan touched)."""
+        if self.policy.read == "full":
+            records = yield from self.world.list_zone(self.client, self._call)
+            if records is None:
+                return False
+            self.known = {r.key: r for r in records if self.owns(r)}
+            self.reads += 1
+            return True
+        count: int | None = None
+        if self.policy.resync_reads == "budget" and only is None:
+            count = yield from self._zone_size()
+            if count is None:
+                return False
+        names = self._names() if only is None or self.known is None else only
         scan = NameScan(names, self.owns, self.world.decode)
         while (start := scan.next_start()) is not None:
             params: dict[str, Any] = {"start_name": start}
             while True:
                 response = yield from self._call(LIST, params)
                 if not response.ok:
-                    return None
+                    return False
                 page = response.data
                 if not scan.feed(page):
                     break
                 params = {"start_name": page["NextRecordName"], "start_type": page["NextRecordType"],
                           "start_identifier": page.get("NextRecordIdentifier")}
-        return scan.result()
+        result = scan.result()
+        if self.known is None or only is None:
+            self.known = {r.key: r for r in result.records}
+        else:
+            self.known = {r.key: r for r in result.merged_into(self.known.values())}
+        self.reads += 1
+        if count is not None:
+            self._schedule_read(count, result.requests + 1)
+        return True
 
     def _zone_size(self) -> Generator[Instruction, Any, int | None]:
         response = yield from self._call(GET_ZONE, {})
         return int(response.data["HostedZone"]["ResourceRecordSetCount"]) if response.ok else None
 
-    def _budgeted_read(self) -> Work:
-        count = yield from self._zone_size()
-        if count is None:
-            return False
-        read = yield from self.read_names(self._names())
-        if read is None:
-            return False
-        self.memory = {r.key: r for r in read.merged_into(self.memory.values())}
-        self.reads += 1
-        interval = read_interval(count, len(self.desired()), read.requests + 1,
+    def _schedule_read(self, zone_records: int, cost: int, first: bool = False) -> None:
+        interval = read_interval(zone_records, len(self.desired()), cost,
                                  floor=self.policy.resync, budget=self.policy.read_budget)
-        self.next_read = self.world.now + interval * self.rng.uniform(0.75, 1.25)
-        return True
+        spread = self.rng.random() if first else self.rng.uniform(0.75, 1.25)
+        self.next_read = self.world.now + interval * spread
 
-    def _startup(self) -> Work:
-        mode = self.policy.startup
-        if mode == "full":
-            return (yield from self._read_all())
-        if mode == "names":
-            read = yield from self.read_names(self._names())
-            if read is None:
-                return False
-            self.memory = {r.key: r for r in read.records}
-            return True
-        if mode != "upsert":
-            raise ValueError(f"unknown startup {mode!r}")
+    def _upsert_startup(self) -> Work:
+        """Register without reading: UPSERT is idempotent; the first read comes later."""
         count = yield from self._zone_size()
         if count is None:
             return False
+        self._schedule_read(count, scan_cost_estimate(len(self._names())), first=True)
         desired = self.desired()
-        interval = read_interval(count, len(desired), scan_cost_estimate(len(self._names())),
-                                 floor=self.policy.resync, budget=self.policy.read_budget)
-        self.next_read = self.world.now + interval * self.rng.random()
         for batch in batches([Change(Action.UPSERT, r) for r in desired]):
             response = yield from self._call(CHANGE, {"changes": batch})
-            if response.ok:
-                self._remember(batch)
-                continue
-            if response.error != "InvalidChangeBatch":
+            if response.error == "InvalidChangeBatch":
+                self.known = None  # e.g. a routing policy change: read and plan instead
+                return True
+            if not response.ok:
                 return False
-            read = yield from self.read_names(self._names())  # e.g. a routing policy change
-            if read is None:
-                return False
-            self.memory = {r.key: r for r in read.records}
-            return True
+        self.known = {r.key: r for r in desired}
         return True

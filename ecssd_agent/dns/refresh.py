@@ -90,7 +90,11 @@ class Refresher:
             if self._stop.is_set():
                 return
             self._wake.clear()
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception:  # a bug building one view must not stop every later refresh
+                log.exception("building the zone view failed; serving the last one",
+                              extra={"zone": self.zone})
 
     def refresh(self) -> bool:
         """List the zone once and install the result; True when the listing succeeded."""

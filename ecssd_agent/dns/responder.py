@@ -1,9 +1,12 @@
 """One query in, one response out: the server's hot path, pure given a :class:`ZoneView`.
 
-Per ordinary query the work is: parse the header and question (:func:`wire.parse_query`),
-one dict lookup, the routing pick, a size check and a join of the query's ID and question
-bytes with a pre-rendered body. The response echoes the question exactly as sent (the
-client's case included); the pre-rendered records point into it by compression pointers.
+Per ordinary query (a name and type the zone has) the work is: a header check, one dict
+lookup on the question bytes sliced at a fixed offset from the packet's end, the routing
+pick, a size check and a join of the query's ID and question with a pre-rendered body
+(:meth:`Responder.respond`'s fast path). Everything else, misses included, is parsed
+properly (:func:`wire.parse_query`, or dnspython for the unusual) on the general path. The
+response echoes the question exactly as sent (the client's case included); the
+pre-rendered records point into it by compression pointers.
 
 Rules of the protocol it keeps:
 - AA on every answer from the zone; RD and CD copied from the query; RA never set.

@@ -1,8 +1,10 @@
 """``ecssd-dns``: serve the hosted zone over UDP and TCP, answering as Route 53 would.
 
 Threads: the main thread runs the UDP loop (one blocking ``recvfrom``/``sendto`` loop; no
-per-packet thread or selector: a Python loop with pre-rendered answers measured well above
-the 20,000 queries/s goal on one core, see benchmarks/bench_dns.py); one thread accepts TCP
+per-packet thread or selector: a Python loop with pre-rendered answers measured above the
+20,000 queries/s goal on one core, see benchmarks/bench_dns.py; two such loops in two
+processes sharing the port with SO_REUSEPORT measured no better on a 2-core machine, where
+the load generator needs the other core); one thread accepts TCP
 connections and one thread serves each connection (at most :data:`MAX_TCP_CONNECTIONS`,
 idle ones closed after :data:`TCP_IDLE` seconds, RFC 7766); the refresher lists the zone
 (:mod:`.refresh`). The threads share only the responder, whose view is immutable and

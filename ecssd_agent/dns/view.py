@@ -179,20 +179,20 @@ def routing_options(group: Sequence[Entry]) -> Options:
     return [Option(1.0, (e,)) for e in group]
 
 
-def deterministic(group: Sequence[Entry]) -> bool:
-    """Whether every query for this group gets the same record sets (order aside)."""
+def deterministic(group: Sequence[Entry]) -> tuple[Entry, ...] | None:
+    """The record sets every query for this group gets (order aside), or None if they vary."""
     options = routing_options(group)
-    if isinstance(options, SampleOf):
-        return False
-    return len({frozenset(o.entries) for o in options}) == 1
+    if isinstance(options, SampleOf) or len({frozenset(o.entries) for o in options}) != 1:
+        return None
+    return options[0].entries
 
 
 class ZoneView:
     """The immutable answer table of one zone listing; see the module docstring."""
 
     def __init__(self, zone: str, records: Sequence[RecordSet] = (), ready: bool = True) -> None:
-        self.zone = zone
-        self.zone_key = wire.name_key(zone)
+        self.zone = zone.strip().lower().rstrip(".") + "."
+        self.zone_key = wire.name_key(self.zone)
         self.records = tuple(records)
         self.ready = ready
         entries, problems = parse_records(self.records, self.zone_key)
@@ -200,7 +200,8 @@ class ZoneView:
         for entry in entries:
             self.groups[(entry.name, entry.rdtype)].append(entry)
         soa, soa_problem = self._soa()
-        if soa_problem:
+        if soa_problem:  # it says why; the value's own parse error would say it twice
+            problems = [p for p in problems if not p.startswith(f"SOA {self.zone}:")]
             problems.append(soa_problem)
         self.groups[(self.zone_key, wire.T_SOA)] = [soa]
         self.problems = tuple(problems)
@@ -210,7 +211,7 @@ class ZoneView:
         self.answers: dict[bytes, Answer] = {}
         self.cname_default: dict[bytes, Answer] = {}
         self._wildcards: dict[bytes, tuple[Answer | None, bool]] = {}
-        self._determinism: dict[tuple[bytes, int], bool] = {}
+        self._determinism: dict[tuple[bytes, int], tuple[Entry, ...] | None] = {}
         self._render_all()
 
     # --- lookups (query time) ------------------------------------------------------------
@@ -248,19 +249,19 @@ class ZoneView:
         listed = self.groups.get((self.zone_key, wire.T_SOA))
         if listed:
             return listed[0], None
-        raw = [r for r in self.records
-               if r.type == "SOA" and r.name.lower().rstrip(".") == self.zone.rstrip(".")]
-        ns = sorted(v for r in self.records if r.type == "NS" and r.name == self.zone
+        zone = self.zone
+        raw = [r for r in self.records if r.type == "SOA" and r.name == zone]
+        ns = sorted(v for r in self.records if r.type == "NS" and r.name == zone
                     for v in r.values)
-        zone = self.zone if self.zone.endswith(".") else self.zone + "."
         mname = ns[0].rstrip(".") + "." if ns else "ns." + zone
         rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SOA,
                                     f"{mname} hostmaster.{zone} {DEFAULT_SOA_TIMERS}")
         data = rdata.to_wire()
         assert data is not None
         ttl = raw[0].ttl if raw and raw[0].ttl is not None else DEFAULT_SOA_TTL
-        why = (f"SOA {zone}: the listed value does not parse; answering a synthesized SOA "
-               f"({rdata.to_text()})" if raw else None)
+        why = (f"SOA {zone}: the listed value {raw[0].values[0] if raw[0].values else ''!r} "
+               f"does not parse; answering a synthesized SOA ({rdata.to_text()})"
+               if raw else None)
         return Entry(self.zone_key, wire.T_SOA, ttl, (data,), ()), why
 
     @staticmethod
@@ -300,10 +301,11 @@ class ZoneView:
             self.answers[name + wire.T_ANY.to_bytes(2, "big")] = (
                 self.answers[name + first.to_bytes(2, "big")])
 
-    def _deterministic(self, name: bytes, rdtype: int, group: Sequence[Entry]) -> bool:
+    def _deterministic(self, name: bytes, rdtype: int,
+                       group: Sequence[Entry]) -> tuple[Entry, ...] | None:
         key = (name, rdtype)
         if key not in self._determinism:
-            self._determinism[key] = deterministic(group)
+            self._determinism[key] = deterministic(group) if group else None
         return self._determinism[key]
 
     def _chain(self, name: bytes, rdtype: int, depth: int) -> Options:
@@ -373,11 +375,10 @@ class ZoneView:
                 for target in entry.targets:
                     for rdtype in (wire.T_A, wire.T_AAAA):
                         group = self.groups.get((target, rdtype))
-                        if group and self._deterministic(target, rdtype, group):
-                            for e in group:
-                                for rdata in e.rdatas:
-                                    out[wire.rr(wire.compress(target, seeds), rdtype, e.ttl,
-                                                rdata)] = None
+                        for e in self._deterministic(target, rdtype, group or []) or ():
+                            for rdata in e.rdatas:
+                                out[wire.rr(wire.compress(target, seeds), rdtype, e.ttl,
+                                            rdata)] = None
             return list(out)
 
         if isinstance(options, SampleOf):

@@ -25,8 +25,11 @@ HEADER = "X-Amzn-Trace-Id"
 
 
 class TracedRequest(Protocol):
-    method: str
-    path: str
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
 
     def header(self, name: str) -> str | None: ...
 

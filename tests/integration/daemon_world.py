@@ -19,20 +19,23 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import docker.errors
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.agent_cli import agent_command
 from tests.support.images import HEALTH_PORT, HTTPD_CMD
+from tests.support.poll import wait_for
 
 ZONE = "servicediscovery.internal"
 REGION = "us-east-1"
+HOST, HOST_IP = "ip-127-0-0-1", "127.0.0.1"
 
 
 def free_port() -> int:
@@ -92,8 +95,8 @@ class AgentProcess:
                  *args: str, zone: str = ZONE) -> None:
         self.host = host
         self.status_port = free_port()
-        self._logfile = tempfile.NamedTemporaryFile(prefix="ecssd-agent-", suffix=".log",
-                                                    delete=False)
+        self._logfile = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by close()
+            prefix="ecssd-agent-", suffix=".log", delete=False)
         self.log_path = Path(self._logfile.name)
         env = {k: v for k, v in env.items() if not k.startswith("ECSSD_")}
         cmd = [*agent_command(), "--log-format", "json", "--hostname", host, "--host-ip", host_ip,
@@ -212,3 +215,34 @@ def remove_containers(api: Any, ids: Sequence[str], workers: int = 8) -> None:
 def remove_labelled(api: Any, label: str) -> None:
     ids = [c["Id"] for c in api.containers(all=True, filters={"label": f"ecssd.test={label}"})]
     remove_containers(api, ids)
+
+
+def start_agent(agents: list[AgentProcess], moto: Any, engine: Any, *args: str,
+                host: str = HOST, host_ip: str = HOST_IP, timeout: float = 30) -> AgentProcess:
+    """Start a daemon and wait until /healthz says 200 (its startup reconcile is done)."""
+    agent = AgentProcess(moto.env(), engine.base_url, host, host_ip, *args)
+    agents.append(agent)
+    try:
+        wait_for(agent.healthy, timeout=timeout, what="the agent's /healthz to answer 200")
+    except AssertionError:
+        print(agent.log())
+        raise
+    return agent
+
+
+# --- fixtures (imported by the test modules) ------------------------------------------------
+
+@pytest.fixture
+def zone(aws: Any) -> Zone:
+    return Zone.create(aws)
+
+
+@pytest.fixture
+def agents(aws: Any, docker_engine: Any) -> Iterator[list[AgentProcess]]:
+    """Agents started with ``start_agent(agents, ...)``; each killed (by pid) after the test."""
+    started: list[AgentProcess] = []
+    yield started
+    for agent in started:
+        # pytest shows captured output for failed tests only
+        print(f"--- agent {agent.host} (pid {agent.pid}) log tail ---\n{agent.log()[-8000:]}")
+        agent.close()

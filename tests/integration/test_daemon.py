@@ -15,48 +15,22 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from tests.integration.daemon_world import (
+    HOST,
     ZONE,
     AgentProcess,
     Zone,
-    create_containers,
-    remove_containers,
-    remove_labelled,
+    agents,
     service_env,
-    start_containers,
+    start_agent,
+    zone,
 )
 from tests.support.images import Containers, host_port
 from tests.support.poll import wait_for
 
-HOST, HOST_IP = "ip-127-0-0-1", "127.0.0.1"
 OTHER, OTHER_IP = "ip-127-0-0-9", "127.0.0.9"
 TARGET = f"{HOST}.{ZONE}."
 TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/prod/0123456789abcdef0123456789abcdef"
-
-
-@pytest.fixture
-def zone(aws: Any) -> Zone:
-    return Zone.create(aws)
-
-
-@pytest.fixture
-def agents(aws: Any, docker_engine: Any) -> Iterator[list[AgentProcess]]:
-    """Start agents with ``start(*args)``; every one is killed (by pid) after the test."""
-    started: list[AgentProcess] = []
-    yield started
-    for agent in started:
-        agent.close()
-
-
-def start(agents: list[AgentProcess], aws: Any, docker_engine: Any, *args: str,
-          host: str = HOST, host_ip: str = HOST_IP) -> AgentProcess:
-    agent = AgentProcess(aws.env(), docker_engine.base_url, host, host_ip, *args)
-    agents.append(agent)
-    try:
-        wait_for(agent.healthy, timeout=30, what="the agent's /healthz to answer 200")
-    except AssertionError:
-        print(agent.log())
-        raise
-    return agent
+__all__ = ["agents", "zone"]  # fixtures
 
 
 def srv_port(zone: Zone, container_id: str) -> int | None:
@@ -67,22 +41,41 @@ def srv_port(zone: Zone, container_id: str) -> int | None:
 def test_run_and_stop_register_and_deregister(aws: Any, zone: Zone, docker_engine: Any,
                                               containers: Containers,
                                               agents: list[AgentProcess]) -> None:
-    agent = start(agents, aws, docker_engine)
+    agent = start_agent(agents, aws, docker_engine)
     assert set(zone.owned(HOST)) == {f"ecssd:h:{HOST}"}  # the host's A record at startup
     web = containers.run(env=service_env("web"), ports=["127.0.0.1::8081"])
     port = host_port(docker_engine, web)
     wait_for(lambda: srv_port(zone, web) == port, timeout=15, what="web's SRV record")
     assert zone.srv(HOST)[web[:12]] == f"1 1 {port} {TARGET}"
-    docker_engine.cli("stop", web)
+    docker_engine.cli("stop", "-t", "1", web)
     wait_for(lambda: web[:12] not in zone.srv(HOST), timeout=15, what="web's record to go")
     assert agent.alive()
+
+
+def test_stop_deregisters_before_the_container_exits(aws: Any, zone: Zone, docker_engine: Any,
+                                                     containers: Containers,
+                                                     agents: list[AgentProcess]) -> None:
+    start_agent(agents, aws, docker_engine)
+    # Drains for 5 s after SIGTERM, as a web server finishing its requests would.
+    slow = containers.run(env=service_env("slow"), ports=["127.0.0.1::8081"], cmd=[
+        "sh", "-c", 'trap "sleep 5; exit 0" TERM; httpd -f -p 8081 -h /www & wait'])
+    wait_for(lambda: slow[:12] in zone.srv(HOST), timeout=15, what="slow's record")
+    stopper = threading.Thread(target=docker_engine.cli, args=("stop", "-t", "20", slow))
+    stopper.start()
+    try:
+        wait_for(lambda: slow[:12] not in zone.srv(HOST), timeout=4,
+                 what="the record to go while the container drains")
+        state = docker_engine.cli("inspect", "-f", "{{.State.Running}}", slow).stdout.strip()
+        assert state == "true", "the record should be gone before the container exits"
+    finally:
+        stopper.join(30)
 
 
 def test_a_container_that_exits_at_once_leaves_no_record(aws: Any, zone: Zone,
                                                           docker_engine: Any,
                                                           containers: Containers,
                                                           agents: list[AgentProcess]) -> None:
-    agent = start(agents, aws, docker_engine)
+    agent = start_agent(agents, aws, docker_engine)
     flash = containers.run(env=service_env("flash"), ports=["127.0.0.1::8081"],
                            cmd=["sh", "-c", "exit 1"])
     docker_engine.cli("wait", flash)
@@ -95,53 +88,30 @@ def test_a_container_that_exits_at_once_leaves_no_record(aws: Any, zone: Zone,
     assert agent.alive()
 
 
-def test_burst_of_50_containers_takes_a_handful_of_change_requests(
-        aws: Any, zone: Zone, docker_engine: Any, busybox_image: str,
-        agents: list[AgentProcess]) -> None:
-    agent = start(agents, aws, docker_engine)
-    api = docker_engine.client().api
-    ids = create_containers(api, busybox_image, 50, label="daemon-burst")
-    try:
-        before = agent.change_requests()
-        started = time.monotonic()
-        start_containers(api, ids)
-        wait_for(lambda: len(set(zone.srv(HOST)) & {c[:12] for c in ids}) == 50, timeout=90,
-                 what="50 SRV records")
-        elapsed = time.monotonic() - started
-        burst = agent.change_requests() - before
-        print(f"\nburst of 50 starts: {burst} change request(s), all registered after "
-              f"{elapsed:.1f}s")
-        assert burst <= 8, f"{burst} change requests for a burst of 50"
-        before = agent.change_requests()
-        remove_containers(api, ids)
-        wait_for(lambda: not zone.srv(HOST), timeout=60, what="50 records to go")
-        print(f"burst of 50 removals: {agent.change_requests() - before} change request(s)")
-        assert agent.change_requests() - before <= 8
-    finally:
-        remove_labelled(api, "daemon-burst")
-
-
 def test_agent_killed_then_restarted_converges(aws: Any, zone: Zone, docker_engine: Any,
                                                containers: Containers,
                                                agents: list[AgentProcess]) -> None:
-    agent = start(agents, aws, docker_engine)
+    agent = start_agent(agents, aws, docker_engine)
     old = containers.run(env=service_env("old"), ports=["127.0.0.1::8081"])
     wait_for(lambda: old[:12] in zone.srv(HOST), timeout=15, what="old's record")
     agent.signal(signal.SIGKILL)
     agent.wait(timeout=10)
-    docker_engine.cli("stop", old)  # changes nobody sees happen
+    docker_engine.cli("stop", "-t", "1", old)  # changes nobody sees happen
     new = containers.run(env=service_env("new"), ports=["127.0.0.1::8081"])
-    start(agents, aws, docker_engine)
-    wait_for(lambda: set(zone.srv(HOST)) == {new[:12]}, timeout=15,
+    start_agent(agents, aws, docker_engine)
+    mine = {old[:12], new[:12]}  # (the engine may be shared: look at this test's containers)
+    wait_for(lambda: set(zone.srv(HOST)) & mine == {new[:12]}, timeout=15,
              what="the zone to hold new's record and not old's")
     assert srv_port(zone, new) == host_port(docker_engine, new)
-    assert len(zone.owned(HOST)) == 2  # the A record + new's SRV: no duplicates
+    records = [ident for ident in zone.owned(HOST) if ident.count(":") < 3
+               or ident.split(":")[3] in mine]
+    assert len(records) == 2  # the A record + new's SRV: no duplicates
 
 
 def test_resync_recreates_a_record_deleted_by_hand(aws: Any, zone: Zone, docker_engine: Any,
                                                    containers: Containers,
                                                    agents: list[AgentProcess]) -> None:
-    agent = start(agents, aws, docker_engine, "--resync", "2")
+    agent = start_agent(agents, aws, docker_engine, "--resync", "2")
     web = containers.run(env=service_env("web"), ports=["127.0.0.1::8081"])
     wait_for(lambda: web[:12] in zone.srv(HOST), timeout=15, what="web's record")
     record = next(r for r in zone.owned(HOST).values() if r["Type"] == "SRV")
@@ -165,7 +135,7 @@ def test_sigterm_with_deregister_on_exit_removes_this_hosts_records_only(
          "ResourceRecords": [{"Value": f"1 1 31000 {OTHER}.{ZONE}."}]},
     ]
     zone.create_records([foreign, *theirs])
-    agent = start(agents, aws, docker_engine, "--deregister-on-exit")
+    agent = start_agent(agents, aws, docker_engine, "--deregister-on-exit")
     web = containers.run(env=service_env("web"), ports=["127.0.0.1::8081"])
     wait_for(lambda: web[:12] in zone.srv(HOST), timeout=15, what="web's record")
     stopped = time.monotonic()
@@ -183,7 +153,7 @@ def test_sigterm_without_deregistration_keeps_the_records(aws: Any, zone: Zone,
                                                           docker_engine: Any,
                                                           containers: Containers,
                                                           agents: list[AgentProcess]) -> None:
-    agent = start(agents, aws, docker_engine)
+    agent = start_agent(agents, aws, docker_engine)
     web = containers.run(env=service_env("web"), ports=["127.0.0.1::8081"])
     wait_for(lambda: web[:12] in zone.srv(HOST), timeout=15, what="web's record")
     agent.signal(signal.SIGINT)
@@ -246,7 +216,7 @@ def test_task_events_reach_eventbridge(aws: Any, zone: Zone, docker_engine: Any,
     events.put_rule(Name="ecssd-tasks", EventPattern=json.dumps(
         {"source": ["awslabs.ecs.container"]}))
     events.put_targets(Rule="ecssd-tasks", Targets=[{"Id": "queue", "Arn": queue_arn}])
-    start(agents, aws, docker_engine, "--cw-send-events", "--ecs-agent-url", ecs_agent.url)
+    start_agent(agents, aws, docker_engine, "--cw-send-events", "--ecs-agent-url", ecs_agent.url)
 
     plain = containers.run(env=service_env("web"), ports=["127.0.0.1::8081"])
     labelled = containers.run(env=service_env("api"), ports=["127.0.0.1::8081"],
@@ -254,14 +224,16 @@ def test_task_events_reach_eventbridge(aws: Any, zone: Zone, docker_engine: Any,
                                       "com.amazonaws.ecs.cluster": "prod"})
     wait_for(lambda: {plain[:12], labelled[:12]} <= set(zone.srv(HOST)), timeout=15,
              what="both records")
-    docker_engine.cli("stop", plain, labelled)
+    docker_engine.cli("stop", "-t", "1", plain, labelled)
     received: list[dict[str, Any]] = []
 
     def four_events() -> bool:
         for message in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get(
                 "Messages", []):
-            received.append(json.loads(message["Body"]))
+            event = json.loads(message["Body"])
             sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+            if event["detail"]["dockerId"] in (plain, labelled):  # the engine may be shared
+                received.append(event)
         return len(received) >= 4
 
     wait_for(four_events, timeout=30, what="Task Started/Stopped for both containers")

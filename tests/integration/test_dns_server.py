@@ -297,6 +297,12 @@ def test_a_new_service_is_answered_on_demand_long_before_the_next_interval(world
     assert answer[0][0].port == 37000
     assert time.monotonic() - started < 5  # the interval is 30 s
     assert "(demand refresh)" in world.log_text()
+    # Over TCP too: the connection's thread waits for the refresh it asked for.
+    sync_host(world.zone, "ip-127-0-2-2", "127.0.2.2", [container(301, "fresh-tcp", 37001)])
+    started = time.monotonic()
+    answer = wait_for(lambda: world.query(f"fresh-tcp.{Z}", "SRV", tcp=True).answer,
+                      timeout=10, what="the second new record, over TCP")
+    assert answer[0][0].port == 37001 and time.monotonic() - started < 5
 
 
 def test_a_flood_of_misses_lists_the_zone_at_most_once_per_min_refresh(world):

@@ -9,12 +9,13 @@ StopTask calls.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import boto3
 import pytest
-from botocore.awsrequest import AWSResponse
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.model import Action, Change, RecordSet
@@ -88,7 +89,7 @@ def sweep(world: SweepWorld, monkeypatch: pytest.MonkeyPatch,
 
 def error_response(code: str, message: str, status: int = 400) -> tuple[AWSResponse, dict[str, Any]]:
     """What a before-call hook returns to make botocore raise this ClientError."""
-    return (AWSResponse("https://aws.invalid", status, {}, None),
+    return (AWSResponse("https://aws.invalid", status, HTTPHeaders(), None),
             {"Error": {"Code": code, "Message": message},
              "ResponseMetadata": {"HTTPStatusCode": status}})
 
@@ -289,14 +290,21 @@ def test_fraction_guard_refuses_then_allows(world: SweepWorld, sweep: Any) -> No
     assert before - keys(world.records()) == {k for k in before if big.label in (k[2] or "")}
 
 
-def test_malformed_event_and_context_do_not_crash(world: SweepWorld, sweep: Any) -> None:
+def test_malformed_event_and_context_do_not_crash(world: SweepWorld, sweep: Any,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
     host = world.host("c1")
     world.task(host)
     world.sync()
     for event, context in [("garbage", None), ([1, 2], object()), (None, "ctx"),
                            ({"detail": None}, 42)]:
-        summary = sweep(event=event, context=context)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="health_lambda.summary"):
+            summary = sweep(event=event, context=context)
         assert summary["healthy"] == 1 and summary["errors"] == []
+        # ... and the summary is logged as one JSON line.
+        lines = [r.getMessage() for r in caplog.records if r.name == "health_lambda.summary"]
+        assert len(lines) == 1 and "\n" not in lines[0]
+        assert json.loads(lines[0]) == json.loads(json.dumps(summary))
 
 
 def test_bad_configuration_is_reported_not_raised(world: SweepWorld, sweep: Any) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import time
 
 import boto3
 import pytest
 import requests
 
-from tests.support.dockerd import DockerEngine
+from tests.support.dockerd import DockerCLIError, DockerEngine
 from tests.support.env import is_ci
 from tests.support.images import (
     BUSYBOX_IMAGE,
@@ -74,8 +75,10 @@ def test_run_container_passes_env_labels_and_name(containers: Containers) -> Non
 
 
 def test_missing_image_fails_fast_without_pulling(docker_engine: DockerEngine) -> None:
-    with pytest.raises(Exception, match=r"(?i)no such image|not found|unable to find"):
+    started = time.monotonic()
+    with pytest.raises(DockerCLIError, match=r"(?i)no such image|not found|unable to find"):
         run_container(docker_engine, image="ecssd-does-not-exist:latest")
+    assert time.monotonic() - started < 10  # --pull never: no slow failed registry lookup
 
 
 def test_engine_stops_and_starts_again(docker_engine: DockerEngine, containers: Containers) -> None:

@@ -78,7 +78,7 @@ def within(count: int, n: int, p: float, sigmas: float = 5.0) -> bool:
 
 def test_simple_record_set_answers_all_values_authoritatively_with_the_query_id_and_case():
     r = responder(RecordSet(f"web.{Z}", "A", ("10.1.0.1", "10.1.0.2", "10.1.0.3"), 60))
-    query = dns.message.make_query(f"WeB.ServiceDiscovery.Internal.", "A")
+    query = dns.message.make_query("WeB.ServiceDiscovery.Internal.", "A")
     response = ask(r, "", wire_query=query.to_wire())
     assert response.id == query.id
     assert response.flags & dns.flags.AA and response.flags & dns.flags.QR
@@ -153,6 +153,22 @@ def test_multivalue_answers_eight_distinct_random_record_sets_when_more():
         assert within(count, 400, 8 / 20)
 
 
+def test_multivalue_of_nine_to_twelve_uses_every_pre_rendered_choice_of_eight():
+    r = responder(*agent_records(12, routing=Routing.MULTIVALUE))
+    answer = r.view.answers[wire.name_key(f"_calc._tcp.{Z}") + b"\x00\x21"]
+    assert len(answer.variants) == math.comb(12, 8)
+    seen: Counter[int] = Counter()
+    firsts: Counter[int] = Counter()
+    for _ in range(600):
+        ports = [rd.port for rd in ask(r, f"_calc._tcp.{Z}", "SRV", use_edns=0).answer[0]]
+        assert len(ports) == 8 == len(set(ports))
+        seen.update(ports)
+        firsts[ports[0]] += 1
+    assert len(seen) == 12 and len(firsts) >= 8
+    for count in seen.values():
+        assert within(count, 600, 8 / 12)
+
+
 def test_additional_addresses_only_for_targets_with_a_deterministic_answer():
     records = [RecordSet(f"s.{Z}", "SRV", (srv_value(1, f"fixed.{Z}"), srv_value(2, f"routed.{Z}"),
                                            srv_value(3, "elsewhere.example.")), 5),
@@ -161,6 +177,13 @@ def test_additional_addresses_only_for_targets_with_a_deterministic_answer():
     response = ask(responder(*records), f"s.{Z}", "SRV")
     assert len(response.answer[0]) == 3
     assert [rrset.name.to_text() for rrset in response.additional] == [f"fixed.{Z}"]
+
+
+def test_additional_addresses_of_a_weighted_target_follow_its_routing():
+    records = [RecordSet(f"s.{Z}", "SRV", (srv_value(1, f"t.{Z}"),), 5),
+               *weighted(f"t.{Z}", "A", [("10.6.0.1", 1), ("10.6.0.2", 0)])]
+    response = ask(responder(*records), f"s.{Z}", "SRV")
+    assert [[rd.address for rd in rrset] for rrset in response.additional] == [["10.6.0.1"]]
 
 
 def test_same_target_twice_gets_one_set_of_additional_records():
@@ -193,7 +216,9 @@ def test_nxdomain_and_nodata_carry_the_soa(name, rdtype, rcode):
 
 def test_a_malformed_listed_soa_is_replaced_by_a_valid_synthesized_one():
     view = ZoneView(Z, base_records())
-    assert any("synthesized SOA" in p for p in view.problems)
+    assert [p for p in view.problems if p.startswith("SOA")] == [
+        f"SOA {Z}: the listed value {MOTO_SOA!r} does not parse; answering a synthesized SOA "
+        f"(ns-2048.awsdns-64.com. hostmaster.{Z} 1 7200 900 1209600 86400)"]
     response = ask(Responder(view), Z, "SOA")
     soa = response.answer[0][0]
     assert soa.mname.to_text() == "ns-2048.awsdns-64.com."
@@ -202,7 +227,7 @@ def test_a_malformed_listed_soa_is_replaced_by_a_valid_synthesized_one():
 
 
 def test_a_valid_listed_soa_is_answered_as_listed():
-    soa = RecordSet(Z, "SOA", (f"ns-1.example. admin.example. 7 60 60 60 30",), 120)
+    soa = RecordSet(Z, "SOA", ("ns-1.example. admin.example. 7 60 60 60 30",), 120)
     view = ZoneView(Z, [soa])
     assert not view.problems
     response = ask(Responder(view), f"none.{Z}", "A")

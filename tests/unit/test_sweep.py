@@ -15,6 +15,7 @@ from ecssd_agent import naming
 from ecssd_agent.model import Host, Owner, RecordSet, Routing, ServiceInstance
 from ecssd_agent.records import host_records, routed, srv_value
 from health_lambda.sweep import (
+    Assessment,
     ClusterView,
     HostView,
     Rules,
@@ -142,10 +143,18 @@ CASES = [
     Case("all clusters: a dead host's plain (non-ECS) records go too",
          [replace(C_OK, hosts=(live(2),))], [*H_PLAIN], deleted=H_PLAIN,
          reasons=["not a container instance of any cluster"]),
-    Case("a host whose EC2 instance is terminated is dead even in a restricted sweep",
+    Case("restricted: a terminated host's stopped tasks go, and its A record with them",
          [ClusterView("c", hosts=(replace(live(1), live=False, state="terminated"),),
                       gone_tasks=frozenset({"t1", "t2"}))],
-         [*H1], deleted=H1, all_clusters=False, reasons=["terminated"]),
+         [*H1], deleted=H1, all_clusters=False, reasons=["left the swept cluster"]),
+    Case("restricted: a terminated instance's name alone proves nothing (IPs are reused)",
+         [ClusterView("c", hosts=(replace(live(6, "10.0.6.6"), label="ip-10-0-6-6",
+                                          live=False, state="terminated"),))],
+         [*H_ONLY_A], all_clusters=False, out_of_scope=1),
+    Case("all clusters: a terminated host is dead",
+         [ClusterView("c", hosts=(replace(live(1), live=False, state="terminated"),),
+                      gone_tasks=frozenset({"t1", "t2"}))],
+         [*H1], deleted=H1, reasons=["not a container instance of any cluster"]),
     Case("a task still RUNNING on a terminated instance loses its records",
          [ClusterView("c", hosts=(replace(live(1), live=False, state="terminated"),),
                       tasks={"t1": task("t1"), "t2": task("t2")})],
@@ -235,7 +244,7 @@ def test_foreign_records_are_never_decided() -> None:
 # --- decide ------------------------------------------------------------------------------
 
 def _assessed(records: Sequence[RecordSet], rules: Rules = RULES,
-              clusters: Sequence[ClusterView] = (C_OK,)):
+              clusters: Sequence[ClusterView] = (C_OK,)) -> Assessment:
     return assess(Scope(tuple(clusters), all_clusters=True), records, rules, NOW)
 
 

@@ -7,6 +7,8 @@ answer (hang), or are not there (refused), and time the concurrent checks.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -132,8 +134,9 @@ def test_probe_all_is_concurrent(web: ThreadingHTTPServer, hanging: int) -> None
     elapsed = time.monotonic() - started
     assert sum(v.healthy for v in verdicts.values()) == 20
     assert {k for k, v in verdicts.items() if not v.healthy} == {f"hang{i}" for i in range(20)}
-    # 20 hung instances x 2 attempts x 0.5 s = 20 s serially; concurrently about 1 s.
-    assert elapsed < 4.0, elapsed
+    # 20 hung instances x 2 attempts x 0.5 s = 20 s serially; concurrently about 1 s (the
+    # bound is loose for a loaded machine, and still far from serial).
+    assert elapsed < 8.0, elapsed
 
 
 def test_probe_all_deadline_leaves_slow_instances_unjudged(web: ThreadingHTTPServer,
@@ -146,3 +149,9 @@ def test_probe_all_deadline_leaves_slow_instances_unjudged(web: ThreadingHTTPSer
                          deadline=time.monotonic() + 0.5)
     assert time.monotonic() - started < 1.5
     assert set(verdicts) == {"ok"}  # the hung one has no verdict: not judged
+
+
+def test_the_handler_creates_no_client_at_import() -> None:
+    code = ("import health_lambda.handler as h, sys; "
+            "assert h._clients is None; assert 'botocore.client' not in str(h.__dict__)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
