@@ -135,9 +135,6 @@ class ClusterView:
     def ok(self) -> bool:
         return not self.error
 
-    def host(self, instance_arn: str) -> HostView | None:
-        return next((h for h in self.hosts if h.instance_arn == instance_arn), None)
-
 
 @dataclass(frozen=True)
 class Scope:
@@ -296,31 +293,46 @@ class _Owned:
 
 
 class _Hosts:
-    """Host identification over every successfully observed cluster."""
+    """Host identification over every swept cluster, indexed once (a zone may hold thousands
+    of hosts' records)."""
 
     def __init__(self, scope: Scope, host_ips: Mapping[str, set[str]]) -> None:
-        self.scope = scope
         self.host_ips = host_ips
-
-    def _matches(self, label: str, view: HostView) -> bool:
-        ips = self.host_ips.get(label, set())
-        return (bool(view.label) and view.label == label) or (bool(view.ip) and view.ip in ips)
+        self._live_by_label: dict[str, tuple[ClusterView, HostView]] = {}
+        self._live_by_ip: dict[str, tuple[ClusterView, HostView]] = {}
+        self._failed_by_label: dict[str, ClusterView] = {}
+        self._failed_by_ip: dict[str, ClusterView] = {}
+        self._by_arn: dict[str, HostView] = {}
+        for cluster in scope.clusters:
+            for host in cluster.hosts:
+                self._by_arn[host.instance_arn] = host
+                if cluster.ok and host.live:
+                    if host.label:
+                        self._live_by_label.setdefault(host.label, (cluster, host))
+                    self._live_by_ip.setdefault(host.ip, (cluster, host))
+                elif not cluster.ok:
+                    if host.label:
+                        self._failed_by_label.setdefault(host.label, cluster)
+                    if host.ip:
+                        self._failed_by_ip.setdefault(host.ip, cluster)
 
     def live(self, label: str) -> tuple[ClusterView, HostView] | None:
         """The live container instance ``label`` is, searching by name first, then by IP."""
-        candidates = [(c, h) for c in self.scope.clusters if c.ok for h in c.hosts if h.live]
-        by_name = [(c, h) for c, h in candidates if h.label and h.label == label]
-        if by_name:
-            return by_name[0]
-        by_ip = [(c, h) for c, h in candidates if self._matches(label, h)]
-        return by_ip[0] if by_ip else None
+        found = self._live_by_label.get(label)
+        if found is None:
+            found = next((self._live_by_ip[ip] for ip in sorted(self.host_ips.get(label, ()))
+                          if ip in self._live_by_ip), None)
+        return found
+
+    def instance(self, container_instance_arn: str) -> HostView | None:
+        return self._by_arn.get(container_instance_arn) if container_instance_arn else None
 
     def in_failed(self, label: str) -> ClusterView | None:
-        for cluster in self.scope.failed:
-            if any(self._matches(label, h) for h in cluster.hosts):
-                return cluster
-        return None
-
+        found = self._failed_by_label.get(label)
+        if found is None:
+            found = next((self._failed_by_ip[ip] for ip in sorted(self.host_ips.get(label, ()))
+                          if ip in self._failed_by_ip), None)
+        return found
 
 
 def _grace_left(task: TaskView, rules: Rules, now: float) -> float:
@@ -455,7 +467,7 @@ def _service(key: str, owned: _Owned, scope: Scope, hosts: _Hosts, rules: Rules,
             return (f"task {owner.task} of cluster {view.name} is {task.last_status or '?'} "
                     f"(desired {task.desired_status or '?'})")
         if owner.kind == "t":
-            return _task_target(key, owned, view, task, rules, now)
+            return _task_target(key, owned, view, task, hosts, rules, now)
         return _agent_task_target(key, owned, view, task, scope, hosts, rules, now)
     return _by_host(key, owned, scope, hosts, rules)
 
@@ -473,7 +485,7 @@ def _agent_task_target(key: str, owned: _Owned, view: ClusterView, task: TaskVie
                        scope: Scope, hosts: _Hosts, rules: Rules, now: float) -> _Outcome:
     label = owned.owner.host
     found = hosts.live(label)
-    instance = view.host(task.container_instance_arn)
+    instance = hosts.instance(task.container_instance_arn)
     if found is not None:
         _, host = found
         if task.container_instance_arn and host.instance_arn != task.container_instance_arn:
@@ -494,12 +506,12 @@ def _agent_task_target(key: str, owned: _Owned, view: ClusterView, task: TaskVie
             f"that host {label} is")
 
 
-def _task_target(key: str, owned: _Owned, view: ClusterView, task: TaskView, rules: Rules,
-                 now: float) -> _Outcome:
+def _task_target(key: str, owned: _Owned, view: ClusterView, task: TaskView, hosts: _Hosts,
+                 rules: Rules, now: float) -> _Outcome:
     if task.eni_ips:
         ip = task.eni_ips[0]
     else:
-        instance = view.host(task.container_instance_arn)
+        instance = hosts.instance(task.container_instance_arn)
         if instance is None or not instance.live:
             return _Skip(f"task {task.id} has no ENI and no live container instance")
         ip = instance.ip

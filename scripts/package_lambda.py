@@ -184,10 +184,10 @@ def _requirement_applies(requirement: str) -> bool:
     if not sep:
         return True
     try:
-        from packaging.markers import Marker  # pip's own dependency; present wherever pip is
-    except ImportError:  # pragma: no cover - be conservative: keep it
-        return "extra" not in marker
-    return bool(Marker(marker.strip()).evaluate(_marker_env()))
+        import packaging.markers as markers
+    except ImportError:  # pip carries its own copy wherever pip is installed
+        import pip._vendor.packaging.markers as markers  # type: ignore[no-redef]
+    return bool(markers.Marker(marker.strip()).evaluate(_marker_env()))
 
 
 def requirements(dist: str) -> list[str]:
@@ -221,7 +221,7 @@ def distributions_for(modules: Mapping[str, str],
                       dist_map: Mapping[str, list[str]] | None = None) -> set[str]:
     """Distributions (canonical) that provide the given top-level modules."""
     dist_map = md.packages_distributions() if dist_map is None else dist_map
-    found = set()
+    found: set[str] = set()
     for top, importer in sorted(modules.items()):
         dists = dist_map.get(top)
         if not dists:
@@ -293,9 +293,8 @@ def _skip(relative: Path) -> bool:
 def zip_entries(plan: Plan, vendor_dir: Path | None, root: Path = ROOT) -> dict[str, bytes]:
     """Archive name -> content."""
     entries: dict[str, bytes] = {}
-    for name, path in plan.modules.items():
+    for path in plan.modules.values():
         entries[path.relative_to(root).as_posix()] = path.read_bytes()
-        del name
     if vendor_dir is not None:
         for path in sorted(vendor_dir.rglob("*")):
             relative = path.relative_to(vendor_dir)

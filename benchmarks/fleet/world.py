@@ -69,11 +69,11 @@ class FleetConfig:
     reschedule: tuple[float, float] = (30.0, 90.0)
     start_delay: tuple[float, float] = (1.0, 10.0)
     warmup: float = 60.0
-    steady: float = 900.0
+    steady: float = 540.0
     burst_fraction: float = 0.2
     burst_window: float = 30.0
-    observe: float = 300.0
-    drain: float = 3600.0
+    observe: float = 240.0
+    drain: float = 1800.0
     seed: int = 1
 
 

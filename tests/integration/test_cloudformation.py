@@ -95,7 +95,7 @@ KNOWN_UNSUPPORTED: frozenset[str] = frozenset()
 
 def load_template(text: str | None = None) -> dict[str, Any]:
     """The template as plain dicts/lists (short-form tags become Ref / Fn::X)."""
-    from cfnlint.decode import decode_str
+    from cfnlint.decode import decode_str  # type: ignore[import-untyped]
 
     template, matches = decode_str(TEMPLATE.read_text() if text is None else text)
     assert not matches, matches
@@ -193,7 +193,7 @@ def role_actions(template: Mapping[str, Any], role: str,
 
 def reference_data() -> dict[str, Any]:
     """The Service Authorization Reference's actions and resource types, as cfn-lint ships it."""
-    import cfnlint
+    import cfnlint  # type: ignore[import-untyped]
 
     path = Path(cfnlint.__file__).parent / "data" / "AdditionalSpecs" / "Policies.json"
     return dict(json.loads(path.read_text()))
@@ -328,7 +328,7 @@ def test_agent_runs_as_a_daemon_with_the_docker_socket(template: dict[str, Any])
 def test_instance_ports_open_only_to_the_alb_the_sweep_and_each_other(
         template: dict[str, Any]) -> None:
     ingress = resources_of(template, "AWS::EC2::SecurityGroupIngress").values()
-    sources = {}
+    sources: dict[tuple[str, int, int], set[str]] = {}
     for rule in (r["Properties"] for r in ingress):
         assert rule["GroupId"] == {"Ref": "InstanceSecurityGroup"}
         assert "CidrIp" not in rule, "instance ports are never open to an address range"
@@ -453,7 +453,7 @@ def test_lambda_environment_is_what_the_code_reads(template: dict[str, Any]) -> 
 def test_lambda_handlers_exist_in_the_package(template: dict[str, Any], tmp_path: Path) -> None:
     import zipfile
 
-    plan, _ = package_lambda.build(tmp_path / "ecssd-lambda.zip")
+    package_lambda.build(tmp_path / "ecssd-lambda.zip")
     with zipfile.ZipFile(tmp_path / "ecssd-lambda.zip") as archive:
         names = set(archive.namelist())
         for function in resources_of(template, "AWS::Lambda::Function").values():

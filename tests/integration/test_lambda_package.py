@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -104,8 +105,8 @@ def test_a_lambda_module_reaching_docker_is_refused_with_the_chain(tmp_path: Pat
     assert graph.third_party == {"docker": "ecssd_agent.engine"}
     assert graph.chain("ecssd_agent.engine") == [
         "health_lambda.handler", "ecssd_agent.helper", "ecssd_agent.engine"]
-    with pytest.raises(package_lambda.PackagingError, match="ecssd_agent.helper -> "
-                       "ecssd_agent.engine imports docker"):
+    with pytest.raises(package_lambda.PackagingError, match=re.escape(
+                       "ecssd_agent.helper -> ecssd_agent.engine imports docker")):
         package_lambda.make_plan(root)
 
 
@@ -208,16 +209,16 @@ def invoke(python: Path, task_dir: Path, handler: str, event: Any, env: dict[str
     assert proc.returncode == 0, f"{handler} crashed:\n{proc.stderr[-4000:]}"
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["has_docker"] is False, "the clean runtime must not have the Docker SDK"
-    runtime = {package_lambda.canonical(d) for d in package_lambda.closure(["boto3"])}
+    runtime = package_lambda.closure(["boto3"])
+    providers = importlib.metadata.packages_distributions()
     for name, path in out["loaded"].items():
         top = name.split(".")[0]
         if top in package_lambda.PROJECT_PACKAGES:
             assert path.startswith(str(task_dir)), f"{name} was loaded from {path}, not the zip"
         else:
             assert "site-packages" in path or not path, (name, path)
-            dists = importlib.metadata.packages_distributions().get(top, [top])
-            assert {package_lambda.canonical(d) for d in dists} & runtime, \
-                f"{name} is neither in the zip nor in the runtime"
+            dists = {package_lambda.canonical(d) for d in providers.get(top, [top])}
+            assert dists & runtime, f"{name} is neither in the zip nor in the runtime"
     return Invocation(out["result"], out["loaded"], proc.stderr)
 
 
