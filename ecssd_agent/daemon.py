@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 #: Coalescing. After a lull, a batch of events closes ``coalesce`` seconds after its last
 #: event, or at the latest CAP_FACTOR x coalesce after its first: a lone event is applied
-#: within ``coalesce``. A batch that opens while the previous one closed less than a cap ago
+#: within ``coalesce``. A batch that opens less than a cap after the last change request
 #: means a burst (a deployment, a host boot, a crash loop): then its cap is CAP_GROWTH times
 #: the previous one (up to MAX_CAP_FACTOR x coalesce) and it closes early only after a
 #: silence of half its cap (a loaded engine starts containers with gaps of a second or
@@ -84,7 +84,7 @@ class Coalescer:
         self.window = quiet
         self.first: float | None = None
         self.last = 0.0
-        self._closed_at = float("-inf")
+        self._requested_at = float("-inf")
 
     @property
     def busy(self) -> bool:
@@ -92,7 +92,7 @@ class Coalescer:
 
     def add(self, at: float) -> None:
         if self.first is None:
-            busy = at - self._closed_at < self.cap
+            busy = at - self._requested_at < self.cap
             if busy:  # a burst: gather longer, in fewer and fewer requests
                 self.cap = min(self.cap * CAP_GROWTH, self.max_cap)
                 self.window = self.cap / 2
@@ -107,9 +107,17 @@ class Coalescer:
             return None
         return min(self.last + self.window, self.first + self.cap)
 
-    def close(self, at: float) -> None:
+    def close(self) -> None:
+        """The open batch was taken for a reconcile."""
         self.first = None
-        self._closed_at = at
+
+    def requested(self, at: float) -> None:
+        """A reconcile made a change request: batches opening soon after form a burst.
+
+        Only change requests count: events that change nothing (other containers' comings
+        and goings, a container without services) must not slow registration down.
+        """
+        self._requested_at = at
 
 
 @dataclass
@@ -195,6 +203,10 @@ class Daemon:
         with self._cond:
             self._connected = True
             self._relist = True  # events may have been missed: look at every container
+            # A stop seen before the gap may have been followed by a start we did not see
+            # (an engine restart brings --restart containers back): forget the early
+            # deregistrations; kills replayed by the engine set them again.
+            self._ending.clear()
             if self._retry_at is not None:  # the engine is back: do not wait out the backoff
                 self._retry_at = self._clock()
             self._cond.notify()
@@ -316,8 +328,7 @@ class Daemon:
             work.dirty[container_id] = min(since, work.dirty.get(container_id, since))
         self._dirty.clear()
         work.ending = dict(self._ending)
-        if self._coalescer.first is not None:
-            self._coalescer.close(now)
+        self._coalescer.close()
         return work
 
     def _resync_interval(self) -> float:
@@ -343,6 +354,9 @@ class Daemon:
             return
         finished = self._clock()
         self.reconciles += 1
+        if outcome.requests:
+            with self._cond:
+                self._coalescer.requested(finished)
         self._retry_delay = RETRY_MIN
         owned = len(self._owned) if self._owned is not None else 0
         self.status.reconciled(work.kind, finished - started, owned)

@@ -115,6 +115,7 @@ class EventStream:
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
         self.reconnects = 0  # successful connections after the first one
+        self._last_ns = 0  # engine time of the last event delivered
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._stream: Any = None
@@ -141,8 +142,8 @@ class EventStream:
             client: Any = None
             try:
                 client = self.client_factory(self.base_url)
-                stream = client.events(decode=True, filters={"type": "container",
-                                                             "event": self.actions})
+                stream = client.events(decode=True, since=self._since(),
+                                       filters={"type": "container", "event": self.actions})
             except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
                 _close_client(client)
                 self.on_disconnect(f"cannot subscribe to Docker events: {exc}")
@@ -174,6 +175,15 @@ class EventStream:
             self._stopping.wait(delay)
             delay = min(delay * 2, self.backoff_max)
 
+    def _since(self) -> str | None:
+        """Resume after the last event seen: the engine replays what happened while we were
+        away (from its in-memory log; a restarted engine's own startup events included, such
+        as the restart of its ``--restart always`` containers). None on the first connect."""
+        if not self._last_ns:
+            return None
+        seconds, nanos = divmod(self._last_ns, 1_000_000_000)
+        return f"{seconds}.{nanos:09d}"
+
     def _read(self, stream: Iterable[Any]) -> str:
         """Deliver events until the stream ends; returns why it ended."""
         try:
@@ -182,6 +192,7 @@ class EventStream:
                     continue
                 event = parse_event(raw)
                 if event is not None:
+                    self._last_ns = max(self._last_ns, event.time_ns)
                     self.on_event(event)
         except (docker.errors.DockerException, requests.RequestException, OSError,
                 ValueError) as exc:

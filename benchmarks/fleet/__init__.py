@@ -6,4 +6,5 @@ from benchmarks.fleet.host import AS_BUILT, DaemonPolicy
 from benchmarks.fleet.route53 import HISTORIC, Bucket, Limits
 from benchmarks.fleet.world import FleetConfig, FleetResult, simulate
 
-__all__ = ["AS_BUILT", "HISTORIC", "Bucket", "DaemonPolicy", "FleetConfig", "FleetResult", "Limits", "simulate"]
+__all__ = ["AS_BUILT", "HISTORIC", "Bucket", "DaemonPolicy", "FleetConfig", "FleetResult", "Limits",
+           "simulate"]

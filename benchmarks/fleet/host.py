@@ -146,6 +146,7 @@ class SimHost:
         self.startup_due = False
         self.next_read = 0.0
         self.pressure_until = -1.0
+        self.requested = False  # the running reconcile made a change request
         self.reads = 0
         self.next_port = 32768
         self._desired: list[RecordSet] | None = None
@@ -261,8 +262,9 @@ class SimHost:
             jitter = self.policy.resync_jitter
             self.next_resync = now + self.policy.resync * self.rng.uniform(1 - jitter, 1 + jitter)
         if self.coalescer.first is not None:
-            self.coalescer.close(now)
+            self.coalescer.close()
         self.dirty = False
+        self.requested = False
         self.busy = True
         self.world.sched.spawn(self._reconcile(), self.world.r53.handle, self._done)
 
@@ -272,6 +274,8 @@ class SimHost:
             return
         if ok:
             self.retry_delay = RETRY_MIN
+            if self.requested:  # as Daemon._reconcile: batches opening soon form a burst
+                self.coalescer.requested(self.world.now)
         else:
             self.world.metrics.failed_applies += 1
             self.dirty = True
@@ -339,6 +343,7 @@ class SimHost:
                 response = yield from self._call(CHANGE, {"changes": batch})
             if response.ok:
                 self._learn(batch)
+                self.requested = True
                 continue
             if response.error == "InvalidChangeBatch":
                 return "rejected"

@@ -27,7 +27,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from ecssd_agent import naming
@@ -117,13 +117,13 @@ class TokenBucket:
         self.tokens -= min(amount, self.capacity)
 
 
-@lru_cache(maxsize=None)
+@cache
 def owner_of(set_identifier: str | None) -> Owner | None:
     """``naming.parse_set_identifier``, memoised: the simulation asks it millions of times."""
     return naming.parse_set_identifier(set_identifier)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _order(name: str) -> str:
     return route53_order(name)
 

@@ -47,8 +47,10 @@ from ecssd_agent.plan import plan
 from ecssd_agent.zone_reads import read_interval
 
 ZONE = "servicediscovery.internal."
+SOA = "ns-1.awsdns-00.com. hostmaster. 1 7200 900 1209600 86400"
 SUSTAINED_RATIO = 0.01
 SUSTAINED_MINUTES = 3
+INF = float("inf")
 Caller = Callable[[str, dict[str, Any]], Generator[Instruction, Any, Response]]
 CLUSTER = "prod"
 
@@ -229,7 +231,7 @@ class World:
         """The fleet as it stands after running a while: records in place, hosts in step."""
         config = self.config
         for record in (RecordSet(ZONE, "NS", ("ns-1.awsdns-00.com.",), 172800),
-                       RecordSet(ZONE, "SOA", ("ns-1.awsdns-00.com. hostmaster. 1 7200 900 1209600 86400",), 900),
+                       RecordSet(ZONE, "SOA", (SOA,), 900),
                        *(RecordSet(f"static{n}.{ZONE}", "A", (f"192.0.2.{n}",), 300) for n in range(8))):
             self.r53.zone.put(record)
             self.foreign.append(record)
@@ -468,8 +470,8 @@ class World:
             worst_minute_throttle_ratio=worst,
             throttled_minutes_in_a_row=longest,
             burst_changes=self.metrics.burst_total,
-            burst_convergence=(self.metrics.burst_last_applied - config.steady) if converged else float("inf"),
-            burst_insync=(self.metrics.burst_last_insync - config.steady) if converged else float("inf"),
+            burst_convergence=(self.metrics.burst_last_applied - config.steady) if converged else INF,
+            burst_insync=(self.metrics.burst_last_insync - config.steady) if converged else INF,
             burst_throttled=burst["throttled"] + burst["pnc"],
             latency_p50=percentile(steady_latency, 0.5),
             latency_p95=percentile(steady_latency, 0.95),

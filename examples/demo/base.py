@@ -187,6 +187,13 @@ def slim_rootfs(source: Path, dest: Path) -> Path:
     return dest
 
 
+def offline_rootfs_cached() -> bool:
+    """Whether the Debian rootfs is already cached (else building it takes ~40 s once)."""
+    from tests.support.images import cache_dir
+
+    return any(cache_dir().glob("python3-*-rootfs.tar"))
+
+
 def build_offline_image(client: docker.DockerClient, name: str = OFFLINE_IMAGE) -> str:
     """Import the slim Python image into ``client``'s engine (the rootfs is cached)."""
     from tests.support.images import python_rootfs_tarball  # the cached debootstrap rootfs

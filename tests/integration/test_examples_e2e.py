@@ -29,25 +29,21 @@ from urllib.parse import quote
 import docker.errors
 import pytest
 
+from examples.demo.base import offline_rootfs_cached
 from examples.demo.run import Demo, Options, http_get
 from tests.support.dockerd import DockerEngine
 from tests.support.env import is_ci, skip_or_fail
 from tests.support.host import pids_with_cmdline
-from tests.support.images import cache_dir
 from tests.support.poll import wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
-def python_image_allowed() -> bool:
-    """The offline base needs the debootstrap'd rootfs: ~40 s the first time, cached after."""
-    return (is_ci() or os.environ.get("ECSSD_TEST_PYTHON_IMAGE") == "1"
-            or any(cache_dir().glob("python3-*-rootfs.tar")))
-
-
 pytestmark = [
     pytest.mark.python_image,
-    pytest.mark.skipif(not python_image_allowed(),
+    # The offline base needs the debootstrap'd rootfs: ~40 s the first time, cached after.
+    pytest.mark.skipif(not (is_ci() or os.environ.get("ECSSD_TEST_PYTHON_IMAGE") == "1"
+                            or offline_rootfs_cached()),
                        reason="builds the offline python base (debootstrap, ~40 s once); runs "
                               "on CI, with ECSSD_TEST_PYTHON_IMAGE=1, or once it is cached"),
 ]
@@ -162,6 +158,8 @@ def browser(demo: Demo) -> Iterator[DevTools]:
              "--disable-component-update", "--disable-sync", "--disable-extensions",
              "--disable-default-apps", "--disable-domain-reliability", "--mute-audio",
              "--window-size=1000,900", f"--user-data-dir={profile}",
+             # Rule zero: no name lookup leaves the machine, whatever chromium tries.
+             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
              "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", url],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         tools: DevTools | None = None

@@ -149,6 +149,7 @@ def started(world: World, *containers: tuple[int, str, int]) -> None:
         world.docker.run(cid(n), name, port)
     world.stream.on_connect()
     assert world.settle() == ["startup"]
+    world.clock.advance(10.0)  # a lull: the next event is a lone one
 
 
 def test_startup_lists_once_and_registers_everything_in_one_request(world: World) -> None:
@@ -356,16 +357,24 @@ def test_coalescer_window_cap_and_growth() -> None:
     for i in range(1, 20):
         c.add(10.0 + i * 0.1)
     assert c.due() == 10.0 + 0.25 * CAP_FACTOR  # but capped
-    c.close(11.0)
+    c.close()
+    c.requested(11.0)
     c.add(11.5)  # a burst goes on: the next batch gathers longer, and waits out short gaps
     assert c.busy and c.cap == 0.25 * CAP_FACTOR * CAP_GROWTH
     assert c.due() == 11.5 + c.cap / 2  # closes after a silence of half its cap
-    c.close(12.5)
+    c.close()
+    c.requested(12.5)
     c.add(12.6)
     assert c.cap == 0.25 * CAP_FACTOR * CAP_GROWTH ** 2
-    c.close(13.0)
+    c.close()
+    c.requested(13.0)
     c.add(100.0)  # after a lull: quick again
     assert not c.busy and c.due() == 100.25
+    c.close()
+    for t in (100.5, 101.0, 101.5):  # batches that needed no change request: no burst
+        c.add(t)
+        assert not c.busy
+        c.close()
 
 
 def batches(events: list[float]) -> int:
@@ -382,7 +391,8 @@ def batches(events: list[float]) -> int:
         else:
             assert due is not None
             t = due
-            c.close(t)
+            c.close()
+            c.requested(t)
             count, pending = count + 1, 0
     return count
 

@@ -80,9 +80,10 @@ class _Client:
     def __init__(self, stream: Any) -> None:
         self.stream = stream
         self.filters: Any = None
+        self.since: Any = None
 
-    def events(self, decode: bool, filters: Any) -> Any:
-        self.filters = filters
+    def events(self, decode: bool, filters: Any, since: Any = None) -> Any:
+        self.filters, self.since = filters, since
         return self.stream
 
     def close(self) -> None:
@@ -91,8 +92,8 @@ class _Client:
 
 def test_event_stream_reconnects_with_backoff_and_reports_each_state() -> None:
     calls: list[str] = []
-    raw = [{"Type": "container", "Action": "start", "Actor": {"ID": "c1"}},
-           {"Type": "container", "Action": "die", "Actor": {"ID": "c1"}}]
+    raw = [{"Type": "container", "Action": "start", "Actor": {"ID": "c1"}, "timeNano": 5 * 10**9},
+           {"Type": "container", "Action": "die", "Actor": {"ID": "c1"}, "timeNano": 7 * 10**9 + 1}]
     blocking = _BlockingStream()
     clients: list[Any] = []
 
@@ -117,6 +118,8 @@ def test_event_stream_reconnects_with_backoff_and_reports_each_state() -> None:
                          "disconnect: the engine closed the stream", "connect"]
     assert stream.reconnects == 1
     assert "start" in clients[2].filters["event"] and "exec_start" not in clients[2].filters["event"]
+    assert clients[1].since is None
+    assert clients[2].since == "7.000000001"  # resumes after the last event: none is lost
     started = time.monotonic()
     stream.stop()
     assert time.monotonic() - started < 2 and blocking.closed.is_set()

@@ -190,7 +190,8 @@ def test_the_agents_name_scan_reads_the_simulated_zone():
 
 def test_host_owns_agrees_with_the_agent():
     r53 = SimRoute53(ZONE, QUIET, random.Random(1))
-    records = fill(r53) + [
+    records = [
+        *fill(r53),
         RecordSet(f"www.{ZONE}", "A", ("1.2.3.4",), 300),
         RecordSet(f"x.{ZONE}", "SRV", ("1 1 1 t.",), 0, set_identifier="ecssd:h:h01:zz", weight=1),
         routed(f"t.{ZONE}", "SRV", ["1 1 1 t."], Owner(kind="t", cluster="c", task="t1", port="80/tcp"),

@@ -78,7 +78,7 @@ def test_reads_exactly_this_hosts_records_under_shared_names(zone):
 
 
 def test_a_name_longer_than_a_page_is_read_across_pages(zone):
-    r53, clients = zone
+    r53, _clients = zone
     hosts = [Host(f"ip-10-0-1-{h}", f"10.0.1.{h}") for h in range(23)]
     everyone = [r for i, h in enumerate(hosts) for r in records_of(h, instance("_web._tcp", i))]
     populate(r53, everyone)
@@ -114,7 +114,7 @@ def test_an_owned_record_seen_in_passing_is_returned_for_planning(zone):
     r53, _ = zone
     stale = records_of(ME, instance("aaa-gone", 9))[1]  # sorts right after the names we read
     current = records_of(ME, instance("aaa", 1))
-    populate(r53, current + [stale])
+    populate(r53, [*current, stale])
     read = owned_records_by_names(r53, {r.name for r in current}, owned_by_host(ME.label))
     assert stale in read.records
     assert stale.name not in read.complete

@@ -1,0 +1,254 @@
+"""Benchmark: the agent daemon, measured from outside like an operator would.
+
+The real ``ecssd-agent`` process (default settings) against a moto server in its own process
+(over HTTP) and a real Docker engine (a private dockerd, else ECSSD_DOCKER_HOST):
+
+- event-to-record latency: ``docker run`` returns -> the container's SRV record is listed in
+  the zone, over 50 containers started one at a time. Each start follows a pause longer than
+  the base coalescing cap (1 s), so each is a lone event, which is what this figure is about;
+  bursts are the next figure's.
+- change requests per burst: 50 containers created, then started together from 16 threads;
+  ChangeResourceRecordSets requests counted by the agent itself (``/metrics``: every HTTP
+  attempt botocore sent) between the first start and the 50th record listed. Also the
+  removal of the 50 (``docker rm -f``, together).
+- peak RSS: VmHWM from /proc/<pid>/status of the agent with 200 containers registered,
+  after registering them from events, and of a fresh agent whose startup lists all 200.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import boto3  # noqa: E402
+import requests  # noqa: E402
+
+AREA = "daemon"
+LABEL = "bench-daemon"
+PAUSE = 1.3  # between lone starts: longer than the base coalescing cap (4 x 0.25 s)
+
+
+def _row(metric: str, value: float | int | str, unit: str, goal: str = "",
+         note: str = "") -> dict[str, Any]:
+    return {"area": AREA, "metric": metric, "value": value, "unit": unit, "goal": goal,
+            "note": note}
+
+
+class _MotoProcess:
+    """moto in its own process, as Route 53 is: its CPU is not the agent's nor ours."""
+
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1",
+             "-p", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        from tests.support.poll import wait_for
+
+        wait_for(lambda: requests.get(f"{self.url}/moto-api/data.json", timeout=2).ok,
+                 timeout=60, what="the moto server", ignore=(requests.RequestException,))
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.url,  # type: ignore[call-overload]
+                            region_name="us-east-1", aws_access_key_id="testing",
+                            aws_secret_access_key="testing")
+
+    def env(self) -> dict[str, str]:
+        from tests.support.env import FAKE_AWS_ENV
+
+        return {**os.environ, **FAKE_AWS_ENV, "AWS_ENDPOINT_URL": self.url}
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=15)
+
+
+@contextlib.contextmanager
+def _engine() -> Iterator[Any]:
+    """A private dockerd: a shared engine's other containers would add their events (and
+    their CPU) to the measurement. ECSSD_DOCKER_HOST only when no private one can start."""
+    from tests.support.dockerd import (
+        EngineUnavailable,
+        connect_external_engine,
+        start_private_engine,
+    )
+
+    try:
+        engine = start_private_engine()
+    except EngineUnavailable:
+        external = os.environ.get("ECSSD_DOCKER_HOST")
+        if not external:
+            raise
+        engine = connect_external_engine(external)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def _latencies(engine: Any, zone: Any, host: str, count: int) -> list[float]:
+    """Seconds from ``docker run`` returning to the record being listed, one lone start each."""
+    from tests.integration.daemon_world import service_env
+    from tests.support.images import run_container
+    from tests.support.poll import wait_for
+
+    found: list[float] = []
+    for i in range(count):
+        time.sleep(PAUSE)  # a lull: this start is a lone event
+        cid = run_container(engine, env=service_env(f"lat{i}"), ports=["127.0.0.1::8081"],
+                            labels={"ecssd.test": LABEL})
+        returned = time.monotonic()
+        wait_for(lambda cid=cid: cid[:12] in zone.srv(host), timeout=30,
+                 what=f"record of container {i}", interval=0.01, max_interval=0.02)
+        found.append(time.monotonic() - returned)
+    return found
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    from tests.support.env import apply_safe_env
+
+    saved = dict(os.environ)
+    apply_safe_env()
+    try:
+        return _run(quick)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _run(quick: bool) -> list[dict[str, Any]]:
+    from tests.integration.daemon_world import (
+        AgentProcess,
+        Zone,
+        create_containers,
+        remove_containers,
+        remove_labelled,
+        start_containers,
+    )
+    from tests.support.images import ensure_busybox_image
+    from tests.support.poll import wait_for
+
+    lone, burst_size, registered = (10, 50, 100) if quick else (50, 50, 200)
+    host, host_ip = "ip-127-0-0-1", "127.0.0.1"
+    moto = _MotoProcess()
+    agents: list[AgentProcess] = []
+    rows: list[dict[str, Any]] = []
+    try:
+        with _engine() as engine:
+            image = ensure_busybox_image(engine)
+            api = engine.client().api
+            zone = Zone.create(moto)
+
+            def start_agent() -> AgentProcess:
+                agent = AgentProcess(moto.env(), engine.base_url, host, host_ip)
+                agents.append(agent)
+                wait_for(agent.healthy, timeout=60, what="the agent to be healthy")
+                return agent
+
+            def mine() -> set[str]:
+                return {c["Id"][:12] for c in api.containers(
+                    filters={"label": f"ecssd.test={LABEL}", "status": "running"})}
+
+            try:
+                agent = start_agent()
+                # 1. lone events
+                lists = agent.requests_sent("ListResourceRecordSets")
+                changes = agent.change_requests()
+                latencies = _latencies(engine, zone, host, lone)
+                lists = agent.requests_sent("ListResourceRecordSets") - lists
+                changes = agent.change_requests() - changes
+                remove_labelled(api, LABEL)
+                wait_for(lambda: not zone.srv(host), timeout=60, what="lone records to go")
+                rows.append(_row("event-to-record latency p50", round(statistics.median(latencies), 3),
+                                 "s", "< 0.5 s",
+                                 f"{lone} lone docker run -> record listed; coalesce 0.25 s"))
+                rows.append(_row("event-to-record latency p95",
+                                 round(_percentile(latencies, 0.95), 3), "s", "",
+                                 f"max {max(latencies):.3f} s; {changes} change requests and "
+                                 f"{lists} zone listings for {lone} starts"))
+
+                # 2. a burst of starts, then of removals
+                ids = create_containers(api, image, burst_size, label=LABEL)
+                wanted = {c[:12] for c in ids}
+                before = agent.change_requests()
+                started = time.monotonic()
+                start_containers(api, ids)
+                starts_took = time.monotonic() - started
+                wait_for(lambda: wanted <= set(zone.srv(host)), timeout=180,
+                         what="the burst's records", interval=0.05, max_interval=0.1)
+                registered_after = time.monotonic() - started
+                burst_requests = agent.change_requests() - before
+                before = agent.change_requests()
+                started = time.monotonic()
+                remove_containers(api, ids, workers=16)
+                wait_for(lambda: not wanted & set(zone.srv(host)), timeout=180,
+                         what="the burst's records to go")
+                removal_requests = agent.change_requests() - before
+                rows.append(_row(f"change requests per burst of {burst_size} starts",
+                                 burst_requests, "requests", "<= 3",
+                                 f"starts took {starts_took:.1f} s (16 threads), all listed "
+                                 f"after {registered_after:.1f} s; removing them together: "
+                                 f"{removal_requests} request(s) in "
+                                 f"{time.monotonic() - started:.1f} s"))
+
+                # 3. memory with many containers registered
+                ids = create_containers(api, image, registered, label=LABEL)
+                start_containers(api, ids)
+                wanted = {c[:12] for c in ids}
+                wait_for(lambda: wanted <= set(zone.srv(host)), timeout=600,
+                         what=f"{registered} records", interval=0.2, max_interval=1.0)
+                running = len(mine())
+                rss_events = agent.peak_rss_kb()
+                agent.signal(signal.SIGTERM)
+                agent.wait(timeout=15)
+                fresh = start_agent()  # its startup lists all containers and the zone
+                rss_startup = fresh.peak_rss_kb()
+                owned = int(fresh.metrics().get(("ecssd_records_owned", ()), 0))
+                rows.append(_row(f"agent peak RSS, {registered} containers registered",
+                                 round(max(rss_events, rss_startup) / 1024, 1), "MB", "< 60 MB",
+                                 f"VmHWM: {rss_events / 1024:.1f} MB after registering them "
+                                 f"from events, {rss_startup / 1024:.1f} MB for a fresh agent "
+                                 f"starting with them ({running} running, {owned} record sets "
+                                 "owned)"))
+            finally:
+                for agent in agents:
+                    agent.close()
+                remove_labelled(api, LABEL)
+    finally:
+        moto.stop()
+    return rows
+
+
+def main() -> None:
+    for row in run(quick="--quick" in sys.argv):
+        print(f"{row['metric']:<46} {row['value']!s:>8} {row['unit']:<9} goal {row['goal']}"
+              + (f"  ({row['note']})" if row["note"] else ""))
+
+
+if __name__ == "__main__":
+    main()
