@@ -39,6 +39,7 @@ import requests  # noqa: E402
 AREA = "daemon"
 LABEL = "bench-daemon"
 PAUSE = 1.3  # between lone starts: longer than the base coalescing cap (4 x 0.25 s)
+QUIET = 10.0  # before the burst: longer than the largest coalescing cap (36 x 0.25 s)
 
 
 def _row(metric: str, value: float | int | str, unit: str, goal: str = "",
@@ -192,8 +193,9 @@ def _run(quick: bool) -> list[dict[str, Any]]:
                                  f"max {max(latencies):.3f} s; {changes} change requests and "
                                  f"{lists} zone listings for {lone} starts"))
 
-                # 2. a burst of starts, then of removals
+                # 2. a burst of starts (from a quiet agent), then of removals
                 ids = create_containers(api, image, burst_size, label=LABEL)
+                time.sleep(QUIET)
                 wanted = {c[:12] for c in ids}
                 before = agent.change_requests()
                 started = time.monotonic()

@@ -62,15 +62,21 @@ class Settings:
     log_format: str = _opt("text", "log format; json suits CloudWatch Logs",
                            choices=("text", "json"))
     log_level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
-    resync: float = _opt(300.0, "seconds between full resyncs in daemon mode (jittered)")
-    coalesce: float = _opt(0.25, "seconds to gather Docker events into one change request")
+    resync: float = _opt(300.0, "seconds between full resyncs in daemon mode (list the "
+                                "containers and the zone, repair drift; jittered by 10%%)")
+    coalesce: float = _opt(0.25, "seconds without Docker events before their changes go out "
+                                 "in one change request; during a burst of events the "
+                                 "window grows (up to 36x) so a burst costs a few requests")
     deregister_on_exit: bool = _opt(False, "on SIGTERM/SIGINT, delete this host's records "
                                            "before exiting")
-    cw_send_events: bool = _opt(False, "put Task Started/Stopped events on EventBridge")
+    cw_send_events: bool = _opt(False, "put Task Started/Stopped events on EventBridge (source "
+                                       "awslabs.ecs.container, as the reference agent did)")
     ecs_agent_url: str = _opt("http://127.0.0.1:51678", "ECS agent introspection API, for the "
                                                         "task ARN of containers without ECS "
                                                         "labels")
-    status_port: int = _opt(0, "serve /healthz and /metrics on this port (0: off)")
+    status_port: int = _opt(0, "serve /healthz (200 when the Docker event stream is connected "
+                               "and the last reconcile succeeded, else 503) and /metrics "
+                               "(Prometheus) on this port (0: off)")
     status_address: str = _opt("127.0.0.1", "address for the status server")
 
     @property
@@ -148,5 +154,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         raise SettingsError(f"--ttl / ECSSD_TTL: {settings.ttl} is out of range")
     if settings.resync <= 0 or settings.coalesce < 0:
         raise SettingsError("--resync must be > 0 and --coalesce >= 0")
+    if not 0 <= settings.status_port <= 65535:
+        raise SettingsError(f"--status-port / ECSSD_STATUS_PORT: {settings.status_port} is not "
+                            "a port number")
     _ = settings.mode
     return settings

@@ -27,7 +27,7 @@ against its simulated Route 53 in virtual time. Records are read with
 
 from __future__ import annotations
 
-import math
+import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,12 +206,39 @@ def read_interval(
     return min(max(floor, wanted), max(floor, ceiling))
 
 
+class ReadSchedule:
+    """When this host next reads the zone, so that the fleet stays within the read budget.
+
+    Pure (times are passed in) and jittered, so hosts that start together do not read
+    together. Until the first read or :meth:`start`, a read is due at once.
+    """
+
+    def __init__(self, floor: float, budget: float = DEFAULT_READ_BUDGET,
+                 rng: random.Random | None = None) -> None:
+        self.floor = floor
+        self.budget = budget
+        self.interval = floor
+        self.next_at = float("-inf")
+        self._rng = rng or random.Random()
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at
+
+    def start(self, now: float, zone_records: int, own_records: int, names: int) -> None:
+        """After registering without a read (one UPSERT batch): the first read falls at a
+        random point of the interval, estimated from the number of names to read."""
+        self.interval = read_interval(zone_records, own_records, scan_cost_estimate(names),
+                                      floor=self.floor, budget=self.budget)
+        self.next_at = now + self.interval * self._rng.random()
+
+    def done(self, now: float, zone_records: int, own_records: int, cost: int) -> None:
+        """A read of ``cost`` requests finished (the GetHostedZone sizing it included)."""
+        self.interval = read_interval(zone_records, own_records, cost, floor=self.floor,
+                                      budget=self.budget)
+        self.next_at = now + self.interval * self._rng.uniform(0.75, 1.25)
+
+
 def scan_cost_estimate(names: int) -> int:
     """Requests a name-scoped read of ``names`` names is expected to cost, before any read:
     one per name plus the GetHostedZone sizing it."""
     return max(1, names) + 1
-
-
-def pages(records: int, max_items: int = MAX_ITEMS) -> int:
-    """Requests a full listing of ``records`` record sets takes."""
-    return max(1, math.ceil(records / max_items))

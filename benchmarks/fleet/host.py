@@ -33,7 +33,7 @@ from ecssd_agent.metadata import service_instances
 from ecssd_agent.model import Action, Change, Container, Host, RecordSet, Routing, ServiceInstance
 from ecssd_agent.plan import Owns, plan
 from ecssd_agent.records import host_records
-from ecssd_agent.zone_reads import NameScan, read_interval, scan_cost_estimate
+from ecssd_agent.zone_reads import NameScan, ReadSchedule
 
 if TYPE_CHECKING:
     from benchmarks.fleet.world import World
@@ -144,7 +144,7 @@ class SimHost:
         self.next_resync = float("inf")
         self.resync_due = False
         self.startup_due = False
-        self.next_read = 0.0
+        self.reads_schedule = ReadSchedule(policy.resync, policy.read_budget, rng)
         self.pressure_until = -1.0
         self.requested = False  # the running reconcile made a change request
         self.reads = 0
@@ -205,11 +205,13 @@ class SimHost:
 
     # --- scheduling, as Daemon._due / _take --------------------------------------------
 
-    def start(self, resync_phase: float, read_phase: float | None, startup: bool) -> None:
+    def start(self, resync_phase: float, zone_records: int | None, startup: bool) -> None:
+        """Run: the first resync after ``resync_phase``; a running host (``zone_records``
+        given) reads at a random point of its read interval, as if it had read before."""
         now = self.world.now
         self.next_resync = now + resync_phase
-        if read_phase is not None:
-            self.next_read = now + read_phase
+        if zone_records is not None:
+            self.reads_schedule.start(now, zone_records, len(self.desired()), len(self._names()))
         if startup:
             self.startup_due = True
             self.known = None
@@ -296,7 +298,7 @@ class SimHost:
             self.startup_due = False
         read = self.known is None
         if self.resync_due:
-            read = read or policy.resync_reads == "always" or self.world.now >= self.next_read
+            read = read or policy.resync_reads == "always" or self.reads_schedule.due(self.world.now)
         if read:
             ok = yield from self._read()
             if not ok:
@@ -416,25 +418,19 @@ class SimHost:
             self.known = {r.key: r for r in result.merged_into(self.known.values())}
         self.reads += 1
         if count is not None:
-            self._schedule_read(count, result.requests + 1)
+            self.reads_schedule.done(self.world.now, count, len(self.desired()), result.requests + 1)
         return True
 
     def _zone_size(self) -> Generator[Instruction, Any, int | None]:
         response = yield from self._call(GET_ZONE, {})
         return int(response.data["HostedZone"]["ResourceRecordSetCount"]) if response.ok else None
 
-    def _schedule_read(self, zone_records: int, cost: int, first: bool = False) -> None:
-        interval = read_interval(zone_records, len(self.desired()), cost,
-                                 floor=self.policy.resync, budget=self.policy.read_budget)
-        spread = self.rng.random() if first else self.rng.uniform(0.75, 1.25)
-        self.next_read = self.world.now + interval * spread
-
     def _upsert_startup(self) -> Work:
         """Register without reading: UPSERT is idempotent; the first read comes later."""
         count = yield from self._zone_size()
         if count is None:
             return False
-        self._schedule_read(count, scan_cost_estimate(len(self._names())), first=True)
+        self.reads_schedule.start(self.world.now, count, len(self.desired()), len(self._names()))
         desired = self.desired()
         for batch in batches([Change(Action.UPSERT, r) for r in desired]):
             response = yield from self._call(CHANGE, {"changes": batch})

@@ -44,7 +44,6 @@ from benchmarks.fleet.route53 import (
 from ecssd_agent.aws.route53 import batches, from_wire
 from ecssd_agent.model import Change, RecordSet
 from ecssd_agent.plan import plan
-from ecssd_agent.zone_reads import read_interval
 
 ZONE = "servicediscovery.internal."
 SOA = "ns-1.awsdns-00.com. hostmaster. 1 7200 900 1209600 86400"
@@ -247,13 +246,7 @@ class World:
                 host.known[record.key] = record
         zone_records = len(self.r53.zone)
         for host in self.hosts:
-            interval = None
-            if config.policy.resync_reads == "budget":
-                cost = len({r.name for r in host.desired()}) + 1
-                interval = self.rng.random() * read_interval(
-                    zone_records, len(host.desired()), cost, floor=config.policy.resync,
-                    budget=config.policy.read_budget)
-            host.start(self.rng.uniform(0, config.policy.resync), interval, startup=False)
+            host.start(self.rng.uniform(0, config.policy.resync), zone_records, startup=False)
 
     # --- workload --------------------------------------------------------------------
 

@@ -92,6 +92,19 @@ def test_portal_answers_through_srv_discovery(demo: Demo) -> None:
     assert (status, body["error"]) == (400, "division by zero")
 
 
+def test_images_run_as_non_root_and_report_healthy(demo: Demo) -> None:
+    assert demo.docker is not None
+    for name in ("calc-1", "time-1", "portal"):
+        container = demo.docker.containers.get(demo.containers[name])
+        assert container.attrs["Config"]["User"] == "10001:10001"
+
+        def healthy(container: Any = container) -> bool:
+            container.reload()
+            return bool(container.attrs["State"]["Health"]["Status"] == "healthy")
+
+        wait_for(healthy, timeout=60, what=f"{name}'s HEALTHCHECK to pass")
+
+
 # --- a real browser -------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from ecssd_agent.records import host_records
 from ecssd_agent.zone_reads import (
     NameRead,
     NameScan,
+    ReadSchedule,
     owned_records_by_names,
     read_interval,
     route53_order,
@@ -208,3 +209,17 @@ def test_route53_order_reverses_labels():
     names = ["b.sd.internal.", "a.b.sd.internal.", "a.sd.internal."]
     assert sorted(names, key=route53_order) == ["a.sd.internal.", "b.sd.internal.",
                                                 "a.b.sd.internal."]
+
+
+def test_read_schedule_spreads_reads_within_the_interval():
+    import random
+
+    schedule = ReadSchedule(floor=300.0, budget=0.5, rng=random.Random(3))
+    assert schedule.due(0.0)  # never read: due at once
+    schedule.start(100.0, zone_records=21_000, own_records=21, names=20)
+    assert schedule.interval == 21_000 / 21 * 21 / 0.5
+    assert 100.0 <= schedule.next_at <= 100.0 + schedule.interval
+    assert not schedule.due(schedule.next_at - 1) and schedule.due(schedule.next_at)
+    schedule.done(1000.0, zone_records=42, own_records=21, cost=3)
+    assert schedule.interval == 300.0  # a small fleet reads on every resync
+    assert 1000.0 + 225.0 <= schedule.next_at <= 1000.0 + 375.0
