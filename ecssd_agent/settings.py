@@ -10,24 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
+
+from ecssd_agent.config_fields import SettingsError, build_parser, load_cli
+from ecssd_agent.config_fields import setting as _opt
+
+__all__ = ["DEFAULT_DOMAIN", "Settings", "SettingsError", "env_name", "load", "parser"]
 
 DEFAULT_DOMAIN = "servicediscovery.internal"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _opt(default: Any, help: str, *, flags: Sequence[str] = (), choices: Sequence[str] = (),
-         legacy: Sequence[str] = (), metavar: str | None = None) -> Any:
-    return field(default=default, metadata={
-        "help": help, "flags": tuple(flags), "choices": tuple(choices),
-        "legacy": tuple(legacy), "metavar": metavar,
-    })
-
-
-class SettingsError(ValueError):
-    """A setting with a value that cannot be used; the message names the flag and variable."""
 
 
 @dataclass(frozen=True)
@@ -90,24 +80,9 @@ def env_name(attribute: str) -> str:
     return "ECSSD_" + attribute.upper()
 
 
-def _convert(attribute: str, kind: Any, raw: Any, source: str) -> Any:
-    if kind in (bool, "bool"):
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise SettingsError(f"{source}: {raw!r} is not a boolean (true/false)")
-    try:
-        return kind(raw)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{source}: {raw!r} is not a valid {kind.__name__}") from None
-
-
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    return build_parser(
+        Settings, env_name, DEFAULT_DOMAIN,
         prog="ecssd-agent",
         description="Publish this host's Docker containers' SERVICE_<port>_NAME services as "
                     "SRV records (and the host's A record) in a Route 53 private hosted zone.",
@@ -115,47 +90,16 @@ def parser() -> argparse.ArgumentParser:
                "ECSSD_HOSTED_ZONE_ID, ECSSD_ROUTING=multivalue, ECSSD_SYNC=true. Command-line "
                "flags win over the environment. AWS endpoints come from the standard "
                "AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_ROUTE53 variables.",
-        allow_abbrev=False,
     )
-    for f in fields(Settings):
-        meta = f.metadata
-        if f.name == "domain":
-            p.add_argument("domain", nargs="?", default=None,
-                           help=f"{meta['help']} (default {DEFAULT_DOMAIN}; env ECSSD_DOMAIN)")
-            continue
-        flags = ["--" + f.name.replace("_", "-"), *meta["legacy"]]
-        helptext = f"{meta['help']} (env {env_name(f.name)}; default {f.default!r})"
-        if f.type in ("bool", bool):
-            p.add_argument(*flags, dest=f.name, action="store_true", default=None, help=helptext)
-        else:
-            p.add_argument(*flags, dest=f.name, default=None, help=helptext,
-                           choices=meta["choices"] or None, metavar=meta["metavar"])
-    return p
 
 
 def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Flags over ``ECSSD_*`` variables over defaults; raises SettingsError or SystemExit."""
-    env = os.environ if environ is None else environ
-    args = vars(parser().parse_args(argv))
-    values: dict[str, Any] = {}
-    for f in fields(Settings):
-        kind = {"bool": bool, "int": int, "float": float, "str": str}.get(str(f.type), str)
-        flag = "--" + f.name.replace("_", "-") if f.name != "domain" else "DOMAIN"
-        if args.get(f.name) is not None:
-            values[f.name] = _convert(f.name, kind, args[f.name], flag)
-        elif env.get(env_name(f.name), "") != "":
-            values[f.name] = _convert(f.name, kind, env[env_name(f.name)], env_name(f.name))
-        choices = f.metadata["choices"]
-        if choices and f.name in values and values[f.name] not in choices:
-            raise SettingsError(f"{env_name(f.name)}: {values[f.name]!r} is not one of "
-                                f"{', '.join(choices)}")
-    settings = Settings(**values)
+    settings = load_cli(Settings, parser(), argv, os.environ if environ is None else environ,
+                        env_name)
     if settings.ttl < 0 or settings.ttl > 2147483647:
         raise SettingsError(f"--ttl / ECSSD_TTL: {settings.ttl} is out of range")
     if settings.resync <= 0 or settings.coalesce < 0:
         raise SettingsError("--resync must be > 0 and --coalesce >= 0")
-    if not 0 <= settings.status_port <= 65535:
-        raise SettingsError(f"--status-port / ECSSD_STATUS_PORT: {settings.status_port} is not "
-                            "a port number")
     _ = settings.mode
     return settings

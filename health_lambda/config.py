@@ -7,19 +7,16 @@ once per invocation (cheap, and a changed configuration applies without a cold s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
-from ecssd_agent.settings import DEFAULT_DOMAIN, SettingsError
-
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f"}
+from ecssd_agent.config_fields import SettingsError, from_env, setting
+from ecssd_agent.settings import DEFAULT_DOMAIN
 
 
 def _env(name: str, default: Any, help: str) -> Any:
-    return field(default=default, metadata={"env": name, "help": help})
+    return setting(default, help, env=name)
 
 
 @dataclass(frozen=True)
@@ -47,14 +44,7 @@ class SweepSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SweepSettings:
         """Parse every variable; raises :class:`SettingsError` naming the bad one."""
-        values: dict[str, Any] = {}
-        for spec in fields(cls):
-            name = spec.metadata["env"]
-            raw = environ.get(name)
-            if raw is None or (raw.strip() == "" and spec.type != "tuple[str, ...]"):
-                continue
-            values[spec.name] = _parse(name, str(spec.type), raw)
-        settings = cls(**values)
+        settings = from_env(cls, environ)
         settings.validate()
         return settings
 
@@ -75,25 +65,3 @@ class SweepSettings:
             raise SettingsError(f"CHECK_CONCURRENCY={self.check_concurrency} is more threads "
                                 "than a Lambda should run (at most 512)")
 
-
-def _parse(name: str, kind: str, raw: str) -> Any:
-    text = raw.strip()
-    try:
-        if kind == "bool":
-            if text.lower() in _TRUE:
-                return True
-            if text.lower() in _FALSE:
-                return False
-            raise ValueError("expected true or false")
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            number = float(text)
-            if not math.isfinite(number):
-                raise ValueError("not a finite number")
-            return number
-        if kind == "tuple[str, ...]":
-            return tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
-    except ValueError as exc:
-        raise SettingsError(f"{name}={raw!r}: {exc}") from exc
-    return text

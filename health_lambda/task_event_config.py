@@ -27,33 +27,34 @@ LOG_LEVEL         info         logging level
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ecssd_agent import naming
+from ecssd_agent.config_fields import SettingsError, from_env, setting
 from ecssd_agent.model import Routing
 
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f", ""}
-
-
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names the variable."""
+ConfigError = SettingsError  # a setting that cannot be used; the message names the variable
 
 
 @dataclass(frozen=True)
 class TaskEventConfig:
-    domain: str = ""
-    hosted_zone_id: str = ""
-    vpc_id: str = ""
-    rr_name: str = ""
-    task_group: str = ""
-    routing: Routing = Routing.WEIGHTED
-    ttl: int = 0
-    clusters: frozenset[str] = frozenset()  # cluster names; empty = every cluster
-    service_records: bool = True
-    bridge_records: bool = True
-    dry_run: bool = False
-    log_level: str = "info"
+    domain: str = setting("", "the private hosted zone's name", env="DOMAIN")
+    hosted_zone_id: str = setting("", "the hosted zone's id (wins over DOMAIN)",
+                                  env="HOSTED_ZONE_ID")
+    vpc_id: str = setting("", "with DOMAIN: the zone associated with this VPC", env="VPC_ID")
+    rr_name: str = setting("", "fixed record name (with TASK_GROUP)", env="RR_NAME")
+    task_group: str = setting("", "the task group RR_NAME points at", env="TASK_GROUP")
+    routing: Routing = setting(Routing.WEIGHTED, "routing policy of every record set",
+                               env="ROUTING", choices=[r.value for r in Routing])
+    ttl: int = setting(0, "TTL of the records, in seconds", env="TTL")
+    clusters: tuple[str, ...] = setting((), "cluster names or ARNs to act on; empty: all",
+                                        env="ECS_CLUSTERS")
+    service_records: bool = setting(True, "register SERVICE_<port>_NAME services",
+                                    env="SERVICE_RECORDS")
+    bridge_records: bool = setting(True, "also for bridge/host-mode tasks on EC2",
+                                   env="BRIDGE_RECORDS")
+    dry_run: bool = setting(False, "log the changes, make none", env="DRY_RUN")
+    log_level: str = setting("info", "logging level", env="LOG_LEVEL")
 
     @property
     def fixed_record(self) -> bool:
@@ -64,59 +65,30 @@ class TaskEventConfig:
         return not self.clusters or cluster in self.clusters
 
 
-def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = environ.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean (true/false)")
-
-
 def load(environ: Mapping[str, str]) -> TaskEventConfig:
     """Settings from ``environ``; raises :class:`ConfigError` naming the bad variable."""
-
-    def text(name: str) -> str:
-        return environ.get(name, "").strip()
-
-    domain, zone_id = text("DOMAIN"), text("HOSTED_ZONE_ID").rsplit("/", 1)[-1]
-    if not domain and not zone_id:
+    config = from_env(TaskEventConfig, {k: v.strip() for k, v in environ.items()})
+    if not config.domain and not config.hosted_zone_id:
         raise ConfigError("set DOMAIN (the private hosted zone's name) or HOSTED_ZONE_ID")
-    if domain:
+    if config.domain:
         try:
-            naming.zone_fqdn(domain)
+            naming.zone_fqdn(config.domain)
         except naming.InvalidName as exc:
             raise ConfigError(f"DOMAIN: {exc}") from exc
-    rr_name, task_group = text("RR_NAME").lower(), text("TASK_GROUP")
-    if bool(rr_name) != bool(task_group):
+    if bool(config.rr_name) != bool(config.task_group):
         raise ConfigError("RR_NAME and TASK_GROUP go together: set both or neither")
-    if rr_name:
+    if config.rr_name:
         try:
-            naming.check_name(rr_name)
+            naming.check_name(config.rr_name.lower())
         except naming.InvalidName as exc:
             raise ConfigError(f"RR_NAME: {exc}") from exc
-    routing = text("ROUTING").lower() or Routing.WEIGHTED.value
-    if routing not in {r.value for r in Routing}:
-        raise ConfigError(f"ROUTING={routing!r}: use weighted or multivalue")
-    ttl_text = text("TTL") or "0"
-    if not ttl_text.isdigit() or int(ttl_text) > 2147483647:
-        raise ConfigError(f"TTL={ttl_text!r} is not a number of seconds")
-    clusters = frozenset(naming.cluster_name(c.strip()) for c in text("ECS_CLUSTERS").split(",")
-                         if c.strip())
-    return TaskEventConfig(
-        domain=domain,
-        hosted_zone_id=zone_id,
-        vpc_id=text("VPC_ID"),
-        rr_name=rr_name,
-        task_group=task_group,
-        routing=Routing(routing),
-        ttl=int(ttl_text),
-        clusters=clusters,
-        service_records=_flag(environ, "SERVICE_RECORDS", True),
-        bridge_records=_flag(environ, "BRIDGE_RECORDS", True),
-        dry_run=_flag(environ, "DRY_RUN", False),
-        log_level=text("LOG_LEVEL").lower() or "info",
+    if not 0 <= config.ttl <= 2147483647:
+        raise ConfigError(f"TTL={config.ttl!r} is not a number of seconds")
+    return replace(
+        config,
+        hosted_zone_id=config.hosted_zone_id.rsplit("/", 1)[-1],
+        rr_name=config.rr_name.lower(),
+        routing=Routing(config.routing),
+        clusters=tuple(naming.cluster_name(c) for c in config.clusters),
+        log_level=config.log_level.lower(),
     )

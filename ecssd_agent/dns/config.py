@@ -10,14 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
 
-from ecssd_agent.settings import DEFAULT_DOMAIN, SettingsError, env_name
-
-
-def _opt(default: Any, help: str, choices: Sequence[str] = ()) -> Any:
-    return field(default=default, metadata={"help": help, "choices": tuple(choices)})
+from ecssd_agent.config_fields import SettingsError, build_parser, load_cli
+from ecssd_agent.config_fields import setting as _opt
+from ecssd_agent.settings import DEFAULT_DOMAIN, env_name
 
 
 @dataclass(frozen=True)
@@ -37,19 +34,19 @@ class DnsSettings:
                                    "client's smaller EDNS size (or 512 without EDNS) wins")
     region: str = _opt("", "AWS region for signing (default: AWS_REGION, else us-east-1; "
                            "Route 53 is global)")
-    aws_retry_mode: str = _opt("standard", "botocore retry mode", ("standard", "adaptive",
-                                                                    "legacy"))
+    aws_retry_mode: str = _opt("standard", "botocore retry mode",
+                               choices=("standard", "adaptive", "legacy"))
     aws_max_attempts: int = _opt(3, "botocore's maximum attempts per AWS call (few: the "
                                     "next refresh is the retry)")
-    log_format: str = _opt("text", "log format; json suits CloudWatch Logs", ("text", "json"))
-    log_level: str = _opt("info", "log level", ("debug", "info", "warning", "error"))
-
-
-_KINDS = {"int": int, "float": float, "str": str}
+    log_format: str = _opt("text", "log format; json suits CloudWatch Logs",
+                           choices=("text", "json"))
+    log_level: str = _opt("info", "log level",
+                          choices=("debug", "info", "warning", "error"))
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    return build_parser(
+        DnsSettings, env_name, DEFAULT_DOMAIN,
         prog="ecssd-dns",
         description="Answer DNS queries (UDP and TCP) for a Route 53 private hosted zone as "
                     "Route 53 would: simple, weighted and multivalue routing, SRV with the "
@@ -57,42 +54,14 @@ def parser() -> argparse.ArgumentParser:
         epilog="Every option can also be set as an ECSSD_<OPTION> environment variable (e.g. "
                "ECSSD_HOSTED_ZONE_ID, ECSSD_PORT); flags win. The Route 53 endpoint comes "
                "from AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_ROUTE53.",
-        allow_abbrev=False,
     )
-    for f in fields(DnsSettings):
-        meta = f.metadata
-        if f.name == "domain":
-            p.add_argument("domain", nargs="?", default=None,
-                           help=f"{meta['help']} (default {DEFAULT_DOMAIN}; env ECSSD_DOMAIN)")
-            continue
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                       choices=meta["choices"] or None,
-                       help=f"{meta['help']} (env {env_name(f.name)}; default {f.default!r})")
-    return p
 
 
 def load(argv: Sequence[str] | None = None,
          environ: Mapping[str, str] | None = None) -> DnsSettings:
     """Flags over ``ECSSD_*`` variables over defaults; raises SettingsError or SystemExit."""
-    env = os.environ if environ is None else environ
-    args = vars(parser().parse_args(argv))
-    values: dict[str, Any] = {}
-    for f in fields(DnsSettings):
-        kind = _KINDS.get(str(f.type), str)
-        if args.get(f.name) is not None:
-            raw, source = args[f.name], "--" + f.name.replace("_", "-")
-        elif env.get(env_name(f.name), "") != "":
-            raw, source = env[env_name(f.name)], env_name(f.name)
-        else:
-            continue
-        try:
-            values[f.name] = kind(raw)
-        except ValueError:
-            raise SettingsError(f"{source}: {raw!r} is not a valid {kind.__name__}") from None
-        if f.metadata["choices"] and values[f.name] not in f.metadata["choices"]:
-            raise SettingsError(f"{source}: {raw!r} is not one of "
-                                f"{', '.join(f.metadata['choices'])}")
-    settings = DnsSettings(**values)
+    settings = load_cli(DnsSettings, parser(), argv, os.environ if environ is None else environ,
+                        env_name)
     if not 0 <= settings.port <= 65535:
         raise SettingsError(f"--port / ECSSD_PORT: {settings.port} is out of range")
     if settings.refresh <= 0 or settings.min_refresh < 0:
