@@ -124,8 +124,12 @@ def _latencies(engine: Any, zone: Any, host: str, count: int) -> list[float]:
         cid = run_container(engine, env=service_env(f"lat{i}"), ports=["127.0.0.1::8081"],
                             labels={"ecssd.test": LABEL})
         returned = time.monotonic()
-        wait_for(lambda cid=cid: cid[:12] in zone.srv(host), timeout=30,
-                 what=f"record of container {i}", interval=0.01, max_interval=0.02)
+
+        def listed(short: str = cid[:12]) -> bool:
+            return short in zone.srv(host)
+
+        wait_for(listed, timeout=30, what=f"record of container {i}", interval=0.01,
+                 max_interval=0.02)
         found.append(time.monotonic() - returned)
     return found
 

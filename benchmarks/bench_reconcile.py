@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import requests
 
 from benchmarks import moto_paging
 from ecssd_agent.agent import Agent
@@ -93,6 +94,8 @@ def moto_server() -> Iterator[Moto]:
     previous = os.environ.get("AWS_ENDPOINT_URL")
     os.environ["AWS_ENDPOINT_URL"] = url
     try:
+        # moto's backends are per process: start from nothing, whatever ran before.
+        requests.post(f"{url}/moto-api/reset", timeout=30).raise_for_status()
         ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=url)
         yield Moto(url, ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"])
     finally:
@@ -168,11 +171,12 @@ def host_port(api: Any, cid: str) -> str:
 
 # --- the agent's --sync as a subprocess ---------------------------------------------------
 
-def agent_sync(moto: Moto, docker_url: str, hostname: str) -> tuple[dict[str, Any], float]:
+def agent_sync(moto: Moto, zone_id: str, docker_url: str, hostname: str) -> tuple[dict[str, Any], float]:
     """Run ``python -m ecssd_agent --sync``; (its JSON summary line, wall seconds)."""
     env = {**os.environ, "AWS_ENDPOINT_URL": moto.url}
     cmd = [sys.executable, "-m", "ecssd_agent", "--sync", "--hostname", hostname, "--host-ip",
-           "127.0.0.1", "--docker-host", docker_url, "--log-format", "json", DOMAIN]
+           "127.0.0.1", "--docker-host", docker_url, "--hosted-zone-id", zone_id,
+           "--log-format", "json", DOMAIN]
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
                           check=False)
@@ -219,7 +223,7 @@ def owned_srv(moto: Moto, zone_id: str, hostname: str) -> int:
 
 def two_hundred_containers(moto: Moto) -> list[dict[str, Any]]:
     goal = "<= 2 change requests for 200 containers (the reference: 1 per container)"
-    zone_id = moto.new_zone(DOMAIN)
+    zone_id = moto.new_zone(DOMAIN).rsplit("/", 1)[-1]
     engine, why = docker_engine()
     if engine is None:
         return fake_two_hundred(moto, zone_id, why, goal)
@@ -231,8 +235,8 @@ def two_hundred_containers(moto: Moto) -> list[dict[str, Any]]:
         started = time.perf_counter()
         ids = start_containers(api, CONTAINERS, label)
         boot = time.perf_counter() - started
-        first, seconds = agent_sync(moto, engine.base_url, "bench-host")
-        second, seconds_again = agent_sync(moto, engine.base_url, "bench-host")
+        first, seconds = agent_sync(moto, zone_id, engine.base_url, "bench-host")
+        second, seconds_again = agent_sync(moto, zone_id, engine.base_url, "bench-host")
         registered = owned_srv(moto, zone_id, "bench-host")
         ports = [(cid, SERVICES[n % len(SERVICES)], host_port(api, cid)) for n, cid in enumerate(ids)]
         reference_requests, reference_seconds = reference_sync(moto, zone_id, "reference-host", ports)
@@ -265,8 +269,8 @@ def fake_two_hundred(moto: Moto, zone_id: str, why: str, goal: str) -> list[dict
     """No engine: the Agent class with 200 fake containers (same planning and batching)."""
     clients = moto.clients()
     client = clients.client("route53")
-    agent = Agent(Route53Zone(client, find_zone(client, DOMAIN)), FakeDocker(fake_containers(CONTAINERS)),
-                  Host("bench-host", "127.0.0.1"))
+    agent = Agent(Route53Zone(client, find_zone(client, DOMAIN, zone_id)),
+                  FakeDocker(fake_containers(CONTAINERS)), Host("bench-host", "127.0.0.1"))
     started = time.perf_counter()
     outcome = agent.sync()
     seconds = time.perf_counter() - started

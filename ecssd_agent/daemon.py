@@ -34,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ecssd_agent.agent import Agent
 from ecssd_agent.aws.eventbridge import TaskEventSender
-from ecssd_agent.docker_events import ContainerEvent, EventStream
+from ecssd_agent.docker_events import ContainerEvent, EventSource, EventStream
 from ecssd_agent.docker_source import DockerUnavailable
 from ecssd_agent.ecs_introspection import EcsIntrospection, IntrospectionUnavailable
 from ecssd_agent.model import Action, Change, Container, RecordSet
@@ -56,7 +56,11 @@ log = logging.getLogger(__name__)
 #: more). With the default 0.25 s: a lone event waits 0.25 s;
 #: a burst is applied in requests 0.25-1 s, 3 s and 9 s apart, so 50 containers started
 #: over ~10 s (what this machine's engine needs for them) take 3 change requests, not 50,
-#: and a steady trickle of events costs at most one request per 9 s.
+#: and a steady trickle of events costs at most one request per 9 s. Removals are the
+#: exception: a batch with a kill, stop or die closes at most CAP_FACTOR x coalesce (1 s)
+#: after it, burst or not, because a record of a container that is going away makes clients
+#: fail, while a new container that is not yet registered only waits for its traffic. A
+#: mass stop therefore costs up to one request per second.
 CAP_FACTOR = 4.0
 CAP_GROWTH = 3.0
 MAX_CAP_FACTOR = 36.0
@@ -84,40 +88,59 @@ class Coalescer:
         self.window = quiet
         self.first: float | None = None
         self.last = 0.0
+        self.first_removal: float | None = None
         self._requested_at = float("-inf")
+        self._in_burst = False  # the open batch was opened (or found to be) in a burst
+        self._previous_cap = self.cap
 
     @property
     def busy(self) -> bool:
         return self.cap > self.base_cap
 
-    def add(self, at: float) -> None:
+    def add(self, at: float, removal: bool = False) -> None:
+        """An event at ``at``; ``removal`` when it may take records away (kill, stop, die)."""
+        if removal and self.first_removal is None:
+            self.first_removal = at
         if self.first is None:
-            busy = at - self._requested_at < self.cap
-            if busy:  # a burst: gather longer, in fewer and fewer requests
-                self.cap = min(self.cap * CAP_GROWTH, self.max_cap)
-                self.window = self.cap / 2
+            self._in_burst = at - self._requested_at < self.cap
+            self._previous_cap = self.cap
+            if self._in_burst:
+                self._grow()
             else:  # after a lull: be quick again
                 self.cap, self.window = self.base_cap, self.quiet
             self.first = self.last = at
         self.last = max(self.last, at)
 
+    def _grow(self) -> None:
+        """A burst: gather longer, in fewer and fewer requests."""
+        self.cap = min(self.cap * CAP_GROWTH, self.max_cap)
+        self.window = self.cap / 2
+
     def due(self) -> float | None:
         """When the open batch is to be applied; None when no batch is open."""
         if self.first is None:
             return None
-        return min(self.last + self.window, self.first + self.cap)
+        due = min(self.last + self.window, self.first + self.cap)
+        if self.first_removal is not None:  # removals never wait for a burst to end
+            due = min(due, self.first_removal + self.base_cap)
+        return due
 
     def close(self) -> None:
         """The open batch was taken for a reconcile."""
-        self.first = None
+        self.first = self.first_removal = None
 
     def requested(self, at: float) -> None:
         """A reconcile made a change request: batches opening soon after form a burst.
 
         Only change requests count: events that change nothing (other containers' comings
-        and goings, a container without services) must not slow registration down.
+        and goings, a container without services) must not slow registration down. A batch
+        that opened while this request was being planned and sent is part of the burst too.
         """
         self._requested_at = at
+        if self.first is not None and not self._in_burst:
+            self._in_burst = True
+            self.cap = self._previous_cap
+            self._grow()
 
 
 @dataclass
@@ -145,7 +168,7 @@ class Daemon:
         docker_url: str | None = None,
         status: Status | None = None,
         task_events: TaskEventSender | None = None,
-        stream_factory: Callable[..., EventStream] = EventStream,
+        stream_factory: Callable[..., EventSource] = EventStream,
         read_owned: Callable[[], Iterable[RecordSet]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -191,7 +214,7 @@ class Daemon:
                 self._ending.setdefault(event.container_id, now)
             elif event.starts_container:
                 self._ending.pop(event.container_id, None)
-            self._coalescer.add(now)
+            self._coalescer.add(now, removal=event.ends_container or event.action == "die")
             self._cond.notify()
         log.debug("event %s %s", event.action, event.container_id[:12],
                   extra={"container_id": event.container_id[:12], "action": event.action})
@@ -362,7 +385,7 @@ class Daemon:
         self.status.reconciled(work.kind, finished - started, owned)
         for since in work.dirty.values():
             self.status.event_latency.observe(max(finished - since, 0.0))
-        if outcome.changes:
+        if not self.agent.dry_run:
             for change in outcome.changes:
                 self.status.changes.labels(change.action.value).inc()
         level = logging.INFO if outcome.changes or work.kind != "event" else logging.DEBUG
@@ -529,27 +552,55 @@ def build_daemon(agent: Agent, settings: Settings, clients: Clients, status: Sta
                   docker_url=settings.docker_host or None, status=status, task_events=sender)
 
 
+def _build_until_stopped(
+    settings: Settings, build_agent: Callable[[Settings], tuple[Agent, Clients]],
+    stop: threading.Event,
+) -> tuple[Agent, Clients] | None:
+    """Build the agent, retrying while Route 53 cannot be reached; None if stopped first.
+
+    Each attempt runs in a thread, so that a SIGTERM is honoured at once even while botocore
+    is still retrying a call to an endpoint that does not answer.
+    """
+    def attempt(outcome: list[tuple[Agent, Clients] | BaseException]) -> None:
+        try:
+            outcome.append(build_agent(settings))
+        except BaseException as exc:  # handed over to the waiting thread, which re-raises
+            outcome.append(exc)
+
+    delay = RETRY_MIN
+    while True:
+        outcome: list[tuple[Agent, Clients] | BaseException] = []
+        worker = threading.Thread(target=attempt, args=(outcome,), name="startup", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            if stop.wait(0.2):
+                return None
+        result = outcome[0]
+        if not isinstance(result, BaseException):
+            return result
+        if not isinstance(result, (ClientError, BotoCoreError)):
+            raise result  # not transient (no such zone, no host identity): the CLI reports it
+        log.error("cannot reach Route 53 (retrying in %.1fs): %s", delay, result)
+        if stop.wait(delay):
+            return None
+        delay = min(delay * 2, RETRY_MAX)
+
+
 def serve(settings: Settings, build_agent: Callable[[Settings], tuple[Agent, Clients]]) -> int:
     """Daemon mode: build the agent (retrying transient AWS errors), run until a signal."""
     stop = threading.Event()
     signals = _Signals(stop.set)
     signals.install()
-    delay = RETRY_MIN
-    while True:
-        try:
-            agent, clients = build_agent(settings)
-            break
-        except (ClientError, BotoCoreError) as exc:
-            log.error("cannot reach Route 53 (retrying in %.1fs): %s", delay, exc)
-        if stop.wait(delay):
-            return 0
-        delay = min(delay * 2, RETRY_MAX)
+    built = _build_until_stopped(settings, build_agent, stop)
+    if built is None:
+        return 0
+    agent, clients = built
     status = Status(clients.stats)
     server: StatusServer | None = None
     if settings.status_port:
         try:
             server = StatusServer(status, settings.status_address, settings.status_port)
-        except OSError as exc:
+        except (OSError, OverflowError) as exc:  # in use, bad address, not a port number
             log.error("cannot serve status on %s:%d: %s", settings.status_address,
                       settings.status_port, exc)
             return 1

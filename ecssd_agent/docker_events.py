@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import docker
 import docker.errors
@@ -77,6 +77,14 @@ def parse_event(raw: Mapping[str, Any]) -> ContainerEvent | None:
     time_ns = raw.get("timeNano") or int(raw.get("time") or 0) * 1_000_000_000
     attributes = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
     return ContainerEvent(container_id, action, attributes, int(time_ns))
+
+
+class EventSource(Protocol):
+    """What the daemon needs of an event stream (tests hand it their own)."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 2.0) -> None: ...
 
 
 def make_api_client(base_url: str | None, timeout: int = 30) -> Any:

@@ -101,5 +101,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         raise SettingsError(f"--ttl / ECSSD_TTL: {settings.ttl} is out of range")
     if settings.resync <= 0 or settings.coalesce < 0:
         raise SettingsError("--resync must be > 0 and --coalesce >= 0")
+    if not 0 <= settings.status_port <= 65535:
+        raise SettingsError(f"--status-port / ECSSD_STATUS_PORT: {settings.status_port} is not "
+                            "a port number")
     _ = settings.mode
     return settings

@@ -11,8 +11,9 @@ holds 21,000 record sets = 71 pages of 300, so one full listing per host per 300
    sets sorted by name, so ``ListResourceRecordSets(StartRecordName=<name>)`` reaches them
    directly; the scan stops at the first record set of a name nobody asked for. A scan that
    happens to pass over several wanted names in one page reads them for free.
-2. **A fleet-wide read budget** (:func:`read_interval`): a host reads the zone only every so
-   often, so that all hosts together spend about ``budget`` requests/s on reads. Between reads
+2. **A fleet-wide read budget** (:func:`read_interval`, kept by :class:`ReadSchedule`): a
+   host reads the zone only every so often, so that all hosts together spend about
+   ``budget`` requests/s on reads. Between reads
    the agent plans against what it knows it owns (its last read plus the changes it applied
    since): only this host writes its records, and a batch Route 53 rejects (someone else
    changed them) triggers a name-scoped read of exactly those names and a re-plan

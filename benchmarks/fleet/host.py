@@ -28,11 +28,13 @@ from benchmarks.fleet.engine import Call, Instruction, Sleep
 from benchmarks.fleet.retry import RETRYABLE, BotocoreClient, RetryPolicy
 from benchmarks.fleet.route53 import CHANGE, GET_ZONE, LIST, RecordKey, Response, owner_of
 from ecssd_agent.aws.route53 import batches
-from ecssd_agent.daemon import Coalescer
+from ecssd_agent.daemon import RESYNC_JITTER, RETRY_MAX, RETRY_MIN, Coalescer
 from ecssd_agent.metadata import service_instances
 from ecssd_agent.model import Action, Change, Container, Host, RecordSet, Routing, ServiceInstance
 from ecssd_agent.plan import Owns, plan
+from ecssd_agent.reconcile import converge
 from ecssd_agent.records import host_records
+from ecssd_agent.settings import Settings
 from ecssd_agent.zone_reads import NameScan, ReadSchedule
 
 if TYPE_CHECKING:
@@ -40,9 +42,10 @@ if TYPE_CHECKING:
 
 Work = Generator[Instruction, Any, bool]
 
-RETRY_MIN = 0.5  # ecssd_agent.daemon.RETRY_MIN
-RETRY_MAX = 30.0  # ecssd_agent.daemon.RETRY_MAX
-CONVERGE_ATTEMPTS = 3  # ecssd_agent.reconcile.converge's default
+#: The agent's default settings (ecssd_agent/settings.py): resync, coalesce, retries.
+DEFAULTS = Settings()
+#: converge's own default number of read-plan-apply rounds
+CONVERGE_ATTEMPTS: int = (converge.__kwdefaults__ or {}).get("attempts", 3)
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,14 @@ class DaemonPolicy:
     after a failed write the known state is dropped, so the next reconcile reads the zone
     (the daemon as built); otherwise it is kept (a Throttling or PriorRequestNotComplete
     answer proves the batch was not applied). ``pressure``: for a minute after a request of
-    this host needed retries, batches gather for at least this long (0: off).
+    this host was answered Throttling (the account is over its budget; a
+    PriorRequestNotComplete is only a collision on the zone), batches gather for at least
+    this long (0: off).
     ``replan_retries``: the daemon retries throttled writes itself (one botocore attempt
-    each, botocore's backoff), re-planning so every attempt carries everything pending.
+    each, botocore's backoff), re-planning so every attempt carries everything pending;
+    ``retry_gather`` > 0 makes each such wait at least that long (jittered +-50%).
+    ``reads_yield``: a scheduled (budgeted) read waits for the next resync while the account
+    throttles this host, so reads never compete with pending writes.
     """
 
     name: str
@@ -69,11 +77,13 @@ class DaemonPolicy:
     resync_reads: str = "always"
     startup: str = "read"
     forget_on_error: bool = True
-    resync: float = 300.0
-    resync_jitter: float = 0.1
-    coalesce: float = 0.25
+    resync: float = DEFAULTS.resync
+    resync_jitter: float = RESYNC_JITTER
+    coalesce: float = DEFAULTS.coalesce
     pressure: float = 0.0
     replan_retries: bool = False
+    retry_gather: float = 0.0
+    reads_yield: bool = False
     read_budget: float = 0.5
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -298,7 +308,10 @@ class SimHost:
             self.startup_due = False
         read = self.known is None
         if self.resync_due:
-            read = read or policy.resync_reads == "always" or self.reads_schedule.due(self.world.now)
+            now = self.world.now
+            scheduled = self.reads_schedule.due(now) and not (
+                policy.reads_yield and now < self.pressure_until)  # writes first
+            read = read or policy.resync_reads == "always" or scheduled
         if read:
             ok = yield from self._read()
             if not ok:
@@ -322,8 +335,7 @@ class SimHost:
                 if outcome == "ok":
                     return True
                 if outcome == "retry" and attempt < self.policy.retry.max_attempts:
-                    yield Sleep(self.rng.random() * min(2.0 ** (attempt - 1),
-                                                        self.policy.retry.max_backoff))
+                    yield Sleep(self._retry_backoff(attempt))
                     attempt += 1
                     continue  # re-plan with whatever arrived meanwhile
                 if outcome != "rejected":
@@ -354,6 +366,15 @@ class SimHost:
             return "failed"
         return "ok"
 
+    def _retry_backoff(self, attempt: int) -> float:
+        """botocore's backoff; with ``retry_gather``, at least a jittered gathering window:
+        Route 53 said the fleet is over its budget, so this host waits long enough for its
+        next attempt to carry everything that happens meanwhile."""
+        backoff = self.rng.random() * min(2.0 ** (attempt - 1), self.policy.retry.max_backoff)
+        if self.policy.retry_gather:
+            backoff = max(backoff, self.policy.retry_gather * self.rng.uniform(0.5, 1.5))
+        return backoff
+
     def _learn(self, batch: list[Change]) -> None:
         if self.known is None:
             return
@@ -365,13 +386,13 @@ class SimHost:
 
     def _call(self, op: str, params: dict[str, Any]) -> Generator[Instruction, Any, Response]:
         response: Response = yield from self.client.call(op, params)
-        if self.client.last_attempts > 1 or (not response.ok and response.error != "InvalidChangeBatch"):
-            self.pressure_until = self.world.now + 60.0  # Route 53 pushed back
+        if self.client.last_throttled:
+            self.pressure_until = self.world.now + 60.0  # the account is over its budget
         return response
 
     def _call_once(self, op: str, params: dict[str, Any]) -> Generator[Instruction, Any, Response]:
         response: Response = yield Call(op, params, self.host.label)
-        if not response.ok and response.error != "InvalidChangeBatch":
+        if response.error == "Throttling":
             self.pressure_until = self.world.now + 60.0
         return response
 

@@ -21,13 +21,14 @@ from typing import Any
 
 from benchmarks.fleet.engine import Call, Instruction, Sleep
 from benchmarks.fleet.route53 import Response
+from ecssd_agent.settings import Settings
 
 RETRYABLE = frozenset({"Throttling", "PriorRequestNotComplete", "ServiceUnavailable"})
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 8
+    max_attempts: int = Settings().aws_max_attempts  # 8, with retry mode "standard"
     max_backoff: float = 20.0
     quota: int = 500
     retry_cost: int = 5
@@ -44,15 +45,18 @@ class BotocoreClient:
         self.quota = policy.quota
         self.gave_up = 0  # calls that returned a retryable error to the caller
         self.last_attempts = 0  # attempts the last call took
+        self.last_throttled = False  # whether one of them was answered Throttling
 
     def call(self, op: str, params: dict[str, Any]) -> Generator[Instruction, Any, Response]:
         """Make one API call as botocore would, retries included; returns the last response."""
         policy = self.policy
         attempt = 1
         acquired: int | None = None
+        self.last_throttled = False
         while True:
             response: Response = yield Call(op, params, self.name)
             self.last_attempts = attempt
+            self.last_throttled = self.last_throttled or response.error == "Throttling"
             if response.ok:
                 released = policy.no_retry_increment if acquired is None else acquired
                 self.quota = min(policy.quota, self.quota + released)

@@ -38,8 +38,9 @@ from ecssd_agent.zone_reads import route53_order
 RecordKey = tuple[str, str, str | None]
 SortKey = tuple[str, str, str]
 
-#: "Weighted resource record sets: 100 resource record sets that have the same name and type"
-#: (Route 53 Developer Guide, quotas); applies to the agent's weighted records.
+#: "For a given name and type ... you can configure up to 100 alternative responses"
+#: (Route 53 Developer Guide, "Managing over 100 weighted records"): the agent's weighted
+#: records of one service cannot outnumber this.
 MAX_WEIGHTED_SETS = 100
 
 LIST = "ListResourceRecordSets"

@@ -87,7 +87,8 @@ class Intent:
 
 @dataclass
 class Metrics:
-    latencies: dict[str, list[float]] = field(default_factory=dict)
+    #: tag -> (when the intent arose, seconds until its change was applied)
+    latencies: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     burst_last_applied: float = 0.0
     burst_last_insync: float = 0.0
     burst_outstanding: int = 0
@@ -395,7 +396,7 @@ class World:
             if intent is None or self.r53.zone.get(key) != intent.record:
                 continue
             del self.intents[key]
-            self.metrics.latencies.setdefault(intent.tag, []).append(now - intent.since)
+            self.metrics.latencies.setdefault(intent.tag, []).append((intent.since, now - intent.since))
             if intent.tag == "burst":
                 self.metrics.burst_outstanding -= 1
                 self.metrics.burst_last_applied = max(self.metrics.burst_last_applied, now)
@@ -443,7 +444,8 @@ class World:
             run = run + 1 if ratio > SUSTAINED_RATIO else 0
             longest = max(longest, run)
         burst = self.r53.stats.window(config.steady, config.steady + config.observe)
-        steady_latency = [v for tag in ("churn",) for v in self.metrics.latencies.get(tag, [])]
+        steady_latency = [latency for since, latency in self.metrics.latencies.get("churn", [])
+                          if config.warmup <= since < config.steady]
         want = self.expected_zone()
         have = {r.key: r for r in self.r53.zone.records()}
         mismatches = sum(1 for k in want.keys() | have.keys() if want.get(k) != have.get(k))

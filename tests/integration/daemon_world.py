@@ -262,12 +262,13 @@ def route53_recreate_fix() -> Iterator[None]:
     def never_journaled(self: Any, item: Any) -> bool:
         return False  # only the journal check of a CREATE asks this
 
-    models.Route53Backend.change_resource_record_sets = change_resource_record_sets
-    models.ChangeList.__contains__ = never_journaled  # type: ignore[assignment, method-assign]
+    models.Route53Backend.change_resource_record_sets = (  # type: ignore[method-assign]
+        change_resource_record_sets)
+    models.ChangeList.__contains__ = never_journaled  # type: ignore[method-assign]
     try:
         yield
     finally:
-        models.Route53Backend.change_resource_record_sets = original
+        models.Route53Backend.change_resource_record_sets = original  # type: ignore[method-assign]
         models.ChangeList.__contains__ = original_contains  # type: ignore[method-assign]
 
 

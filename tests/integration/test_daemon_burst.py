@@ -44,9 +44,13 @@ def test_burst_of_50_containers_takes_a_handful_of_change_requests(
               f"{elapsed:.1f}s")
         assert burst <= 6, f"{burst} change requests for a burst of 50"
         before = agent.change_requests()
-        remove_containers(api, ids)
+        started = time.monotonic()
+        remove_containers(api, ids, workers=16)
         wait_for(lambda: not set(zone.srv(HOST)) & mine, timeout=60, what="50 records to go")
-        print(f"burst of 50 removals: {agent.change_requests() - before} change request(s)")
-        assert agent.change_requests() - before <= 6
+        elapsed = time.monotonic() - started
+        removals = agent.change_requests() - before
+        print(f"burst of 50 removals: {removals} change request(s) in {elapsed:.1f}s")
+        # removals are not held back for a burst: at most about one request per second
+        assert removals <= min(elapsed + 2, 25)
     finally:
         remove_labelled(api, "daemon-burst")

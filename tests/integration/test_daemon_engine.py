@@ -41,7 +41,7 @@ def test_engine_restart_reconnects_and_converges(aws: Any, zone: Zone, docker_en
 
     docker_engine.stop()
     wait_for(lambda: agent.healthz()[0] == 503, timeout=15, what="/healthz to say 503")
-    code, reason = agent.healthz()
+    _code, reason = agent.healthz()
     assert "docker" in reason, reason
     assert agent.alive()
 

@@ -276,8 +276,9 @@ SMALL = dict(hosts=12, steady=360.0, observe=120.0, warmup=30.0, host_failures_p
 
 
 def recommended() -> DaemonPolicy:
-    return DaemonPolicy("recommended", read="names", resync_reads="budget", startup="upsert",
-                        forget_on_error=False, pressure=10.0, replan_retries=True)
+    from benchmarks.bench_fleet import RECOMMENDED
+
+    return RECOMMENDED
 
 
 @pytest.mark.parametrize("policy", [AS_BUILT, recommended()], ids=["as-built", "recommended"])

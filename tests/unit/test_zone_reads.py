@@ -11,7 +11,7 @@ from moto import mock_aws
 from benchmarks import moto_paging
 from ecssd_agent.agent import owned_by_host
 from ecssd_agent.aws.clients import Clients
-from ecssd_agent.aws.route53 import Route53Zone, find_zone, to_wire
+from ecssd_agent.aws.route53 import Route53Zone, Zone, find_zone, to_wire
 from ecssd_agent.model import Action, Change, Host, RecordSet, Routing, ServiceInstance
 from ecssd_agent.records import host_records
 from ecssd_agent.zone_reads import (
@@ -138,7 +138,7 @@ def test_zone_record_count_is_one_request(zone):
 
 def test_api_errors_propagate_never_read_as_empty():
     client = boto3.client("route53", region_name="us-east-1")
-    r53 = Route53Zone(client, find_zone.__globals__["Zone"]("Z1", ZONE + ".", True))
+    r53 = Route53Zone(client, Zone("Z1", ZONE + ".", True))
     with Stubber(client) as stub:
         stub.add_client_error("list_resource_record_sets", service_error_code="Throttling",
                               http_status_code=400)

@@ -371,7 +371,12 @@ def test_coalescer_window_cap_and_growth() -> None:
     c.add(100.0)  # after a lull: quick again
     assert not c.busy and c.due() == 100.25
     c.close()
-    for t in (100.5, 101.0, 101.5):  # batches that needed no change request: no burst
+    c.requested(100.25)
+    c.add(100.5)  # busy again
+    c.add(100.6, removal=True)
+    assert c.busy and c.due() == 100.6 + 0.25 * CAP_FACTOR  # a removal does not wait long
+    c.close()
+    for t in (110.5, 111.0, 111.5):  # batches that needed no change request: no burst
         c.add(t)
         assert not c.busy
         c.close()
@@ -397,6 +402,20 @@ def batches(events: list[float]) -> int:
     return count
 
 
+def test_a_batch_opened_during_a_reconcile_that_made_a_request_is_in_the_burst() -> None:
+    c = Coalescer(0.25)
+    c.add(10.0)
+    c.close()  # taken at 11.0, say; the reconcile takes a while
+    c.add(11.2)  # an event meanwhile: no request known yet, so it looks like a lull
+    assert not c.busy and c.due() == pytest.approx(11.45)
+    c.requested(11.3)  # the reconcile made its request
+    assert c.busy and c.due() == pytest.approx(11.2 + c.cap / 2)
+    c.close()
+    c.add(14.0)  # the burst goes on during the next reconcile: the cap keeps growing
+    c.requested(14.1)
+    assert c.cap == 0.25 * CAP_FACTOR * CAP_GROWTH ** 2
+
+
 @pytest.mark.parametrize("gap", [0.02, 0.14, 0.2, 0.24])
 def test_a_burst_of_50_is_three_batches_whatever_the_pace_of_its_events(gap: float) -> None:
     """50 starts ``gap`` apart, up to 12 s: an idle engine here starts ~7/s, a loaded one ~4/s."""
@@ -409,3 +428,38 @@ def test_a_long_trickle_costs_one_request_per_max_cap() -> None:
 
 def test_isolated_events_are_batches_of_their_own() -> None:
     assert batches([i * 2.0 for i in range(10)]) == 10
+
+
+def test_startup_retries_route53_errors_and_stops_at_once() -> None:
+    import threading
+    import time
+
+    from ecssd_agent import daemon as daemon_module
+    from ecssd_agent.aws.route53 import ZoneError
+
+    calls: list[float] = []
+    sentinel: Any = object()
+
+    def flaky(settings: Any) -> Any:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+        return sentinel
+
+    stop = threading.Event()
+    assert daemon_module._build_until_stopped(None, flaky, stop) is sentinel  # type: ignore[arg-type]
+    assert len(calls) == 3 and calls[2] - calls[0] >= RETRY_MIN * 3  # backed off
+
+    def no_zone(settings: Any) -> Any:
+        raise ZoneError("no private hosted zone named x.")
+
+    with pytest.raises(ZoneError):  # not transient: the CLI reports it and exits 1
+        daemon_module._build_until_stopped(None, no_zone, stop)  # type: ignore[arg-type]
+
+    def hanging(settings: Any) -> Any:
+        time.sleep(30)  # botocore retrying an endpoint that does not answer
+
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    assert daemon_module._build_until_stopped(None, hanging, stop) is None  # type: ignore[arg-type]
+    assert time.monotonic() - started < 2
