@@ -92,8 +92,8 @@ def _version(package: str) -> str:
 
 
 def docker_engine_version() -> str:
-    """The engine the benchmarks use: ECSSD_DOCKER_HOST, else the local default socket."""
-    url = os.environ.get("ECSSD_DOCKER_HOST") or "unix:///var/run/docker.sock"
+    """The engine the benchmarks use: ECSSD_TEST_DOCKER_HOST, else the local default socket."""
+    url = os.environ.get("ECSSD_TEST_DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
         import docker
 

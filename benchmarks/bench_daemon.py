@@ -1,7 +1,7 @@
 """Benchmark: the agent daemon, measured from outside like an operator would.
 
 The real ``ecssd-agent`` process (default settings) against a moto server in its own process
-(over HTTP) and a real Docker engine (a private dockerd, else ECSSD_DOCKER_HOST):
+(over HTTP) and a real Docker engine (a private dockerd, else ECSSD_TEST_DOCKER_HOST):
 
 - event-to-record latency: ``docker run`` returns -> the container's SRV record is listed in
   the zone, over 50 containers started one at a time. Each start follows a pause longer than
@@ -87,7 +87,7 @@ class _MotoProcess:
 @contextlib.contextmanager
 def _engine() -> Iterator[Any]:
     """A private dockerd: a shared engine's other containers would add their events (and
-    their CPU) to the measurement. ECSSD_DOCKER_HOST only when no private one can start."""
+    their CPU) to the measurement. ECSSD_TEST_DOCKER_HOST only when no private one can start."""
     from tests.support.dockerd import (
         EngineUnavailable,
         connect_external_engine,
@@ -97,7 +97,7 @@ def _engine() -> Iterator[Any]:
     try:
         engine = start_private_engine()
     except EngineUnavailable:
-        external = os.environ.get("ECSSD_DOCKER_HOST")
+        external = os.environ.get("ECSSD_TEST_DOCKER_HOST")
         if not external:
             raise
         engine = connect_external_engine(external)

@@ -3,7 +3,7 @@
 
 Everything here is measured against a moto server over HTTP on 127.0.0.1
 (ThreadedMotoServer; AWS_ENDPOINT_URL points the agent at it) and, for the 200 containers, a
-real Docker engine: ECSSD_DOCKER_HOST if set, else a private dockerd started through
+real Docker engine: ECSSD_TEST_DOCKER_HOST if set, else a private dockerd started through
 tests/support/dockerd.py. Without any engine the 200-container figure falls back to the
 Agent class with 200 fake containers, and the row says so.
 
@@ -116,7 +116,7 @@ class Engine:
 
 
 def docker_engine() -> tuple[Engine | None, str]:
-    """ECSSD_DOCKER_HOST, else a private dockerd (tests/support); (None, why) if neither."""
+    """ECSSD_TEST_DOCKER_HOST, else a private dockerd (tests/support); (None, why) if neither."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     try:
@@ -128,13 +128,13 @@ def docker_engine() -> tuple[Engine | None, str]:
         from tests.support.images import ensure_busybox_image
     except ImportError as exc:
         return None, f"tests/support not importable ({exc})"
-    external = os.environ.get("ECSSD_DOCKER_HOST")
+    external = os.environ.get("ECSSD_TEST_DOCKER_HOST")
     try:
         engine = connect_external_engine(external) if external else start_private_engine()
         ensure_busybox_image(engine)
     except (EngineUnavailable, OSError, subprocess.SubprocessError, RuntimeError) as exc:
         return None, f"no Docker engine ({exc})"
-    how = f"ECSSD_DOCKER_HOST={external}" if external else "a private dockerd"
+    how = f"ECSSD_TEST_DOCKER_HOST={external}" if external else "a private dockerd"
     return Engine(engine.base_url, how, engine.close), ""
 
 

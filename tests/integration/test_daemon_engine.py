@@ -1,8 +1,8 @@
 """The Docker engine stops and starts again under a running agent: it reconnects and converges.
 
 Needs a private engine (the ``docker_engine`` fixture's own dockerd): an engine shared
-through ECSSD_DOCKER_HOST cannot be stopped, and the test skips. Run it alone:
-``env -u ECSSD_DOCKER_HOST python3 -m pytest tests/integration/test_daemon_engine.py``.
+through ECSSD_TEST_DOCKER_HOST cannot be stopped, and the test skips. Run it alone:
+``env -u ECSSD_TEST_DOCKER_HOST python3 -m pytest tests/integration/test_daemon_engine.py``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def test_engine_restart_reconnects_and_converges(aws: Any, zone: Zone, docker_en
                                                  containers: Containers,
                                                  agents: list[AgentProcess]) -> None:
     if not docker_engine.restartable:
-        pytest.skip("the engine is shared (ECSSD_DOCKER_HOST): it cannot be stopped")
+        pytest.skip("the engine is shared (ECSSD_TEST_DOCKER_HOST): it cannot be stopped")
     agent = start_agent(agents, aws, docker_engine)
     # One container the engine brings back after its restart, one it does not.
     back = containers.run(env=service_env("back"), ports=["127.0.0.1::8081"],

@@ -45,7 +45,7 @@ def _wait_health(port: int) -> requests.Response:
 
 
 def test_engine_answers_info(docker_engine: DockerEngine) -> None:
-    assert docker_engine.base_url.startswith("unix://") or os.environ.get("ECSSD_DOCKER_HOST")
+    assert docker_engine.base_url.startswith("unix://") or os.environ.get("ECSSD_TEST_DOCKER_HOST")
     info = docker_engine.client().info()
     assert info["ServerVersion"]
     assert docker_engine.cli("info", "--format", "{{.ServerVersion}}").stdout.strip()
@@ -83,7 +83,7 @@ def test_missing_image_fails_fast_without_pulling(docker_engine: DockerEngine) -
 
 def test_engine_stops_and_starts_again(docker_engine: DockerEngine, containers: Containers) -> None:
     if not docker_engine.restartable:
-        pytest.skip("external engine (ECSSD_DOCKER_HOST) cannot be restarted")
+        pytest.skip("external engine (ECSSD_TEST_DOCKER_HOST) cannot be restarted")
     cid = containers.run(ports=["127.0.0.1::8081"])
     _wait_health(host_port(docker_engine, cid, "8081/tcp"))
 

@@ -5,7 +5,7 @@ Modules:
 - env: the fake-AWS environment every test process and subprocess runs with.
 - poll: the one polling helper (every wait has a deadline).
 - bridge: a per-session Linux bridge + subnets, so several sessions never clash.
-- dockerd: the ``docker_engine`` session fixture (private dockerd, or ECSSD_DOCKER_HOST).
+- dockerd: the ``docker_engine`` session fixture (private dockerd, or ECSSD_TEST_DOCKER_HOST).
 - images: offline images (busybox, python) and container helpers.
 - moto_server: the ``moto_server`` / ``aws`` fixtures (moto in server mode over HTTP).
 """

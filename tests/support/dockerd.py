@@ -16,7 +16,7 @@ dockerd flags (all seen necessary or useful on Debian 12's docker.io 20.10):
   busybox httpd (PID 1 ignores SIGTERM) makes every ``docker stop`` and every engine
   stop wait 10 s.
 
-Set ECSSD_DOCKER_HOST (e.g. unix:///run/docker.sock) to use an existing engine instead;
+Set ECSSD_TEST_DOCKER_HOST (e.g. unix:///run/docker.sock) to use an existing engine instead;
 it cannot be stopped/restarted by the tests.
 """
 
@@ -140,7 +140,7 @@ class DockerEngine:
 
     def _require_daemon(self) -> PrivateDaemon:
         if self._daemon is None:
-            pytest.skip("the engine is external (ECSSD_DOCKER_HOST); it cannot be restarted")
+            pytest.skip("the engine is external (ECSSD_TEST_DOCKER_HOST); it cannot be restarted")
         return self._daemon
 
 
@@ -285,18 +285,18 @@ def start_private_engine() -> DockerEngine:
 def connect_external_engine(base_url: str) -> DockerEngine:
     engine = DockerEngine(base_url)
     if not engine.answers():
-        raise EngineUnavailable(f"ECSSD_DOCKER_HOST={base_url} does not answer `docker info`")
+        raise EngineUnavailable(f"ECSSD_TEST_DOCKER_HOST={base_url} does not answer `docker info`")
     return engine
 
 
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[DockerEngine]:
-    """The session's Docker engine: private dockerd, or ECSSD_DOCKER_HOST if set.
+    """The session's Docker engine: private dockerd, or ECSSD_TEST_DOCKER_HOST if set.
 
     Skips (fails under ECSSD_REQUIRE_DOCKER=1) when no engine can be had; pytest caches
     that outcome, so later tests skip at once instead of retrying the start.
     """
-    external = os.environ.get("ECSSD_DOCKER_HOST")
+    external = os.environ.get("ECSSD_TEST_DOCKER_HOST")
     try:
         engine = connect_external_engine(external) if external else start_private_engine()
     except EngineUnavailable as exc:

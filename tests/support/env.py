@@ -58,7 +58,7 @@ REMOVED_VARS: tuple[str, ...] = (
 #: ECSSD_HOSTED_ZONE_ID) cannot change what the tests' subprocesses do.
 INFRA_VARS = frozenset(
     {
-        "ECSSD_DOCKER_HOST",
+        "ECSSD_TEST_DOCKER_HOST",
         "ECSSD_REQUIRE_DOCKER",
         "ECSSD_CACHE",
         "ECSSD_TEST_PYTHON_IMAGE",
