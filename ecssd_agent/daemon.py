@@ -7,10 +7,17 @@ WHOLE host and converges them against the zone in one ChangeResourceRecordSets. 
 duplicated or reordered event can therefore never leave a wrong record: the next look at
 the container (an event, a reconnect, the periodic resync) repairs it.
 
-Route 53 is the scarce resource, so the zone is read in full only at startup, at each
-periodic resync (jittered, so a fleet does not list in step) and when Route 53 rejects a
-batch; between those, plans are made against what this host last knew it owned (updated
-from every applied change). An event costs exactly one change request and no listing.
+Route 53 is the scarce resource, shared by every host of the account (the fleet
+simulation, benchmarks/bench_fleet.py, showed a full listing per host per resync throttles
+the account at ~100 hosts). So the zone is listed in full only when this host knows nothing
+of what it owns (startup, where it also finds records of names it no longer publishes, and
+--deregister-on-exit without a known state). Every other read is name-scoped
+(ecssd_agent/zone_reads.py: only the names this host publishes or owns records under), and
+the periodic resync reads only when the fleet-wide read budget allows
+(``zone_reads.ReadSchedule``) and not while Route 53 throttled this host in the last minute;
+otherwise it plans against what this host knows it owns (updated from every applied change),
+as events do. A batch Route 53 rejects is re-planned on a name-scoped read. An event costs
+exactly one change request and no listing.
 
 Errors never end the process: an engine that cannot be reached keeps every container's
 previous state (unknown is not gone), an AWS error keeps the desired state and retries with
@@ -40,6 +47,7 @@ from ecssd_agent.ecs_introspection import EcsIntrospection, IntrospectionUnavail
 from ecssd_agent.model import Action, Change, Container, RecordSet
 from ecssd_agent.reconcile import NotConverged, Read, converge
 from ecssd_agent.status import Status, StatusServer
+from ecssd_agent.zone_reads import ReadSchedule, owned_records_by_names, zone_record_count
 
 if TYPE_CHECKING:
     from ecssd_agent.aws.clients import Clients
@@ -72,6 +80,14 @@ RESYNC_JITTER = 0.1
 ENDING_GRACE = 180.0
 #: Shutdown: how long to wait for the change in flight and the deregistration.
 SHUTDOWN_GRACE = 8.0
+#: After Route 53 answers Throttling (the ACCOUNT is over its budget), for this long the
+#: budgeted resync reads wait and batches of events gather for at least PRESSURE_WINDOW, so
+#: this host's next change requests carry more and come less often.
+PRESSURE_SECONDS = 60.0
+PRESSURE_WINDOW = 10.0
+#: Definite answers: the batch was NOT applied, so the known state stays true. Anything else
+#: (timeouts, connection errors, 5xx) may hide a change that happened: re-read before planning.
+DEFINITE_ERRORS = frozenset({"Throttling", "PriorRequestNotComplete"})
 
 Key = tuple[str, str, "str | None"]
 
@@ -151,7 +167,7 @@ class Work:
     dirty: dict[str, float] = field(default_factory=dict)  # container id -> first event time
     ending: dict[str, float] = field(default_factory=dict)  # deregistered early: id -> since
     relist: bool = False  # list every container (startup, reconnect, resync)
-    read_zone: bool = False  # list the zone instead of planning on the known state
+    read_zone: bool = False  # read the zone (name-scoped) instead of planning on the known state
     unknown: set[str] = field(default_factory=set)  # could not be inspected: state kept
 
 
@@ -178,7 +194,9 @@ class Daemon:
         self.deregister_on_exit = deregister_on_exit
         self.status = status or Status()
         self.task_events = task_events
-        self._read_owned = read_owned or self._list_owned
+        # read_owned given (tests): every read uses it; else a full listing when nothing is
+        # known, name-scoped reads afterwards
+        self._custom_read = read_owned
         self._clock = clock
         self._rng = rng or random.Random()
         self._cond = threading.Condition()
@@ -195,14 +213,20 @@ class Daemon:
         self._view: dict[str, Container] = {}
         self._view_known = False
         self._owned: dict[Key, RecordSet] | None = None
+        self._stale = False  # _owned may be wrong (ambiguous error): read before planning
+        self._schedule = ReadSchedule(resync, rng=self._rng)
+        self._schedule_started = False
+        self._pressure_until = float("-inf")
         self._retry_at: float | None = None
         self._retry_delay = RETRY_MIN
         self._retry_work: Work | None = None
         self._next_resync = clock() + self._resync_interval()
         self._deregistered: bool | None = None
         self._worker: threading.Thread | None = None
+        self._watch_throttling(agent.zone.client)
         self.reconciles = 0  # completed successfully (tests and benchmarks read it)
-        self.zone_reads = 0  # full listings of the zone
+        self.zone_reads = 0  # reads of the zone (full or name-scoped)
+        self.full_reads = 0  # full listings of the zone
 
     # --- inputs, from the stream thread --------------------------------------------------
 
@@ -215,6 +239,9 @@ class Daemon:
             elif event.starts_container:
                 self._ending.pop(event.container_id, None)
             self._coalescer.add(now, removal=event.ends_container or event.action == "die")
+            if now < self._pressure_until:  # Route 53 pushes back: gather longer
+                self._coalescer.window = max(self._coalescer.window, PRESSURE_WINDOW)
+                self._coalescer.cap = max(self._coalescer.cap, PRESSURE_WINDOW)
             self._cond.notify()
         log.debug("event %s %s", event.action, event.container_id[:12],
                   extra={"container_id": event.container_id[:12], "action": event.action})
@@ -340,7 +367,10 @@ class Daemon:
                 del self._ending[container_id]
                 self._dirty.setdefault(container_id, now)
         if now >= self._next_resync:
-            work.kind, work.relist, work.read_zone = "resync", True, True
+            work.kind, work.relist = "resync", True
+            # read only when the fleet's read budget allows and Route 53 is not pushing back
+            work.read_zone = work.read_zone or (self._schedule.due(now)
+                                                and now >= self._pressure_until)
             self._next_resync = now + self._resync_interval()
         if self._relist and self._connected:
             work.relist = True
@@ -367,7 +397,8 @@ class Daemon:
                 raise DockerUnavailable("no complete list of the containers yet")
             desired = self.agent.desired(self._view.values())
             outcome = converge(self.agent.zone, desired, self.agent.owns,
-                               read=self._reader(work.read_zone), dry_run=self.agent.dry_run)
+                               read=self._reader(work.read_zone, desired),
+                               dry_run=self.agent.dry_run)
             self._learn(outcome.changes)
             if work.unknown:
                 raise DockerUnavailable(f"cannot inspect {len(work.unknown)} container(s); "
@@ -432,25 +463,71 @@ class Daemon:
                 if self._ending.get(container_id) == since:
                     del self._ending[container_id]
 
-    def _reader(self, full: bool) -> Read:
-        """The zone as converge reads it: first the known state (unless ``full``), then listings.
+    def _reader(self, scheduled: bool, desired: list[RecordSet], size: bool = True) -> Read:
+        """The zone as converge reads it: the known state, unless a read is ``scheduled`` or
+        the known state is missing or doubtful; then (and on every later call: converge calls
+        again after a batch Route 53 rejected) a read of the zone.
 
-        converge calls it once per attempt, so a batch Route 53 rejects (the zone is not as
-        we knew it) is re-planned on a fresh listing.
+        The first read of a reconcile also sizes the zone (one GetHostedZone) to schedule the
+        next budgeted read: the fleet is estimated as zone records / this host's records.
         """
         calls = 0
 
         def read() -> list[RecordSet]:
             nonlocal calls
             calls += 1
-            if calls == 1 and not full and self._owned is not None:
+            if calls == 1 and not scheduled and not self._stale and self._owned is not None:
                 return list(self._owned.values())
-            listed = list(self._read_owned())
-            self.zone_reads += 1
-            self._owned = {r.key: r for r in listed}
-            return listed
+            names = self._names(desired)
+            requests = self._read(names)
+            if calls == 1 and size:
+                self._sized(desired, names, requests)
+            assert self._owned is not None
+            return list(self._owned.values())
 
         return read
+
+    def _names(self, desired: Iterable[RecordSet]) -> set[str]:
+        """What a name-scoped read covers: the names this host wants records under, and the
+        names it knows it owns records under (stale ones are found and deleted so)."""
+        names = {r.name for r in desired}
+        if self._owned is not None:
+            names.update(r.name for r in self._owned.values())
+        return names
+
+    def _read(self, names: set[str]) -> int | None:
+        """Read the zone into ``_owned``; the requests it cost (None: not known).
+
+        With no known state at all (startup), the whole zone is listed: that is the only
+        read that finds records left under names this host no longer publishes (a container
+        that went away while the agent was down). Afterwards only ``names`` are read.
+        """
+        requests: int | None = None
+        if self._custom_read is not None:
+            listed = list(self._custom_read())
+        elif self._owned is None:
+            listed = self._list_owned()
+            self.full_reads += 1
+        else:
+            result = owned_records_by_names(self.agent.zone, names, self.agent.owns)
+            listed = result.merged_into(self._owned.values())
+            requests = result.requests
+        self.zone_reads += 1
+        self._owned = {r.key: r for r in listed}
+        self._stale = False
+        return requests
+
+    def _sized(self, desired: list[RecordSet], names: set[str], requests: int | None) -> None:
+        """Schedule the next budgeted read after this one (see zone_reads.ReadSchedule)."""
+        count = zone_record_count(self.agent.zone)
+        now = self._clock()
+        if not self._schedule_started or requests is None:
+            # the first (full) read: the next one at a random point of the interval, so
+            # hosts that start together do not read together
+            self._schedule.start(now, count, len(desired), len(names))
+            self._schedule_started = True
+        else:
+            self._schedule.done(now, count, len(desired), requests + 1)
 
     def _list_owned(self) -> list[RecordSet]:
         """The record sets this host owns, from a full listing of the zone."""
@@ -468,12 +545,18 @@ class Daemon:
 
     def _failed(self, work: Work, exc: Exception, started: float) -> None:
         now = self._clock()
-        if not isinstance(exc, DockerUnavailable):
-            self._owned = None  # a write may have half-happened: list the zone next time
+        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+        definite = code in DEFINITE_ERRORS
+        if code == "Throttling":
+            self._throttled(now)
+        if not definite and not isinstance(exc, DockerUnavailable):
+            self._stale = True  # a write may have half-happened: read the zone next time
         delay = self._retry_delay
         self._retry_delay = min(delay * 2, RETRY_MAX)
+        # after a definite answer the known state holds: the retry plans on it (a read that
+        # was due waits for a later resync; writes go first)
         retry = Work(kind="retry", dirty=dict(work.dirty), relist=work.relist,
-                     read_zone=work.read_zone)
+                     read_zone=work.read_zone and not definite)
         if work.unknown and not work.relist:
             retry.dirty = {k: v for k, v in work.dirty.items() if k in work.unknown}
         with self._cond:
@@ -483,10 +566,34 @@ class Daemon:
         log.error("reconcile (%s) failed, retrying in %.1fs: %s", work.kind, delay, exc,
                   extra={"reconcile": work.kind, "retry_in": delay})
 
+    def _watch_throttling(self, client: object) -> None:
+        """See every Throttling answer, also those botocore retries by itself (its standard
+        retries hide them from the caller until they run out): back pressure starts at once."""
+        meta = getattr(client, "meta", None)
+        events = getattr(meta, "events", None)
+        if events is None:  # not a botocore client (a test double)
+            return
+        events.register("needs-retry.route53", self._on_attempt,
+                        unique_id=f"ecssd-daemon-throttling-{id(self)}")
+
+    def _on_attempt(self, response: object = None, **_kwargs: object) -> None:
+        parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else None
+        if isinstance(parsed, dict) and parsed.get("Error", {}).get("Code") == "Throttling":
+            self._throttled(self._clock())
+
+    def _throttled(self, now: float) -> None:
+        """Route 53 answered Throttling: the account is over its budget. For a minute, gather
+        events longer (fewer, fuller change requests) and let budgeted reads wait."""
+        with self._cond:
+            self._pressure_until = now + PRESSURE_SECONDS
+            if self._coalescer.first is not None:  # a batch already open gathers longer too
+                self._coalescer.window = max(self._coalescer.window, PRESSURE_WINDOW)
+                self._coalescer.cap = max(self._coalescer.cap, PRESSURE_WINDOW)
+
     def _deregister(self) -> None:
         """--deregister-on-exit: delete every record set this host owns."""
         try:
-            outcome = converge(self.agent.zone, [], self.agent.owns, read=self._reader(False),
+            outcome = converge(self.agent.zone, [], self.agent.owns, read=self._reader(False, [], size=False),
                                dry_run=self.agent.dry_run)
         except (NotConverged, ClientError, BotoCoreError) as exc:
             self._deregistered = False

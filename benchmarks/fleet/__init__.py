@@ -2,9 +2,9 @@
 rate-limited Route 53, in virtual time (see world.py for the workload, route53.py for the
 model of the service and its sources, host.py for the daemon, retry.py for botocore)."""
 
-from benchmarks.fleet.host import AS_BUILT, DaemonPolicy
+from benchmarks.fleet.host import AS_BUILT, FULL_LISTING, DaemonPolicy
 from benchmarks.fleet.route53 import HISTORIC, Bucket, Limits
 from benchmarks.fleet.world import FleetConfig, FleetResult, simulate
 
-__all__ = ["AS_BUILT", "HISTORIC", "Bucket", "DaemonPolicy", "FleetConfig", "FleetResult", "Limits",
-           "simulate"]
+__all__ = ["AS_BUILT", "FULL_LISTING", "HISTORIC", "Bucket", "DaemonPolicy", "FleetConfig", "FleetResult",
+           "Limits", "simulate"]

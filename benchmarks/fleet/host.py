@@ -54,19 +54,20 @@ class DaemonPolicy:
 
     ``read``: what a zone read is: ``full`` lists the whole zone (the daemon's default
     ``_list_owned``), ``names`` lists only this host's names (``zone_reads.NameScan``).
-    ``resync_reads``: ``always`` reads the zone on every resync (the daemon as built);
-    ``budget`` reads it only when ``zone_reads.read_interval`` says the fleet can afford it
-    and otherwise plans on the known state. ``startup``: ``read`` reads before the first
-    plan; ``upsert`` writes the desired record sets in one UPSERT batch without reading and
-    schedules its first read at a random point of its read interval. ``forget_on_error``:
-    after a failed write the known state is dropped, so the next reconcile reads the zone
-    (the daemon as built); otherwise it is kept (a Throttling or PriorRequestNotComplete
-    answer proves the batch was not applied). ``pressure``: for a minute after a request of
-    this host was answered Throttling (the account is over its budget; a
-    PriorRequestNotComplete is only a collision on the zone), batches gather for at least
-    this long (0: off).
-    ``replan_retries``: the daemon retries throttled writes itself (one botocore attempt
-    each, botocore's backoff), re-planning so every attempt carries everything pending;
+    ``resync_reads``: ``always`` reads the zone on every resync (the daemon before issue 10);
+    ``budget`` reads it only when ``zone_reads.read_interval`` says the fleet can afford it and
+    otherwise plans on the known state. ``startup``: ``read`` reads before the first plan;
+    ``full`` lists the whole zone before the first plan whatever ``read`` says (the only read
+    that finds records under names the host no longer publishes), then sizes the zone and starts
+    the read schedule; ``upsert`` writes the desired record sets in one UPSERT batch without
+    reading and schedules its first read at a random point of its read interval.
+    ``forget_on_error``: after a failed write the known state is dropped, so the next reconcile
+    reads the zone (the daemon before issue 10); otherwise it is kept (a Throttling or
+    PriorRequestNotComplete answer proves the batch was not applied). ``pressure``: for a minute
+    after a request of this host was answered Throttling (the account is over its budget; a
+    PriorRequestNotComplete is only a collision on the zone), batches gather for at least this
+    long (0: off). ``replan_retries``: the daemon retries throttled writes itself (one botocore
+    attempt each, botocore's backoff), re-planning so every attempt carries everything pending;
     ``retry_gather`` > 0 makes each such wait at least that long (jittered +-50%).
     ``reads_yield``: a scheduled (budgeted) read waits for the next resync while the account
     throttles this host, so reads never compete with pending writes.
@@ -88,8 +89,18 @@ class DaemonPolicy:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
-#: The daemon as written for issue 4 (ecssd_agent/daemon.py with default settings).
-AS_BUILT = DaemonPolicy("daemon as built: full listing per resync")
+#: The daemon as first written for issue 4: a full listing at startup, on every resync and
+#: after every failed write (kept for comparison).
+FULL_LISTING = DaemonPolicy("daemon before issue 10: full listing per resync")
+#: The daemon as built now (ecssd_agent/daemon.py with default settings): a full listing
+#: only at startup (GetHostedZone then starts the ReadSchedule); resyncs read this host's
+#: names only when ReadSchedule.due and not within 60 s of a Throttling answer, else plan on
+#: the known state; a rejected batch re-reads names; the known state survives Throttling and
+#: PriorRequestNotComplete; for 60 s after a Throttling answer batches gather >= 10 s; a
+#: failed write retries through the daemon's retry path (botocore standard retries inside,
+#: then the doubling 0.5-30 s backoff, re-planning everything pending).
+AS_BUILT = DaemonPolicy("daemon as built", read="names", resync_reads="budget", startup="full",
+                        forget_on_error=False, pressure=10.0, reads_yield=True)
 
 
 @dataclass
@@ -407,12 +418,19 @@ class SimHost:
     def _read(self, only: set[str] | None = None) -> Work:
         """The daemon's ``read_owned``: the whole zone, or this host's names (``only`` those
         after a rejection: the names the rejected plan touched)."""
-        if self.policy.read == "full":
+        first = self.policy.startup == "full" and self.known is None
+        if self.policy.read == "full" or first:
             records = yield from self.world.list_zone(self.client, self._call)
             if records is None:
                 return False
             self.known = {r.key: r for r in records if self.owns(r)}
             self.reads += 1
+            if first and self.policy.resync_reads == "budget":  # as Daemon._sized
+                size = yield from self._zone_size()
+                if size is None:
+                    return False
+                self.reads_schedule.start(self.world.now, size, len(self.desired()),
+                                          len(self._names()))
             return True
         count: int | None = None
         if self.policy.resync_reads == "budget" and only is None:
