@@ -62,7 +62,11 @@ def build_agent(settings: Settings, clients: Clients | None = None) -> tuple[Age
                      settings.vpc_id or None)
     log.info("host %s (%s), zone %s (%s), routing %s, ttl %d", host.label, host.ip, zone.name,
              zone.id, settings.routing, settings.ttl)
-    agent = Agent(Route53Zone(route53, zone), DockerSource(settings.docker_host or None), host,
+    # The daemon retries a throttled write itself, re-planned with everything pending (see
+    # daemon.THROTTLED_RETRY_MAX); one-shot modes keep botocore's retries.
+    writer = clients.client("route53", max_attempts=1) if settings.mode == "daemon" else None
+    agent = Agent(Route53Zone(route53, zone, write_client=writer),
+                  DockerSource(settings.docker_host or None), host,
                   routing=Routing(settings.routing), ttl=settings.ttl, dry_run=settings.dry_run)
     return agent, clients
 

@@ -88,6 +88,12 @@ PRESSURE_WINDOW = 10.0
 #: Definite answers: the batch was NOT applied, so the known state stays true. Anything else
 #: (timeouts, connection errors, 5xx) may hide a change that happened: re-read before planning.
 DEFINITE_ERRORS = frozenset({"Throttling", "PriorRequestNotComplete"})
+#: After a definite answer the retry waits random x min(2^k, THROTTLED_RETRY_MAX) seconds (k:
+#: definite failures in a row), like botocore's backoff but re-planned each time, so the next
+#: request carries everything that became pending meanwhile. The fleet simulation
+#: (benchmarks/fleet) measured this against botocore's own retries of the same batch (waits up
+#: to 20 s): a 20% deployment over 500 hosts converges well within 2 minutes only this way.
+THROTTLED_RETRY_MAX = 8.0
 
 Key = tuple[str, str, "str | None"]
 
@@ -219,11 +225,14 @@ class Daemon:
         self._pressure_until = float("-inf")
         self._retry_at: float | None = None
         self._retry_delay = RETRY_MIN
+        self._definite_failures = 0
         self._retry_work: Work | None = None
         self._next_resync = clock() + self._resync_interval()
         self._deregistered: bool | None = None
         self._worker: threading.Thread | None = None
         self._watch_throttling(agent.zone.client)
+        if agent.zone.write_client is not agent.zone.client:
+            self._watch_throttling(agent.zone.write_client)
         self.reconciles = 0  # completed successfully (tests and benchmarks read it)
         self.zone_reads = 0  # reads of the zone (full or name-scoped)
         self.full_reads = 0  # full listings of the zone
@@ -412,6 +421,7 @@ class Daemon:
             with self._cond:
                 self._coalescer.requested(finished)
         self._retry_delay = RETRY_MIN
+        self._definite_failures = 0
         owned = len(self._owned) if self._owned is not None else 0
         self.status.reconciled(work.kind, finished - started, owned)
         for since in work.dirty.values():
@@ -551,8 +561,12 @@ class Daemon:
             self._throttled(now)
         if not definite and not isinstance(exc, DockerUnavailable):
             self._stale = True  # a write may have half-happened: read the zone next time
-        delay = self._retry_delay
-        self._retry_delay = min(delay * 2, RETRY_MAX)
+        if definite:
+            delay = self._rng.uniform(0, min(2.0 ** self._definite_failures, THROTTLED_RETRY_MAX))
+            self._definite_failures += 1
+        else:
+            delay = self._retry_delay
+            self._retry_delay = min(delay * 2, RETRY_MAX)
         # after a definite answer the known state holds: the retry plans on it (a read that
         # was due waits for a later resync; writes go first)
         retry = Work(kind="retry", dirty=dict(work.dirty), relist=work.relist,

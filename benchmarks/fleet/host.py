@@ -28,7 +28,7 @@ from benchmarks.fleet.engine import Call, Instruction, Sleep
 from benchmarks.fleet.retry import RETRYABLE, BotocoreClient, RetryPolicy
 from benchmarks.fleet.route53 import CHANGE, GET_ZONE, LIST, RecordKey, Response, owner_of
 from ecssd_agent.aws.route53 import batches
-from ecssd_agent.daemon import RESYNC_JITTER, RETRY_MAX, RETRY_MIN, Coalescer
+from ecssd_agent.daemon import RESYNC_JITTER, RETRY_MAX, RETRY_MIN, THROTTLED_RETRY_MAX, Coalescer
 from ecssd_agent.metadata import service_instances
 from ecssd_agent.model import Action, Change, Container, Host, RecordSet, Routing, ServiceInstance
 from ecssd_agent.plan import Owns, plan
@@ -97,10 +97,12 @@ FULL_LISTING = DaemonPolicy("daemon before issue 10: full listing per resync")
 #: names only when ReadSchedule.due and not within 60 s of a Throttling answer, else plan on
 #: the known state; a rejected batch re-reads names; the known state survives Throttling and
 #: PriorRequestNotComplete; for 60 s after a Throttling answer batches gather >= 10 s; a
-#: failed write retries through the daemon's retry path (botocore standard retries inside,
-#: then the doubling 0.5-30 s backoff, re-planning everything pending).
+#: change batch is sent with one botocore attempt and a throttled one is retried by the daemon
+#: after random x min(2^k, 8) s (daemon.THROTTLED_RETRY_MAX), re-planning everything pending.
 AS_BUILT = DaemonPolicy("daemon as built", read="names", resync_reads="budget", startup="full",
-                        forget_on_error=False, pressure=10.0, reads_yield=True)
+                        forget_on_error=False, pressure=10.0, reads_yield=True,
+                        replan_retries=True,
+                        retry=RetryPolicy(max_attempts=30, max_backoff=THROTTLED_RETRY_MAX))
 
 
 @dataclass

@@ -89,6 +89,7 @@ class Clients:
         session: boto3.session.Session | None = None,
     ) -> None:
         self.region = region
+        self.retry_mode = retry_mode
         self.stats = stats or RequestStats()
         retries: Any = {"mode": retry_mode, "max_attempts": max_attempts}
         self.config = Config(
@@ -101,12 +102,19 @@ class Clients:
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, max_attempts: int | None = None) -> Any:
+        """The service's client; ``max_attempts`` (attempts in all) gives a separate one
+        (the daemon writes to Route 53 with one attempt and retries by re-planning)."""
+        key = service if max_attempts is None else f"{service}#{max_attempts}"
         with self._lock:
-            if service not in self._clients:
+            if key not in self._clients:
+                config = self.config
+                if max_attempts is not None:
+                    retries: Any = {"mode": self.retry_mode, "total_max_attempts": max_attempts}
+                    config = self.config.merge(Config(retries=retries))
                 session = self._session or boto3.session.Session()
                 client = session.client(  # type: ignore[call-overload]
-                    service, region_name=self.region, config=self.config)
+                    service, region_name=self.region, config=config)
                 self.stats.hook(client)
-                self._clients[service] = client
-            return self._clients[service]
+                self._clients[key] = client
+            return self._clients[key]

@@ -202,10 +202,14 @@ def _checked(zone: Mapping[str, Any]) -> Zone:
 class Route53Zone:
     """One hosted zone: list its record sets and apply planned changes to it."""
 
-    def __init__(self, client: Any, zone: Zone, comment: str = "ecssd") -> None:
+    def __init__(self, client: Any, zone: Zone, comment: str = "ecssd",
+                 write_client: Any = None) -> None:
         self.client = client
         self.zone = zone
         self.comment = comment
+        # Writes may use a client with other retries: the daemon sends each change batch once
+        # and, when throttled, re-plans everything pending into its next request.
+        self.write_client = write_client or client
 
     def records(self, start_name: str | None = None) -> Iterator[RecordSet]:
         """Every record set of the zone, page by page (lazily, so a caller may stop early)."""
@@ -231,7 +235,7 @@ class Route53Zone:
                              change.record.describe(), extra=_extra(change))
                 continue
             try:
-                self.client.change_resource_record_sets(
+                self.write_client.change_resource_record_sets(
                     HostedZoneId=self.zone.id,
                     ChangeBatch={"Comment": self.comment,
                                  "Changes": [change_to_wire(c) for c in batch]},

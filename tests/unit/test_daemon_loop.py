@@ -27,6 +27,7 @@ from ecssd_agent.daemon import (
     PRESSURE_WINDOW,
     RETRY_MAX,
     RETRY_MIN,
+    THROTTLED_RETRY_MAX,
     Coalescer,
     Daemon,
 )
@@ -565,3 +566,41 @@ def test_an_ambiguous_error_rereads_only_this_hosts_names(world: World) -> None:
     assert f"SRV api.{ZONE}." in world.records()
     assert world.requests("ListResourceRecordSets") > lists  # the write may have happened
     assert world.daemon.full_reads == 1  # ... but only this host's names were read
+
+
+def test_throttled_writes_are_retried_soon_and_replanned(world: World) -> None:
+    """A definite answer (Throttling) is retried after random x min(2^k, 8) s, not botocore's
+    up-to-20 s waits nor the 30 s cap for unknown errors, and the retry carries what became
+    pending meanwhile."""
+    started(world, (28, "web", 32028))
+    client: Any = world.daemon.agent.zone.client
+    real = client.change_resource_record_sets
+    calls: list[int] = []
+
+    def throttled(**kwargs: Any) -> Any:
+        calls.append(len(kwargs["ChangeBatch"]["Changes"]))
+        if len(calls) >= 6:
+            client.change_resource_record_sets = real
+            return real(**kwargs)
+        return throttling()
+
+    client.change_resource_record_sets = throttled
+    world.docker.run(cid(29), "api", 32029)
+    world.event(29, "start")
+    delays = []
+    for _ in range(5):
+        for _ in range(400):  # step until the write has failed and a retry is scheduled
+            if world.daemon._retry_at is not None:
+                break
+            if world.daemon.poll() is None:
+                world.clock.advance(0.05)
+        delays.append(world.daemon._retry_at - world.clock())
+        if len(delays) == 2:  # a new container while the write is pending joins the retry
+            world.docker.run(cid(30), "db", 32030)
+            world.event(30, "start")
+        world.clock.advance(delays[-1])
+        world.daemon.poll()
+    world.settle()
+    assert all(0 <= d <= min(2 ** k, THROTTLED_RETRY_MAX) for k, d in enumerate(delays)), delays
+    assert {f"SRV api.{ZONE}.", f"SRV db.{ZONE}."} <= set(world.records())
+    assert calls[-1] == 2  # the last, successful request carried both pending changes
