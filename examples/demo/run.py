@@ -53,6 +53,8 @@ from examples.demo.world import World, create_world
 log = logging.getLogger("examples.demo")
 
 EXAMPLES = Path(__file__).resolve().parent.parent
+#: Starting a container whose published port another engine took meanwhile is retried.
+PORT_RACE_ATTEMPTS = 5
 DEMO_LABEL = "org.ecssd.demo"
 DEFAULT_DOMAIN = "servicediscovery.internal"
 START_TIMEOUT = 120.0
@@ -306,10 +308,21 @@ class Demo:
     def _run(self, name: str, image: str, environment: dict[str, str],
              **kwargs: Any) -> str:
         assert self.docker is not None
-        container = self.docker.containers.run(
-            image, detach=True, name=f"ecssd-demo-{self.run_id}-{name}",
-            environment=environment, labels={DEMO_LABEL: self.run_id, "org.ecssd.demo.name": name},
-            **kwargs)
+        full_name = f"ecssd-demo-{self.run_id}-{name}"
+        for attempt in range(1, PORT_RACE_ATTEMPTS + 1):
+            try:
+                container = self.docker.containers.run(
+                    image, detach=True, name=full_name, environment=environment,
+                    labels={DEMO_LABEL: self.run_id, "org.ecssd.demo.name": name}, **kwargs)
+                break
+            except docker.errors.APIError as exc:
+                # Another engine on this machine (a second demo, a test run) may hold the host
+                # port this engine picked: the engine picks the next one on a new attempt.
+                if "address already in use" not in str(exc) or attempt == PORT_RACE_ATTEMPTS:
+                    raise
+                log.info("%s: host port taken by another engine, starting it again", name)
+                with contextlib.suppress(docker.errors.APIError):
+                    self.docker.containers.get(full_name).remove(force=True)
         self.containers[name] = str(container.id)
         return str(container.id)
 
