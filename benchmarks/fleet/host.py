@@ -28,7 +28,8 @@ from benchmarks.fleet.engine import Call, Instruction, Sleep
 from benchmarks.fleet.retry import RETRYABLE, BotocoreClient, RetryPolicy
 from benchmarks.fleet.route53 import CHANGE, GET_ZONE, LIST, RecordKey, Response, owner_of
 from ecssd_agent.aws.route53 import batches
-from ecssd_agent.daemon import RESYNC_JITTER, RETRY_MAX, RETRY_MIN, THROTTLED_RETRY_MAX, Coalescer
+from ecssd_agent.coalescer import Coalescer
+from ecssd_agent.daemon import RESYNC_JITTER, RETRY_MAX, RETRY_MIN, THROTTLED_RETRY_MAX
 from ecssd_agent.metadata import service_instances
 from ecssd_agent.model import Action, Change, Container, Host, RecordSet, Routing, ServiceInstance
 from ecssd_agent.plan import Owns, plan

@@ -20,15 +20,13 @@ from moto import mock_aws
 from ecssd_agent.agent import Agent
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
+from ecssd_agent.coalescer import CAP_FACTOR, CAP_GROWTH, Coalescer
 from ecssd_agent.daemon import (
-    CAP_FACTOR,
-    CAP_GROWTH,
     ENDING_GRACE,
     PRESSURE_WINDOW,
     RETRY_MAX,
     RETRY_MIN,
     THROTTLED_RETRY_MAX,
-    Coalescer,
     Daemon,
 )
 from ecssd_agent.docker_events import ContainerEvent
