@@ -20,9 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -33,8 +31,8 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-import boto3  # noqa: E402
-import requests  # noqa: E402
+
+from benchmarks.moto_process import MotoProcess  # noqa: E402
 
 AREA = "daemon"
 LABEL = "bench-daemon"
@@ -46,42 +44,6 @@ def _row(metric: str, value: float | int | str, unit: str, goal: str = "",
          note: str = "") -> dict[str, Any]:
     return {"area": AREA, "metric": metric, "value": value, "unit": unit, "goal": goal,
             "note": note}
-
-
-class _MotoProcess:
-    """moto in its own process, as Route 53 is: its CPU is not the agent's nor ours."""
-
-    def __init__(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1",
-             "-p", str(port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        from tests.support.poll import wait_for
-
-        wait_for(lambda: requests.get(f"{self.url}/moto-api/data.json", timeout=2).ok,
-                 timeout=60, what="the moto server", ignore=(requests.RequestException,))
-
-    def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.url,  # type: ignore[call-overload]
-                            region_name="us-east-1", aws_access_key_id="testing",
-                            aws_secret_access_key="testing")
-
-    def env(self) -> dict[str, str]:
-        from tests.support.env import FAKE_AWS_ENV
-
-        return {**os.environ, **FAKE_AWS_ENV, "AWS_ENDPOINT_URL": self.url}
-
-    def stop(self) -> None:
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(timeout=15)
 
 
 @contextlib.contextmanager
@@ -160,7 +122,7 @@ def _run(quick: bool) -> list[dict[str, Any]]:
 
     lone, burst_size, registered = (10, 50, 100) if quick else (50, 50, 200)
     host, host_ip = "ip-127-0-0-1", "127.0.0.1"
-    moto = _MotoProcess()
+    moto = MotoProcess()
     agents: list[AgentProcess] = []
     rows: list[dict[str, Any]] = []
     try:

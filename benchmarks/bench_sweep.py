@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -36,8 +34,8 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 import boto3  # noqa: E402
-import requests  # noqa: E402
 
+from benchmarks.moto_process import MotoProcess  # noqa: E402
 from ecssd_agent.aws.clients import Clients  # noqa: E402
 from health_lambda import handler  # noqa: E402
 from health_lambda.config import SweepSettings  # noqa: E402
@@ -77,44 +75,6 @@ def reference_cost(clusters: int, tasks: int, hung: int, timeout: float, retries
     return serial, calls
 
 
-class _MotoProcess:
-    """moto in its own process, as AWS is: the in-process server would share the sweep's GIL
-    (and its slow DescribeTasks, O(tasks requested x tasks stored), would count as ours)."""
-
-    def __init__(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1",
-             "-p", str(port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        from tests.support.poll import wait_for
-
-        wait_for(lambda: requests.get(f"{self.url}/moto-api/data.json", timeout=2).ok,
-                 timeout=60, what="the moto server", ignore=(requests.RequestException,))
-
-    def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.url,  # type: ignore[call-overload]
-                            region_name="us-east-1", aws_access_key_id="testing",
-                            aws_secret_access_key="testing")
-
-    def manual_ecs_transitions(self) -> None:
-        requests.post(f"{self.url}/moto-api/state-manager/set-transition", timeout=15,
-                      json={"model_name": "ecs::task",
-                            "transition": {"progression": "manual", "times": 10**9}}
-                      ).raise_for_status()
-
-    def stop(self) -> None:
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(timeout=15)
-
-
 def run(quick: bool = False) -> list[dict[str, Any]]:
     from tests.integration.sweep_world import HANG, OK, HttpFleet, SweepWorld
 
@@ -123,7 +83,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     tasks_total = clusters * hosts_per_cluster * tasks_per_host
     hung_total = clusters * hosts_per_cluster * hung_per_host
 
-    server = _MotoProcess()
+    server = MotoProcess()
     fleet = HttpFleet()
     try:
         with _environment(AWS_ENDPOINT_URL=server.url):
