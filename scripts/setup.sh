@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # make: .ci/run and the README drive everything through the Makefile.
-DEB_PACKAGES=(docker.io dnsutils dnsperf busybox-static debootstrap chromium iproute2 procps make)
+DEB_PACKAGES=(docker.io dnsutils dnsperf busybox-static debootstrap chromium iproute2 procps make systemd)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 

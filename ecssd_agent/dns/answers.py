@@ -22,6 +22,7 @@ object only *picks* a variant, which is where Route 53's routing rules live:
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,13 +44,14 @@ class Variant:
         self.short_counts = (wire.counts(an, 0, 0), wire.counts(an, 0, 1))
 
 
-class Answer:
+class Answer(ABC):
     """Base of the routing choices; ``variants`` lists every pre-rendered outcome."""
 
     variants: tuple[Variant, ...] = ()
 
+    @abstractmethod
     def pick(self) -> Variant:
-        raise NotImplementedError
+        """The variant to send for this query (the per-query routing choice)."""
 
 
 class Fixed(Answer):

@@ -54,6 +54,7 @@ from health_lambda import handler as sweep_handler
 from health_lambda import task_events
 from health_lambda.config import SweepSettings
 from tests.support.dockerd import DockerEngine
+from tests.support.env import skip_or_fail
 from tests.support.moto_server import MotoServer
 from tests.support.poll import wait_for
 
@@ -512,7 +513,7 @@ def test_systemd_unit_removes_this_hosts_records_on_stop(tmp_path: Path) -> None
     analyze = shutil.which("systemd-analyze")
     agent = shutil.which("ecssd-agent")
     if analyze is None or agent is None:
-        pytest.skip("systemd-analyze or ecssd-agent not installed: unit syntax not verified")
+        skip_or_fail("systemd-analyze or ecssd-agent not installed: unit syntax not verified")
     # verify checks that the binaries exist: point it at the agent installed here.
     copy = tmp_path / "ecssd-agent.service"
     copy.write_text((ROOT / "deploy" / "ecssd-agent.service").read_text().replace(

@@ -22,6 +22,7 @@ from examples.demo.run import free_port, parse_args, taskdef_environment, taskde
 from examples.portal.app import DEFAULT_CALC_SERVICE, DEFAULT_TIME_SERVICE
 from examples.portal.app import PORT as PORTAL_PORT
 from examples.time.app import PORT as TIME_PORT
+from tests.support.env import skip_or_fail
 
 EXAMPLES = Path(images.__file__).resolve().parent
 PORTS = {"time": TIME_PORT, "calc": CALC_PORT, "portal": PORTAL_PORT}
@@ -101,7 +102,7 @@ def host_file(*candidates: str) -> Path:
     for candidate in candidates:
         if Path(candidate).exists():
             return Path(candidate).resolve()
-    pytest.skip(f"none of {candidates} on this machine")
+    skip_or_fail(f"none of {candidates} on this machine")
 
 
 def test_needed_libraries_reads_dt_needed() -> None:
