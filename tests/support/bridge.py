@@ -28,7 +28,7 @@ from pathlib import Path
 from tests.support.host import pids_with_cmdline, unmount_under
 
 LOCK_DIR = Path("/tmp/ecssd-locks")
-STATE_DIR_PREFIX = "ecd"  # /tmp/ecdXXXXXXXX, see dockerd.py
+STATE_DIR_PREFIX = "ecd"  # /tmp/ecd<8 random characters>, see dockerd.py
 BRIDGE_NET = "10.213.{n}.0/24"
 POOL_NET = "10.214.{n}.0/24"
 SLOTS = range(1, 255)
