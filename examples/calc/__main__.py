@@ -5,21 +5,7 @@ from __future__ import annotations
 import sys
 
 from examples.calc.app import NAME, PORT, make_app
-from examples.common.auth import AuthConfigError, BasicAuth
-from examples.common.discovery import daemon_resolver
-from examples.common.tracing import tracer_from_env
-from examples.common.web import serve, setup_logging
-
-
-def main() -> int:
-    setup_logging()
-    try:
-        auth = BasicAuth.from_env()
-    except AuthConfigError as exc:
-        print(f"calc: {exc}", file=sys.stderr)
-        return 2
-    return serve(make_app(auth, tracer_from_env(NAME, daemon_resolver())), PORT)
-
+from examples.common.web import run_service
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_service(NAME, make_app, PORT))

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,8 +28,9 @@ from types import FrameType
 from typing import Any
 from urllib.parse import unquote
 
-from examples.common.auth import BasicAuth
-from examples.common.tracing import NO_TRACER, Tracer
+from examples.common.auth import AuthConfigError, BasicAuth
+from examples.common.discovery import daemon_resolver
+from examples.common.tracing import NO_TRACER, Tracer, tracer_from_env
 
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
@@ -215,3 +217,17 @@ def serve(app: App, default_port: int) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def run_service(name: str, make_app: Callable[[BasicAuth | None, Tracer], App],
+                default_port: int) -> int:
+    """The whole ``main`` of a backend service (time, calc): logging, credentials from the
+    environment (exit 2 naming the problem when they are unusable), optional tracing with the
+    daemon found through discovery, then serve until SIGTERM."""
+    setup_logging()
+    try:
+        auth = BasicAuth.from_env()
+    except AuthConfigError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    return serve(make_app(auth, tracer_from_env(name, daemon_resolver())), default_port)
