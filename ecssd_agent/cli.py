@@ -14,11 +14,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ecssd_agent import daemon, logs, naming
 from ecssd_agent.agent import Agent
+from ecssd_agent.aws.change_queue import ChangeQueue
 from ecssd_agent.aws.clients import Clients
+from ecssd_agent.aws.host_store import HostStore
 from ecssd_agent.aws.imds import Imds, MetadataUnavailable
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.docker_source import DockerSource, DockerUnavailable
 from ecssd_agent.model import Host, Routing
+from ecssd_agent.publish import Publisher
 from ecssd_agent.reconcile import NotConverged, Outcome
 from ecssd_agent.settings import Settings, SettingsError, load
 
@@ -57,6 +60,20 @@ def build_agent(settings: Settings, clients: Clients | None = None) -> tuple[Age
     host, region = resolve_host(settings)
     clients = clients or Clients(region=region, retry_mode=settings.aws_retry_mode,
                                  max_attempts=settings.aws_max_attempts)
+    if settings.queued:
+        try:
+            zone_name = naming.zone_fqdn(settings.domain)
+        except naming.InvalidName as exc:
+            raise StartupError(f"DOMAIN: {exc}") from exc
+        publisher = Publisher(HostStore(clients.client("dynamodb"), settings.host_table),
+                              ChangeQueue(clients.client("sqs"), settings.change_queue),
+                              host.label, zone_name)
+        log.info("host %s (%s), zone %s, queued mode: publishing to %s for the zone writer",
+                 host.label, host.ip, zone_name, settings.host_table)
+        agent = Agent(None, DockerSource(settings.docker_host or None), host,
+                      routing=Routing(settings.routing), ttl=settings.ttl,
+                      dry_run=settings.dry_run, publisher=publisher)
+        return agent, clients
     route53 = clients.client("route53")
     zone = find_zone(route53, settings.domain, settings.hosted_zone_id or None,
                      settings.vpc_id or None)
@@ -71,8 +88,12 @@ def build_agent(settings: Settings, clients: Clients | None = None) -> tuple[Age
     return agent, clients
 
 
-def summarize(mode: str, outcome: Outcome, clients: Clients) -> None:
+def summarize(mode: str, outcome: Outcome, clients: Clients, queued: bool = False) -> None:
     requests = clients.stats.by_operation()
+    if queued:
+        log.info("%s done: published this host's desired state for the zone writer; AWS "
+                 "requests %s", mode, requests, extra={"mode": mode, "aws_requests": requests})
+        return
     log.info("%s done: %d change(s) in %d change request(s); AWS requests %s", mode,
              len(outcome.changes), outcome.requests, requests,
              extra={"mode": mode, "changes": len(outcome.changes),
@@ -91,9 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return daemon.serve(settings, build_agent)
         agent, clients = build_agent(settings)
         if settings.mode == "sync":
-            summarize("sync", agent.sync(), clients)
+            summarize("sync", agent.sync(), clients, settings.queued)
             return EXIT_OK
-        summarize("remove", agent.remove(), clients)
+        summarize("remove", agent.remove(), clients, settings.queued)
         return EXIT_OK
     except (StartupError, ZoneError, DockerUnavailable, NotConverged) as exc:
         log.error("%s", exc)

@@ -19,6 +19,12 @@ otherwise it plans against what this host knows it owns (updated from every appl
 as events do. A batch Route 53 rejects is re-planned on a name-scoped read. An event costs
 exactly one change request and no listing.
 
+In queued mode (``--host-table`` and ``--change-queue``) the same loop ends differently: the
+desired state of the whole host is published for the zone writer (``ecssd_agent.publish``)
+instead of converged, and the agent makes no Route 53 request at all. Events publish only
+when the desired state changed; resyncs, retries and startup always publish (a hint lost on
+the way is so re-sent).
+
 Errors never end the process: an engine that cannot be reached keeps every container's
 previous state (unknown is not gone), an AWS error keeps the desired state and retries with
 backoff. Only SIGTERM/SIGINT do, after the change in flight (and, with
@@ -46,7 +52,7 @@ from ecssd_agent.docker_events import ContainerEvent, EventSource, EventStream
 from ecssd_agent.docker_source import DockerUnavailable
 from ecssd_agent.ecs_introspection import EcsIntrospection, IntrospectionUnavailable
 from ecssd_agent.model import Action, Change, Container, RecordSet
-from ecssd_agent.reconcile import NotConverged, Read, converge
+from ecssd_agent.reconcile import NotConverged, Outcome, Read, converge
 from ecssd_agent.status import Status, StatusServer
 from ecssd_agent.zone_reads import ReadSchedule, owned_records_by_names, zone_record_count
 
@@ -147,9 +153,10 @@ class Daemon:
         self._next_resync = clock() + self._resync_interval()
         self._deregistered: bool | None = None
         self._worker: threading.Thread | None = None
-        self._watch_throttling(agent.zone.client)
-        if agent.zone.write_client is not agent.zone.client:
-            self._watch_throttling(agent.zone.write_client)
+        if agent.publisher is None:
+            self._watch_throttling(agent.zone.client)
+            if agent.zone.write_client is not agent.zone.client:
+                self._watch_throttling(agent.zone.write_client)
         self.reconciles = 0  # completed successfully (tests and benchmarks read it)
         self.zone_reads = 0  # reads of the zone (full or name-scoped)
         self.full_reads = 0  # full listings of the zone
@@ -322,10 +329,16 @@ class Daemon:
             if not self._view_known:
                 raise DockerUnavailable("no complete list of the containers yet")
             desired = self.agent.desired(self._view.values())
-            outcome = converge(self.agent.zone, desired, self.agent.owns,
-                               read=self._reader(work.read_zone, desired),
-                               dry_run=self.agent.dry_run)
-            self._learn(outcome.changes)
+            published = False
+            if self.agent.publisher is not None:  # queued mode: the zone writer applies it
+                outcome = Outcome()
+                if not self.agent.dry_run:
+                    published = self.agent.publisher.publish(desired, force=work.kind != "event")
+            else:
+                outcome = converge(self.agent.zone, desired, self.agent.owns,
+                                   read=self._reader(work.read_zone, desired),
+                                   dry_run=self.agent.dry_run)
+                self._learn(outcome.changes)
             if work.unknown:
                 raise DockerUnavailable(f"cannot inspect {len(work.unknown)} container(s); "
                                         "kept their previous state")
@@ -346,6 +359,15 @@ class Daemon:
         if not self.agent.dry_run:
             for change in outcome.changes:
                 self.status.changes.labels(change.action.value).inc()
+        if self.agent.publisher is not None:
+            log.log(logging.INFO if published or work.kind != "event" else logging.DEBUG,
+                    "reconciled (%s): %s %d record set(s) for the zone writer; %d container(s) "
+                    "looked at, %d running", work.kind,
+                    "published" if published else "unchanged, not published", len(desired),
+                    len(work.dirty), len(self._view),
+                    extra={"reconcile": work.kind, "published": published,
+                           "records": len(desired), "seconds": round(finished - started, 3)})
+            return
         level = logging.INFO if outcome.changes or work.kind != "event" else logging.DEBUG
         log.log(level, "reconciled (%s): %d change(s) in %d change request(s); %d container(s) "
                 "looked at, %d running with records, %d record set(s) owned", work.kind,
@@ -523,6 +545,17 @@ class Daemon:
 
     def _deregister(self) -> None:
         """--deregister-on-exit: delete every record set this host owns."""
+        if self.agent.publisher is not None:
+            try:
+                if not self.agent.dry_run:
+                    self.agent.publisher.publish([], force=True)
+            except (ClientError, BotoCoreError) as exc:
+                self._deregistered = False
+                log.error("deregistration on exit failed: %s", exc)
+                return
+            self._deregistered = True
+            log.info("deregistered on exit: published an empty state for the zone writer")
+            return
         try:
             outcome = converge(self.agent.zone, [], self.agent.owns, read=self._reader(False, [], size=False),
                                dry_run=self.agent.dry_run)

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 
-from ecssd_agent.model import Owner
+from ecssd_agent.model import Owner, RecordSet
 
 PREFIX = "ecssd"
 MAX_SET_IDENTIFIER = 128
@@ -179,3 +180,13 @@ def parse_set_identifier(ident: str | None) -> Owner | None:
         return owner if set_identifier(owner) == ident else None
     except InvalidName:
         return None
+
+
+def owned_by_host(label: str) -> Callable[[RecordSet], bool]:
+    """The ownership test of one host: the SetIdentifier parses and names this host exactly."""
+
+    def owns(record: RecordSet) -> bool:
+        owner = parse_set_identifier(record.set_identifier)
+        return owner is not None and owner.kind == "h" and owner.host == label
+
+    return owns

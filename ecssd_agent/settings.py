@@ -68,6 +68,21 @@ class Settings:
                                "and the last reconcile succeeded, else 503) and /metrics "
                                "(Prometheus) on this port (0: off)")
     status_address: str = _opt("127.0.0.1", "address for the status server")
+    host_table: str = _opt("", "queued mode (with --change-queue): publish this host's desired "
+                               "state to this DynamoDB table and let the zone writer "
+                               "(ecssd-writer or its Lambda) apply it; the agent then makes no "
+                               "Route 53 request. For fleets beyond ~500 hosts")
+    change_queue: str = _opt("", "queued mode (with --host-table): the SQS queue URL the agent "
+                                 "hints the zone writer on")
+
+    @property
+    def queued(self) -> bool:
+        """Queued mode: the zone writer applies this host's records (see ecssd_agent.publish)."""
+        if bool(self.host_table) != bool(self.change_queue):
+            raise SettingsError("--host-table and --change-queue (ECSSD_HOST_TABLE, "
+                                "ECSSD_CHANGE_QUEUE) go together: set both for queued mode, or "
+                                "neither")
+        return bool(self.host_table)
 
     @property
     def mode(self) -> str:
@@ -104,5 +119,5 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if not 0 <= settings.status_port <= 65535:
         raise SettingsError(f"--status-port / ECSSD_STATUS_PORT: {settings.status_port} is not "
                             "a port number")
-    _ = settings.mode
+    _ = settings.mode, settings.queued
     return settings

@@ -95,6 +95,20 @@ class FakeStream:
         pass
 
 
+def settle(daemon: Daemon, clock: Clock, limit: int = 400) -> list[str]:
+    """Advance the clock step by step, doing whatever falls due; the kinds of work done."""
+    done = []
+    for _ in range(limit):
+        work = daemon.poll()
+        if work is not None:
+            done.append(work.kind)
+            continue
+        if not daemon._dirty and not daemon._relist and daemon._retry_at is None:
+            break
+        clock.advance(0.05)
+    return done
+
+
 def cid(n: int) -> str:
     return f"{n:02d}" * 32
 
@@ -121,17 +135,7 @@ class World:
         self.stream.on_event(ContainerEvent(cid(n), action, attributes))
 
     def settle(self, limit: int = 400) -> list[str]:
-        """Advance the clock step by step, doing whatever falls due; the kinds of work done."""
-        done = []
-        for _ in range(limit):
-            work = self.daemon.poll()
-            if work is not None:
-                done.append(work.kind)
-                continue
-            if not self.daemon._dirty and not self.daemon._relist and self.daemon._retry_at is None:
-                break
-            self.clock.advance(0.05)
-        return done
+        return settle(self.daemon, self.clock, limit)
 
 
 @pytest.fixture

@@ -1,0 +1,119 @@
+"""DynamoDB: the table of host states of the queued mode (see :mod:`ecssd_agent.host_state`).
+
+One item per host and kind: ``desired`` is written only by the host's agent (its whole
+desired state, newest wins because one agent writes it in order), ``applied`` only by the
+zone writer. The queue carries just "host X changed": whatever order or how many times the
+hints arrive, the writer always plans from the newest desired state, so a redelivered or
+late hint can never bring back an older one.
+
+Record sets are stored in Route 53's own wire form (:func:`route53.to_wire`), so this module
+knows DynamoDB's item format and nothing of record sets. Items expire (DynamoDB TTL on
+``expires``) a week after their last write: a host that is gone leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from ecssd_agent.aws.route53 import from_wire, to_wire
+from ecssd_agent.host_state import Applied, Published
+from ecssd_agent.model import RecordSet
+
+#: DynamoDB's limits: BatchGetItem reads 100 keys, BatchWriteItem writes 25 items per request.
+GET_BATCH = 100
+WRITE_BATCH = 25
+EXPIRE_AFTER = 7 * 86400
+#: Unprocessed keys/items (DynamoDB's partial answers under load) are retried this often.
+MAX_ROUNDS = 8
+
+
+class StoreError(RuntimeError):
+    """DynamoDB left part of a batch unprocessed after every retry."""
+
+
+def _records_out(records: Iterable[RecordSet]) -> str:
+    return json.dumps([to_wire(r) for r in records], separators=(",", ":"), sort_keys=True)
+
+
+def _records_in(text: str) -> tuple[RecordSet, ...]:
+    return tuple(from_wire(w) for w in json.loads(text))
+
+
+class HostStore:
+    def __init__(self, client: Any, table: str, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.client = client
+        self.table = table
+        self._clock = clock
+        self._sleep = sleep
+
+    # --- the agent's side ------------------------------------------------------------------
+
+    def publish(self, pub: Published) -> None:
+        """Store the host's desired state (one PutItem; newer than anything it stored before)."""
+        self.client.put_item(TableName=self.table, Item={
+            "host": {"S": pub.host}, "kind": {"S": "desired"}, "zone": {"S": pub.zone},
+            "seq": {"N": str(pub.seq)}, "records": {"S": _records_out(pub.records)},
+            "verify": {"BOOL": pub.verify}, "expires": {"N": str(self._expires())},
+        })
+
+    # --- the writer's side -----------------------------------------------------------------
+
+    def load(self, hosts: Iterable[str]) -> tuple[dict[str, Published], dict[str, Applied]]:
+        """The desired and applied state of each host (absent ones are missing)."""
+        wanted = sorted(set(hosts))
+        published: dict[str, Published] = {}
+        applied: dict[str, Applied] = {}
+        keys = [{"host": {"S": h}, "kind": {"S": k}} for h in wanted for k in ("desired", "applied")]
+        for start in range(0, len(keys), GET_BATCH):
+            for item in self._get(keys[start:start + GET_BATCH]):
+                host = item["host"]["S"]
+                records = _records_in(item["records"]["S"])
+                if item["kind"]["S"] == "desired":
+                    published[host] = Published(host, item["zone"]["S"], int(item["seq"]["N"]),
+                                                records, bool(item.get("verify", {}).get("BOOL")))
+                else:
+                    applied[host] = Applied(host, int(item["seq"]["N"]), records,
+                                            float(item["verified"]["N"]))
+        return published, applied
+
+    def save_applied(self, zone: str, states: Iterable[Applied]) -> int:
+        """Store what the writer now knows each host owns; returns the requests it cost."""
+        items = [{"PutRequest": {"Item": {
+            "host": {"S": a.host}, "kind": {"S": "applied"}, "zone": {"S": zone},
+            "seq": {"N": str(a.seq)}, "records": {"S": _records_out(a.records)},
+            "verified": {"N": repr(a.verified)}, "expires": {"N": str(self._expires())},
+        }}} for a in states]
+        requests = 0
+        for start in range(0, len(items), WRITE_BATCH):
+            pending: list[Any] = items[start:start + WRITE_BATCH]
+            for round_ in range(MAX_ROUNDS):
+                answer = self.client.batch_write_item(RequestItems={self.table: pending})
+                requests += 1
+                pending = answer.get("UnprocessedItems", {}).get(self.table, [])
+                if not pending:
+                    break
+                if round_ + 1 < MAX_ROUNDS:  # no wait after the last round: nothing follows
+                    self._sleep(min(0.05 * 2 ** round_, 2.0))
+            else:
+                raise StoreError(f"DynamoDB left {len(pending)} applied state(s) unwritten")
+        return requests
+
+    def _get(self, keys: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        found: list[Mapping[str, Any]] = []
+        pending: Any = {self.table: {"Keys": keys, "ConsistentRead": True}}
+        for round_ in range(MAX_ROUNDS):
+            answer = self.client.batch_get_item(RequestItems=pending)
+            found.extend(answer.get("Responses", {}).get(self.table, []))
+            pending = answer.get("UnprocessedKeys") or {}
+            if not pending:
+                return found
+            if round_ + 1 < MAX_ROUNDS:
+                self._sleep(min(0.05 * 2 ** round_, 2.0))
+        raise StoreError("DynamoDB left host states unread after every retry")
+
+    def _expires(self) -> int:
+        return int(self._clock()) + EXPIRE_AFTER

@@ -1,0 +1,263 @@
+"""The zone writer of the queued mode: many hosts' publications in, a few big batches out.
+
+Agents in queued mode make no Route 53 request: each publishes its whole desired state
+(:mod:`ecssd_agent.aws.host_store`) and drops a hint on a queue. The writer takes the hints
+of a batching window, loads those hosts' desired and applied states, plans every host against
+what it knows it applied (no read), and sends all the changes together: a 20% deployment
+over 1,000 hosts (8,000 changes) is about 8 requests instead of 1,000+.
+
+Reads happen only where knowledge is missing or old (``host_state.needs_read``): a host
+seen for the first time, an agent that just started, a state older than ``verify_after``.
+Hosts read together share their scans (name-scoped, :mod:`ecssd_agent.zone_reads`).
+
+A batch Route 53 rejects (invariant 2) makes the writer read those hosts and re-plan once;
+rejected again, the group is split in halves, each read and retried, so one host with an
+impossible record set (e.g. a 101st weighted record set of a name) costs a few requests and
+never blocks the others. That host is reported; its agent's next publication retries it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from botocore.exceptions import ParamValidationError
+
+from ecssd_agent import naming
+from ecssd_agent.aws.change_queue import BadHint, parse_hint
+from ecssd_agent.aws.host_store import HostStore
+from ecssd_agent.aws.route53 import BatchRejected, Route53Zone, batches, from_wire
+from ecssd_agent.host_state import (
+    Applied,
+    Published,
+    after,
+    names_to_read,
+    needs_read,
+    plan_host,
+    split_by_host,
+)
+from ecssd_agent.model import Change, RecordSet
+from ecssd_agent.plan import ForeignRecord, Owns
+from ecssd_agent.zone_reads import MAX_ITEMS, owned_records_by_names, zone_record_count
+
+log = logging.getLogger(__name__)
+
+#: A host's knowledge older than this is read from Route 53 again (drift repair: someone
+#: changed or deleted the host's record sets by hand). A day, as the direct mode's ceiling.
+DEFAULT_VERIFY_AFTER = 86400.0
+
+
+@dataclass
+class WriteOutcome:
+    hosts: int = 0  # hosts planned
+    changes: int = 0  # changes applied (or, in a dry run, that would be)
+    change_requests: int = 0
+    read_requests: int = 0
+    hosts_read: int = 0
+    rejected: int = 0  # batches Route 53 rejected
+    failed: dict[str, str] = field(default_factory=dict)  # host -> why its changes did not land
+    skipped: dict[str, str] = field(default_factory=dict)  # host -> why it was not planned
+
+    def summary(self) -> dict[str, object]:
+        return {"hosts": self.hosts, "changes": self.changes,
+                "change_requests": self.change_requests, "read_requests": self.read_requests,
+                "hosts_read": self.hosts_read, "rejected_batches": self.rejected,
+                "failed_hosts": dict(self.failed), "skipped_hosts": dict(self.skipped)}
+
+
+class ZoneWriter:
+    def __init__(self, zone: Route53Zone, store: HostStore, *,
+                 verify_after: float = DEFAULT_VERIFY_AFTER,
+                 clock: Callable[[], float] = time.time, dry_run: bool = False) -> None:
+        self.zone = zone
+        self.store = store
+        self.verify_after = verify_after
+        self.dry_run = dry_run
+        self._clock = clock
+
+    def write(self, hosts: Iterable[str]) -> WriteOutcome:
+        """Bring the record sets of ``hosts`` to what they last published.
+
+        AWS errors other than a rejected batch propagate (the caller lets the hints be
+        redelivered); what was applied before is saved first, so nothing is applied twice
+        blindly: a host whose write may have half-happened is read on its next turn.
+        """
+        outcome = WriteOutcome()
+        wanted = sorted(set(hosts))
+        published, applied = self.store.load(wanted)
+        for host in wanted:
+            pub = published.get(host)
+            if pub is None:
+                outcome.skipped[host] = "no desired state stored for this host"
+            elif pub.zone != self.zone.zone.name:
+                outcome.skipped[host] = (f"published for zone {pub.zone}, this writer serves "
+                                         f"{self.zone.zone.name}")
+                published.pop(host)
+        for host, why in outcome.skipped.items():
+            log.error("host %s skipped: %s", host, why, extra={"host": host})
+        outcome.hosts = len(published)
+        now = self._clock()
+        touched: set[str] = set()
+        to_read = [h for h, p in published.items() if needs_read(p, applied.get(h), now,
+                                                                 self.verify_after)]
+        try:
+            if to_read:
+                self._read(to_read, published, applied, now, outcome)
+                touched.update(to_read)
+            self._apply_group(sorted(published), published, applied, now, outcome, touched,
+                              reread=True)
+        except Exception:
+            self._save(published, applied, touched)
+            raise
+        self._save(published, applied, touched)
+        return outcome
+
+    def _read(self, hosts: list[str], published: Mapping[str, Published],
+              applied: dict[str, Applied], now: float, outcome: WriteOutcome) -> None:
+        """Replace what is known of ``hosts`` with what the zone holds (their names only)."""
+        names: set[str] = set()
+        for host in hosts:
+            names |= names_to_read(published[host], applied.get(host))
+        wanted = set(hosts)
+        owns = _owned_by_any(wanted)
+        # A name-scoped read costs about a request per name (more where names hold more than
+        # a page); past the cost of listing the whole zone, list the whole zone.
+        full_cost = -(-zone_record_count(self.zone) // MAX_ITEMS) + 1
+        outcome.read_requests += 1
+        if len(names) >= full_cost:
+            records = [r for r in self._list_all(outcome) if owns(r)]
+        else:
+            read = owned_records_by_names(self.zone, names, owns)
+            outcome.read_requests += read.requests
+            records = read.records
+        outcome.hosts_read += len(hosts)
+        for host, owned in split_by_host(records, hosts).items():
+            old = applied.get(host)
+            applied[host] = Applied(host, old.seq if old else 0, tuple(owned), now)
+
+    def _list_all(self, outcome: WriteOutcome) -> list[RecordSet]:
+        pages = self.zone.client.get_paginator("list_resource_record_sets").paginate(
+            HostedZoneId=self.zone.zone.id, PaginationConfig={"PageSize": MAX_ITEMS})
+        records: list[RecordSet] = []
+        for page in pages:
+            outcome.read_requests += 1
+            records.extend(from_wire(w) for w in page["ResourceRecordSets"])
+        return records
+
+    def _apply_group(self, hosts: list[str], published: Mapping[str, Published],
+                     applied: dict[str, Applied], now: float, outcome: WriteOutcome,
+                     touched: set[str], reread: bool) -> None:
+        plans: dict[str, list[Change]] = {}
+        for host in hosts:
+            known = applied.get(host)
+            try:
+                plan = plan_host(published[host], known.records if known else ())
+                batches(plan)  # a change no request can carry would sink every batch
+            except ForeignRecord as exc:
+                outcome.failed[host] = str(exc)
+                log.error("host %s published a record set it cannot own: %s", host, exc,
+                          extra={"host": host})
+                continue
+            except ValueError as exc:  # route53.batches: beyond a request's limits
+                outcome.failed[host] = str(exc)
+                log.error("host %s: %s", host, exc, extra={"host": host})
+                continue
+            plans[host] = plan
+            if known is None or known.seq != published[host].seq:
+                touched.add(host)
+                if not plans[host]:  # nothing to change: it owns what it wants
+                    applied[host] = Applied(host, published[host].seq,
+                                            known.records if known else (),
+                                            known.verified if known else now)
+        group = [h for h in hosts if plans.get(h)]
+        if not group:
+            return
+        changes = [c for h in group for c in plans[h]]
+        try:
+            outcome.change_requests += self.zone.apply(changes, dry_run=self.dry_run)
+        # ParamValidationError: botocore refused to send a record set the API cannot take
+        # (nothing was sent); like a rejected batch, it must cost only the host behind it.
+        except (BatchRejected, ParamValidationError) as exc:
+            outcome.rejected += 1
+            log.warning("%s (%d host(s)); reading them and re-planning", exc, len(group))
+            # What is known of these hosts is proven wrong and part may have landed: should
+            # the read fail too, they must be read on their next turn, not trusted.
+            _mark_unknown(group, applied)
+            touched.update(group)
+            self._read(group, published, applied, now, outcome)
+            if reread:
+                self._apply_group(group, published, applied, now, outcome, touched, False)
+            elif len(group) == 1:
+                outcome.failed[group[0]] = str(exc)
+                log.error("host %s: its changes cannot be applied: %s", group[0], exc,
+                          extra={"host": group[0]})
+            else:
+                half = len(group) // 2
+                self._apply_group(group[:half], published, applied, now, outcome, touched, False)
+                self._apply_group(group[half:], published, applied, now, outcome, touched, False)
+            return
+        except Exception:
+            _mark_unknown(group, applied)  # unknown whether it landed: read them next time
+            touched.update(group)
+            raise
+        outcome.changes += len(changes)
+        for host in group:
+            known = applied.get(host)
+            applied[host] = Applied(host, published[host].seq,
+                                    after(known.records if known else (), plans[host]),
+                                    known.verified if known else now)
+            touched.add(host)
+
+    def _save(self, published: Mapping[str, Published], applied: Mapping[str, Applied],
+              touched: set[str]) -> None:
+        if self.dry_run:
+            return
+        states = [applied[h] for h in sorted(touched) if h in applied and h in published]
+        if states:
+            self.store.save_applied(self.zone.zone.name, states)
+
+
+def _mark_unknown(hosts: Iterable[str], applied: dict[str, Applied]) -> None:
+    """Keep what is known of ``hosts``, dated never verified: their next write reads them."""
+    for host in hosts:
+        known = applied.get(host)
+        applied[host] = Applied(host, known.seq if known else 0,
+                                known.records if known else (), 0.0)
+
+
+def _owned_by_any(hosts: set[str]) -> Owns:
+    def owns(record: RecordSet) -> bool:
+        owner = naming.parse_set_identifier(record.set_identifier)
+        return owner is not None and owner.kind == "h" and owner.host in hosts
+
+    return owns
+
+
+@dataclass
+class HintBatch:
+    """The hosts named by a batch of queue messages, and the messages that were not hints."""
+
+    hosts: set[str] = field(default_factory=set)
+    bad: dict[str, str] = field(default_factory=dict)  # message id -> why
+
+
+def read_hints(bodies: Mapping[str, str], zone: str) -> HintBatch:
+    """Hosts to write, from message bodies by message id; a bad message is reported, never
+    allowed to hold up the others."""
+    batch = HintBatch()
+    for message_id, body in bodies.items():
+        try:
+            hint = parse_hint(body)
+        except BadHint as exc:
+            batch.bad[message_id] = str(exc)
+            log.error("message %s is not an ecssd hint: %s", message_id, exc)
+            continue
+        if hint.zone != zone:
+            batch.bad[message_id] = f"hint for zone {hint.zone}, this writer serves {zone}"
+            log.error("message %s: hint for zone %s, this writer serves %s", message_id,
+                      hint.zone, zone)
+            continue
+        batch.hosts.add(hint.host)
+    return batch

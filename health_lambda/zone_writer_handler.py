@@ -1,0 +1,72 @@
+"""Lambda entry point of the zone writer: ``health_lambda.zone_writer_handler.lambda_handler``.
+
+Fed by an SQS event source mapping (batch size up to 10,000, a batching window of a few
+seconds, ``ReportBatchItemFailures``): the mapping gathers the hints of many hosts into one
+invocation, so one write carries a whole burst. On an AWS error every hint of the batch is
+reported failed and SQS delivers it again; a message that is not a hint is logged and dropped
+(delivering it again cannot help). Settings and clients are built on first use, never at
+import time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ecssd_agent import logs
+from ecssd_agent.aws.clients import Clients
+from ecssd_agent.aws.host_store import StoreError
+from ecssd_agent.writer_cli import build_writer
+from ecssd_agent.writer_settings import load_lambda_settings
+from ecssd_agent.zone_writer import ZoneWriter, read_hints
+
+log = logging.getLogger("health_lambda.zone_writer")
+summary_log = logging.getLogger("health_lambda.zone_writer.summary")
+
+_lock = threading.Lock()
+_writer: ZoneWriter | None = None
+
+
+def _build() -> ZoneWriter:
+    global _writer
+    with _lock:
+        if _writer is None:
+            settings = load_lambda_settings(os.environ)
+            if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+                logs.setup("json", settings.log_level)
+            clients = Clients(region=settings.region or os.environ.get("AWS_REGION"),
+                              max_attempts=settings.aws_max_attempts)
+            _writer = build_writer(settings, clients)
+        return _writer
+
+
+def reset() -> None:
+    """Forget the cached writer (tests, or a changed configuration)."""
+    global _writer
+    with _lock:
+        _writer = None
+
+
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    records = event.get("Records", []) if isinstance(event, dict) else []
+    bodies = {str(r.get("messageId", i)): str(r.get("body", "")) for i, r in enumerate(records)
+              if isinstance(r, dict)}
+    writer = _build()  # a configuration error raises: the Lambda fails loudly, hints wait
+    hints = read_hints(bodies, writer.zone.zone.name)
+    try:
+        outcome = writer.write(hints.hosts)
+    except (ClientError, BotoCoreError, StoreError) as exc:
+        log.error("write failed; %d hint(s) will be delivered again: %s",
+                  len(bodies) - len(hints.bad), exc)
+        return {"batchItemFailures": [{"itemIdentifier": mid} for mid in bodies
+                                      if mid not in hints.bad]}
+    summary = outcome.summary()
+    summary["hints"] = len(bodies)
+    summary["bad_hints"] = len(hints.bad)
+    summary_log.info(json.dumps(summary, sort_keys=True))
+    return {"batchItemFailures": []}
