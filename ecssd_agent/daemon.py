@@ -538,10 +538,16 @@ class Daemon:
         """Route 53 answered Throttling: the account is over its budget. For a minute, gather
         events longer (fewer, fuller change requests) and let budgeted reads wait."""
         with self._cond:
+            first = self._pressure_until == float("-inf")
             self._pressure_until = now + PRESSURE_SECONDS
             if self._coalescer.first is not None:  # a batch already open gathers longer too
                 self._coalescer.window = max(self._coalescer.window, PRESSURE_WINDOW)
                 self._coalescer.cap = max(self._coalescer.cap, PRESSURE_WINDOW)
+        if first:
+            log.warning("Route 53 throttles this account: every host's requests share its "
+                        "budget. Changes still land (retried); a fleet of more than a few "
+                        "hundred hosts should use the queued mode (--host-table and "
+                        "--change-queue, see the README)")
 
     def _deregister(self) -> None:
         """--deregister-on-exit: delete every record set this host owns."""

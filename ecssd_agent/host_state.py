@@ -58,7 +58,7 @@ def needs_read(published: Published, applied: Applied | None, now: float,
     """Whether the writer must read the zone for this host before planning it."""
     if applied is None or now - applied.verified >= verify_after:
         return True
-    return published.verify and applied.seq < published.seq  # not yet verified for this one
+    return published.verify and applied.seq != published.seq  # not yet verified for this one
 
 
 def names_to_read(published: Published, applied: Applied | None) -> set[str]:

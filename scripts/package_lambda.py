@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Build ``dist/ecssd-lambda.zip``: the Lambda functions and exactly the code they import.
 
-``make package`` runs this. One zip serves both functions of the CloudFormation quickstart
-(``health_lambda.handler.lambda_handler`` and ``health_lambda.task_events.lambda_handler``).
+``make package`` runs this. One zip serves every function of the CloudFormation quickstart
+(``health_lambda.handler.lambda_handler``, ``health_lambda.task_events.lambda_handler`` and,
+in the queued mode, ``health_lambda.zone_writer_handler.lambda_handler``).
 
 Why an import graph instead of a fixed file list: the Lambdas share the agent's core
 (``ecssd_agent``), and that package also holds the per-host agent, which talks to Docker.

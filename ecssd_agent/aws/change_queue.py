@@ -42,9 +42,11 @@ def hint_body(hint: Hint) -> str:
 
 def parse_hint(body: str) -> Hint:
     """The hint in a message body; raises :class:`BadHint` naming what is wrong."""
+    if not isinstance(body, str):
+        raise BadHint(f"not a text body: {type(body).__name__}")
     try:
         data = json.loads(body)
-    except (TypeError, ValueError) as exc:
+    except ValueError as exc:
         raise BadHint(f"not JSON: {body[:80]!r}") from exc
     if not isinstance(data, Mapping):
         raise BadHint(f"not a JSON object: {body[:80]!r}")

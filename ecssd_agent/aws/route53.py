@@ -194,7 +194,7 @@ def _checked(zone: Mapping[str, Any]) -> Zone:
         )
     return Zone(
         id=_zone_id(zone["Id"]),
-        name=zone["Name"].lower(),
+        name=zone["Name"].lower().rstrip(".") + ".",  # absolute, as record names are
         private=bool(zone.get("Config", {}).get("PrivateZone")),
     )
 

@@ -50,6 +50,7 @@ from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.metadata import ECS_CLUSTER, ECS_CONTAINER_NAME, ECS_TASK_ARN
 from ecssd_agent.model import Container, Host, Routing
 from ecssd_agent.naming import task_id
+from ecssd_agent.writer_settings import WriterSettings
 from health_lambda import handler as sweep_handler
 from health_lambda import task_events
 from health_lambda.config import SweepSettings
@@ -136,13 +137,41 @@ def refs(value: Any) -> set[str]:
 
 
 def condition_values(template: Mapping[str, Any], parameters: Mapping[str, str]) -> dict[str, bool]:
-    """Evaluate the template's (Fn::Equals on a Ref) conditions for these parameter values."""
+    """Evaluate the template's conditions for these parameter values (the forms it uses:
+    Fn::Equals of a parameter and a literal, Fn::Not, Condition)."""
     values = {name: str(spec.get("Default", "")) for name, spec in template["Parameters"].items()}
     values.update(parameters)
+    specs = template.get("Conditions", {})
+
+    def evaluate(spec: Mapping[str, Any]) -> bool:
+        ((function, args),) = spec.items()
+        if function == "Fn::Equals":
+            left, right = args
+            return values[left["Ref"]] == right
+        if function == "Fn::Not":
+            return not evaluate(args[0])
+        if function == "Condition":
+            return evaluate(specs[args])
+        raise AssertionError(f"condition form {function} is not evaluated by this test")
+
+    return {name: evaluate(spec) for name, spec in specs.items()}
+
+
+def active_resources(template: Mapping[str, Any],
+                     conditions: Mapping[str, bool]) -> dict[str, dict[str, Any]]:
+    """The resources CloudFormation creates for these condition values."""
+    return {k: v for k, v in template["Resources"].items()
+            if "Condition" not in v or conditions[v["Condition"]]}
+
+
+def container_env(container: Mapping[str, Any],
+                  conditions: Mapping[str, bool]) -> dict[str, Any]:
+    """A container definition's Environment as {name: value}, Fn::If resolved (on items and
+    on values). The agent reads a variable set to "" as unset."""
     out = {}
-    for name, spec in template.get("Conditions", {}).items():
-        left, right = spec["Fn::Equals"]
-        out[name] = values[left["Ref"]] == right
+    for item in container["Environment"]:
+        for entry in resolve_ifs(item, conditions):
+            (out[entry["Name"]],) = resolve_ifs(entry["Value"], conditions)
     return out
 
 
@@ -269,6 +298,10 @@ def test_scoped_statements_name_this_stacks_zone_and_cluster(template: dict[str,
             assert named == {"HostedZone"}, f"{stmt.role}/{stmt.sid} is not this zone only"
         if "ecs" in services:
             assert "Cluster" in named, f"{stmt.role}/{stmt.sid} is not this cluster only"
+        if "dynamodb" in services:
+            assert named == {"HostTable"}, f"{stmt.role}/{stmt.sid} is not this table only"
+        if "sqs" in services:
+            assert named == {"ChangeQueue"}, f"{stmt.role}/{stmt.sid} is not this queue only"
 
 
 def test_stop_task_is_conditioned_on_the_cluster(template: dict[str, Any]) -> None:
@@ -323,11 +356,19 @@ def test_agent_runs_as_a_daemon_with_the_docker_socket(template: dict[str, Any])
     assert "--deregister-on-exit" in agent["Command"]
     health = " ".join(str(p) for p in agent["HealthCheck"]["Command"])
     assert "/healthz" in health and "AgentStatusPort" in refs(agent["HealthCheck"])
-    env = {e["Name"]: e["Value"] for e in agent["Environment"]}
-    assert env["ECSSD_STATUS_PORT"] == {"Ref": "AgentStatusPort"}
-    assert env["ECSSD_HOSTED_ZONE_ID"] == {"Ref": "HostedZone"}
     known = {agent_settings.env_name(f.name) for f in fields(agent_settings.Settings)}
-    assert {n for n in env if n.startswith("ECSSD_")} <= known, "a variable the agent ignores"
+    for mode in ("queued", "direct"):
+        env = container_env(agent, condition_values(template, {"AgentWriteMode": mode}))
+        assert env["ECSSD_STATUS_PORT"] == {"Ref": "AgentStatusPort"}
+        assert env["ECSSD_DOMAIN"] == {"Ref": "ZoneName"}
+        assert {n for n in env if n.startswith("ECSSD_")} <= known, "a variable the agent ignores"
+        if mode == "direct":
+            assert env["ECSSD_HOSTED_ZONE_ID"] == {"Ref": "HostedZone"}
+            assert env["ECSSD_HOST_TABLE"] == env["ECSSD_CHANGE_QUEUE"] == ""
+        else:  # the zone by name only: a queued agent never asks Route 53
+            assert env["ECSSD_HOST_TABLE"] == {"Ref": "HostTable"}
+            assert env["ECSSD_CHANGE_QUEUE"] == {"Ref": "ChangeQueue"}
+            assert env["ECSSD_HOSTED_ZONE_ID"] == ""
 
 
 def test_instance_ports_open_only_to_the_alb_the_sweep_and_each_other(
@@ -456,6 +497,9 @@ def test_lambda_environment_is_what_the_code_reads(template: dict[str, Any]) -> 
     read = {n.value for n in ast.walk(ast.parse(source))
             if isinstance(n, ast.Constant) and isinstance(n.value, str)}
     assert set(events_env) <= read, set(events_env) - read
+    writer_env = template["Resources"]["ZoneWriterFunction"]["Properties"]["Environment"][
+        "Variables"]
+    assert set(writer_env) <= {f.name.upper() for f in fields(WriterSettings)}
 
 
 def test_lambda_handlers_exist_in_the_package(template: dict[str, Any], tmp_path: Path) -> None:
@@ -578,6 +622,7 @@ def deploy(aws: MotoServer, tmp_path: Path, **overrides: str) -> Stack:
     s3.create_bucket(Bucket="ecssd-code")
     s3.put_object(Bucket="ecssd-code", Key="ecssd-lambda.zip", Body=zip_path.read_bytes())
     parameters = {"LambdaCodeBucket": "ecssd-code", "ExamplePassword": PASSWORD, **overrides}
+    expected = active_resources(body, condition_values(template, parameters))
     cfn = aws.client("cloudformation")
     cfn.create_stack(StackName=STACK, TemplateBody=json.dumps(body),
                      Capabilities=["CAPABILITY_IAM"],
@@ -590,9 +635,12 @@ def deploy(aws: MotoServer, tmp_path: Path, **overrides: str) -> Stack:
 
     stack = wait_for(finished, timeout=60, what="the stack to finish creating")
     assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
-    created = cfn.describe_stack_resources(StackName=STACK)["StackResources"]
+    listed = cfn.describe_stack_resources(StackName=STACK)["StackResources"]
+    # moto 5.2 lists a resource whose Condition is false as an entry without a logical id.
+    created = [r for r in listed if "LogicalResourceId" in r]
+    assert len(listed) - len(created) == len(body["Resources"]) - len(expected)
     status = {r["LogicalResourceId"]: r["ResourceStatus"] for r in created}
-    assert status == dict.fromkeys(body["Resources"], "CREATE_COMPLETE")
+    assert status == dict.fromkeys(expected, "CREATE_COMPLETE")
     return Stack(aws, template, parameters,
                  outputs={o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
                  physical={r["LogicalResourceId"]: r.get("PhysicalResourceId", "")
@@ -645,8 +693,10 @@ def test_stack_is_created_in_moto_and_is_what_it_says(aws: MotoServer, tmp_path:
         "taskDefinition"]
     (container,) = taskdef["containerDefinitions"]
     assert container["command"] == ["--deregister-on-exit"]
-    assert {e["name"]: e["value"] for e in container["environment"]}[
-        "ECSSD_HOSTED_ZONE_ID"] == zone_id
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    # The default is the queued mode (tests/integration/test_cloudformation_queued.py).
+    assert env["ECSSD_DOMAIN"] == "servicediscovery.internal"
+    assert env["ECSSD_HOST_TABLE"] == out["HostTableName"]
     assert taskdef["volumes"] == [{"name": "docker-socket",
                                    "host": {"sourcePath": "/var/run/docker.sock"}}]
     (xray,) = ecs.describe_services(cluster=cluster, services=[phys["XRayService"]])[
@@ -686,7 +736,8 @@ def test_stack_is_created_in_moto_and_is_what_it_says(aws: MotoServer, tmp_path:
         "/health", "traffic-port")
 
     iam = stack.client("iam")
-    for role in ("AgentTaskRole", "SweepRole", "TaskEventsRole", "XRayTaskRole", "InstanceRole"):
+    for role in ("AgentTaskRole", "SweepRole", "TaskEventsRole", "XRayTaskRole", "InstanceRole",
+                 "ZoneWriterRole"):
         assert iam.get_role(RoleName=phys[role])["Role"]["Arn"].endswith("/" + phys[role])
 
 
@@ -984,32 +1035,48 @@ def test_lambdas_need_no_more_than_their_roles_allow(
         server.server_close()
 
 
-def test_agent_needs_no_more_than_its_role_allows(
-        aws: MotoServer, proxy: RecordingProxy, tmp_path: Path,
-        docker_engine: DockerEngine) -> None:
-    """The agent CLI, with the task definition's ECSSD_ settings, syncs and removes."""
-    stack = deploy(aws, tmp_path)
-    conditions = condition_values(stack.template, stack.parameters)
+def agent_task_env(stack: Stack) -> dict[str, str]:
+    """The agent container's environment as ECS would give it, for this stack."""
     (container,) = stack.template["Resources"]["AgentTaskDefinition"]["Properties"][
         "ContainerDefinitions"]
+    conditions = condition_values(stack.template, stack.parameters)
     resolved: dict[str, Callable[[], str]] = {
-        "ZoneName": lambda: "servicediscovery.internal",
         "HostedZone": lambda: stack.outputs["HostedZoneId"],
+        "HostTable": lambda: stack.physical["HostTable"],
+        "ChangeQueue": lambda: stack.physical["ChangeQueue"],  # a queue's Ref: its URL
+        "AWS::Region": lambda: REGION,
     }
-    env = {**aws.env(), "AWS_ENDPOINT_URL": proxy.url}
-    for item in container["Environment"]:
-        value = item["Value"]
+    env = {}
+    for name, value in container_env(container, conditions).items():
         if isinstance(value, dict):
-            name = value["Ref"]
-            value = resolved[name]() if name in resolved else str(
-                stack.template["Parameters"].get(name, {}).get("Default", REGION))
-        env[item["Name"]] = str(value)
+            ref = value["Ref"]
+            value = resolved[ref]() if ref in resolved else stack.parameters.get(
+                ref, str(stack.template["Parameters"][ref].get("Default", "")))
+        env[name] = str(value)
+    return env
+
+
+def run_agent(stack: Stack, docker_engine: DockerEngine, endpoint: str, *modes: str) -> None:
+    """The agent CLI on a host ip-127-0-0-1, configured as the stack configures it."""
+    env = {**stack.aws.env(), **agent_task_env(stack), "AWS_ENDPOINT_URL": endpoint}
     agent = Path(sys.executable).with_name("ecssd-agent")
     command = [str(agent) if agent.exists() else "ecssd-agent", "--hostname", "ip-127-0-0-1",
                "--host-ip", "127.0.0.1", "--docker-host", docker_engine.base_url]
-    for mode in ("--sync", "--remove"):
+    for mode in modes:
         proc = subprocess.run([*command, mode], env=env, capture_output=True, text=True,
                               timeout=120, check=False)
         assert proc.returncode == 0, proc.stderr
-    check_calls(proxy.take(), role_actions(stack.template, "AgentTaskRole", conditions),
+
+
+def test_direct_agent_needs_no_more_than_its_role_allows(
+        aws: MotoServer, proxy: RecordingProxy, tmp_path: Path,
+        docker_engine: DockerEngine) -> None:
+    """Direct mode: the agent CLI, with the task definition's ECSSD_ settings, syncs and
+    removes through Route 53 (the queued mode's test: test_cloudformation_queued.py)."""
+    stack = deploy(aws, tmp_path, AgentWriteMode="direct")
+    conditions = condition_values(stack.template, stack.parameters)
+    run_agent(stack, docker_engine, proxy.url, "--sync", "--remove")
+    calls = proxy.take()
+    check_calls(calls, role_actions(stack.template, "AgentTaskRole", conditions),
                 stack.outputs["HostedZoneId"], "")
+    assert "route53:ChangeResourceRecordSets" in {c.action for c in calls}

@@ -2,7 +2,7 @@
 
 The decisive test imports the zip in a clean virtual environment holding nothing but boto3
 (what the Python Lambda runtime provides), the way Lambda does (the unpacked zip first on
-``sys.path``), and calls both handlers against a moto server: a missing core module, an
+``sys.path``), and calls every handler against a moto server: a missing core module, an
 undeclared dependency or an import of the Docker SDK fails here, not in AWS.
 """
 
@@ -24,9 +24,13 @@ from typing import Any
 import pytest
 
 from ecssd_agent.agent import Agent
+from ecssd_agent.aws.change_queue import Hint, hint_body
+from ecssd_agent.aws.host_store import HostStore
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
+from ecssd_agent.host_state import Published
 from ecssd_agent.metadata import ECS_CLUSTER, ECS_CONTAINER_NAME, ECS_TASK_ARN
 from ecssd_agent.model import Container, Host, Routing
+from ecssd_agent.records import host_records
 from tests.support.env import FAKE_AWS_ENV, REGION
 from tests.support.moto_server import MotoServer
 
@@ -34,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import package_lambda  # noqa: E402
 
-HANDLERS = ("health_lambda.handler.lambda_handler", "health_lambda.task_events.lambda_handler")
+HANDLERS = ("health_lambda.handler.lambda_handler", "health_lambda.task_events.lambda_handler",
+            "health_lambda.zone_writer_handler.lambda_handler")
 CLUSTER = "pkg-cluster"
 ZONE = "servicediscovery.internal"
 XRAY_GROUP = "service:xray-daemon"
@@ -77,7 +82,8 @@ def test_zip_holds_the_handlers_and_the_core_they_import_and_no_docker(made_zip:
     assert lambda_modules <= names
     assert {"ecssd_agent/__init__.py", "ecssd_agent/aws/route53.py", "ecssd_agent/naming.py",
             "ecssd_agent/plan.py"} <= names
-    assert not any(n.endswith(("docker_source.py", "docker_events.py", "cli.py")) for n in names)
+    assert not any(n.endswith(("docker_source.py", "docker_events.py")) for n in names)
+    assert not {"ecssd_agent/cli.py", "ecssd_agent/daemon.py"} & names  # the per-host agent
     assert not any(n.startswith(("tests/", "examples/", "docker/")) for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     # Vendored distributions (none today) never include what the runtime already has.
@@ -317,3 +323,33 @@ def test_both_handlers_run_from_the_zip_in_a_clean_runtime(
     odd = invoke(clean_python, task_dir, HANDLERS[1], {"detail": "nonsense"}, fixed,
                  tmp_path).result
     assert isinstance(odd, dict) and odd.get("status"), odd
+
+
+def test_zone_writer_runs_from_the_zip_in_a_clean_runtime(
+        clean_python: Path, task_dir: Path, world: World, tmp_path: Path) -> None:
+    """The queued mode's writer, on the event its SQS mapping gives it: applies a host's
+    published state (a table with the quickstart's key schema) to the zone."""
+    dynamodb = world.aws.client("dynamodb")
+    dynamodb.create_table(
+        TableName="ecssd-hosts", BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "host", "AttributeType": "S"},
+                              {"AttributeName": "kind", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "host", "KeyType": "HASH"},
+                   {"AttributeName": "kind", "KeyType": "RANGE"}])
+    host = Host("ip-127-0-8-8", "127.0.8.8")
+    records, problems = host_records(host, [], world.zone.zone.name, Routing.WEIGHTED, 60)
+    assert records and not problems
+    HostStore(dynamodb, "ecssd-hosts").publish(
+        Published(host.label, world.zone.zone.name, 1, tuple(records), True))
+    hint = {"messageId": "m-1", "receiptHandle": "r-1", "eventSource": "aws:sqs",
+            "body": hint_body(Hint(host.label, world.zone.zone.name, 1))}
+    bad = {"messageId": "m-2", "receiptHandle": "r-2", "eventSource": "aws:sqs",
+           "body": "not a hint"}
+    env = {"AWS_ENDPOINT_URL": world.aws.url, "HOSTED_ZONE_ID": world.zone_id,
+           "HOST_TABLE": "ecssd-hosts", "LOG_LEVEL": "info"}
+    result = invoke(clean_python, task_dir, HANDLERS[2], {"Records": [hint, bad]}, env,
+                    tmp_path).result
+    # Nothing to deliver again: the hint was written, the bad message can never be.
+    assert result == {"batchItemFailures": []}, result
+    written = [r for r in world.zone.records() if r.name == f"{host.label}.{ZONE}."]
+    assert [(r.type, r.values) for r in written] == [("A", (host.ip,))]

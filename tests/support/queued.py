@@ -19,3 +19,13 @@ def create_host_table(dynamodb: Any, name: str) -> str:
 def create_hint_queue(sqs: Any, name: str = "ecssd-hints") -> str:
     """The queue's URL."""
     return str(sqs.create_queue(QueueName=name)["QueueUrl"])
+
+
+class FixedClock:
+    """A wall clock that moves only when a test sets ``now``."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -1,0 +1,736 @@
+"""The zone writer of the queued mode, against in-process moto (Route 53 and DynamoDB).
+
+What it must prove: many hosts' changes go out in few requests; reads happen only where the
+writer's knowledge is missing or old; a batch Route 53 rejects is re-read and re-planned, and
+one host whose changes can never land is bisected out without holding up the others; an AWS
+error leaves the hosts in flight marked unknown; records of other owners are never touched.
+
+Requests are counted by the project's own :class:`RequestStats` (every HTTP attempt). Faults
+moto cannot produce (Throttling at a chosen moment) come from :class:`Faults`, a thin proxy
+that raises a real ``ClientError`` for a scripted call and passes every other call to moto.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from benchmarks import moto_paging
+from ecssd_agent import naming
+from ecssd_agent.aws.clients import Clients
+from ecssd_agent.aws.host_store import HostStore
+from ecssd_agent.aws.route53 import Route53Zone, find_zone, to_wire
+from ecssd_agent.host_state import Applied, Published
+from ecssd_agent.model import Action, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.records import host_records
+from ecssd_agent.zone_writer import ZoneWriter, read_hints
+from tests.support.queued import FixedClock as Clock
+from tests.support.queued import create_host_table
+
+ZONE = "sd.internal."
+TABLE = "hosts"
+T0 = 1_700_000_000.0
+#: One boto3 session for the module: it caches the service models (client creation is most
+#: of a test's setup otherwise). Credentials and endpoints still come from the environment.
+SESSION = boto3.session.Session()
+
+
+def host(i: int) -> Host:
+    return Host(f"ip-10-0-{i // 250}-{i % 250}", f"10.0.{i // 250}.{i % 250}")
+
+
+def desired(h: Host, *names: str, routing: Routing = Routing.MULTIVALUE,
+            port_base: int = 30000) -> list[RecordSet]:
+    instances = [ServiceInstance(name, "tcp", 8081, port_base + n, f"{n:04d}{h.ip}".replace(".", "")
+                                 .ljust(64, "0"), cluster="prod",
+                                 task_arn=f"arn:aws:ecs:us-east-1:1:task/prod/{h.label}t{n}")
+                 for n, name in enumerate(names)]
+    records, problems = host_records(h, instances, ZONE, routing, 0)
+    assert problems == []
+    return records
+
+
+def throttled(operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"},
+                        "ResponseMetadata": {"HTTPStatusCode": 400}}, operation)
+
+
+class Faults:
+    """A boto3 Route 53 client: moto's, made as strict as Route 53, plus scripted errors.
+
+    moto 5.2.x accepts change batches that Route 53 refuses (seen here: a DELETE of a record
+    set that is gone, or whose values changed, passes when the name and type still hold
+    other record sets; a CREATE of an existing SetIdentifier with other values replaces it).
+    Route 53 documents both as InvalidChangeBatch, and the writer's re-read and re-plan
+    exist for exactly those, so this proxy checks them against moto's zone first, for the
+    whole batch, before passing it on.
+    """
+
+    def __init__(self, client: Any, plain: Any) -> None:
+        self._client = client
+        self._plain = plain  # uncounted: the checks are not requests the writer made
+        self.script: dict[str, list[Exception | None]] = {}
+        self.rejected = 0  # batches this proxy refused (they never reach moto: no request)
+
+    def fail(self, method: str, *outcomes: Exception | None) -> None:
+        """The next calls of ``method``: an exception to raise, or None to pass through."""
+        self.script.setdefault(method, []).extend(outcomes)
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._client, name)
+        if name not in self.script and name != "change_resource_record_sets":
+            return real
+
+        def call(**kwargs: Any) -> Any:
+            queued = self.script.get(name, [])
+            outcome = queued.pop(0) if queued else None
+            if outcome is not None:
+                raise outcome
+            if name == "change_resource_record_sets":
+                self._check(kwargs["HostedZoneId"], kwargs["ChangeBatch"]["Changes"])
+            return real(**kwargs)
+
+        return call
+
+    def _check(self, zone_id: str, changes: list[dict[str, Any]]) -> None:
+        pages = self._plain.get_paginator("list_resource_record_sets").paginate(
+            HostedZoneId=zone_id)
+        have = {_wire_key(w): w for page in pages for w in page["ResourceRecordSets"]}
+        for change in changes:  # in order, as Route 53 applies them
+            wire = change["ResourceRecordSet"]
+            key = _wire_key(wire)
+            found = have.get(key)
+            what = (f"resource record set [name='{wire['Name']}', type='{wire['Type']}', "
+                    f"set-identifier='{wire.get('SetIdentifier')}']")
+            if change["Action"] == "DELETE":
+                if found is None or _canon(found) != _canon(wire):
+                    raise self._rejected(f"Tried to delete {what} but it was not found")
+                del have[key]
+            elif change["Action"] == "CREATE" and found is not None:
+                raise self._rejected(f"Tried to create {what} but it already exists")
+            else:
+                have[key] = wire
+
+    def _rejected(self, message: str) -> ClientError:
+        self.rejected += 1
+        return ClientError({"Error": {"Code": "InvalidChangeBatch", "Message": message},
+                            "ResponseMetadata": {"HTTPStatusCode": 400}},
+                           "ChangeResourceRecordSets")
+
+
+def _wire_key(wire: dict[str, Any]) -> tuple[str, str, str | None]:
+    return (wire["Name"].lower().rstrip(".") + ".", wire["Type"], wire.get("SetIdentifier"))
+
+
+def _canon(wire: dict[str, Any]) -> tuple[Any, ...]:
+    return (wire.get("TTL"), sorted(r["Value"] for r in wire.get("ResourceRecords", [])),
+            wire.get("Weight"), bool(wire.get("MultiValueAnswer")), wire.get("HealthCheckId"))
+
+
+@dataclass
+class World:
+    clients: Clients
+    zone: Route53Zone
+    faults: Faults
+    store: HostStore
+    clock: Clock
+    seqs: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def route53(self) -> Any:
+        return self.clients.client("route53")
+
+    def writer(self, **kwargs: Any) -> ZoneWriter:
+        return ZoneWriter(self.zone, self.store, clock=self.clock, **kwargs)
+
+    def publish(self, h: Host, records: list[RecordSet], verify: bool = False,
+                zone: str = ZONE) -> int:
+        self.seqs[h.label] += 1
+        self.store.publish(Published(h.label, zone, self.seqs[h.label], tuple(records), verify))
+        return self.seqs[h.label]
+
+    def all_records(self) -> list[RecordSet]:
+        return list(self.zone.records())
+
+    def owned(self, h: Host) -> set[RecordSet]:
+        return self.owned_by(h)[h.label]
+
+    def owned_by(self, *hosts: Host) -> dict[str, set[RecordSet]]:
+        """Each host's record sets in the zone, from one listing."""
+        out: dict[str, set[RecordSet]] = {h.label: set() for h in hosts}
+        for record in self.all_records():
+            owner = naming.parse_set_identifier(record.set_identifier)
+            if owner is not None and owner.kind == "h" and owner.host in out:
+                out[owner.host].add(record)
+        return out
+
+    def applied(self, *hosts: Host) -> dict[str, Applied]:
+        return self.store.load([h.label for h in hosts])[1]
+
+    def by_hand(self, action: Action, records: list[RecordSet]) -> None:
+        """Someone else's change (the console, another tool): not through the writer."""
+        self.route53.change_resource_record_sets(HostedZoneId=self.zone.zone.id, ChangeBatch={
+            "Changes": [{"Action": action.value, "ResourceRecordSet": to_wire(r)} for r in records]})
+
+    def requests(self) -> Counter[str]:
+        return Counter(self.clients.stats.by_operation())
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    moto_paging.install()  # moto does not page inside one name's record sets; Route 53 does
+    with mock_aws():
+        clients = Clients(region="us-east-1", session=SESSION)
+        r53 = clients.client("route53")
+        r53.create_hosted_zone(Name=ZONE, CallerReference="1",
+                               HostedZoneConfig={"PrivateZone": True},
+                               VPC={"VPCRegion": "us-east-1", "VPCId": "vpc-1"})
+        ddb = clients.client("dynamodb")
+        create_host_table(ddb, TABLE)
+        faults = Faults(r53, SESSION.client("route53", region_name="us-east-1"))
+        zone = Route53Zone(faults, find_zone(r53, ZONE))  # type: ignore[arg-type]
+        yield World(clients, zone, faults, HostStore(ddb, TABLE), Clock(T0))
+
+
+def delta(after: Counter[str], before: Counter[str]) -> Counter[str]:
+    return Counter({k: v - before[k] for k, v in after.items() if v - before[k]})
+
+
+ROUTE53_READS = ("ListResourceRecordSets", "GetHostedZone")
+
+
+# --- few requests for many hosts -------------------------------------------------------------
+
+def test_many_hosts_go_out_in_one_change_request(world: World) -> None:
+    hosts = [host(i) for i in range(50)]
+    wanted = {h.label: desired(h, "calc", "time", "_web._tcp", "portal", "auth") for h in hosts}
+    for h in hosts:
+        world.publish(h, wanted[h.label], verify=True)
+    before = world.requests()
+
+    outcome = world.writer().write(h.label for h in hosts)
+
+    spent = delta(world.requests(), before)
+    assert outcome.hosts == 50 and outcome.changes == 300 and not outcome.failed
+    assert outcome.change_requests == spent["ChangeResourceRecordSets"] == 1
+    assert outcome.read_requests == sum(spent[op] for op in ROUTE53_READS)
+    assert outcome.hosts_read == 50
+    assert world.owned_by(*hosts) == {k: set(v) for k, v in wanted.items()}
+    applied = world.applied(*hosts)
+    assert {k: (a.seq, set(a.records), a.verified) for k, a in applied.items()} == {
+        h.label: (1, set(wanted[h.label]), T0) for h in hosts}
+    assert spent["BatchWriteItem"] == 2  # 50 applied states, 25 per request
+
+
+def test_changes_beyond_a_request_fill_requests_of_1000(world: World) -> None:
+    hosts = [host(i) for i in range(170)]  # 170 x 6 = 1,020 record sets
+    for h in hosts:
+        world.publish(h, desired(h, "a", "b", "c", "d", "e"))
+    before = world.requests()
+    outcome = world.writer().write(h.label for h in hosts)
+    assert outcome.changes == 1020
+    assert delta(world.requests(), before)["ChangeResourceRecordSets"] == 2 == outcome.change_requests
+    assert len(world.all_records()) == 1020 + 2  # and the zone's NS and SOA
+
+
+def test_a_second_write_without_change_costs_no_route53_request(world: World) -> None:
+    hosts = [host(i) for i in range(12)]
+    for h in hosts:
+        world.publish(h, desired(h, "calc"))
+    world.writer().write(h.label for h in hosts)
+    before = world.requests()
+
+    outcome = world.writer().write(h.label for h in hosts)
+
+    spent = delta(world.requests(), before)
+    assert outcome.changes == outcome.change_requests == outcome.read_requests == 0
+    assert outcome.hosts_read == 0
+    assert spent == Counter({"BatchGetItem": 1})  # one load; nothing to save either
+
+
+def test_a_new_publication_is_planned_from_knowledge_without_a_read(world: World) -> None:
+    a, b = host(1), host(2)
+    world.publish(a, desired(a, "calc", "time"))
+    world.publish(b, desired(b, "calc"))
+    writer = world.writer()
+    writer.write([a.label, b.label])
+    seq = world.publish(a, desired(a, "time", "portal", port_base=31000))
+    before = world.requests()
+
+    outcome = writer.write([a.label, b.label])
+
+    spent = delta(world.requests(), before)
+    assert outcome.hosts_read == 0 and not any(spent[op] for op in ROUTE53_READS)
+    assert spent["ChangeResourceRecordSets"] == 1
+    assert world.owned(a) == set(desired(a, "time", "portal", port_base=31000))
+    assert world.owned(b) == set(desired(b, "calc"))
+    assert world.applied(a)[a.label].seq == seq
+    assert world.applied(a)[a.label].verified == T0  # inferred, not read: still the read's time
+
+
+def test_reads_only_new_hosts_verify_requests_and_expired_knowledge(world: World) -> None:
+    a, b, c = host(1), host(2), host(3)
+    writer = world.writer(verify_after=3600.0)
+    for h in (a, b):
+        world.publish(h, desired(h, "calc"))
+    assert writer.write([a.label, b.label]).hosts_read == 2  # both new
+
+    world.publish(c, desired(c, "calc"))  # new
+    world.publish(b, desired(b, "calc", "time"), verify=True)  # an agent that restarted
+    world.publish(a, desired(a, "calc", "time"))  # a plain change
+    outcome = writer.write([a.label, b.label, c.label])
+    assert outcome.hosts_read == 2 and not outcome.failed
+    assert {h.label: a_.verified for h, a_ in zip((a, b, c), world.applied(a, b, c).values(),
+                                                  strict=True)} == {
+        a.label: T0, b.label: T0, c.label: T0}
+
+    # b's verify publication is applied: it is not read again for it.
+    assert writer.write([a.label, b.label, c.label]).hosts_read == 0
+
+    world.clock.now = T0 + 3600.0  # everybody's knowledge is an hour old
+    before = world.requests()
+    outcome = writer.write([a.label, b.label, c.label])
+    assert outcome.hosts_read == 3 and outcome.changes == 0
+    assert delta(world.requests(), before)["ChangeResourceRecordSets"] == 0
+    assert {x.verified for x in world.applied(a, b, c).values()} == {T0 + 3600.0}
+    assert world.writer(verify_after=3600.0).write([a.label]).hosts_read == 0  # fresh again
+
+
+def _list_calls(world: World) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+
+    def record(params: dict[str, Any], **_kw: Any) -> None:
+        calls.append(dict(params))
+
+    world.route53.meta.events.register(
+        "provide-client-params.route53.ListResourceRecordSets", record)
+    return calls
+
+
+def test_few_names_are_read_by_name_many_names_by_listing_the_zone(world: World) -> None:
+    filler = [RecordSet(f"svc-{i:04d}.{ZONE}", "A", ("192.0.2.1",), 300) for i in range(700)]
+    world.by_hand(Action.CREATE, filler)  # 702 record sets: 3 pages, a full read costs 4
+    calls = _list_calls(world)
+    a = host(1)
+    world.publish(a, desired(a, "calc"))  # 2 names
+
+    before = world.requests()
+    outcome = world.writer().write([a.label])
+
+    spent = delta(world.requests(), before)
+    assert calls and all("StartRecordName" in c for c in calls)
+    assert {c["StartRecordName"] for c in calls} == {f"calc.{ZONE}", f"{a.label}.{ZONE}"}
+    assert outcome.read_requests == sum(spent[op] for op in ROUTE53_READS) == 1 + len(calls)
+    assert world.owned(a) == set(desired(a, "calc"))
+
+    calls.clear()
+    many = [host(i) for i in range(10, 15)]  # 10 names: more than the 4 a full listing costs
+    for h in many:
+        world.publish(h, desired(h, f"svc-{h.label}"))
+    before = world.requests()
+    outcome = world.writer().write(h.label for h in many)
+
+    spent = delta(world.requests(), before)
+    assert calls and "StartRecordName" not in calls[0]  # from the start of the zone
+    assert len(calls) == math.ceil((702 + 2) / 300)  # the zone as it was when read, once
+    assert outcome.read_requests == sum(spent[op] for op in ROUTE53_READS) == 1 + len(calls)
+    assert world.owned_by(*many) == {h.label: set(desired(h, f"svc-{h.label}")) for h in many}
+
+
+# --- Route 53 disagrees with the writer's knowledge ------------------------------------------
+
+def test_a_record_deleted_behind_the_writers_back_is_read_and_replanned(world: World) -> None:
+    a, b = host(1), host(2)
+    world.publish(a, desired(a, "calc", "time"))
+    world.publish(b, desired(b, "calc"))
+    writer = world.writer()
+    writer.write([a.label, b.label])
+    gone = next(r for r in desired(a, "calc", "time") if r.name.startswith("calc."))
+    world.by_hand(Action.DELETE, [gone])
+    # a drops calc (a DELETE that Route 53 will refuse: it is gone) and adds portal.
+    world.publish(a, desired(a, "portal", "time"))
+    world.publish(b, desired(b, "calc", "auth"))
+    before = world.requests()
+
+    outcome = writer.write([a.label, b.label])
+
+    spent = delta(world.requests(), before)
+    assert outcome.rejected == 1 and not outcome.failed
+    assert outcome.hosts_read == 2  # both hosts were in the rejected batch
+    # The rejected one (refused before it reached moto), then the re-planned one.
+    assert world.faults.rejected == 1 and spent["ChangeResourceRecordSets"] == 1
+    assert world.owned(a) == set(desired(a, "portal", "time"))
+    assert world.owned(b) == set(desired(b, "calc", "auth"))
+    applied = world.applied(a, b)
+    assert set(applied[a.label].records) == world.owned(a)
+    assert applied[a.label].seq == world.seqs[a.label]
+
+
+def test_a_record_changed_behind_the_writers_back_is_deleted_as_listed(world: World) -> None:
+    a = host(1)
+    world.publish(a, desired(a, "calc"))
+    writer = world.writer()
+    writer.write([a.label])
+    srv = next(r for r in desired(a, "calc") if r.type == "SRV")
+    edited = RecordSet(srv.name, srv.type, ("1 1 9999 elsewhere.sd.internal.",), 60,
+                       srv.set_identifier, multivalue=True)
+    world.by_hand(Action.UPSERT, [edited])
+    world.publish(a, desired(a))  # calc goes: the DELETE of the old values is refused
+
+    outcome = writer.write([a.label])
+
+    assert outcome.rejected == 1 and not outcome.failed
+    assert world.owned(a) == set(desired(a))
+    assert set(world.applied(a)[a.label].records) == set(desired(a))
+
+
+def test_a_record_created_behind_the_writers_back_is_taken_over(world: World) -> None:
+    a = host(1)
+    world.publish(a, desired(a))
+    writer = world.writer()
+    writer.write([a.label])
+    wanted = desired(a, "calc")
+    world.by_hand(Action.CREATE, [RecordSet(wanted[1].name, "SRV", ("1 1 1 old.sd.internal.",), 0,
+                                            wanted[1].set_identifier, multivalue=True)])
+    world.publish(a, wanted)  # a CREATE of an existing record set: refused
+
+    outcome = writer.write([a.label])
+
+    assert outcome.rejected == 1 and not outcome.failed
+    assert world.owned(a) == set(wanted)
+
+
+def test_one_impossible_host_is_bisected_out_and_every_other_lands(world: World) -> None:
+    hosts = [host(i) for i in range(8)]
+    bad = hosts[3]
+    writer = world.writer()
+    for h in hosts:
+        world.publish(h, desired(h, "calc"))
+    writer.write(h.label for h in hosts)
+    for h in hosts:
+        world.publish(h, desired(h, "calc", "time"))
+    # bad also wants a record set outside the zone: Route 53 refuses any batch carrying it.
+    outside = RecordSet("calc.other.internal.", "SRV", ("1 1 1 x.sd.internal.",), 0,
+                        naming.set_identifier(Owner(host=bad.label, container="f" * 12,
+                                                    port="1/tcp")), multivalue=True)
+    world.publish(bad, [*desired(bad, "calc", "time"), outside])
+    before = world.requests()
+
+    outcome = writer.write(h.label for h in hosts)
+
+    assert set(outcome.failed) == {bad.label}
+    assert "not permitted" in outcome.failed[bad.label]
+    owned = world.owned_by(*hosts)
+    for h in hosts:
+        if h is not bad:
+            assert owned[h.label] == set(desired(h, "calc", "time"))
+    assert owned[bad.label] == set(desired(bad, "calc"))  # as before: all or nothing
+    applied = world.applied(*hosts)
+    assert applied[bad.label].seq == 1  # not advanced: not applied
+    assert set(applied[bad.label].records) == set(desired(bad, "calc"))
+    assert all(applied[h.label].seq == 2 for h in hosts if h is not bad)
+    # 8 hosts: log2(8) = 3 halvings, two attempts per level at most.
+    assert delta(world.requests(), before)["ChangeResourceRecordSets"] <= 2 + 2 * 3
+
+    # Still impossible next time: still reported, never recorded as applied.
+    again = writer.write(h.label for h in hosts)
+    assert set(again.failed) == {bad.label} and world.applied(bad)[bad.label].seq == 1
+    # Fixed by its agent: it lands.
+    world.publish(bad, desired(bad, "calc", "time"))
+    fixed = writer.write([bad.label])
+    assert not fixed.failed and world.owned(bad) == set(desired(bad, "calc", "time"))
+
+
+def test_a_record_set_botocore_refuses_to_send_is_bisected_out_too(world: World) -> None:
+    """A publication the API would never accept (here a negative TTL) fails in botocore's
+    parameter validation before anything is sent: like a rejected batch, it must cost only
+    its own host, not every host of the write (the Lambda would retry them all forever)."""
+    hosts = [host(i) for i in range(4)]
+    bad = hosts[1]
+    for h in hosts:
+        world.publish(h, desired(h, "calc"))
+    broken = next(r for r in desired(bad, "calc") if r.type == "SRV")
+    world.publish(bad, [*desired(bad), RecordSet(broken.name, "SRV", broken.values, -1,
+                                                 broken.set_identifier, multivalue=True)])
+
+    outcome = world.writer().write(h.label for h in hosts)
+
+    assert set(outcome.failed) == {bad.label} and "TTL" in outcome.failed[bad.label]
+    owned = world.owned_by(*hosts)
+    assert owned[bad.label] == set()
+    assert all(owned[h.label] == set(desired(h, "calc")) for h in hosts if h is not bad)
+    assert world.applied(bad)[bad.label].seq == 0
+
+
+def test_a_record_set_beyond_a_request_s_limits_costs_only_its_host(world: World) -> None:
+    """1,001 values cannot go in any ChangeResourceRecordSets request: refused at planning."""
+    a, b = host(1), host(2)
+    srv = next(r for r in desired(a, "calc") if r.type == "SRV")
+    huge = RecordSet(srv.name, "SRV", tuple(f"1 1 {p} x.sd.internal." for p in range(1, 1002)),
+                     0, srv.set_identifier, multivalue=True)
+    world.publish(a, [*desired(a), huge])
+    world.publish(b, desired(b, "calc"))
+
+    outcome = world.writer().write([a.label, b.label])
+
+    assert set(outcome.failed) == {a.label} and "limits" in outcome.failed[a.label]
+    assert world.owned_by(a, b) == {a.label: set(), b.label: set(desired(b, "calc"))}
+    assert world.applied(a)[a.label].seq == 0
+
+
+def test_a_host_publishing_a_record_set_of_another_owner_is_refused(world: World) -> None:
+    a, b, c = host(1), host(2), host(3)
+    world.publish(b, desired(b, "calc"))
+    world.writer().write([b.label])
+    b_records = world.owned(b)
+    stolen = next(r for r in desired(b, "calc") if r.type == "SRV")
+    world.publish(a, [*desired(a, "calc"), RecordSet(stolen.name, "SRV", ("1 1 1 evil.",), 0,
+                                                    stolen.set_identifier, multivalue=True)])
+    world.publish(c, desired(c, "calc"))
+
+    outcome = world.writer().write([a.label, b.label, c.label])
+
+    assert set(outcome.failed) == {a.label} and "refusing" in outcome.failed[a.label]
+    assert world.owned(b) == b_records
+    assert world.owned(a) == set()  # the publication is refused whole
+    assert world.owned(c) == set(desired(c, "calc"))
+    assert world.applied(a)[a.label].seq == 0  # read, never applied
+
+
+# --- AWS errors ------------------------------------------------------------------------------
+
+def test_an_aws_error_mid_apply_marks_the_hosts_in_flight_unknown(world: World) -> None:
+    a, b, c = host(1), host(2), host(3)
+    writer = world.writer()
+    for h in (a, b, c):
+        world.publish(h, desired(h, "calc"))
+    writer.write([a.label, b.label, c.label])
+    world.publish(a, desired(a, "calc", "time"))
+    world.publish(b, desired(b))
+    world.publish(c, desired(c, "calc"))  # republished, unchanged: nothing in flight for c
+    world.clock.now = T0 + 60
+    world.faults.fail("change_resource_record_sets", throttled("ChangeResourceRecordSets"))
+
+    with pytest.raises(ClientError, match="Throttling"):
+        writer.write([a.label, b.label, c.label])
+
+    applied = world.applied(a, b, c)
+    assert (applied[a.label].seq, applied[a.label].verified) == (1, 0.0)
+    assert (applied[b.label].seq, applied[b.label].verified) == (1, 0.0)
+    assert (applied[c.label].seq, applied[c.label].verified) == (2, T0)  # nothing in flight
+    assert world.owned(a) == set(desired(a, "calc"))  # really not applied
+
+    outcome = writer.write([a.label, b.label, c.label])
+
+    assert outcome.hosts_read == 2 and not outcome.failed
+    assert world.owned(a) == set(desired(a, "calc", "time"))
+    assert world.owned(b) == set(desired(b))
+    applied = world.applied(a, b, c)
+    assert {k: (x.seq, x.verified) for k, x in applied.items()} == {
+        a.label: (2, T0 + 60), b.label: (2, T0 + 60), c.label: (2, T0)}
+
+
+def test_an_error_in_the_second_request_keeps_what_the_first_applied_unknown(world: World) -> None:
+    hosts = [host(i) for i in range(170)]  # two requests
+    for h in hosts:
+        world.publish(h, desired(h, "a", "b", "c", "d", "e"))
+    world.faults.fail("change_resource_record_sets", None, throttled("ChangeResourceRecordSets"))
+    writer = world.writer()
+
+    with pytest.raises(ClientError):
+        writer.write(h.label for h in hosts)
+
+    assert 0 < len(world.all_records()) - 2 < 1020  # the first request landed
+    assert {a.verified for a in world.applied(*hosts).values()} == {0.0}
+    outcome = writer.write(h.label for h in hosts)
+    assert outcome.hosts_read == 170 and not outcome.failed
+    assert len(world.all_records()) == 1020 + 2
+
+
+def test_an_aws_error_reading_after_a_rejection_leaves_those_hosts_unknown(world: World) -> None:
+    a = host(1)
+    world.publish(a, desired(a, "calc", "time"))
+    writer = world.writer()
+    writer.write([a.label])
+    world.by_hand(Action.DELETE, [r for r in desired(a, "calc") if r.type == "SRV"])
+    world.publish(a, desired(a, "time"))  # its DELETE of calc is refused: knowledge is wrong
+    world.faults.fail("get_hosted_zone", throttled("GetHostedZone"))  # and the re-read fails
+
+    with pytest.raises(ClientError, match="Throttling"):
+        writer.write([a.label])
+
+    applied = world.applied(a)[a.label]
+    assert applied.verified == 0.0 and applied.seq == 1  # proven stale: read it next time
+    outcome = writer.write([a.label])
+    assert outcome.hosts_read == 1 and not outcome.failed
+    assert world.owned(a) == set(desired(a, "time"))
+
+
+def test_an_aws_error_reading_new_hosts_applies_and_saves_nothing(world: World) -> None:
+    a = host(1)
+    world.publish(a, desired(a, "calc"))
+    world.faults.fail("get_hosted_zone", throttled("GetHostedZone"))
+    with pytest.raises(ClientError):
+        world.writer().write([a.label])
+    assert world.applied(a) == {} and world.owned(a) == set()
+
+
+# --- what the writer must leave alone ----------------------------------------------------------
+
+def test_hosts_without_state_or_of_another_zone_are_skipped_with_reasons(world: World) -> None:
+    a, other, missing = host(1), host(2), host(3)
+    world.publish(a, desired(a, "calc"))
+    world.publish(other, desired(other, "calc"), zone="elsewhere.internal.")
+
+    outcome = world.writer().write([a.label, other.label, missing.label])
+
+    assert outcome.skipped == {
+        other.label: "published for zone elsewhere.internal., this writer serves sd.internal.",
+        missing.label: "no desired state stored for this host"}
+    assert outcome.hosts == 1
+    assert world.owned(a) == set(desired(a, "calc")) and world.owned(other) == set()
+    assert set(world.applied(a, other, missing)) == {a.label}
+    assert outcome.summary()["skipped_hosts"] == outcome.skipped
+
+
+def test_a_dry_run_changes_nothing_and_saves_nothing(world: World) -> None:
+    a, b = host(1), host(2)
+    world.publish(a, desired(a, "calc"))
+    world.writer().write([a.label])
+    world.publish(a, desired(a, "time"))
+    world.publish(b, desired(b, "calc"))
+    zone_before = {r.key: r.listed for r in world.all_records()}
+    applied_before = world.applied(a, b)
+    before = world.requests()
+
+    outcomes = [world.writer(dry_run=True).write([a.label, b.label]) for _ in range(2)]
+
+    spent = delta(world.requests(), before)
+    assert outcomes[0].summary() == outcomes[1].summary()  # nothing remembered
+    assert outcomes[0].changes == 2 + 2  # a: delete calc, create time; b: A and calc
+    assert spent["ChangeResourceRecordSets"] == 0 and spent["BatchWriteItem"] == 0
+    assert {r.key: r.listed for r in world.all_records()} == zone_before
+    assert world.applied(a, b) == applied_before
+
+
+def foreign_neighbours(mine: Host) -> list[RecordSet]:
+    """Record sets under ``mine``'s names that belong to somebody else."""
+    calc = f"calc.{ZONE}"
+    task = Owner(kind="t", cluster="prod", task="abc", port="8081/tcp")
+    return [
+        *desired(Host("ip-10-9-9-9", "10.9.9.9"), "calc"),  # another host's records
+        RecordSet(calc, "SRV", ("1 1 80 10-0-9-9.sd.internal.",), 0, naming.set_identifier(task),
+                  multivalue=True),  # the task-events Lambda's record
+        RecordSet(calc, "TXT", ('"made by hand"',), 300),  # hand-made, no SetIdentifier
+        RecordSet(calc, "SRV", ("1 1 81 x.sd.internal.",), 0, f"ecssd:h:{mine.label}:junk",
+                  multivalue=True),  # looks like mine, does not parse: not mine
+        RecordSet(f"{mine.label}.{ZONE}", "TXT", ('"hand"',), 300),
+    ]
+
+
+@pytest.mark.parametrize("big_zone", [False, True], ids=["full-listing", "name-scoped-read"])
+def test_records_of_other_owners_are_never_touched(world: World, big_zone: bool) -> None:
+    mine = host(1)
+    if big_zone:
+        world.by_hand(Action.CREATE, [RecordSet(f"filler-{i:04d}.{ZONE}", "A", ("192.0.2.9",), 60)
+                                      for i in range(700)])
+    others = foreign_neighbours(mine)
+    world.by_hand(Action.CREATE, others)
+    calls = _list_calls(world)
+    writer = world.writer()
+
+    def write() -> None:
+        calls.clear()
+        outcome = writer.write([mine.label])
+        assert not outcome.failed and outcome.hosts_read == 1
+        # The read was name-scoped in the big zone, a listing of the whole small one.
+        assert calls and all(("StartRecordName" in c) is big_zone for c in calls)
+        listed = {r.key: r.listed for r in world.all_records()}
+        assert all(listed.get(r.key) == to_wire(r) for r in others)
+
+    world.publish(mine, desired(mine, "calc"), verify=True)
+    write()
+    assert world.owned(mine) == set(desired(mine, "calc"))
+    world.publish(mine, desired(mine, "calc", port_base=32000), verify=True)  # upserts
+    write()
+    assert world.owned(mine) == set(desired(mine, "calc", port_base=32000))
+    world.publish(mine, [], verify=True)  # --remove: everything of mine goes
+    write()
+    assert world.owned(mine) == set()
+
+
+def test_a_removed_host_has_nothing_left_and_knows_it(world: World) -> None:
+    a, b = host(1), host(2)
+    for h in (a, b):
+        world.publish(h, desired(h, "calc", "time"))
+    writer = world.writer()
+    writer.write([a.label, b.label])
+    world.publish(a, [])
+    outcome = writer.write([a.label])
+    assert outcome.changes == 3 and outcome.hosts_read == 0
+    assert world.owned(a) == set() and world.owned(b) == set(desired(b, "calc", "time"))
+    assert world.applied(a)[a.label].records == ()
+
+
+def test_a_delete_planned_from_stored_knowledge_matches_the_zone_exactly(world: World) -> None:
+    """What the writer read is stored as listed; a DELETE planned from it later (no read in
+    between) must carry the exact TTL and values, or Route 53 refuses it."""
+    a = host(1)
+    srv = next(r for r in desired(a, "calc") if r.type == "SRV")
+    # An older agent wrote a's calc record set with a TTL and two values of its own.
+    odd = RecordSet(srv.name, "SRV", ("1 1 1 a.sd.internal.", "1 1 2 b.sd.internal."), 77,
+                    srv.set_identifier, multivalue=True)
+    world.by_hand(Action.CREATE, [odd])
+    world.publish(a, [*desired(a), odd])  # the host keeps it as it is for now
+    writer = world.writer()
+    first = writer.write([a.label])
+    assert first.hosts_read == 1 and first.changes == 1  # only its A record was missing
+    world.publish(a, desired(a))
+
+    outcome = writer.write([a.label])
+
+    assert outcome.hosts_read == 0  # planned from what was stored
+    assert outcome.rejected == 0 and world.faults.rejected == 0 and outcome.changes == 1
+    assert world.owned(a) == set(desired(a))
+
+
+# --- hints -----------------------------------------------------------------------------------
+
+def test_read_hints_dedupes_hosts_and_reports_every_bad_message() -> None:
+    good = '{"host": "ip-1", "zone": "sd.internal.", "seq": 1}'
+    batch = read_hints({
+        "m1": good, "m2": '{"host": "ip-1", "zone": "sd.internal.", "seq": 2}',
+        "m3": '{"host": "ip-2", "zone": "sd.internal.", "seq": 1}',
+        "m4": "garbage", "m5": '{"host": "ip-3", "zone": "other.", "seq": 1}',
+    }, ZONE)
+    assert batch.hosts == {"ip-1", "ip-2"}
+    assert set(batch.bad) == {"m4", "m5"}
+    assert batch.bad["m4"].startswith("not JSON")
+    assert batch.bad["m5"] == "hint for zone other., this writer serves sd.internal."
+
+
+def test_the_writer_plans_nothing_for_no_host(world: World) -> None:
+    before = world.requests()
+    outcome = world.writer().write([])
+    assert outcome.summary()["hosts"] == 0
+    assert delta(world.requests(), before) == Counter()  # not even a load
+
+
+def test_changes_are_planned_for_both_routing_policies(world: World) -> None:
+    a = host(1)
+    world.publish(a, desired(a, "calc", routing=Routing.WEIGHTED))
+    writer = world.writer()
+    writer.write([a.label])
+    assert {r.weight for r in world.owned(a)} == {1}
+    world.publish(a, desired(a, "calc"))  # weighted -> multivalue: delete and create
+    outcome = writer.write([a.label])
+    assert not outcome.failed and outcome.rejected == 0 and outcome.changes == 4
+    assert world.owned(a) == set(desired(a, "calc"))
