@@ -20,13 +20,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ecssd_agent import logs
-from ecssd_agent.aws.change_queue import ChangeQueue, Message
+from ecssd_agent.aws.change_queue import ChangeQueue, Hint, Message, QueueError
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import HostStore, StoreError
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.settings import SettingsError
 from ecssd_agent.writer_settings import WriterSettings, load_cli_settings
-from ecssd_agent.zone_writer import ZoneWriter, read_hints
+from ecssd_agent.zone_writer import WriterInterrupted, ZoneWriter, read_hints
 
 log = logging.getLogger("ecssd_agent.writer")
 
@@ -67,7 +67,7 @@ class Poller:
                     continue
                 self._handle(messages)
                 delay = RETRY_MIN
-            except (ClientError, BotoCoreError, StoreError) as exc:
+            except (ClientError, BotoCoreError, StoreError, QueueError) as exc:
                 if self.settings.once:  # one pass was asked for: it failed, say so
                     log.error("write failed (the hints will be delivered again): %s", exc)
                     return 1
@@ -96,8 +96,16 @@ class Poller:
 
     def _handle(self, messages: list[Message]) -> None:
         bodies = {m.id: m.body for m in messages}
-        hints = read_hints(bodies, self.writer.zone.zone.name)
-        outcome = self.writer.write(hints.hosts)
+        zone = self.writer.zone.zone.name
+        hints = read_hints(bodies, zone)
+        try:
+            outcome = self.writer.write(hints.hosts)
+        except WriterInterrupted as exc:
+            # hand the unfinished hosts back at once, rather than after the visibility timeout
+            self.queue.notify_many(Hint(h, zone, 0) for h in sorted(exc.unfinished))
+            self.queue.delete(messages)
+            log.warning("%s: %d host(s) handed back to the queue", exc, len(exc.unfinished))
+            return
         self.queue.delete(messages)  # bad messages too: delivering them again cannot help
         self.writes += 1
         log.info("wrote %d host(s) from %d hint(s): %d change(s) in %d change request(s), "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -28,7 +29,7 @@ from botocore.exceptions import ParamValidationError
 from ecssd_agent import naming
 from ecssd_agent.aws.change_queue import BadHint, parse_hint
 from ecssd_agent.aws.host_store import HostStore
-from ecssd_agent.aws.route53 import BatchRejected, Route53Zone, batches, from_wire
+from ecssd_agent.aws.route53 import BatchRejected, Route53Zone, batches, from_wire, pack
 from ecssd_agent.host_state import (
     Applied,
     Published,
@@ -47,6 +48,11 @@ log = logging.getLogger(__name__)
 #: A host's knowledge older than this is read from Route 53 again (drift repair: someone
 #: changed or deleted the host's record sets by hand). A day, as the direct mode's ceiling.
 DEFAULT_VERIFY_AFTER = 86400.0
+#: The writers' lease: taken for this long and extended before every change request, so a
+#: writer that died blocks the others for at most this long.
+LEASE_SECONDS = 60.0
+#: How long a writer waits for another to finish before giving its hosts back.
+LOCK_WAIT = 120.0
 
 
 @dataclass
@@ -67,25 +73,74 @@ class WriteOutcome:
                 "failed_hosts": dict(self.failed), "skipped_hosts": dict(self.skipped)}
 
 
+class WriterInterrupted(RuntimeError):
+    """The write stopped before every host was done; ``unfinished`` need another turn.
+
+    Raised when another writer holds the lease longer than we may wait, or when the
+    invocation's deadline comes. Nothing is lost: what was applied is saved, the rest is
+    re-hinted by the caller (or its hints delivered again).
+    """
+
+    def __init__(self, message: str, unfinished: Iterable[str]) -> None:
+        super().__init__(message)
+        self.unfinished = set(unfinished)
+
+
 class ZoneWriter:
+    """Writes the zone for many hosts at once; one at a time per table (a DynamoDB lease).
+
+    Per Route 53 request, whole hosts are packed (``route53.pack``). Before a request its
+    hosts are saved as "unknown" (verified never) and after it as applied, so a writer killed
+    anywhere (Lambda timeout, crash) leaves either the truth or "read me next time" behind,
+    never a wrong belief. A rejected request is bisected by host without reading (the hosts
+    whose knowledge is right land at once); a single host still rejected is read, re-planned
+    and tried once more.
+    """
+
     def __init__(self, zone: Route53Zone, store: HostStore, *,
                  verify_after: float = DEFAULT_VERIFY_AFTER,
-                 clock: Callable[[], float] = time.time, dry_run: bool = False) -> None:
+                 clock: Callable[[], float] = time.time, dry_run: bool = False,
+                 lease: float = LEASE_SECONDS, lock_wait: float = LOCK_WAIT,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.zone = zone
         self.store = store
         self.verify_after = verify_after
         self.dry_run = dry_run
+        self.lease = lease
+        self.lock_wait = lock_wait
         self._clock = clock
+        self._sleep = sleep
+        self._owner = uuid.uuid4().hex
 
-    def write(self, hosts: Iterable[str]) -> WriteOutcome:
+    def write(self, hosts: Iterable[str], deadline: float | None = None) -> WriteOutcome:
         """Bring the record sets of ``hosts`` to what they last published.
 
-        AWS errors other than a rejected batch propagate (the caller lets the hints be
-        redelivered); what was applied before is saved first, so nothing is applied twice
-        blindly: a host whose write may have half-happened is read on its next turn.
+        ``deadline`` (this writer's clock): no request starts after it. Raises
+        :class:`WriterInterrupted` (lease busy, deadline) with the hosts left to do; AWS
+        errors other than a rejected batch propagate. Either way, what was applied is saved.
         """
-        outcome = WriteOutcome()
         wanted = sorted(set(hosts))
+        if not wanted:
+            return WriteOutcome()
+        self._take_lease(wanted, deadline)
+        try:
+            return self._write(wanted, deadline)
+        finally:
+            self.store.release(self._owner)
+
+    def _take_lease(self, hosts: list[str], deadline: float | None) -> None:
+        give_up = self._clock() + self.lock_wait
+        if deadline is not None:
+            give_up = min(give_up, deadline)
+        delay = 0.1
+        while not self.store.acquire(self._owner, self.lease):
+            if self._clock() + delay > give_up:
+                raise WriterInterrupted("another zone writer holds the lease", hosts)
+            self._sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _write(self, wanted: list[str], deadline: float | None) -> WriteOutcome:
+        outcome = WriteOutcome()
         published, applied = self.store.load(wanted)
         for host in wanted:
             pub = published.get(host)
@@ -100,19 +155,121 @@ class ZoneWriter:
         outcome.hosts = len(published)
         now = self._clock()
         touched: set[str] = set()
+        done: set[str] = set(outcome.skipped)
         to_read = [h for h, p in published.items() if needs_read(p, applied.get(h), now,
                                                                  self.verify_after)]
         try:
             if to_read:
                 self._read(to_read, published, applied, now, outcome)
                 touched.update(to_read)
-            self._apply_group(sorted(published), published, applied, now, outcome, touched,
-                              reread=True)
-        except Exception:
+            plans = self._plans(sorted(published), published, applied, now, outcome, touched)
+            done.update(h for h in published if h not in plans)
+            order = sorted(plans)
+            for indexes in pack([plans[h] for h in order]):
+                group = [order[i] for i in indexes]
+                if deadline is not None and self._clock() >= deadline:
+                    raise WriterInterrupted("the invocation's deadline came",
+                                            set(wanted) - done)
+                if not self.store.acquire(self._owner, self.lease):  # extend; lost: stop
+                    raise WriterInterrupted("the lease was lost", set(wanted) - done)
+                try:
+                    self._send(group, plans, published, applied, now, outcome, reread=False)
+                finally:
+                    touched.difference_update(group)  # _send saved them, whatever happened
+                done.update(group)
+        finally:
             self._save(published, applied, touched)
-            raise
-        self._save(published, applied, touched)
         return outcome
+
+    def _plans(self, hosts: list[str], published: Mapping[str, Published],
+               applied: dict[str, Applied], now: float, outcome: WriteOutcome,
+               touched: set[str]) -> dict[str, list[Change]]:
+        """Each host's changes; hosts with nothing to do are recorded as applied."""
+        plans: dict[str, list[Change]] = {}
+        for host in hosts:
+            known = applied.get(host)
+            try:
+                plan = plan_host(published[host], known.records if known else ())
+                batches(plan)  # a change no request can carry would sink every batch
+            except ForeignRecord as exc:
+                outcome.failed[host] = str(exc)
+                log.error("host %s published a record set it cannot own: %s", host, exc,
+                          extra={"host": host})
+                continue
+            except ValueError as exc:  # route53.batches: beyond a request's limits
+                outcome.failed[host] = str(exc)
+                log.error("host %s: %s", host, exc, extra={"host": host})
+                continue
+            if plan:
+                plans[host] = plan
+            elif known is None or known.seq != published[host].seq:
+                touched.add(host)  # nothing to change: it owns what it wants
+                applied[host] = Applied(host, published[host].seq,
+                                        known.records if known else (),
+                                        known.verified if known else now)
+        return plans
+
+    def _send(self, group: list[str], plans: dict[str, list[Change]],
+              published: Mapping[str, Published], applied: dict[str, Applied], now: float,
+              outcome: WriteOutcome, reread: bool) -> None:
+        changes = [c for h in group for c in plans[h]]
+        if not changes:
+            return
+        previous = {h: applied.get(h) for h in group}
+        if not self.dry_run:  # killed during the request: these hosts are read next time
+            _mark_unknown(group, applied)
+            self.store.save_applied(self.zone.zone.name, [applied[h] for h in group])
+        try:
+            outcome.change_requests += self.zone.apply(changes, dry_run=self.dry_run)
+        # ParamValidationError: botocore refused to send a record set the API cannot take
+        # (nothing was sent); like a rejected batch, it must cost only the host behind it.
+        except (BatchRejected, ParamValidationError) as exc:
+            outcome.rejected += 1
+            self._rejected(group, plans, published, applied, previous, now, outcome, reread,
+                           exc)
+            return
+        outcome.changes += len(changes)
+        for host in group:
+            known = previous[host]
+            applied[host] = Applied(host, published[host].seq,
+                                    after(known.records if known else (), plans[host]),
+                                    known.verified if known else now)
+        if not self.dry_run:
+            self.store.save_applied(self.zone.zone.name, [applied[h] for h in group])
+
+    def _rejected(self, group: list[str], plans: dict[str, list[Change]],
+                  published: Mapping[str, Published], applied: dict[str, Applied],
+                  previous: Mapping[str, Applied | None], now: float, outcome: WriteOutcome,
+                  reread: bool, exc: Exception) -> None:
+        """Find the host(s) whose knowledge is wrong: halve without reading (a request is
+        atomic: nothing of it landed, so the others' knowledge still holds), read only a
+        single suspect host, re-plan it, try once more."""
+        if len(group) > 1:
+            log.warning("%s (%d hosts); splitting them", exc, len(group))
+            for host in group:  # nothing landed: what was known still holds
+                known = previous[host]
+                if known is not None:
+                    applied[host] = known
+            half = len(group) // 2
+            self._send(group[:half], plans, published, applied, now, outcome, False)
+            self._send(group[half:], plans, published, applied, now, outcome, False)
+            return
+        host = group[0]
+        if reread:
+            outcome.failed[host] = str(exc)
+            log.error("host %s: its changes cannot be applied: %s", host, exc,
+                      extra={"host": host})
+            if not self.dry_run:
+                self.store.save_applied(self.zone.zone.name, [applied[host]])
+            return
+        log.warning("%s (host %s); reading its record sets and re-planning", exc, host)
+        self._read(group, published, applied, now, outcome)
+        replanned = self._plans(group, published, applied, now, outcome, set())
+        if host in replanned:
+            plans[host] = replanned[host]
+            self._send(group, plans, published, applied, now, outcome, True)
+        elif not self.dry_run:
+            self.store.save_applied(self.zone.zone.name, [applied[host]])
 
     def _read(self, hosts: list[str], published: Mapping[str, Published],
               applied: dict[str, Applied], now: float, outcome: WriteOutcome) -> None:
@@ -146,70 +303,6 @@ class ZoneWriter:
             records.extend(from_wire(w) for w in page["ResourceRecordSets"])
         return records
 
-    def _apply_group(self, hosts: list[str], published: Mapping[str, Published],
-                     applied: dict[str, Applied], now: float, outcome: WriteOutcome,
-                     touched: set[str], reread: bool) -> None:
-        plans: dict[str, list[Change]] = {}
-        for host in hosts:
-            known = applied.get(host)
-            try:
-                plan = plan_host(published[host], known.records if known else ())
-                batches(plan)  # a change no request can carry would sink every batch
-            except ForeignRecord as exc:
-                outcome.failed[host] = str(exc)
-                log.error("host %s published a record set it cannot own: %s", host, exc,
-                          extra={"host": host})
-                continue
-            except ValueError as exc:  # route53.batches: beyond a request's limits
-                outcome.failed[host] = str(exc)
-                log.error("host %s: %s", host, exc, extra={"host": host})
-                continue
-            plans[host] = plan
-            if known is None or known.seq != published[host].seq:
-                touched.add(host)
-                if not plans[host]:  # nothing to change: it owns what it wants
-                    applied[host] = Applied(host, published[host].seq,
-                                            known.records if known else (),
-                                            known.verified if known else now)
-        group = [h for h in hosts if plans.get(h)]
-        if not group:
-            return
-        changes = [c for h in group for c in plans[h]]
-        try:
-            outcome.change_requests += self.zone.apply(changes, dry_run=self.dry_run)
-        # ParamValidationError: botocore refused to send a record set the API cannot take
-        # (nothing was sent); like a rejected batch, it must cost only the host behind it.
-        except (BatchRejected, ParamValidationError) as exc:
-            outcome.rejected += 1
-            log.warning("%s (%d host(s)); reading them and re-planning", exc, len(group))
-            # What is known of these hosts is proven wrong and part may have landed: should
-            # the read fail too, they must be read on their next turn, not trusted.
-            _mark_unknown(group, applied)
-            touched.update(group)
-            self._read(group, published, applied, now, outcome)
-            if reread:
-                self._apply_group(group, published, applied, now, outcome, touched, False)
-            elif len(group) == 1:
-                outcome.failed[group[0]] = str(exc)
-                log.error("host %s: its changes cannot be applied: %s", group[0], exc,
-                          extra={"host": group[0]})
-            else:
-                half = len(group) // 2
-                self._apply_group(group[:half], published, applied, now, outcome, touched, False)
-                self._apply_group(group[half:], published, applied, now, outcome, touched, False)
-            return
-        except Exception:
-            _mark_unknown(group, applied)  # unknown whether it landed: read them next time
-            touched.update(group)
-            raise
-        outcome.changes += len(changes)
-        for host in group:
-            known = applied.get(host)
-            applied[host] = Applied(host, published[host].seq,
-                                    after(known.records if known else (), plans[host]),
-                                    known.verified if known else now)
-            touched.add(host)
-
     def _save(self, published: Mapping[str, Published], applied: Mapping[str, Applied],
               touched: set[str]) -> None:
         if self.dry_run:
@@ -241,6 +334,12 @@ class HintBatch:
 
     hosts: set[str] = field(default_factory=set)
     bad: dict[str, str] = field(default_factory=dict)  # message id -> why
+    host_of: dict[str, str] = field(default_factory=dict)  # message id -> host
+
+    def messages_of(self, hosts: Iterable[str]) -> list[str]:
+        """The ids of the messages that named one of ``hosts``."""
+        wanted = set(hosts)
+        return [mid for mid, host in self.host_of.items() if host in wanted]
 
 
 def read_hints(bodies: Mapping[str, str], zone: str) -> HintBatch:
@@ -260,4 +359,5 @@ def read_hints(bodies: Mapping[str, str], zone: str) -> HintBatch:
                       hint.zone, zone)
             continue
         batch.hosts.add(hint.host)
+        batch.host_of[message_id] = hint.host
     return batch

@@ -14,25 +14,31 @@ import json
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ecssd_agent import logs
+from ecssd_agent.aws.change_queue import ChangeQueue, Hint, QueueError
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import StoreError
 from ecssd_agent.writer_cli import build_writer
 from ecssd_agent.writer_settings import load_lambda_settings
-from ecssd_agent.zone_writer import ZoneWriter, read_hints
+from ecssd_agent.zone_writer import WriterInterrupted, ZoneWriter, read_hints
 
 log = logging.getLogger("health_lambda.zone_writer")
 summary_log = logging.getLogger("health_lambda.zone_writer.summary")
 
+#: Seconds of the invocation kept after the last change request starts: the request (with
+#: botocore's retries), saving the applied states and handing back the unfinished hosts.
+FINISH_MARGIN = 60.0
+
 _lock = threading.Lock()
-_writer: ZoneWriter | None = None
+_writer: tuple[ZoneWriter, ChangeQueue | None] | None = None
 
 
-def _build() -> ZoneWriter:
+def _build() -> tuple[ZoneWriter, ChangeQueue | None]:
     global _writer
     with _lock:
         if _writer is None:
@@ -41,7 +47,9 @@ def _build() -> ZoneWriter:
                 logs.setup("json", settings.log_level)
             clients = Clients(region=settings.region or os.environ.get("AWS_REGION"),
                               max_attempts=settings.aws_max_attempts)
-            _writer = build_writer(settings, clients)
+            queue = (ChangeQueue(clients.client("sqs"), settings.change_queue)
+                     if settings.change_queue else None)
+            _writer = (build_writer(settings, clients), queue)
         return _writer
 
 
@@ -52,14 +60,39 @@ def reset() -> None:
         _writer = None
 
 
+def _deadline(context: Any) -> float | None:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining):
+        return None
+    try:
+        millis = float(remaining())
+    except (TypeError, ValueError):
+        return None
+    return time.time() + max(0.0, millis / 1000.0 - FINISH_MARGIN)
+
+
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     records = event.get("Records", []) if isinstance(event, dict) else []
     bodies = {str(r.get("messageId", i)): str(r.get("body", "")) for i, r in enumerate(records)
               if isinstance(r, dict)}
-    writer = _build()  # a configuration error raises: the Lambda fails loudly, hints wait
-    hints = read_hints(bodies, writer.zone.zone.name)
+    writer, queue = _build()  # a configuration error raises: the Lambda fails loudly
+    zone = writer.zone.zone.name
+    hints = read_hints(bodies, zone)
     try:
-        outcome = writer.write(hints.hosts)
+        outcome = writer.write(hints.hosts, deadline=_deadline(context))
+    except WriterInterrupted as exc:
+        # Hand the unfinished hosts back now (with CHANGE_QUEUE set), not after the queue's
+        # visibility timeout; without a queue, their messages are reported failed.
+        if queue is not None:
+            try:
+                queue.notify_many(Hint(h, zone, 0) for h in sorted(exc.unfinished))
+            except (ClientError, BotoCoreError, QueueError) as sqs_exc:
+                log.error("%s; handing hosts back failed too: %s", exc, sqs_exc)
+            else:
+                log.warning("%s: %d host(s) handed back to the queue", exc, len(exc.unfinished))
+                return {"batchItemFailures": []}
+        return {"batchItemFailures": [{"itemIdentifier": mid}
+                                      for mid in hints.messages_of(exc.unfinished)]}
     except (ClientError, BotoCoreError, StoreError) as exc:
         log.error("write failed; %d hint(s) will be delivered again: %s",
                   len(bodies) - len(hints.bad), exc)

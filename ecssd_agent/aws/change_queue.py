@@ -17,6 +17,10 @@ from typing import Any
 SQS_BATCH = 10
 
 
+class QueueError(RuntimeError):
+    """SQS answered but did not take every message."""
+
+
 class BadHint(ValueError):
     """A message that is not an ecssd hint; the message says what was wrong with it."""
 
@@ -67,6 +71,18 @@ class ChangeQueue:
 
     def notify(self, hint: Hint) -> None:
         self.client.send_message(QueueUrl=self.url, MessageBody=hint_body(hint))
+
+    def notify_many(self, hints: Iterable[Hint]) -> None:
+        """Send hints in batches of 10 (a writer handing back hosts it did not finish)."""
+        batch = list(hints)
+        for start in range(0, len(batch), SQS_BATCH):
+            part = batch[start:start + SQS_BATCH]
+            answer = self.client.send_message_batch(QueueUrl=self.url, Entries=[
+                {"Id": str(i), "MessageBody": hint_body(h)} for i, h in enumerate(part)])
+            failed = answer.get("Failed") or []
+            if failed:
+                raise QueueError(f"SQS refused {len(failed)} hint(s): "
+                                 f"{failed[0].get('Message', failed[0].get('Code', '?'))}")
 
     def receive(self, wait: float, limit: int = SQS_BATCH) -> list[Message]:
         """Up to ``limit`` (<= 10) messages, waiting up to ``wait`` s (long poll) for the first."""

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from ecssd_agent.aws.route53 import from_wire, to_wire
 from ecssd_agent.host_state import Applied, Published
 from ecssd_agent.model import RecordSet
@@ -26,6 +28,8 @@ from ecssd_agent.model import RecordSet
 GET_BATCH = 100
 WRITE_BATCH = 25
 EXPIRE_AFTER = 7 * 86400
+#: The lease item's partition key: "~" cannot start a DNS label, so no host has it.
+LEASE_HOST = "~writer"
 #: Unprocessed keys/items (DynamoDB's partial answers under load) are retried this often.
 MAX_ROUNDS = 8
 
@@ -101,6 +105,41 @@ class HostStore:
             else:
                 raise StoreError(f"DynamoDB left {len(pending)} applied state(s) unwritten")
         return requests
+
+    # --- the writers' lease: one writer per table at a time ----------------------------------
+
+    def acquire(self, owner: str, lease: float) -> bool:
+        """Take (or extend) the writers' lease for ``lease`` seconds; False if another holds it.
+
+        Why: two writers planning the same host at once can apply an older publication over
+        a newer one (the fleet simulation showed it). The lease is an item only a conditional
+        write can take: free, expired, or already ours.
+        """
+        now = self._clock()
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={"host": {"S": LEASE_HOST}, "kind": {"S": "lease"}, "owner": {"S": owner},
+                      "expires": {"N": repr(now + lease)}},
+                ConditionExpression="attribute_not_exists(#h) OR #e < :now OR #o = :me",
+                ExpressionAttributeNames={"#h": "host", "#e": "expires", "#o": "owner"},
+                ExpressionAttributeValues={":now": {"N": repr(now)}, ":me": {"S": owner}})
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def release(self, owner: str) -> None:
+        """Give the lease back (if still ours), so the next writer need not wait it out."""
+        try:
+            self.client.delete_item(
+                TableName=self.table, Key={"host": {"S": LEASE_HOST}, "kind": {"S": "lease"}},
+                ConditionExpression="#o = :me", ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":me": {"S": owner}})
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
 
     def _get(self, keys: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         found: list[Mapping[str, Any]] = []

@@ -130,6 +130,28 @@ def batches(
     return out
 
 
+def pack(groups: Sequence[Sequence[Change]], max_records: int = MAX_RECORDS_PER_REQUEST,
+         max_chars: int = MAX_VALUE_CHARS_PER_REQUEST) -> list[list[int]]:
+    """Indexes of ``groups`` per request: whole groups (one host's changes) packed, in order,
+    into the fewest requests within both limits. A group too big for one request goes alone
+    (``batches`` then splits it)."""
+    out: list[list[int]] = []
+    current: list[int] = []
+    records = chars = 0
+    for index, group in enumerate(groups):
+        costs = [change_cost(c) for c in group]
+        n, c = sum(x for x, _ in costs), sum(y for _, y in costs)
+        if current and (records + n > max_records or chars + c > max_chars):
+            out.append(current)
+            current, records, chars = [], 0, 0
+        current.append(index)
+        records += n
+        chars += c
+    if current:
+        out.append(current)
+    return out
+
+
 # --- the zone ----------------------------------------------------------------------------
 
 def _zone_id(raw: str) -> str:
