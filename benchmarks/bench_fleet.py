@@ -19,12 +19,22 @@ replacing 20% of all tasks within 30 s. Three daemons are compared:
   definite Throttling/PriorRequestNotComplete answer, gather events for 10 s while Route 53
   pushes back, and retry throttled writes in the daemon (up to 30 attempts, backoff
   ``rand * min(2^i, 8)`` s), re-planning before each so every attempt carries everything
-  pending.
+  pending;
+- ``queued mode``: the daemon publishes its whole desired state (DynamoDB + an SQS hint, no
+  Route 53 request) after the same coalescing; the zone writer Lambda (the REAL handler and
+  ``ZoneWriter.write``, run in virtual time by benchmarks/fleet/writer.py) applies the
+  publications of a 2 s batching window together, one writer at a time (a DynamoDB lease;
+  the SQS event source mapping runs at most 2 invocations, the second waits for the lease up
+  to 120 s), 10 botocore attempts per call, function timeout 300 s and a deadline 60 s
+  before it, unfinished hosts handed back to the queue at once, hints of a failed or
+  timed-out invocation back after the 1,800 s visibility timeout (cloudformation/
+  quickstart.yaml's values). The health sweep still deletes dead hosts' records itself.
 
 A run "holds" when no Throttling lasts 3 or more consecutive minutes (>1% of requests),
-the deployment is applied within 120 s and every intended change landed (asserted by the
-simulation: the zone ends exactly as the live hosts want it). ``python3 -m
-benchmarks.bench_fleet [--quick]`` prints the rows alone.
+the deployment is applied within 120 s, every intended change landed (asserted by the
+simulation: the zone ends exactly as the live hosts want it) and no write ever put an older
+state of a host over a newer one (a *regression*: see World._check_regression).
+``python3 -m benchmarks.bench_fleet [--quick]`` prints the rows alone.
 """
 
 from __future__ import annotations
@@ -38,17 +48,19 @@ from benchmarks.fleet import (
     AS_BUILT,
     FULL_LISTING,
     HISTORIC,
+    QUEUED,
     Bucket,
     DaemonPolicy,
     FleetConfig,
     FleetResult,
     Limits,
+    WriterConfig,
     simulate,
 )
 from benchmarks.fleet.retry import RetryPolicy
 
 AREA = "fleet"
-GOAL = "no sustained throttling; 20% deployment applied <= 120 s; 0 lost updates"
+GOAL = "no sustained throttling; 20% deployment applied <= 120 s; 0 lost updates, 0 regressions"
 
 RECOMMENDED = DaemonPolicy(
     "recommended (zone_reads)", read="names", resync_reads="budget", startup="upsert",
@@ -61,40 +73,85 @@ READS_ONLY = dataclasses.replace(RECOMMENDED, name="reads only (zone_reads, no w
                                  pressure=0.0, replan_retries=False, reads_yield=False,
                                  retry=RetryPolicy())
 
+POLICIES = (FULL_LISTING, AS_BUILT, RECOMMENDED, QUEUED)
 FULL_SIZES = {FULL_LISTING.name: (10, 50, 100, 150, 200),
               AS_BUILT.name: (10, 50, 100, 200, 300, 500, 700, 1000),
-              RECOMMENDED.name: (10, 50, 100, 200, 300, 500, 700, 1000)}
+              RECOMMENDED.name: (10, 50, 100, 200, 300, 500, 700, 1000),
+              QUEUED.name: (10, 100, 200, 300, 500, 1000, 2000)}
 QUICK_SIZES = {FULL_LISTING.name: (10, 100), AS_BUILT.name: (10, 100, 500),
-               RECOMMENDED.name: (10, 100, 500)}
+               RECOMMENDED.name: (10, 100, 500), QUEUED.name: (10, 100, 500)}
+
+#: What-if runs of the queued mode (full run only): the writer Lambda without CHANGE_QUEUE
+#: (its unfinished hosts' messages are reported failed and come back after the visibility
+#: timeout instead of at once), and the model's one undocumented figure the writer depends
+#: on, Route 53's change throughput (changes per second per account), at half the assumed rate.
+WHAT_IF = (
+    ("without CHANGE_QUEUE on the writer (unfinished hosts back after 1,800 s)",
+     WriterConfig(change_queue=False), None, (1000,)),
+    ("change throughput ASSUMED 50/s instead of 100/s",
+     WriterConfig(), dataclasses.replace(Limits(), name="changes 1000 burst, 50/s",
+                                         changes=Bucket(1000, 50)), (500, 1000)),
+)
 
 
-def config(hosts: int, policy: DaemonPolicy, quick: bool, limits: Limits | None = None) -> FleetConfig:
+def config(hosts: int, policy: DaemonPolicy, quick: bool, limits: Limits | None = None,
+           writer: WriterConfig | None = None) -> FleetConfig:
     """A run: 7 (quick: 5) minutes of steady state after a minute of warm-up, the deployment,
     4 (3) more minutes, then up to 10 minutes without new work for everything to land."""
     return FleetConfig(hosts=hosts, policy=policy, limits=limits or Limits(), warmup=60.0,
                        steady=360.0 if quick else 480.0, observe=180.0 if quick else 240.0,
-                       drain=600.0)
+                       drain=600.0, writer=writer or WriterConfig())
 
 
 def seconds(value: float) -> str:
     return "never" if value == float("inf") else f"{value:.0f} s"
 
 
-def describe(result: FleetResult) -> str:
-    ops = ", ".join(f"{op.replace('ResourceRecordSets', 'RRS')} {rate:.2f}"
-                    for op, rate in result.steady_by_op.items())
-    verdict = "HOLDS" if result.holds else "fails: " + ", ".join(
+def verdict(result: FleetResult) -> str:
+    if result.holds:
+        return "HOLDS"
+    writer = result.writer
+    return "fails: " + ", ".join(
         reason for reason, bad in (
             ("sustained throttling", result.sustained_throttling),
             ("deployment > 120 s", result.burst_convergence > 120.0),
-            ("lost updates", result.lost_updates > 0 or result.zone_mismatches > 0)) if bad)
-    return (f"{result.records} records; steady {ops}; Throttling {result.steady_throttled} "
+            ("lost updates", result.lost_updates > 0 or result.zone_mismatches > 0),
+            ("regressions", result.regressions > 0),
+            ("writer errors", writer is not None and writer.function_errors > 0)) if bad)
+
+
+def describe(result: FleetResult) -> str:
+    ops = ", ".join(f"{op.replace('ResourceRecordSets', 'RRS')} {rate:.2f}"
+                    for op, rate in result.steady_by_op.items())
+    text = (f"{result.records} records; steady {ops}; Throttling {result.steady_throttled} "
             f"({result.steady_throttle_ratio:.1%}, worst minute {result.worst_minute_throttle_ratio:.0%}), "
             f"PriorRequestNotComplete {result.steady_pnc}; deployment ({result.burst_changes} "
-            f"record changes) applied {seconds(result.burst_convergence)}, INSYNC "
+            f"record changes) applied {seconds(result.burst_convergence)} in "
+            f"{result.burst_change_requests} change requests, INSYNC "
             f"{seconds(result.burst_insync)}, {result.burst_throttled} throttled meanwhile; "
             f"event->record p50 {result.latency_p50:.2f} s p95 {result.latency_p95:.2f} s; "
-            f"lost updates {result.lost_updates}; {verdict}")
+            f"lost updates {result.lost_updates}, zone mismatches {result.zone_mismatches}, "
+            f"regressions {result.regressions}")
+    if result.regressions:
+        text += f" (slowest repaired after {result.regression_repair_max:.0f} s)"
+    writer = result.writer
+    if writer is not None:
+        text += (f"; writer: {writer.invocations} invocations ({writer.deployment_invocations} "
+                 f"during the deployment, up to {writer.max_hosts} hosts and "
+                 f"{writer.max_seconds:.0f} s each, at most {writer.max_running} at once), "
+                 f"{writer.timed_out} timed out, {writer.failed} failed (AWS error), "
+                 f"{writer.interrupted} interrupted ({writer.interrupted_by_lease} lease busy, "
+                 f"{writer.interrupted - writer.interrupted_by_lease} deadline), "
+                 f"{writer.handed_back} hints handed back; lease waits "
+                 f"{writer.lease_wait_seconds:.0f} s in all; "
+                 f"{writer.unleased_changes} change attempts without the lease; "
+                 f"{result.requests_by_caller.get('writer', 0)} Route 53 attempts in all; the "
+                 f"completed writes: {writer.rejected_batches} batches rejected, "
+                 f"{writer.read_requests} read requests for {writer.hosts_read} host reads; CPU "
+                 f"<= {result.writer_cpu_max:.2f} s per invocation here")
+        if writer.function_errors:
+            text += f", {writer.function_errors} function errors ({writer.first_error})"
+    return f"{text}; {verdict(result)}"
 
 
 def row(metric: str, value: Any, unit: str, note: str, goal: str = GOAL) -> dict[str, Any]:
@@ -102,11 +159,26 @@ def row(metric: str, value: Any, unit: str, note: str, goal: str = GOAL) -> dict
 
 
 def sweep(policy: DaemonPolicy, sizes: tuple[int, ...], quick: bool,
-          limits: Limits | None = None) -> list[FleetResult]:
+          limits: Limits | None = None, writer: WriterConfig | None = None) -> list[FleetResult]:
     results = []
     for hosts in sizes:
-        results.append(simulate(config(hosts, policy, quick, limits)))
+        results.append(simulate(config(hosts, policy, quick, limits, writer)))
     return results
+
+
+def deployment_rows(results: list[FleetResult]) -> list[dict[str, Any]]:
+    """The queued mode's deployment cost per fleet size, as figures of their own."""
+    rows = []
+    for result in results:
+        writer = result.writer
+        invocations = writer.deployment_invocations if writer is not None else 0
+        rows.append(row(f"H={result.hosts} {QUEUED.name}: change requests for the 20% deployment",
+                        result.burst_change_requests, "requests",
+                        f"{result.burst_changes} record changes over {result.hosts} hosts; "
+                        f"{invocations} writer invocations until it was applied "
+                        f"({seconds(result.burst_convergence)})",
+                        goal="far fewer than hosts (direct mode: >= 1 per host)"))
+    return rows
 
 
 def largest_holding(results: list[FleetResult]) -> int:
@@ -144,9 +216,23 @@ def sensitivity(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def what_if(quick: bool) -> list[dict[str, Any]]:
+    """The queued mode under other writer settings (see WHAT_IF): not what runs today."""
+    if quick:
+        return []
+    rows = []
+    for name, writer, limits, sizes in WHAT_IF:
+        for result in sweep(QUEUED, sizes, quick, limits=limits, writer=writer):
+            rows.append(row(f"what-if H={result.hosts} {QUEUED.name}, {name}",
+                            round(result.steady_rps, 2), "req/s", describe(result),
+                            goal=GOAL + " (a what-if, not the shipped configuration)"))
+    return rows
+
+
 def model_note() -> str:
     limits = Limits()
     changes = limits.changes or Bucket(0, 0)
+    writer = WriterConfig()
     return (f"Route 53 model: account bucket {limits.account.burst:.0f} burst / "
             f"{limits.account.rate:.0f} per s and the same per operation (Route 53 Developer Guide, "
             "'Throttling for Amazon Route 53 API requests'); change-throughput bucket ASSUMED "
@@ -158,28 +244,49 @@ def model_note() -> str:
             "Change 0.25 s. Clients: botocore standard mode (8 attempts, rand*min(2^i,20) s "
             "backoff, 500-token retry quota) as Clients configures it. Workload: 20 containers "
             "per host, ~50 tasks per service, 1%/min of containers replaced (2 record changes "
-            "each), 1% of hosts failing per hour, sweep every 300 s.")
+            "each), 1% of hosts failing per hour, sweep every 300 s. Queued mode: publication "
+            f"(PutItem + SendMessage) {writer.publish_latency * 1000:.0f} ms, each writer DynamoDB "
+            f"request {writer.dynamodb_latency * 1000:.0f} ms and SendMessageBatch "
+            f"{writer.sqs_latency * 1000:.0f} ms (ASSUMED); batching window "
+            f"{writer.batching_window:.0f} s, batch <= {writer.batch_size} hints, <= "
+            f"{writer.max_concurrency} invocations at once, one writer at a time (lease "
+            f"{writer.lease:.0f} s, wait <= {writer.lock_wait:.0f} s), function timeout "
+            f"{writer.function_timeout:.0f} s (deadline 60 s before), visibility timeout "
+            f"{writer.visibility_timeout:.0f} s, unfinished hosts handed back at once "
+            f"(CHANGE_QUEUE), {writer.max_attempts} botocore attempts; the writer knew each "
+            "host's state from a "
+"read at a random point of the last day (verify_after).")
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     sizes = QUICK_SIZES if quick else FULL_SIZES
     started_wall, started_cpu = time.perf_counter(), time.process_time()
     rows: list[dict[str, Any]] = []
-    for policy in (FULL_LISTING, AS_BUILT, RECOMMENDED):
+    largest: dict[str, int] = {}
+    for policy in POLICIES:
         results = sweep(policy, sizes[policy.name], quick)
         for result in results:
             rows.append(row(f"H={result.hosts} x 20 containers, {policy.name}: account requests",
                             round(result.steady_rps, 2), "req/s", describe(result)))
         tested = ", ".join(str(r.hosts) for r in results)
-        rows.append(row(f"largest fleet holding the goal, {policy.name}", largest_holding(results),
+        largest[policy.name] = largest_holding(results)
+        rows.append(row(f"largest fleet holding the goal, {policy.name}", largest[policy.name],
                         "hosts", f"tested sizes: {tested}",
                         goal="1000 hosts (500 at least, else change the design)"))
+        if policy is QUEUED:
+            rows += deployment_rows(results)
+    rows.append(row("largest fleet holding the goal, direct vs queued mode",
+                    f"direct {largest[AS_BUILT.name]}, queued {largest[QUEUED.name]}", "hosts",
+                    "the largest tested fleet below which every tested size held, per mode "
+                    f"(direct: {AS_BUILT.name}; queued: {QUEUED.name})",
+                    goal="1000 hosts"))
     sweep_wall, sweep_cpu = time.perf_counter() - started_wall, time.process_time() - started_cpu
     rows += sensitivity(quick)
+    rows += what_if(quick)
     rows.append(row("fleet simulation run time: the sweep of fleet sizes (virtual time)",
                     round(sweep_wall, 1), "s",
                     f"CPU {sweep_cpu:.1f} s for {sum(len(s) for s in sizes.values())} runs; with the "
-                    f"ablation and sensitivity runs {time.perf_counter() - started_wall:.1f} s "
+                    f"ablation, sensitivity and what-if runs {time.perf_counter() - started_wall:.1f} s "
                     f"(CPU {time.process_time() - started_cpu:.1f} s). {model_note()}",
                     goal="well under a minute (full), faster with --quick"))
     return rows

@@ -159,8 +159,14 @@ def measure(hosts: int) -> dict[str, dict[str, Any]]:
         moto.stop()
 
 
+#: Hosts in the full run. moto's Route 53 checks every change against its whole journal, so
+#: its time grows with the square of the zone: 500 hosts take ~2 minutes, 1,000 about ten
+#: times that (``python3 -c "from benchmarks import bench_writer; print(bench_writer.measure(1000))"``).
+FULL_HOSTS = 500
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
-    hosts = 200 if quick else 1000
+    hosts = 200 if quick else FULL_HOSTS
     rows: list[dict[str, Any]] = []
     for phase, figures in measure(hosts).items():
         label = f"queued mode, {hosts} hosts x {CONTAINERS}, {phase}"

@@ -33,7 +33,7 @@ class MotoProcess:
                  timeout=60, what="the moto server", ignore=(requests.RequestException,))
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.url,  # type: ignore[call-overload]
+        return boto3.client(service, endpoint_url=self.url,  # type: ignore[call-overload, unused-ignore]
                             region_name="us-east-1", aws_access_key_id="testing",
                             aws_secret_access_key="testing")
 

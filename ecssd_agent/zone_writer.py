@@ -111,6 +111,7 @@ class ZoneWriter:
         self._clock = clock
         self._sleep = sleep
         self._owner = uuid.uuid4().hex
+        self._deadline: float | None = None  # of the write under way
 
     def write(self, hosts: Iterable[str], deadline: float | None = None) -> WriteOutcome:
         """Bring the record sets of ``hosts`` to what they last published.
@@ -123,8 +124,9 @@ class ZoneWriter:
         if not wanted:
             return WriteOutcome()
         self._take_lease(wanted, deadline)
+        self._deadline = deadline
         try:
-            return self._write(wanted, deadline)
+            return self._write(wanted)
         finally:
             self.store.release(self._owner)
 
@@ -139,7 +141,16 @@ class ZoneWriter:
             self._sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def _write(self, wanted: list[str], deadline: float | None) -> WriteOutcome:
+    def _may_go_on(self, hosts: Iterable[str]) -> None:
+        """Before every change request (and a bisection's read): stop at the deadline, and
+        extend the lease, so that no other writer can take it while this one still writes.
+        ``hosts`` are the ones that request was for."""
+        if self._deadline is not None and self._clock() >= self._deadline:
+            raise WriterInterrupted("the invocation's deadline came", hosts)
+        if not self.store.acquire(self._owner, self.lease):  # extend; lost: stop
+            raise WriterInterrupted("the lease was lost", hosts)
+
+    def _write(self, wanted: list[str]) -> WriteOutcome:
         outcome = WriteOutcome()
         published, applied = self.store.load(wanted)
         for host in wanted:
@@ -167,13 +178,12 @@ class ZoneWriter:
             order = sorted(plans)
             for indexes in pack([plans[h] for h in order]):
                 group = [order[i] for i in indexes]
-                if deadline is not None and self._clock() >= deadline:
-                    raise WriterInterrupted("the invocation's deadline came",
-                                            set(wanted) - done)
-                if not self.store.acquire(self._owner, self.lease):  # extend; lost: stop
-                    raise WriterInterrupted("the lease was lost", set(wanted) - done)
+                self._may_go_on(set(wanted) - done)
                 try:
                     self._send(group, plans, published, applied, now, outcome, reread=False)
+                except WriterInterrupted as exc:  # stopped within a bisection of the group
+                    exc.unfinished.update(set(wanted) - done - set(group))
+                    raise
                 finally:
                     touched.difference_update(group)  # _send saved them, whatever happened
                 done.update(group)
@@ -251,8 +261,14 @@ class ZoneWriter:
                 if known is not None:
                     applied[host] = known
             half = len(group) // 2
-            self._send(group[:half], plans, published, applied, now, outcome, False)
-            self._send(group[half:], plans, published, applied, now, outcome, False)
+            halves = [group[:half], group[half:]]
+            for n, part in enumerate(halves):
+                try:  # each a request of its own: the deadline and the lease hold for it too
+                    self._may_go_on(part)
+                    self._send(part, plans, published, applied, now, outcome, False)
+                except WriterInterrupted as stopped:  # saved unknown before: read next time
+                    stopped.unfinished.update(h for later in halves[n + 1:] for h in later)
+                    raise
             return
         host = group[0]
         if reread:
@@ -263,10 +279,12 @@ class ZoneWriter:
                 self.store.save_applied(self.zone.zone.name, [applied[host]])
             return
         log.warning("%s (host %s); reading its record sets and re-planning", exc, host)
+        self._may_go_on(group)
         self._read(group, published, applied, now, outcome)
         replanned = self._plans(group, published, applied, now, outcome, set())
         if host in replanned:
             plans[host] = replanned[host]
+            self._may_go_on(group)
             self._send(group, plans, published, applied, now, outcome, True)
         elif not self.dry_run:
             self.store.save_applied(self.zone.zone.name, [applied[host]])

@@ -15,6 +15,11 @@ is re-planned on a fresh read (``converge``: 3 attempts). A periodic resync (``r
 jittered +-10%) re-reads the containers and reads the zone. After a failure nothing runs
 until a doubling backoff (0.5 s to 30 s) ends; the pending state is never dropped. What
 differs between designs is a :class:`DaemonPolicy`.
+
+In queued mode (:data:`QUEUED`) the host makes no Route 53 request at all: as the daemon with
+a publisher does, a due batch publishes the host's whole desired state through the real
+:class:`~ecssd_agent.publish.Publisher` (forced on a resync or at startup, else skipped when
+unchanged), and the zone writer (benchmarks/fleet/writer.py) applies it.
 """
 
 from __future__ import annotations
@@ -72,9 +77,12 @@ class DaemonPolicy:
     ``retry_gather`` > 0 makes each such wait at least that long (jittered +-50%).
     ``reads_yield``: a scheduled (budgeted) read waits for the next resync while the account
     throttles this host, so reads never compete with pending writes.
+    ``mode``: ``direct`` (the host writes Route 53 itself, as above) or ``queued`` (it
+    publishes to the zone writer; the read and write fields do not apply).
     """
 
     name: str
+    mode: str = "direct"
     read: str = "full"
     resync_reads: str = "always"
     startup: str = "read"
@@ -104,6 +112,10 @@ AS_BUILT = DaemonPolicy("daemon as built", read="names", resync_reads="budget", 
                         forget_on_error=False, pressure=10.0, reads_yield=True,
                         replan_retries=True,
                         retry=RetryPolicy(max_attempts=30, max_backoff=THROTTLED_RETRY_MAX))
+
+#: The queued mode (--host-table/--change-queue): the daemon publishes its desired state after
+#: the same coalescing, the zone writer Lambda applies the fleet's publications together.
+QUEUED = DaemonPolicy("queued mode: zone writer", mode="queued")
 
 
 @dataclass
@@ -174,7 +186,9 @@ class SimHost:
         self.reads = 0
         self.next_port = 32768
         self._desired: list[RecordSet] | None = None
+        self._wanted: dict[RecordKey, RecordSet] | None = None
         self._a_record: RecordSet | None = None
+        self.publisher = world.writer.publisher(label) if world.writer is not None else None
 
     # --- what the host should own ------------------------------------------------------
 
@@ -196,6 +210,12 @@ class SimHost:
             self._desired = records
         return self._desired
 
+    def wanted(self, key: RecordKey) -> RecordSet | None:
+        """What this host wants at ``key`` now (None: nothing)."""
+        if self._wanted is None:
+            self._wanted = {r.key: r for r in self.desired()}
+        return self._wanted.get(key)
+
     def _host_records(self, instances: list[ServiceInstance]) -> list[RecordSet]:
         records, problems = host_records(self.host, instances, self.world.zone_name,
                                          Routing.WEIGHTED, 0)
@@ -210,7 +230,7 @@ class SimHost:
     def add_container(self, container: SimContainer) -> None:
         before = {r.key for r in self.desired()}
         self.containers[container.container.id] = container
-        self._desired = None
+        self._desired = self._wanted = None
         for record in self.desired():
             if record.key not in before:
                 self.world.expect(record.key, record, container.tag)
@@ -220,7 +240,7 @@ class SimHost:
         if self.containers.pop(cid, None) is None:
             return
         before = self.desired()
-        self._desired = None
+        self._desired = self._wanted = None
         after = {r.key for r in self.desired()}
         for record in before:
             if record.key not in after:
@@ -314,6 +334,8 @@ class SimHost:
     # --- one reconcile ---------------------------------------------------------------
 
     def _reconcile(self) -> Work:
+        if self.publisher is not None:
+            return (yield from self._publish())
         policy = self.policy
         if self.startup_due and policy.startup == "upsert" and self.known is None:
             ok = yield from self._upsert_startup()
@@ -333,6 +355,20 @@ class SimHost:
         self.resync_due = False
         self.startup_due = False
         return (yield from self._converge())
+
+    def _publish(self) -> Work:
+        """Queued mode, as ``Daemon._reconcile`` with a publisher: publish the whole desired
+        state (``force`` unless the batch is only events), no Route 53 request. The PutItem
+        and SendMessage take ``publish_latency``; a host that dies meanwhile publishes
+        nothing."""
+        assert self.publisher is not None and self.world.writer is not None
+        force = self.resync_due or self.startup_due
+        self.resync_due = self.startup_due = False
+        desired = list(self.desired())
+        yield Sleep(self.world.writer.config.publish_latency)
+        if self.alive:
+            self.publisher.publish(desired, force=force)
+        return True
 
     def _converge(self) -> Work:
         """``reconcile.converge`` on the known state: re-read and re-plan on a rejection."""

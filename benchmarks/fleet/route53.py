@@ -206,6 +206,7 @@ class Stats:
 
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()  # (operation, outcome) -> n
+        self.callers: Counter[str] = Counter()  # who made the attempts (Call.caller)
         self.series: dict[int, Counter[str]] = {}
 
     def add(self, now: float, op: str, outcome: str) -> None:
@@ -224,7 +225,8 @@ class Stats:
         return total
 
 
-CommitHook = Callable[[float, Sequence[Change], float], None]
+#: (time, the batch, its INSYNC time, the caller that sent it)
+CommitHook = Callable[[float, Sequence[Change], float, str], None]
 
 
 class SimRoute53:
@@ -240,12 +242,29 @@ class SimRoute53:
         self._changes = TokenBucket(limits.changes) if limits.changes else None
         self._latency = dict(limits.latency)
         self._busy_until = 0.0
+        self._blocked: dict[str, float] = {}  # caller -> answered PriorRequestNotComplete until
         self.on_commit: list[CommitHook] = []
+
+    def block_changes(self, until: float, caller: str | None = None) -> None:
+        """Answer every change with PriorRequestNotComplete until ``until`` (as if a change
+        were stuck processing): lets a test make a writer's requests fail on purpose. With
+        ``caller``, only that caller's (say, one writer whose retries keep missing the
+        account's tokens while another's get through)."""
+        if caller is None:
+            self._busy_until = max(self._busy_until, until)
+        else:
+            self._blocked[caller] = max(self._blocked.get(caller, 0.0), until)
+
+    def set_latency(self, op: str, seconds: float) -> None:
+        """Answer ``op`` after ``seconds`` from now on (a request already sent keeps its
+        own): lets a test make one writer's change request outlive its function timeout."""
+        self._latency[op] = seconds
 
     def handle(self, now: float, call: Any) -> tuple[Response, float]:
         op, params = call.op, call.params
         stats = self.stats
         stats.add(now, op, "attempt")
+        stats.callers[call.caller] += 1
         if op == CHANGE and not self.limits.pnc_costs_request and now < self._busy_until:
             stats.add(now, CHANGE, "pnc")
             return Response(False, "PriorRequestNotComplete"), self.limits.error_latency
@@ -266,11 +285,12 @@ class SimRoute53:
             return Response(True, data=data), latency
         if op != CHANGE:
             raise ValueError(f"operation {op} is not simulated")
-        return self._change(now, params["changes"], latency)
+        return self._change(now, params["changes"], latency, call.caller)
 
-    def _change(self, now: float, changes: Sequence[Change], latency: float) -> tuple[Response, float]:
+    def _change(self, now: float, changes: Sequence[Change], latency: float,
+                caller: str = "") -> tuple[Response, float]:
         stats = self.stats
-        if now < self._busy_until:
+        if now < self._busy_until or now < self._blocked.get(caller, 0.0):
             stats.add(now, CHANGE, "pnc")
             return Response(False, "PriorRequestNotComplete"), self.limits.error_latency
         weight = sum(self.limits.upsert_changes if c.action is Action.UPSERT else 1 for c in changes)
@@ -294,7 +314,7 @@ class SimRoute53:
         stats.add(now, CHANGE, "ok")
         stats.counts[("changes", "applied")] += len(changes)
         for hook in self.on_commit:
-            hook(now, changes, insync)
+            hook(now, changes, insync, caller)
         return Response(True, data={"insync": insync}), latency
 
     def validate(self, changes: Sequence[Change]) -> str:

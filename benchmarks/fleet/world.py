@@ -17,6 +17,10 @@ Intents: every event that should change the zone (a task started or stopped, a h
 registers what the zone must end up holding for each affected record key; every committed
 change batch checks them. At the end the zone must equal exactly what the live hosts want,
 and no intent may be left: "every intended change lands eventually".
+
+In queued mode (``policy.mode == "queued"``) the hosts publish to the zone writer
+(benchmarks/fleet/writer.py, configured by ``FleetConfig.writer``) instead of writing; the
+sweep still deletes dead hosts' records itself, and the bookkeeping is the same.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +46,9 @@ from benchmarks.fleet.route53 import (
     SimRoute53,
     owner_of,
 )
+from benchmarks.fleet.writer import QueuedWriter, WriterConfig, WriterSummary
 from ecssd_agent.aws.route53 import batches, from_wire
-from ecssd_agent.model import Change, RecordSet
+from ecssd_agent.model import Action, Change, RecordSet
 from ecssd_agent.plan import plan
 
 ZONE = "servicediscovery.internal."
@@ -76,6 +82,7 @@ class FleetConfig:
     observe: float = 240.0
     drain: float = 1800.0
     seed: int = 1
+    writer: WriterConfig = field(default_factory=WriterConfig)  # queued mode only
 
 
 @dataclass
@@ -93,6 +100,9 @@ class Metrics:
     burst_last_insync: float = 0.0
     burst_outstanding: int = 0
     burst_total: int = 0
+    burst_requests: int = 0  # accepted change requests that applied deployment changes
+    regressions: int = 0  # changes that wrote an older state of a live host over a newer one
+    late: int = 0  # changes that wrote an intermediate state after the host had moved on
     failed_applies: int = 0
     rejected: int = 0
     sweep_runs: int = 0
@@ -131,6 +141,16 @@ class FleetResult:
     events: int
     virtual_seconds: float
     wall_seconds: float
+    burst_change_requests: int = 0  # accepted change requests that carried deployment changes
+    #: changes (by a host or the writer, never the sweep) that wrote an older state of a live
+    #: host over a newer one already in the zone (see World._check_regression). Each arms an
+    #: intent, so it counts as a lost update until a later change repairs it.
+    regressions: int = 0
+    regression_repair_max: float = 0.0  # seconds until the slowest repaired one was repaired
+    late_writes: int = 0  # late writes of an intermediate state (see World._check_regression)
+    requests_by_caller: dict[str, int] = field(default_factory=dict)  # "hosts", "sweep", "writer"
+    writer: WriterSummary | None = None  # queued mode
+    writer_cpu_max: float = 0.0  # CPU seconds of the longest writer invocation (this machine)
 
     @property
     def sustained_throttling(self) -> bool:
@@ -143,7 +163,9 @@ class FleetResult:
         """The issue's goal: no sustained throttling, the deployment converged (applied)
         within 2 minutes, and every intended change landed."""
         return (not self.sustained_throttling and self.burst_convergence <= 120.0
-                and self.lost_updates == 0 and self.zone_mismatches == 0)
+                and self.lost_updates == 0 and self.zone_mismatches == 0
+                and self.regressions == 0
+                and (self.writer is None or self.writer.function_errors == 0))
 
 
 class WireCache:
@@ -182,6 +204,9 @@ class World:
         self.metrics = Metrics()
         self.intents: dict[RecordKey, Intent] = {}
         self.hosts: list[SimHost] = []
+        self.by_label: dict[str, SimHost] = {}
+        #: keys a host's state took out of the zone (the sweep's deletions do not count)
+        self.removed: set[RecordKey] = set()
         self.alive: list[SimHost] = []
         self.dead_at: dict[str, float] = {}
         self.running: list[tuple[SimHost, str]] = []
@@ -192,6 +217,8 @@ class World:
         self._serial = 0
         self.workload_on = True
         self.sweep_client = BotocoreClient(RetryPolicy(), random.Random(f"sweep:{config.seed}"), "sweep")
+        self.writer = (QueuedWriter(self, config.writer, config.seed)
+                       if config.policy.mode == "queued" else None)
 
     @property
     def now(self) -> float:
@@ -205,6 +232,7 @@ class World:
         host = SimHost(self, label, f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}",
                        self.config.policy, random.Random(f"host:{self.config.seed}:{index}"))
         self.hosts.append(host)
+        self.by_label[label] = host
         self.alive.append(host)
         return host
 
@@ -245,9 +273,23 @@ class World:
                 self.r53.zone.put(record)
                 assert host.known is not None
                 host.known[record.key] = record
+        if self.writer is not None:
+            self._seed_writer(self.writer)
         zone_records = len(self.r53.zone)
         for host in self.hosts:
             host.start(self.rng.uniform(0, config.policy.resync), zone_records, startup=False)
+
+    def _seed_writer(self, writer: QueuedWriter) -> None:
+        """Queued mode: each host has published its state and the writer applied it; the
+        writer last read each host at a random point of its verification period (so a run
+        meets the reads that drift repair costs at this fleet size)."""
+        rng = random.Random(f"seed-writer:{self.config.seed}")
+        writer.accepting = False  # these hints were handled before the run
+        for host in self.hosts:
+            assert host.publisher is not None
+            host.publisher.publish(host.desired())
+            writer.seed_applied(host.host.label, rng.uniform(0.0, writer.config.verify_after))
+        writer.accepting = True
 
     # --- workload --------------------------------------------------------------------
 
@@ -258,10 +300,14 @@ class World:
     def start_task(self, service: str, tag: str) -> None:
         if not self.alive:
             return
-        host = self._place()
+        self.start_task_on(self._place(), service, tag)
+
+    def start_task_on(self, host: SimHost, service: str, tag: str) -> str:
+        """A task of ``service`` starts on ``host``; returns its container id."""
         container = self._container(host, service, tag)
         self._track(host, container.container.id)
         host.add_container(container)
+        return container.container.id
 
     def stop_task(self, host: SimHost, cid: str, tag: str, replace_after: tuple[float, float] | None) -> None:
         if not host.alive or cid not in host.containers:
@@ -325,7 +371,7 @@ class World:
     # --- the health sweep ------------------------------------------------------------
 
     def _sweep_tick(self) -> None:
-        if self.workload_on or self.intents:
+        if self.workload_on or self.intents or self._dead_records():
             self.sched.spawn(self._sweep(), self.r53.handle)
         self.sched.after(self.config.sweep_interval, self._sweep_tick)
 
@@ -389,18 +435,57 @@ class World:
             self.metrics.burst_outstanding += 1
             self.metrics.burst_total += 1
 
-    def _committed(self, now: float, changes: Sequence[Change], insync: float) -> None:
+    def _committed(self, now: float, changes: Sequence[Change], insync: float, caller: str) -> None:
+        burst = False
         for change in changes:
             key = change.record.key
             intent = self.intents.get(key)
-            if intent is None or self.r53.zone.get(key) != intent.record:
+            if intent is None and caller != "sweep":
+                self._check_regression(key)
+            if change.action is Action.DELETE and caller != "sweep":
+                self.removed.add(key)
+            if intent is None:
+                continue
+            if self.r53.zone.get(key) != intent.record:
                 continue
             del self.intents[key]
             self.metrics.latencies.setdefault(intent.tag, []).append((intent.since, now - intent.since))
             if intent.tag == "burst":
+                burst = True
                 self.metrics.burst_outstanding -= 1
                 self.metrics.burst_last_applied = max(self.metrics.burst_last_applied, now)
                 self.metrics.burst_last_insync = max(self.metrics.burst_last_insync, insync)
+        if burst:
+            self.metrics.burst_requests += 1
+
+    def _check_regression(self, key: RecordKey) -> None:
+        """A change to a key nobody was waiting for: it must leave what the live owner wants.
+
+        Every change of a host's wants arms an intent (``expect``), so a key without one held
+        what its host wants; a write that takes it elsewhere wrote a state the host no longer
+        wants. A key is one container's record set: wanted from the container's start to its
+        stop. Deleting it while it is wanted, or writing it again after a host's state deleted
+        it, can only come from a state older than one already applied: a *regression*. Writing it
+        when it was never in the zone and is no longer wanted is a *late* write of a state the
+        host passed through (a container stopped seconds after it started), which any
+        asynchronous writer may do. Both arm an intent: the zone must come back. (The sweep's
+        deletions of unhealthy instances are exempt: their tasks are stopped next.)
+        """
+        owner = owner_of(key[2])
+        host = self.by_label.get(owner.host) if owner is not None and owner.kind == "h" else None
+        if host is None or not host.alive:
+            return
+        want = host.wanted(key)
+        have = self.r53.zone.get(key)
+        if have == want:
+            return
+        if have is None or key in self.removed:
+            self.metrics.regressions += 1
+            tag = "regression"
+        else:
+            self.metrics.late += 1
+            tag = "late"
+        self.intents[key] = Intent(want, self.now, tag)
 
     # --- running ---------------------------------------------------------------------
 
@@ -410,8 +495,15 @@ class World:
             want.update((r.key, r) for r in host.desired())
         return want
 
+    def _dead_records(self) -> bool:
+        """Record sets of dead hosts are still in the zone (in queued mode, a publication
+        still queued when its host died may land after the host's death)."""
+        return any(self.r53.zone.by_host.get(label) for label in self.dead_at)
+
     def quiet(self) -> bool:
-        return not self.intents and all(not h.busy and not h.dirty and h.retry_at is None for h in self.alive)
+        return (not self.intents
+                and all(not h.busy and not h.dirty and h.retry_at is None for h in self.alive)
+                and (self.writer is None or self.writer.idle) and not self._dead_records())
 
     def run(self) -> FleetResult:
         config = self.config
@@ -423,12 +515,13 @@ class World:
             rate = config.hosts * config.host_failures_per_hour / 3600.0
             self.sched.after(self.rng.expovariate(rate), self._host_failure)
         self.sched.at(config.steady, self.deployment)
-        self.sched.run(config.steady)
-        steady = self.r53.stats.window(config.warmup, config.steady)
-        end = config.steady + config.observe
-        self.sched.run(end)
-        self.workload_on = False
-        self.sched.run(end + config.drain, stop=self.quiet)
+        with self.writer.running() if self.writer is not None else nullcontext():
+            self.sched.run(config.steady)
+            steady = self.r53.stats.window(config.warmup, config.steady)
+            end = config.steady + config.observe
+            self.sched.run(end)
+            self.workload_on = False
+            self.sched.run(end + config.drain, stop=self.quiet)
         wall = time.perf_counter() - started
         return self._result(steady, wall)
 
@@ -450,6 +543,15 @@ class World:
         have = {r.key: r for r in self.r53.zone.records()}
         mismatches = sum(1 for k in want.keys() | have.keys() if want.get(k) != have.get(k))
         converged = self.metrics.burst_outstanding == 0 and self.metrics.burst_total > 0
+        convergence = (self.metrics.burst_last_applied - config.steady) if converged else INF
+        writer = None
+        if self.writer is not None:
+            until = config.steady + min(convergence, config.observe)
+            writer = WriterSummary.of(self.writer.stats, (config.steady, until))
+        callers: Counter[str] = Counter()
+        for caller, count in self.r53.stats.callers.items():
+            callers["sweep" if caller == "sweep" else
+                    "writer" if caller.startswith("writer-") else "hosts"] += count
         return FleetResult(
             hosts=config.hosts,
             containers=config.hosts * config.containers_per_host,
@@ -465,7 +567,7 @@ class World:
             worst_minute_throttle_ratio=worst,
             throttled_minutes_in_a_row=longest,
             burst_changes=self.metrics.burst_total,
-            burst_convergence=(self.metrics.burst_last_applied - config.steady) if converged else INF,
+            burst_convergence=convergence,
             burst_insync=(self.metrics.burst_last_insync - config.steady) if converged else INF,
             burst_throttled=burst["throttled"] + burst["pnc"],
             latency_p50=percentile(steady_latency, 0.5),
@@ -478,6 +580,14 @@ class World:
             events=self.sched.events,
             virtual_seconds=self.now,
             wall_seconds=wall,
+            burst_change_requests=self.metrics.burst_requests,
+            regressions=self.metrics.regressions,
+            late_writes=self.metrics.late,
+            regression_repair_max=max((latency for _, latency in
+                                       self.metrics.latencies.get("regression", [])), default=0.0),
+            requests_by_caller=dict(sorted(callers.items())),
+            writer=writer,
+            writer_cpu_max=self.writer.cpu_seconds_max if self.writer is not None else 0.0,
         )
 
 

@@ -113,7 +113,7 @@ class Clients:
                     retries: Any = {"mode": self.retry_mode, "total_max_attempts": max_attempts}
                     config = self.config.merge(Config(retries=retries))
                 session = self._session or boto3.session.Session()
-                client = session.client(  # type: ignore[call-overload]
+                client = session.client(  # type: ignore[call-overload, unused-ignore]
                     service, region_name=self.region, config=config)
                 self.stats.hook(client)
                 self._clients[key] = client

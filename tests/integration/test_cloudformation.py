@@ -500,6 +500,8 @@ def test_lambda_environment_is_what_the_code_reads(template: dict[str, Any]) -> 
     writer_env = template["Resources"]["ZoneWriterFunction"]["Properties"]["Environment"][
         "Variables"]
     assert set(writer_env) <= {f.name.upper() for f in fields(WriterSettings)}
+    # The zone, the host states, and the queue to hand back the hosts it did not finish.
+    assert {"HOSTED_ZONE_ID", "HOST_TABLE", "CHANGE_QUEUE"} <= set(writer_env)
 
 
 def test_lambda_handlers_exist_in_the_package(template: dict[str, Any], tmp_path: Path) -> None:
@@ -764,6 +766,9 @@ class Call:
     operation: str
     cluster: str  # the "cluster" a JSON (ECS) call names, else ""
     path: str
+    #: A JSON call's parameters (DynamoDB, ECS...): what a condition key such as
+    #: dynamodb:LeadingKeys is evaluated on. Empty for other protocols.
+    params: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def action(self) -> str:
@@ -850,7 +855,8 @@ class RecordingProxy:
         target = headers.get("X-Amz-Target")
         if target:
             payload = json.loads(body or b"{}")
-            return Call(service, target.rsplit(".", 1)[-1], str(payload.get("cluster", "")), path)
+            return Call(service, target.rsplit(".", 1)[-1], str(payload.get("cluster", "")), path,
+                        payload)
         if method == "POST" and b"Action=" in body:
             action = parse_qs(body.decode())["Action"][0]
             return Call(service, action, "", path)

@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import boto3
 import pytest
 
 from ecssd_agent.aws.change_queue import ChangeQueue, Message
-from ecssd_agent.aws.host_store import HostStore
+from ecssd_agent.aws.host_store import LEASE_HOST, HostStore
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.host_state import Published
 from ecssd_agent.writer_settings import load_lambda_settings
@@ -53,6 +54,7 @@ from tests.integration.test_cloudformation import (
     refs,
     role_actions,
     run_agent,
+    statements,
 )
 from tests.support.dockerd import DockerEngine
 from tests.support.env import FAKE_AWS_ENV, REGION
@@ -69,8 +71,12 @@ ROUTE53_WRITE = {"route53:GetHostedZone", "route53:ListResourceRecordSets",
 WRITER_ACTIONS = ROUTE53_WRITE | {
     "logs:CreateLogStream", "logs:PutLogEvents",
     "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",
+    # the writers' lease item only (condition dynamodb:LeadingKeys)
+    "dynamodb:PutItem", "dynamodb:DeleteItem",
     # the event source mapping's poller, with the function's role
-    "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+    "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+    # handing back the hosts an invocation did not finish (SendMessageBatch)
+    "sqs:SendMessage"}
 HOST = "ip-127-0-0-1"
 HOST_A = (f"{HOST}.servicediscovery.internal.", "A")
 
@@ -108,9 +114,13 @@ def test_queued_is_the_default_and_direct_a_parameter(template: dict[str, Any]) 
 class _RecordingDynamo:
     def __init__(self) -> None:
         self.items: list[dict[str, Any]] = []
+        self.deleted: list[dict[str, Any]] = []
 
-    def put_item(self, TableName: str, Item: dict[str, Any]) -> None:  # boto3's names
-        self.items.append(Item)
+    def put_item(self, TableName: str, Item: dict[str, Any], **_conditions: Any) -> None:
+        self.items.append(Item)  # boto3's names
+
+    def delete_item(self, TableName: str, Key: dict[str, Any], **_conditions: Any) -> None:
+        self.deleted.append(Key)
 
 
 def test_table_keys_and_ttl_are_what_the_code_writes(template: dict[str, Any]) -> None:
@@ -129,6 +139,35 @@ def test_table_keys_and_ttl_are_what_the_code_writes(template: dict[str, Any]) -
     (item,) = client.items
     assert set(item["host"]) == set(item["kind"]) == {"S"}
     assert int(item["expires"]["N"]) > 1000
+    # The writers' lease: an item of the same table, with a number in the TTL attribute too
+    # (an old lease is removed by TTL; an expired one is taken over at once anyway).
+    writer = HostStore(client, "t", clock=lambda: 1000.0)
+    assert writer.acquire("w1", 60.0)
+    writer.release("w1")
+    lease, released = client.items[-1], client.deleted[-1]
+    assert lease["host"] == released["host"] == {"S": LEASE_HOST}
+    assert lease["kind"] == released["kind"] == {"S": "lease"}
+    assert float(lease["expires"]["N"]) == 1060.0
+
+
+def lease_keys(template: dict[str, Any]) -> list[str]:
+    """The partition keys the zone writer may put and delete items under."""
+    found = [s for s in statements(template, condition_values(template, {}))
+             if s.role == "ZoneWriterRole"
+             and {"dynamodb:PutItem", "dynamodb:DeleteItem"} & set(s.actions)]
+    (lease,) = found
+    assert set(lease.actions) == {"dynamodb:PutItem", "dynamodb:DeleteItem"}
+    assert lease.resources == ({"Fn::GetAtt": ["HostTable", "Arn"]},)
+    (test,) = lease.condition.items()
+    assert test[0] == "ForAllValues:StringEquals" and set(test[1]) == {"dynamodb:LeadingKeys"}
+    return list(test[1]["dynamodb:LeadingKeys"])
+
+
+def test_the_writer_may_put_and_delete_only_the_lease_item(template: dict[str, Any]) -> None:
+    """PutItem and DeleteItem on the host table would let the writer overwrite or delete the
+    agents' desired states: the role allows them on the lease item's partition key only,
+    the very key the code uses."""
+    assert lease_keys(template) == [LEASE_HOST]
 
 
 def test_queue_mapping_and_writer_settings(template: dict[str, Any]) -> None:
@@ -160,11 +199,14 @@ def test_queue_mapping_and_writer_settings(template: dict[str, Any]) -> None:
     env = writer["Environment"]["Variables"]
     assert env["HOSTED_ZONE_ID"] == {"Ref": "HostedZone"}
     assert env["HOST_TABLE"] == {"Ref": "HostTable"}
+    assert env["CHANGE_QUEUE"] == {"Ref": "ChangeQueue"}  # a queue's Ref is its URL
     # The writer's own settings loader accepts the configuration (names and values).
-    fake = {"HostedZone": "Z0000000000000", "HostTable": "ecssd-hosts"}
+    queue_url = "https://sqs.us-east-1.amazonaws.com/123456789012/ecssd-ChangeQueue-X"
+    fake = {"HostedZone": "Z0000000000000", "HostTable": "ecssd-hosts", "ChangeQueue": queue_url}
     settings = load_lambda_settings({k: fake[v["Ref"]] if isinstance(v, dict) else v
                                      for k, v in env.items()})
-    assert (settings.hosted_zone_id, settings.host_table) == ("Z0000000000000", "ecssd-hosts")
+    assert (settings.hosted_zone_id, settings.host_table, settings.change_queue) == (
+        "Z0000000000000", "ecssd-hosts", queue_url)
 
 
 @pytest.mark.parametrize("send_events", ["false", "true"])
@@ -245,6 +287,7 @@ def test_queued_stack_in_moto(aws: MotoServer, tmp_path: Path) -> None:
     assert (writer["Timeout"], writer["MemorySize"]) == (300, 1024)
     assert writer["Environment"]["Variables"]["HOST_TABLE"] == out["HostTableName"]
     assert writer["Environment"]["Variables"]["HOSTED_ZONE_ID"] == out["HostedZoneId"]
+    assert writer["Environment"]["Variables"]["CHANGE_QUEUE"] == out["ChangeQueueUrl"]
     (mapping,) = lam.list_event_source_mappings(
         FunctionName=out["ZoneWriterFunctionName"])["EventSourceMappings"]
     assert mapping["UUID"] == phys["ZoneWriterEventSource"]
@@ -295,7 +338,7 @@ def _agent_env_in_moto(stack: Stack) -> dict[str, str]:
 
 
 def _proxied(service: str, proxy: RecordingProxy) -> Any:
-    return boto3.client(service, endpoint_url=proxy.url, region_name=REGION,  # type: ignore[call-overload]
+    return boto3.client(service, endpoint_url=proxy.url, region_name=REGION,  # type: ignore[call-overload, unused-ignore]
                         aws_access_key_id=FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
                         aws_secret_access_key=FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"])
 
@@ -334,12 +377,32 @@ def _sqs_event(messages: list[Message], queue_arn: str) -> dict[str, Any]:
     } for m in messages]}
 
 
+class _Context:
+    """A Lambda context with ``remaining_ms`` left of the invocation."""
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def check_leading_keys(calls: list[Call], allowed: list[str]) -> None:
+    """dynamodb:LeadingKeys, evaluated as IAM does: each PutItem / DeleteItem names an item
+    whose partition key is one of ``allowed``."""
+    for call in calls:
+        if call.action in ("dynamodb:PutItem", "dynamodb:DeleteItem"):
+            key = call.params.get("Item") or call.params.get("Key") or {}
+            assert key.get("host", {}).get("S") in allowed, call.params
+
+
 def test_queued_agent_and_zone_writer_need_no_more_than_their_roles_allow(
         aws: MotoServer, proxy: RecordingProxy, tmp_path: Path, docker_engine: DockerEngine,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The agent CLI publishes (no Route 53 call); the event source mapping's part (receive,
     delete) and the writer handler, configured as the stack configures the function, apply
-    the host's records; then the agent's --remove takes them away the same way."""
+    the host's records; then the agent's --remove takes them away the same way. Once, another
+    writer holds the lease: the handler hands the host back to the queue (CHANGE_QUEUE)."""
     stack = deploy(aws, tmp_path)
     conditions = condition_values(stack.template, stack.parameters)
     zone_id = stack.outputs["HostedZoneId"]
@@ -357,6 +420,9 @@ def test_queued_agent_and_zone_writer_need_no_more_than_their_roles_allow(
     zone = Route53Zone(route53, find_zone(route53, "", zone_id))
     agent_role = role_actions(stack.template, "AgentTaskRole", conditions)
     writer_role = role_actions(stack.template, "ZoneWriterRole", conditions)
+    writer_keys = lease_keys(stack.template)
+    table = stack.client("dynamodb")  # not through the proxy: the test's own calls
+    lease = {"host": {"S": LEASE_HOST}, "kind": {"S": "lease"}}
     for key, value in _function_env(stack, "ZoneWriterFunction").items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
@@ -381,14 +447,38 @@ def test_queued_agent_and_zone_writer_need_no_more_than_their_roles_allow(
         hints.delete(messages)
         calls = iam_actions(proxy.take())
         check_calls(calls, writer_role, zone_id, "")
+        check_leading_keys(calls, writer_keys)
         assert {"route53:ChangeResourceRecordSets", "dynamodb:BatchGetItem",
-                "dynamodb:BatchWriteItem", "sqs:ReceiveMessage", "sqs:DeleteMessage"} <= {
-            c.action for c in calls}
+                "dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:DeleteItem",
+                "sqs:ReceiveMessage", "sqs:DeleteMessage"} <= {c.action for c in calls}
+
+    def busy_writer() -> None:
+        """Another writer holds the lease, and this invocation has no time to wait for it:
+        the host goes back on the queue, and the mapping deletes the original hint."""
+        hints = ChangeQueue(_proxied("sqs", proxy), queue_url)
+        messages = wait_for(lambda: hints.receive(wait=0), timeout=10, what="the agent's hint")
+        table.put_item(TableName=stack.outputs["HostTableName"], Item={
+            **lease, "owner": {"S": "another-writer"}, "expires": {"N": str(time.time() + 600)}})
+        zone_writer_handler.reset()
+        half_a_second = _Context(int(0.5 / (1 - zone_writer_handler.FINISH_SHARE) * 1000) + 1)
+        result = zone_writer_handler.lambda_handler(_sqs_event(messages, queue_arn),
+                                                    half_a_second)
+        assert result == {"batchItemFailures": []}
+        hints.delete(messages)
+        calls = iam_actions(proxy.take())
+        check_calls(calls, writer_role, zone_id, "")
+        check_leading_keys(calls, writer_keys)
+        actions = {c.action for c in calls}
+        assert {"dynamodb:PutItem", "sqs:SendMessage"} <= actions  # the lease, the hand-back
+        assert "route53:ChangeResourceRecordSets" not in actions
+        table.delete_item(TableName=stack.outputs["HostTableName"], Key=lease)
 
     try:
         agent("--sync")
         assert HOST_A not in host_records()  # the agent wrote nothing to Route 53 itself
-        writer()
+        busy_writer()
+        assert HOST_A not in host_records()
+        writer()  # the hint handed back
         assert HOST_A in host_records()
         items = stack.client("dynamodb").query(
             TableName=stack.outputs["HostTableName"],

@@ -47,7 +47,7 @@ class MotoServer:
         """A boto3 client for ``service`` talking HTTP to this server."""
         kwargs.setdefault("config", Config(retries={"mode": "standard", "max_attempts": 2}))
         return boto3.client(
-            service,  # type: ignore[call-overload]
+            service,  # type: ignore[call-overload, unused-ignore]
             endpoint_url=self.url,
             region_name=REGION,
             aws_access_key_id=FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],

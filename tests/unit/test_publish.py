@@ -23,6 +23,7 @@ from ecssd_agent.aws.change_queue import (
     ChangeQueue,
     Hint,
     Message,
+    QueueError,
     hint_body,
     parse_hint,
 )
@@ -139,6 +140,51 @@ def test_delete_of_nothing_makes_no_request(aws) -> None:
     _, queue, clients = aws
     queue.delete([])
     assert clients.stats.attempts("DeleteMessageBatch") == 0
+
+
+def test_notify_many_sends_batches_of_ten(aws: tuple[HostStore, ChangeQueue, Clients]) -> None:
+    """A writer handing back the hosts it did not finish: 23 hints, 3 SendMessageBatch."""
+    _, queue, clients = aws
+    hints = [Hint(f"ip-10-0-2-{i}", ZONE, 0) for i in range(23)]
+
+    queue.notify_many(iter(hints))  # any iterable, consumed once
+
+    assert clients.stats.attempts("SendMessageBatch") == 3
+    assert clients.stats.attempts("SendMessage") == 0
+    assert sorted((parse_hint(m.body) for m in drain(queue)), key=lambda h: h.host) == sorted(
+        hints, key=lambda h: h.host)
+
+
+def test_notify_many_of_nothing_makes_no_request(aws: tuple[HostStore, ChangeQueue, Clients]) -> None:
+    _, queue, clients = aws
+    queue.notify_many([])
+    assert clients.stats.attempts("SendMessageBatch") == 0
+
+
+def test_notify_many_raises_when_sqs_refuses_part_of_a_batch(
+        aws: tuple[HostStore, ChangeQueue, Clients]) -> None:
+    """SendMessageBatch answers 200 with per-entry failures: those hints are not on the queue,
+    so the caller must not acknowledge the messages they stand for."""
+    _, queue, _ = aws
+    answers: list[dict[str, Any]] = []
+
+    class PartlyRefusing:
+        def __init__(self, client: Any) -> None:
+            self._client = client
+
+        def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> Any:
+            kept, refused = Entries[:-1], Entries[-1]
+            answer = dict(self._client.send_message_batch(QueueUrl=QueueUrl, Entries=kept))
+            answer["Failed"] = [{"Id": refused["Id"], "SenderFault": False,
+                                 "Code": "InternalError", "Message": "try again"}]
+            answers.append(answer)
+            return answer
+
+    flaky = ChangeQueue(PartlyRefusing(queue.client), queue.url)
+    with pytest.raises(QueueError, match=r"refused 1 hint\(s\): try again"):
+        flaky.notify_many(Hint(f"ip-10-0-3-{i}", ZONE, 0) for i in range(15))
+    assert len(answers) == 1  # it stops at the first refusal
+    assert len(drain(queue)) == 9
 
 
 def test_receive_asks_sqs_within_its_limits() -> None:

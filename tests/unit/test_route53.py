@@ -21,6 +21,7 @@ from ecssd_agent.aws.route53 import (
     change_cost,
     find_zone,
     from_wire,
+    pack,
     to_wire,
 )
 from ecssd_agent.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
@@ -94,6 +95,80 @@ def test_batches_keep_order():
     changes = [Change(Action.DELETE, srv(1)), Change(Action.UPSERT, srv(2)), Change(Action.CREATE, srv(3))]
     assert batches(changes, max_records=2) == [[changes[0]], [changes[1]], [changes[2]]]
     assert MAX_RECORDS_PER_REQUEST == 1000
+
+
+# --- pack: whole hosts per request -------------------------------------------------------
+
+def creates(count: int, host: str = "h", values: int = 1) -> list[Change]:
+    """``count`` CREATEs of one host, each a record set of ``values`` values."""
+    return [Change(Action.CREATE, RecordSet(f"{host}-{n}.{ZONE_NAME}.", "A",
+                                            tuple(f"10.0.{v // 250}.{v % 250}"
+                                                  for v in range(values)), 0, f"ecssd:h:{host}"))
+            for n in range(count)]
+
+
+def test_pack_puts_whole_groups_in_order_into_few_requests() -> None:
+    groups = [creates(400, "a"), creates(400, "b"), creates(400, "c"), creates(150, "d"),
+              creates(50, "e")]
+    # c would half fit after a and b: a group is never split to fill a request.
+    assert pack(groups) == [[0, 1], [2, 3, 4]]
+    assert pack([]) == []
+
+
+def test_pack_fills_a_request_exactly_to_the_record_limit() -> None:
+    assert pack([creates(600), creates(400), creates(1)]) == [[0, 1], [2]]
+    assert pack([creates(600), creates(401)]) == [[0], [1]]
+
+
+def test_pack_counts_every_value_and_an_upsert_twice() -> None:
+    upserts = [Change(Action.UPSERT, c.record) for c in creates(300)]
+    assert pack([upserts, upserts]) == [[0], [1]]  # 600 + 600 records
+    assert pack([creates(300), creates(300)]) == [[0, 1]]
+    assert pack([creates(101, values=5), creates(100, values=5)]) == [[0], [1]]  # 505 + 500
+    assert pack([creates(100, values=5), creates(100, values=5), creates(1)]) == [[0, 1], [2]]
+    deletes = [Change(Action.DELETE, c.record) for c in creates(500)]
+    assert pack([deletes, creates(500)]) == [[0, 1]]  # a DELETE counts once
+
+
+def test_pack_respects_the_value_characters() -> None:
+    def txt(host: str, count: int) -> list[Change]:
+        return [Change(Action.CREATE, RecordSet(f"t{n}.{host}.z.", "TXT", ('"' + "x" * 998 + '"',),
+                                                0, f"ecssd:h:{host}")) for n in range(count)]
+
+    # 1,000 characters each: 32 fit in 32,000 characters, while far below 1,000 records.
+    assert pack([txt("a", 20), txt("b", 12), txt("c", 1)]) == [[0, 1], [2]]
+    assert pack([txt("a", 20), txt("b", 13)]) == [[0], [1]]
+
+
+def test_a_group_too_big_for_one_request_goes_alone() -> None:
+    small, big = creates(10, "s"), creates(1500, "big")
+    assert pack([small, big, small]) == [[0], [1], [2]]
+    assert pack([small, small, big, big, small]) == [[0, 1], [2], [3], [4]]
+    assert len(batches(big)) == 2  # apply() then splits it into requests within the limits
+    # Empty groups cost nothing and still keep their place.
+    assert pack([[], small, []]) == [[0, 1, 2]]
+
+
+def test_pack_is_greedy_order_preserving_and_within_the_limits() -> None:
+    import random
+
+    rng = random.Random(7)
+    groups = [creates(rng.choice([0, 1, 5, 40, 200, 333, 999, 1200]), f"h{i}",
+                      values=rng.choice([1, 2, 3])) for i in range(60)]
+    groups = [[Change(rng.choice(list(Action)), c.record) for c in g] for g in groups]
+    packed = pack(groups)
+    assert [i for p in packed for i in p] == list(range(len(groups)))  # each once, in order
+
+    def cost(indexes: list[int]) -> tuple[int, int]:
+        costs = [change_cost(c) for i in indexes for c in groups[i]]
+        return sum(n for n, _ in costs), sum(c for _, c in costs)
+
+    for n, request in enumerate(packed):
+        records, chars = cost(request)
+        assert len(request) == 1 or (records <= MAX_RECORDS_PER_REQUEST and chars <= 32000)
+        if n + 1 < len(packed):  # the next group did not fit: no request is left half empty
+            more = cost(request + packed[n + 1][:1])
+            assert more[0] > MAX_RECORDS_PER_REQUEST or more[1] > 32000
 
 
 @pytest.fixture

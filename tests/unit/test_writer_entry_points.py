@@ -4,7 +4,9 @@ In-process moto (Route 53, DynamoDB, SQS). The handler and ``main`` build their 
 from the environment, as in AWS; the agents' side is the real Publisher, and the Lambda's
 event is made from the messages SQS really delivered. What matters: a bad message never
 holds up the good ones, an AWS error leaves every good hint to be delivered again (never
-acknowledged), and a configuration error names the flag or variable to fix.
+acknowledged), and a configuration error names the flag or variable to fix. Hosts a write
+could not finish (lease busy, deadline) go back on the queue at once (CHANGE_QUEUE), or
+else exactly their messages are reported failed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,9 +25,9 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from ecssd_agent import logs, naming
-from ecssd_agent.aws.change_queue import ChangeQueue, Hint, Message, hint_body
+from ecssd_agent.aws.change_queue import ChangeQueue, Hint, Message, hint_body, parse_hint
 from ecssd_agent.aws.clients import Clients
-from ecssd_agent.aws.host_store import HostStore
+from ecssd_agent.aws.host_store import LEASE_HOST, HostStore
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.config_fields import SettingsError
 from ecssd_agent.model import Host, RecordSet, Routing, ServiceInstance
@@ -177,7 +180,8 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     monkeypatch.setenv("DOMAIN", ZONE)
     monkeypatch.setenv("HOST_TABLE", TABLE)
     for name in ("AWS_LAMBDA_FUNCTION_NAME", "HOSTED_ZONE_ID", "VPC_ID", "VERIFY_AFTER",
-                 "DRY_RUN", "REGION", "AWS_MAX_ATTEMPTS", "LOG_LEVEL", "LOG_FORMAT"):
+                 "DRY_RUN", "REGION", "AWS_MAX_ATTEMPTS", "LOG_LEVEL", "LOG_FORMAT",
+                 "CHANGE_QUEUE"):
         monkeypatch.delenv(name, raising=False)
     zone_writer_handler.reset()
     with mock_aws():
@@ -294,6 +298,156 @@ def test_an_empty_or_odd_event_writes_nothing(world: World) -> None:
     assert zone_writer_handler.lambda_handler({}, None) == {"batchItemFailures": []}
 
 
+# --- the handler: hosts it could not finish ---------------------------------------------------
+
+@dataclass
+class Context:
+    """The Lambda context's one method the handler uses."""
+
+    remaining_ms: int
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+#: A short invocation keeps FINISH_SHARE of itself for the end of its work: these leave the
+#: writer half a second to wait for the lease, or no time to start a change request at all.
+HALF_A_SECOND = Context(int(0.5 / (1 - zone_writer_handler.FINISH_SHARE) * 1000) + 1)
+NO_TIME = Context(0)
+
+
+@pytest.mark.parametrize(("remaining_s", "kept_s"), [(900.0, 60.0), (300.0, 60.0),
+                                                     (60.0, 15.0), (2.0, 0.5), (0.0, 0.0)])
+def test_the_handler_keeps_a_margin_a_short_invocation_can_afford(
+        remaining_s: float, kept_s: float) -> None:
+    """A 60 s timeout must still leave the writer time to work (it used to leave none)."""
+    now = time.time()
+    deadline = zone_writer_handler._deadline(Context(int(remaining_s * 1000)))
+    assert deadline is not None
+    assert deadline - now == pytest.approx(remaining_s - kept_s, abs=0.05)
+
+
+def hold_lease(world: World) -> None:
+    """Another zone writer is at work (its lease runs ten minutes)."""
+    assert world.store.acquire("another-writer", 600.0)
+
+
+def lease_holder(world: World) -> str | None:
+    item = world.store.client.get_item(
+        TableName=TABLE, Key={"host": {"S": LEASE_HOST}, "kind": {"S": "lease"}},
+        ConsistentRead=True).get("Item")
+    return None if item is None else str(item["owner"]["S"])
+
+
+def hinted(messages: list[Message]) -> list[str]:
+    hints = [parse_hint(m.body) for m in messages]
+    assert {h.zone for h in hints} <= {ZONE}
+    return sorted(h.host for h in hints)
+
+
+def test_with_a_queue_a_busy_lease_hands_every_host_back_and_fails_nothing(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHANGE_QUEUE", world.queue.url)
+    hosts = [host(i) for i in range(1, 4)]
+    for h in hosts:
+        world.publisher(h).publish(desired(h, "calc"))
+    messages = world.receive_all()
+    hold_lease(world)
+
+    result = zone_writer_handler.lambda_handler(sqs_event(messages), HALF_A_SECOND)
+
+    assert result == {"batchItemFailures": []}  # the mapping deletes them: handed back
+    handed = world.receive_all()
+    assert hinted(handed) == sorted(h.label for h in hosts)
+    assert {m.id for m in handed}.isdisjoint(m.id for m in messages)  # new messages
+    assert world.owned(*hosts) == {h.label: set() for h in hosts}
+    assert world.store.load([h.label for h in hosts])[1] == {}  # nothing saved as applied
+    assert lease_holder(world) == "another-writer"
+
+    world.store.release("another-writer")  # the other writer is done
+    assert zone_writer_handler.lambda_handler(sqs_event(handed), HALF_A_SECOND) == {
+        "batchItemFailures": []}
+    assert world.owned(*hosts) == {h.label: set(desired(h, "calc")) for h in hosts}
+    assert world.receive_all() == [] and lease_holder(world) is None
+
+
+def test_with_a_queue_a_deadline_hands_back_only_the_hosts_left_to_do(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHANGE_QUEUE", world.queue.url)
+    done, new = host(1), [host(2), host(3)]
+    world.publisher(done).publish(desired(done, "calc"))
+    zone_writer_handler.lambda_handler(sqs_event(world.receive_all()), None)
+    world.publisher(done).publish(desired(done, "calc"), force=True)  # nothing to change
+    for h in new:
+        world.publisher(h).publish(desired(h, "calc"))
+    messages = world.receive_all()
+    before = world.clients.stats.attempts("ChangeResourceRecordSets")
+
+    result = zone_writer_handler.lambda_handler(sqs_event(messages), NO_TIME)
+
+    assert result == {"batchItemFailures": []}
+    assert hinted(world.receive_all()) == sorted(h.label for h in new)
+    assert world.clients.stats.attempts("ChangeResourceRecordSets") == before  # none started
+    assert world.owned(*new) == {h.label: set() for h in new}
+    assert lease_holder(world) is None  # given back
+
+
+def test_without_a_queue_the_unfinished_hosts_messages_are_reported_failed(
+        world: World) -> None:
+    a, b, done = host(1), host(2), host(3)
+    world.publisher(done).publish(desired(done, "calc"))
+    zone_writer_handler.lambda_handler(sqs_event(world.receive_all()), None)
+    publisher_a = world.publisher(a)
+    publisher_a.publish(desired(a))
+    publisher_a.publish(desired(a, "calc"))  # two hints for a
+    world.publisher(b).publish(desired(b, "time"))
+    world.publisher(done).publish(desired(done, "calc"), force=True)  # nothing to change
+    raw_message(world, "garbage")
+    raw_message(world, hint_body(Hint(host(4).label, "other.internal.", 1)))
+    messages = world.receive_all()
+    assert len(messages) == 6
+
+    result = zone_writer_handler.lambda_handler(sqs_event(messages), NO_TIME)
+
+    # a's two messages and b's: SQS delivers them again after the visibility timeout. Not
+    # the bad ones (delivering them again cannot help), nor one for a host with nothing to do.
+    expected = [m.id for m in messages
+                if m.body.startswith("{") and parse_hint(m.body).zone == ZONE
+                and parse_hint(m.body).host in (a.label, b.label)]
+    assert len(expected) == 3
+    assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == sorted(expected)
+    assert world.receive_all() == []  # nothing handed back: there is no queue to hand to
+    assert world.owned(a, b) == {a.label: set(), b.label: set()}
+
+
+def test_without_a_queue_a_busy_lease_reports_every_good_message_failed(world: World) -> None:
+    hosts = [host(1), host(2)]
+    for h in hosts:
+        world.publisher(h).publish(desired(h, "calc"))
+    raw_message(world, "garbage")
+    messages = world.receive_all()
+    hold_lease(world)
+
+    result = zone_writer_handler.lambda_handler(sqs_event(messages), HALF_A_SECOND)
+
+    assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == sorted(
+        m.id for m in messages if m.body != "garbage")
+    assert world.owned(*hosts) == {h.label: set() for h in hosts}
+
+
+def test_a_failed_hand_back_falls_back_to_reporting_the_messages(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHANGE_QUEUE", world.queue.url + "-deleted")
+    a = host(1)
+    world.publisher(a).publish(desired(a, "calc"))
+    messages = world.receive_all()
+    hold_lease(world)
+
+    result = zone_writer_handler.lambda_handler(sqs_event(messages), HALF_A_SECOND)
+
+    assert result == {"batchItemFailures": [{"itemIdentifier": messages[0].id}]}
+
+
 # --- the ecssd-writer poller -----------------------------------------------------------------
 
 def poller(world: World, **overrides: Any) -> Poller:
@@ -371,6 +525,65 @@ def test_a_running_poller_retries_until_the_write_succeeds(world: World) -> None
     assert calls == [{a.label}, {a.label}] and run.writes == 1
     assert world.in_queue() == (0, 0)
     assert world.owned(a) == {a.label: set(desired(a, "calc"))}
+
+
+def three_hosts_behind_a_held_lease(world: World) -> tuple[list[Host], Poller]:
+    """Three published hosts, another writer's lease, and a poller that waits 0.3 s for it."""
+    hosts = [host(i) for i in range(1, 4)]
+    for h in hosts:
+        world.publisher(h).publish(desired(h, "calc"))
+    hold_lease(world)
+    run = poller(world)
+    run.writer.lock_wait = 0.3  # instead of minutes
+    return hosts, run
+
+
+def test_a_poller_hands_back_what_it_could_not_write_and_deletes_the_messages(
+        world: World) -> None:
+    hosts, run = three_hosts_behind_a_held_lease(world)
+    run.queue = ChangeQueue(world.queue.client, world.queue.url)
+    hand_back = run.queue.notify_many
+
+    def then_stop(hints: Any) -> None:  # else --once takes its own hints again, until the
+        hand_back(hints)                # lease is free
+        run.stop.set()
+
+    run.queue.notify_many = then_stop  # type: ignore[method-assign]
+
+    assert run.run() == 0
+
+    assert run.writes == 0
+    assert world.in_queue() == (3, 0)  # the originals deleted, one new hint per host
+    assert world.owned(*hosts) == {h.label: set() for h in hosts}
+    world.store.release("another-writer")
+    assert poller(world).run() == 0  # the hints it handed back
+    assert world.in_queue() == (0, 0)
+    assert world.owned(*hosts) == {h.label: set(desired(h, "calc")) for h in hosts}
+
+
+class RefusingSends:
+    """An SQS client that takes no SendMessageBatch entry (every one reported Failed)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> Any:
+        return {"Successful": [], "Failed": [
+            {"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "down"}
+            for e in Entries]}
+
+
+def test_a_poller_whose_hand_back_fails_leaves_the_messages_to_be_delivered_again(
+        world: World) -> None:
+    _, run = three_hosts_behind_a_held_lease(world)
+    run.queue = ChangeQueue(RefusingSends(world.queue.client), world.queue.url)
+
+    assert run.run() == 1  # --once: the pass failed
+
+    assert world.in_queue() == (0, 3)  # received, not deleted: delivered again later
 
 
 # --- the ecssd-writer process entry point ----------------------------------------------------

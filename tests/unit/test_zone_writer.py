@@ -4,6 +4,9 @@ What it must prove: many hosts' changes go out in few requests; reads happen onl
 writer's knowledge is missing or old; a batch Route 53 rejects is re-read and re-planned, and
 one host whose changes can never land is bisected out without holding up the others; an AWS
 error leaves the hosts in flight marked unknown; records of other owners are never touched.
+One writer at a time (the lease: waited for, extended before every change request, lost ->
+stop); a writer killed at any call leaves only true or "unknown" knowledge behind; no
+request starts after the deadline, and exactly the hosts not sent are reported unfinished.
 
 Requests are counted by the project's own :class:`RequestStats` (every HTTP attempt). Faults
 moto cannot produce (Throttling at a chosen moment) come from :class:`Faults`, a thin proxy
@@ -12,9 +15,10 @@ that raises a real ``ClientError`` for a scripted call and passes every other ca
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,14 +28,15 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from benchmarks import moto_paging
-from ecssd_agent import naming
+from ecssd_agent import naming, zone_writer
+from ecssd_agent.aws import route53
 from ecssd_agent.aws.clients import Clients
-from ecssd_agent.aws.host_store import HostStore
+from ecssd_agent.aws.host_store import LEASE_HOST, HostStore
 from ecssd_agent.aws.route53 import Route53Zone, find_zone, to_wire
 from ecssd_agent.host_state import Applied, Published
 from ecssd_agent.model import Action, Host, Owner, RecordSet, Routing, ServiceInstance
 from ecssd_agent.records import host_records
-from ecssd_agent.zone_writer import ZoneWriter, read_hints
+from ecssd_agent.zone_writer import LEASE_SECONDS, WriterInterrupted, ZoneWriter, read_hints
 from tests.support.queued import FixedClock as Clock
 from tests.support.queued import create_host_table
 
@@ -79,6 +84,10 @@ class Faults:
         self._plain = plain  # uncounted: the checks are not requests the writer made
         self.script: dict[str, list[Exception | None]] = {}
         self.rejected = 0  # batches this proxy refused (they never reach moto: no request)
+        #: Called with each change batch as it is sent, accepted or not (a clock that moves
+        #: while a request is on the way, another writer acting meanwhile).
+        self.on_change: list[Callable[[list[dict[str, Any]]], None]] = []
+        self.change_calls = 0  # every ChangeResourceRecordSets call, refused ones too
 
     def fail(self, method: str, *outcomes: Exception | None) -> None:
         """The next calls of ``method``: an exception to raise, or None to pass through."""
@@ -95,6 +104,9 @@ class Faults:
             if outcome is not None:
                 raise outcome
             if name == "change_resource_record_sets":
+                self.change_calls += 1
+                for hook in self.on_change:
+                    hook(kwargs["ChangeBatch"]["Changes"])
                 self._check(kwargs["HostedZoneId"], kwargs["ChangeBatch"]["Changes"])
             return real(**kwargs)
 
@@ -197,7 +209,8 @@ def world() -> Iterator[World]:
         create_host_table(ddb, TABLE)
         faults = Faults(r53, SESSION.client("route53", region_name="us-east-1"))
         zone = Route53Zone(faults, find_zone(r53, ZONE))  # type: ignore[arg-type]
-        yield World(clients, zone, faults, HostStore(ddb, TABLE), Clock(T0))
+        clock = Clock(T0)  # the writers' lease is timed by the same clock as the writer
+        yield World(clients, zone, faults, HostStore(ddb, TABLE, clock=clock), clock)
 
 
 def delta(after: Counter[str], before: Counter[str]) -> Counter[str]:
@@ -740,3 +753,437 @@ def test_changes_are_planned_for_both_routing_policies(world: World) -> None:
     outcome = writer.write([a.label])
     assert not outcome.failed and outcome.rejected == 0 and outcome.changes == 4
     assert world.owned(a) == set(desired(a, "calc"))
+
+
+# --- one writer at a time: the lease -----------------------------------------------------------
+
+class Sleeper:
+    """``time.sleep`` for a writer on a :class:`Clock`: sleeping moves the clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.slept: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.clock.now += seconds
+
+
+def lease_of(world: World) -> tuple[str, float] | None:
+    """(owner, expires) of the writers' lease item, or None when nobody holds it."""
+    item = SESSION.client("dynamodb", region_name="us-east-1").get_item(
+        TableName=TABLE, Key={"host": {"S": LEASE_HOST}, "kind": {"S": "lease"}},
+        ConsistentRead=True).get("Item")
+    return None if item is None else (item["owner"]["S"], float(item["expires"]["N"]))
+
+
+def rival(world: World) -> HostStore:
+    """Another writer's view of the same table, on the same clock."""
+    return HostStore(world.clients.client("dynamodb"), TABLE, clock=world.clock)
+
+
+def test_the_lease_is_taken_when_free_expired_or_ours_and_refused_otherwise(world: World) -> None:
+    store, other = world.store, rival(world)
+    assert store.acquire("a", 60.0)  # free
+    assert lease_of(world) == ("a", T0 + 60.0)
+    assert not other.acquire("b", 60.0)  # held, unexpired
+    world.clock.now = T0 + 30.0
+    assert store.acquire("a", 60.0)  # ours: extended
+    assert lease_of(world) == ("a", T0 + 90.0)
+    world.clock.now = T0 + 90.0
+    assert not other.acquire("b", 60.0)  # expires now: not yet expired
+    assert lease_of(world) == ("a", T0 + 90.0)
+    world.clock.now = T0 + 90.5
+    assert other.acquire("b", 60.0)  # expired: the holder died
+    assert lease_of(world) == ("b", T0 + 150.5)
+    assert not store.acquire("a", 60.0)  # and the old holder cannot take it back
+
+
+def test_the_lease_is_released_only_by_its_holder(world: World) -> None:
+    assert world.store.acquire("a", 60.0)
+    world.store.release("b")  # not b's: nothing happens, no error
+    assert lease_of(world) == ("a", T0 + 60.0)
+    world.store.release("a")
+    assert lease_of(world) is None
+    world.store.release("a")  # already gone: no error
+    assert rival(world).acquire("b", 60.0)
+
+
+def test_lease_errors_other_than_a_held_lease_propagate(world: World) -> None:
+    missing = HostStore(world.clients.client("dynamodb"), "no-such-table", clock=world.clock)
+    with pytest.raises(ClientError, match="ResourceNotFound"):
+        missing.acquire("a", 60.0)
+    with pytest.raises(ClientError, match="ResourceNotFound"):
+        missing.release("a")
+
+
+def test_a_second_writer_waits_for_the_lease_then_gives_all_its_hosts_back(world: World) -> None:
+    hosts = [host(i) for i in range(3)]
+    for h in hosts:
+        world.publish(h, desired(h, "calc"))
+    assert rival(world).acquire("busy-writer", 600.0)
+    sleep = Sleeper(world.clock)
+    writer = world.writer(sleep=sleep, lock_wait=30.0)
+    before = world.requests()
+
+    with pytest.raises(WriterInterrupted) as caught:
+        writer.write(h.label for h in hosts)
+
+    assert caught.value.unfinished == {h.label for h in hosts}
+    assert 28.0 <= sum(sleep.slept) <= 30.0 and max(sleep.slept) <= 2.0  # backed off, capped
+    spent = delta(world.requests(), before)
+    assert set(spent) == {"PutItem"}  # only tries at the lease: nothing loaded, sent or saved
+    assert spent["PutItem"] == len(sleep.slept) + 1
+    assert world.applied(*hosts) == {} and world.owned_by(*hosts) == {h.label: set()
+                                                                      for h in hosts}
+    assert lease_of(world) == ("busy-writer", T0 + 600.0)  # never released by a non-holder
+
+    rival(world).release("busy-writer")
+    outcome = writer.write(h.label for h in hosts)
+
+    assert not outcome.failed and outcome.changes == 6
+    assert world.owned_by(*hosts) == {h.label: set(desired(h, "calc")) for h in hosts}
+    assert lease_of(world) is None  # given back at the end
+
+
+def test_a_dead_writer_blocks_the_others_only_until_its_lease_expires(world: World) -> None:
+    a = host(1)
+    world.publish(a, desired(a, "calc"))
+    assert rival(world).acquire("dead-writer", LEASE_SECONDS)  # and never released
+    sleep = Sleeper(world.clock)
+
+    outcome = world.writer(sleep=sleep, lock_wait=120.0).write([a.label])
+
+    assert LEASE_SECONDS <= sum(sleep.slept) <= LEASE_SECONDS + 2.0
+    assert not outcome.failed and world.owned(a) == set(desired(a, "calc"))
+
+
+def test_a_deadline_shortens_the_wait_for_the_lease(world: World) -> None:
+    a = host(1)
+    world.publish(a, desired(a, "calc"))
+    assert rival(world).acquire("busy-writer", 600.0)
+    sleep = Sleeper(world.clock)
+    with pytest.raises(WriterInterrupted):
+        world.writer(sleep=sleep, lock_wait=120.0).write([a.label], deadline=T0 + 5.0)
+    assert world.clock.now <= T0 + 5.0 and sum(sleep.slept) >= 3.0
+
+
+def small_requests(monkeypatch: pytest.MonkeyPatch, records: int) -> None:
+    """Pack at most ``records`` records per change request: several requests from a few
+    hosts, so the tests of what happens between requests stay small and fast."""
+    def packed(groups: Any, max_records: int = records, max_chars: int = 32000) -> Any:
+        return route53.pack(groups, max_records, max_chars)
+
+    monkeypatch.setattr(zone_writer, "pack", packed)
+
+
+def hosts_in(changes: list[dict[str, Any]]) -> set[str]:
+    owners = (naming.parse_set_identifier(c["ResourceRecordSet"].get("SetIdentifier"))
+              for c in changes)
+    return {o.host for o in owners if o is not None}
+
+
+def test_the_lease_is_extended_before_every_change_request(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    small_requests(monkeypatch, 4)
+    hosts = [host(i) for i in range(6)]  # 2 record sets each: 3 requests
+    for h in hosts:
+        world.publish(h, desired(h, "calc"))
+    other = rival(world)
+    refused: list[bool] = []
+
+    def slow_request(_changes: list[dict[str, Any]]) -> None:
+        world.clock.now += 50.0  # 3 x 50 s: far past one lease of 60 s
+        refused.append(not other.acquire("rival", LEASE_SECONDS))
+
+    world.faults.on_change.append(slow_request)
+    outcome = world.writer().write(h.label for h in hosts)
+
+    assert outcome.change_requests == 3 and refused == [True, True, True]
+    assert world.owned_by(*hosts) == {h.label: set(desired(h, "calc")) for h in hosts}
+    assert lease_of(world) is None
+
+
+def six_known_hosts(world: World, monkeypatch: pytest.MonkeyPatch,
+                    *names: str) -> tuple[list[Host], ZoneWriter]:
+    """Six hosts written with "calc", then published again with ``names``; requests of at
+    most four changes (two hosts each)."""
+    small_requests(monkeypatch, 4)
+    hosts = [host(i) for i in range(6)]
+    for h in hosts:
+        world.publish(h, desired(h, "calc"))
+    writer = world.writer()
+    writer.write(h.label for h in hosts)
+    for h in hosts:
+        world.publish(h, desired(h, *names))
+    return hosts, writer
+
+
+def test_a_writer_that_lost_its_lease_stops_before_its_next_request(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    hosts, writer = six_known_hosts(world, monkeypatch, "calc", "time")  # 2 per request
+    sent: list[set[str]] = []
+
+    def stalled(changes: list[dict[str, Any]]) -> None:
+        sent.append(hosts_in(changes))
+        if len(sent) == 1:  # stalled past its lease; another writer took over meanwhile
+            world.clock.now += LEASE_SECONDS + 1.0
+            assert rival(world).acquire("rival", LEASE_SECONDS)
+
+    world.faults.on_change.append(stalled)
+
+    with pytest.raises(WriterInterrupted, match="lease was lost") as caught:
+        writer.write(h.label for h in hosts)
+
+    assert len(sent) == 1 and caught.value.unfinished == {h.label for h in hosts} - sent[0]
+    applied = world.applied(*hosts)
+    for h in hosts:
+        done = h.label in sent[0]
+        assert applied[h.label].seq == (2 if done else 1)
+        assert world.owned(h) == set(desired(h, "calc", "time") if done else desired(h, "calc"))
+    assert lease_of(world) == ("rival", T0 + 2 * LEASE_SECONDS + 1.0)  # not released by us
+
+
+# --- a writer killed anywhere leaves no belief the zone contradicts ---------------------------
+
+class Killed(RuntimeError):
+    """The process died (a Lambda timeout, a crash): nothing after this ran."""
+
+
+@dataclass
+class Death:
+    """When the writer's process dies: at the ``nth`` call of ``operation``, before the call
+    left (``landed=False``) or after it took effect, before its answer came back."""
+
+    operation: str
+    nth: int
+    landed: bool
+    dead: bool = False
+    calls: Counter[str] = field(default_factory=Counter)
+
+
+class Mortal:
+    """A boto3 client of a process that dies as ``death`` says: from then on it makes no
+    request at all (every call fails), so no ``finally`` can save or release anything."""
+
+    def __init__(self, client: Any, death: Death) -> None:
+        self._client = client
+        self._death = death
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._client, name)
+        death = self._death
+        if not callable(real):
+            return real
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if death.dead:
+                raise Killed(f"{name} after death")
+            if name == "get_paginator":
+                return real(*args, **kwargs)
+            death.calls[name] += 1
+            if name == death.operation and death.calls[name] == death.nth:
+                if death.landed:  # taken, or refused: the answer is lost either way
+                    with contextlib.suppress(ClientError):
+                        real(*args, **kwargs)
+                death.dead = True
+                raise Killed(f"killed at {name} #{death.nth}")
+            return real(*args, **kwargs)
+
+        return call
+
+
+def beliefs_hold(world: World, hosts: list[Host],
+                 stale: dict[str, Applied] | None = None) -> None:
+    """Every host's stored knowledge is either true of the zone or marked "read me".
+
+    ``stale``: knowledge made wrong behind the writer's back (a record set deleted by hand)
+    before the write; it may still be there as it was (Route 53 refuses what is planned from
+    it, so it cannot do harm), but the writer must not have written a wrong belief anew.
+    """
+    owned = world.owned_by(*hosts)
+    published = world.store.load([h.label for h in hosts])[0]
+    for label, known in world.applied(*hosts).items():
+        if known.verified == 0.0:
+            continue  # unknown: its next write reads it
+        if stale and stale.get(label) == known:
+            continue
+        assert set(known.records) == owned[label], f"{label}: believed {known.records}"
+        if known.seq == published[label].seq:  # believed applied: really applied
+            assert owned[label] == set(published[label].records), label
+
+
+def kill_scenario(world: World, monkeypatch: pytest.MonkeyPatch) -> tuple[
+        dict[str, list[RecordSet]], dict[str, Applied]]:
+    """Six hosts whose new publications take several requests: four known hosts changing,
+    one new host (read first), one whose knowledge someone made wrong (its DELETE is
+    refused: the request carrying it is bisected). Returns what each host wants, and the
+    knowledge made stale."""
+    small_requests(monkeypatch, 6)
+    known = [host(i) for i in range(4)]
+    new, wrong = host(10), host(11)
+    for h in [*known, wrong]:
+        world.publish(h, desired(h, "calc", "time"))
+    world.writer().write(h.label for h in [*known, wrong])
+    world.by_hand(Action.DELETE, [r for r in desired(wrong, "calc", "time")
+                                  if r.name.startswith("time.")])
+    wanted = {h.label: desired(h, "calc", "portal", port_base=31000)
+              for h in [*known, new, wrong]}
+    for h in [*known, new, wrong]:
+        world.publish(h, wanted[h.label])
+    world.clock.now = T0 + 10.0
+    return wanted, world.applied(wrong)
+
+
+KILLS = [Death(op, n, landed) for op, counts in (("change_resource_record_sets", 5),
+                                                 ("batch_write_item", 8), ("put_item", 3))
+         for n in range(1, counts + 1) for landed in (False, True)]
+
+
+def test_the_kill_scenario_makes_the_calls_the_kills_aim_at(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a death, the scenario makes at least as many calls as the deaths count on
+    (else a kill test would pass without killing anything)."""
+    wanted, _ = kill_scenario(world, monkeypatch)
+    death = Death("none", 0, False)
+    writer = ZoneWriter(Route53Zone(Mortal(world.faults, death), world.zone.zone),
+                        HostStore(Mortal(world.clients.client("dynamodb"), death), TABLE,
+                                  clock=world.clock), clock=world.clock)
+    outcome = writer.write(wanted)
+    assert not outcome.failed and outcome.rejected >= 1 and outcome.hosts_read == 2
+    assert death.calls["change_resource_record_sets"] >= 5
+    assert death.calls["batch_write_item"] >= 8 and death.calls["put_item"] >= 3
+
+
+@pytest.mark.parametrize("death", KILLS, ids=lambda d: (
+    f"{d.operation}-{d.nth}-{'landed' if d.landed else 'unsent'}"))
+def test_a_writer_killed_anywhere_leaves_truth_or_unknown_and_the_next_write_converges(
+        world: World, monkeypatch: pytest.MonkeyPatch, death: Death) -> None:
+    death = Death(death.operation, death.nth, death.landed)  # parameters are shared
+    wanted, stale = kill_scenario(world, monkeypatch)
+    hosts = [host(i) for i in (0, 1, 2, 3, 10, 11)]
+    doomed = ZoneWriter(Route53Zone(Mortal(world.faults, death), world.zone.zone),
+                        HostStore(Mortal(world.clients.client("dynamodb"), death), TABLE,
+                                  clock=world.clock), clock=world.clock)
+
+    with pytest.raises(Killed):
+        doomed.write(wanted)
+
+    assert death.dead
+    beliefs_hold(world, hosts, stale)
+    sleep = Sleeper(world.clock)  # the dead writer's lease is waited out
+
+    outcome = world.writer(sleep=sleep).write(wanted)
+
+    assert not outcome.failed
+    assert world.owned_by(*hosts) == {k: set(v) for k, v in wanted.items()}
+    beliefs_hold(world, hosts)
+    applied = world.applied(*hosts)
+    assert {k: (a.seq, set(a.records)) for k, a in applied.items()} == {
+        k: (world.seqs[k], set(v)) for k, v in wanted.items()}
+    assert sum(sleep.slept) <= LEASE_SECONDS + 2.0
+
+
+# --- the deadline --------------------------------------------------------------------------------
+
+def deadline_scenario(world: World, monkeypatch: pytest.MonkeyPatch) -> tuple[
+        list[Host], ZoneWriter, dict[str, Applied]]:
+    """Six known hosts, each with a new publication: three requests, no read."""
+    hosts, writer = six_known_hosts(world, monkeypatch, "time")  # delete calc, create time
+    return hosts, writer, world.applied(*hosts)
+
+
+def test_no_request_starts_after_the_deadline(world: World,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    hosts, writer, before = deadline_scenario(world, monkeypatch)
+    sent: list[set[str]] = []
+
+    def slow(changes: list[dict[str, Any]]) -> None:
+        sent.append(hosts_in(changes))
+        world.clock.now = T0 + 100.0  # the first request ends past the deadline
+
+    world.faults.on_change.append(slow)
+
+    with pytest.raises(WriterInterrupted, match="deadline") as caught:
+        writer.write((h.label for h in hosts), deadline=T0 + 50.0)
+
+    assert len(sent) == 1 and sent[0]
+    assert caught.value.unfinished == {h.label for h in hosts} - sent[0]
+    applied = world.applied(*hosts)
+    for h in hosts:
+        if h.label in sent[0]:  # the first request's hosts: saved as applied, still trusted
+            assert applied[h.label].seq == world.seqs[h.label]
+            assert applied[h.label].verified == before[h.label].verified
+            assert world.owned(h) == set(desired(h, "time"))
+        else:  # the others: untouched, in the zone and in the table
+            assert applied[h.label] == before[h.label]
+            assert world.owned(h) == set(desired(h, "calc"))
+    assert lease_of(world) is None
+
+    world.faults.on_change.clear()
+    outcome = writer.write(caught.value.unfinished, deadline=T0 + 1000.0)
+    assert outcome.hosts_read == 0 and not outcome.failed
+    assert world.owned_by(*hosts) == {h.label: set(desired(h, "time")) for h in hosts}
+
+
+def test_a_deadline_already_past_sends_nothing_and_hands_back_only_what_is_left(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    hosts, writer, before = deadline_scenario(world, monkeypatch)
+    same, missing = host(20), host(21)
+    world.publish(same, desired(same, "calc"))
+    writer.write([same.label])
+    world.publish(same, desired(same, "calc"))  # republished unchanged: nothing to send
+
+    with pytest.raises(WriterInterrupted) as caught:
+        writer.write([*(h.label for h in hosts), same.label, missing.label], deadline=T0)
+
+    assert caught.value.unfinished == {h.label for h in hosts}  # not the done or skipped
+    assert world.faults.change_calls == 3 + 1  # the setup's writes only
+    after = world.applied(*hosts)
+    assert after == before
+    assert world.applied(same)[same.label].seq == world.seqs[same.label]  # nothing to do: done
+
+
+def test_a_rejected_request_is_not_bisected_past_the_deadline(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    hosts, writer, _ = deadline_scenario(world, monkeypatch)
+    wrong = hosts[0]  # its calc record set was deleted by hand: its DELETE is refused
+    world.by_hand(Action.DELETE, [r for r in desired(wrong, "calc") if r.type == "SRV"])
+    sent: list[set[str]] = []
+
+    def slow(changes: list[dict[str, Any]]) -> None:
+        sent.append(hosts_in(changes))
+        world.clock.now = T0 + 100.0
+
+    world.faults.on_change.append(slow)
+
+    with pytest.raises(WriterInterrupted, match="deadline") as caught:
+        writer.write((h.label for h in hosts), deadline=T0 + 50.0)
+
+    assert len(sent) == 1 and wrong.label in sent[0]  # refused; nothing more was sent
+    assert caught.value.unfinished == {h.label for h in hosts}
+    beliefs_hold(world, hosts)
+    world.faults.on_change.clear()
+    outcome = writer.write(caught.value.unfinished)
+    assert not outcome.failed
+    assert world.owned_by(*hosts) == {h.label: set(desired(h, "time")) for h in hosts}
+
+
+def test_the_lease_is_extended_before_each_request_of_a_bisection(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    hosts, writer, _ = deadline_scenario(world, monkeypatch)
+    wrong = hosts[0]
+    world.by_hand(Action.DELETE, [r for r in desired(wrong, "calc") if r.type == "SRV"])
+    other = rival(world)
+    refused: list[bool] = []
+
+    def slow_request(_changes: list[dict[str, Any]]) -> None:
+        world.clock.now += 50.0
+        refused.append(not other.acquire("rival", LEASE_SECONDS))
+
+    world.faults.on_change.append(slow_request)
+    outcome = writer.write(h.label for h in hosts)
+
+    assert outcome.rejected >= 2 and not outcome.failed  # the pack, then wrong's half
+    assert len(refused) >= 5 and all(refused)
+    assert world.owned_by(*hosts) == {h.label: set(desired(h, "time")) for h in hosts}

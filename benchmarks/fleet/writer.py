@@ -1,0 +1,954 @@
+"""The queued mode in the simulation: the table, the queue, the Lambda event source mapping,
+and the REAL zone writer Lambda (``health_lambda.zone_writer_handler.lambda_handler`` calling
+``ecssd_agent.zone_writer.ZoneWriter.write``) running in virtual time.
+
+Agents in queued mode publish through the real :class:`~ecssd_agent.publish.Publisher` into
+a :class:`~ecssd_agent.aws.host_store.HostStore` kept in memory (:class:`SimHostStore`) and the
+real :class:`~ecssd_agent.aws.change_queue.ChangeQueue` (its SQS client is :class:`SimSQS`).
+The writer is not a re-implementation: each invocation runs the Lambda handler itself, with
+the handler's cached writer set to this execution environment's ZoneWriter, whose Route 53
+client (:class:`SimRoute53Client`) sends every request through the botocore retry model to
+the simulated Route 53, whose store takes the writers' lease with the real
+``HostStore.acquire``/``release`` (their conditional PutItem/DeleteItem evaluated by
+:class:`SimDynamoDB`), and whose ``sleep`` (the lease waits) is virtual. The handler's
+deadline reads ``time.time()``: while a run lasts, that module's clock is the virtual one
+(:func:`in_virtual_time`). The handler is ordinary blocking code, so it runs in a thread that
+hands control back and forth with the scheduler (:class:`Bridge`): exactly one of the two
+runs at any moment, so a run stays deterministic. Two pure functions the writer calls
+hundreds of thousands of times are memoised while a run lasts; nothing else is touched.
+
+What is modelled (:class:`WriterConfig`; the values are cloudformation/quickstart.yaml's,
+tests/unit/test_fleet_sim.py checks them against it), and the assumptions:
+
+- the SQS event source mapping: a batch gathers hints for ``batching_window``
+  (``MaximumBatchingWindowInSeconds``, 2 s) from the first one it receives, or until
+  ``batch_size`` (10,000) are visible; at most ``max_concurrency`` invocations run at once
+  (``ScalingConfig.MaximumConcurrency``: 2, the least AWS allows), and while they do no
+  batch is gathered (the pollers stop polling);
+- the Lambda: an invocation still running ``function_timeout`` (300 s) after it started is
+  killed: it makes no further request (the one in flight lands) and saves nothing more;
+  every message of its batch comes back ``visibility_timeout`` (the queue's 1,800 s) after
+  it was received. The handler's own contract is the real one: it passes
+  ``deadline = now + remaining - FINISH_MARGIN`` (60 s); hosts it did not finish
+  (``WriterInterrupted``: deadline, lease busy) are handed back as new hints, visible at
+  once, when the function has CHANGE_QUEUE (``change_queue``), else their messages are
+  reported failed and come back after the visibility timeout; an AWS error fails every hint
+  of the batch (back after the visibility timeout);
+- each execution environment keeps its ZoneWriter (and its lease owner id) and clients
+  between invocations, as the handler caches them, so each has its own botocore retry quota;
+  a killed one is replaced by a fresh one;
+- latencies (ASSUMED; DynamoDB on-demand and SQS in the same region answer in single-digit
+  to low tens of milliseconds): publishing (PutItem then SendMessage) ``publish_latency``
+  30 ms; each DynamoDB request of the writer (BatchGetItem, BatchWriteItem, the lease's
+  PutItem and DeleteItem, as many as HostStore makes) ``dynamodb_latency`` 10 ms; each
+  SendMessageBatch of a hand-back ``sqs_latency`` 10 ms. A DynamoDB or SQS request takes
+  effect when it is sent (as a Route 53 change does here) and answers after its latency;
+  DynamoDB and SQS never fail or throttle here; the writer's own CPU time is not added to
+  virtual time (it is measured and reported).
+
+One invariant of the design is checked on every change attempt the writer makes: its
+writer holds the unexpired lease (``unleased_changes`` counts the attempts that did not).
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import logging
+import queue
+import random
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from benchmarks.fleet.engine import Body, Call, Instruction, Sleep
+from benchmarks.fleet.retry import BotocoreClient, RetryPolicy
+from benchmarks.fleet.route53 import CHANGE, GET_ZONE, LIST, Response
+from ecssd_agent import naming, zone_writer
+from ecssd_agent.aws.change_queue import ChangeQueue
+from ecssd_agent.aws.host_store import GET_BATCH, LEASE_HOST, WRITE_BATCH, HostStore, StoreError
+from ecssd_agent.aws.route53 import Route53Zone, Zone, from_wire
+from ecssd_agent.host_state import Applied, Published
+from ecssd_agent.model import Action, Change, RecordSet
+from ecssd_agent.publish import Publisher
+from ecssd_agent.writer_settings import WriterSettings
+from ecssd_agent.zone_writer import WriteOutcome, WriterInterrupted, ZoneWriter
+from health_lambda import zone_writer_handler
+
+if TYPE_CHECKING:
+    from benchmarks.fleet.world import World
+
+TABLE = "ecssd-hosts"
+QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/ecssd-hints"
+ZONE_ID = "Z0SIMULATED"
+THREAD_PREFIX = "fleet-writer-"
+LEASE_KEY = (LEASE_HOST, "lease")  # HostStore.acquire's item: (host, kind)
+#: Virtual time 0 as epoch seconds for the writer's and the agents' clocks: ZoneWriter marks
+#: an outcome it does not know with ``verified=0.0``, which means "long ago" only on a clock
+#: of epoch seconds (as ``time.time`` is); a clock starting at 0 would never re-read.
+EPOCH = 1_700_000_000.0
+_WRITER_DEFAULTS = WriterSettings()
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    batching_window: float = 2.0  # quickstart.yaml ZoneWriterEventSource
+    batch_size: int = 10_000
+    max_concurrency: int = 2
+    visibility_timeout: float = 1800.0  # quickstart.yaml ChangeQueue
+    function_timeout: float = 300.0  # quickstart.yaml ZoneWriterFunction Timeout
+    #: the function has CHANGE_QUEUE, so the handler hands unfinished hosts back at once
+    change_queue: bool = True
+    max_attempts: int = _WRITER_DEFAULTS.aws_max_attempts  # 10, standard retry mode
+    verify_after: float = _WRITER_DEFAULTS.verify_after  # a day
+    lease: float = zone_writer.LEASE_SECONDS  # what the handler's writer uses (60 s)
+    lock_wait: float = zone_writer.LOCK_WAIT  # 120 s
+    publish_latency: float = 0.03
+    dynamodb_latency: float = 0.01
+    sqs_latency: float = 0.01
+
+
+# --- running blocking code as a scheduler process ---------------------------------------
+
+class Cancelled(BaseException):
+    """Raised inside the worker thread when its invocation is killed (function timeout) or
+    the simulation ends; a BaseException so that neither the writer's nor the handler's
+    ``except`` clauses run (nothing runs in a Lambda sandbox that was stopped); ``finally``
+    clauses do run, and every request they try raises this again before it is sent."""
+
+
+_CANCEL = object()
+Step = Callable[[], Generator[Instruction, Any, Any]]
+
+
+class Bridge:
+    """Runs ``target`` (blocking code) in a thread as one process of the scheduler.
+
+    The thread asks for virtual-time work with :meth:`run` (a generator of instructions:
+    an API call with its retries, a sleep) and blocks; the scheduler side
+    (:meth:`process`) drives that generator and hands the result back. Exactly one side runs
+    at a time. After :meth:`cancel`, no further instruction is issued and the thread is
+    unwound with :class:`Cancelled`.
+    """
+
+    def __init__(self, name: str, target: Callable[[], Any]) -> None:
+        self.name = name
+        self._target = target
+        self._to_worker: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._to_scheduler: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.cancelled = False
+        self.finished = False
+        self.cpu_seconds = 0.0
+
+    # the worker's side
+
+    def run(self, step: Step) -> Any:
+        if self.cancelled:
+            raise Cancelled
+        self._to_scheduler.put(("step", step))
+        reply = self._to_worker.get()
+        if reply is _CANCEL:
+            raise Cancelled
+        return reply
+
+    def _main(self) -> None:
+        started = time.thread_time()
+        try:
+            value = self._target()
+        except Cancelled:
+            self._to_scheduler.put(("cancelled", None))
+        except Exception as exc:  # handed to the scheduler side: a function error
+            self._to_scheduler.put(("raised", exc))
+        else:
+            self._to_scheduler.put(("done", value))
+        finally:
+            self.cpu_seconds = time.thread_time() - started
+
+    # the scheduler's side
+
+    def process(self) -> Body:
+        """The scheduler process; returns ``(kind, value)``: ``done`` with the target's
+        value, ``raised`` with its exception, or ``cancelled``."""
+        self._thread = threading.Thread(target=self._main, name=THREAD_PREFIX + self.name,
+                                        daemon=True)
+        self._thread.start()
+        while True:
+            kind, payload = self._to_scheduler.get()
+            if kind != "step":
+                self._end()
+                return kind, payload
+            work = payload()
+            value: Any = None
+            while True:
+                if self.cancelled:
+                    work.close()
+                    return self._unwind()
+                try:
+                    instruction = work.send(value)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                value = yield instruction
+            if self.cancelled:
+                return self._unwind()
+            self._to_worker.put(result)
+
+    def cancel(self) -> None:
+        """Stop at the next instruction boundary (the request in flight still lands)."""
+        self.cancelled = True
+
+    def abandon(self) -> None:
+        """Unwind a thread left waiting when the simulation ends."""
+        self.cancelled = True
+        if self._thread is not None and not self.finished:
+            self._unwind()
+
+    def _unwind(self) -> tuple[str, Any]:
+        self._to_worker.put(_CANCEL)
+        while True:
+            kind, _ = self._to_scheduler.get()
+            if kind == "step":  # a finally clause tried another request: refused too
+                self._to_worker.put(_CANCEL)
+                continue
+            self._end()
+            return "cancelled", None
+
+    def _end(self) -> None:
+        self.finished = True
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _sleep(seconds: float) -> Generator[Instruction, Any, None]:
+    yield Sleep(seconds)
+
+
+class Link:
+    """The invocation an execution environment is running now: its clients' requests and
+    sleeps go through this invocation's :class:`Bridge`."""
+
+    def __init__(self) -> None:
+        self.bridge: Bridge | None = None
+
+    def run(self, step: Step) -> Any:
+        if self.bridge is None:
+            raise RuntimeError("an AWS request outside of a writer invocation")
+        return self.bridge.run(step)
+
+    def check(self) -> None:
+        """Refuse to send a request from an invocation that was killed."""
+        if self.bridge is not None and self.bridge.cancelled:
+            raise Cancelled
+
+    def pause(self, seconds: float) -> None:
+        if seconds > 0:
+            self.run(lambda: _sleep(seconds))
+
+
+@contextmanager
+def memoised() -> Iterator[None]:
+    """While a run lasts, ``naming.parse_set_identifier`` and the ``from_wire`` of the
+    writer's full listings are memoised: both are pure (a SetIdentifier string -> a frozen
+    Owner; a listed dict the simulated zone hands out unchanged -> its RecordSet), so the
+    writer computes exactly what it would, only the simulation's wall time shrinks."""
+    parse = naming.parse_set_identifier
+    decode = zone_writer.from_wire
+    naming.parse_set_identifier = functools.cache(parse)
+    zone_writer.from_wire = _by_identity(decode)  # type: ignore[assignment]  # same signature
+    try:
+        yield
+    finally:
+        naming.parse_set_identifier = parse
+        zone_writer.from_wire = decode
+
+
+class _VirtualTime:
+    """What ``zone_writer_handler`` sees as the ``time`` module during a run."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.time = clock
+
+
+@contextmanager
+def in_virtual_time(clock: Callable[[], float]) -> Iterator[None]:
+    """The Lambda handler computes its deadline from ``time.time()``: during a run that is
+    the virtual clock (the writer's). Its cached writer is restored afterwards."""
+    real_time, cached = zone_writer_handler.time, zone_writer_handler._writer
+    zone_writer_handler.time = _VirtualTime(clock)  # type: ignore[assignment]  # time() only
+    try:
+        yield
+    finally:
+        zone_writer_handler.time = real_time
+        zone_writer_handler._writer = cached
+
+
+def _by_identity(decode: Callable[[Mapping[str, Any]], RecordSet]
+                 ) -> Callable[[Mapping[str, Any]], RecordSet]:
+    """``decode`` memoised by the identity of the listed dict (as ``world.WireCache``); the
+    cache keeps each dict alive, so an id is never reused while it is cached."""
+    cache: dict[int, tuple[Mapping[str, Any], RecordSet]] = {}
+
+    def memo(wire: Mapping[str, Any]) -> RecordSet:
+        hit = cache.get(id(wire))
+        if hit is not None and hit[0] is wire:
+            return hit[1]
+        record = decode(wire)
+        cache[id(wire)] = (wire, record)
+        return record
+
+    return memo
+
+
+# --- the AWS clients the real code is given ---------------------------------------------
+
+class SimRoute53Client:
+    """The boto3 Route 53 client of a writer's Lambda instance: every request goes through
+    botocore's standard retry model (``retry``, this instance's own retry quota) to the
+    simulated Route 53; errors come back as botocore ``ClientError``\\ s. ``on_change`` is
+    told of every change attempt as it is sent (the lease check)."""
+
+    def __init__(self, retry: BotocoreClient, link: Link,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.retry = retry
+        self.link = link
+        self.on_change = on_change
+        self.requests: Counter[str] = Counter()  # operation -> calls (after retries)
+
+    def _call(self, op: str, params: dict[str, Any]) -> Any:
+        response: Response = self.link.run(lambda: self._watched(self.retry.call(op, params)))
+        self.requests[op] += 1
+        if not response.ok:
+            message = response.data if isinstance(response.data, str) else response.error
+            raise ClientError({"Error": {"Code": response.error or "", "Message": message or ""}},
+                              op)
+        return response.data
+
+    def _watched(self, work: Generator[Instruction, Any, Response]
+                 ) -> Generator[Instruction, Any, Response]:
+        value: Any = None
+        while True:
+            try:
+                instruction = work.send(value)
+            except StopIteration as stop:
+                response: Response = stop.value
+                return response
+            if isinstance(instruction, Call) and instruction.op == CHANGE and self.on_change:
+                self.on_change()
+            value = yield instruction
+
+    def get_hosted_zone(self, Id: str) -> dict[str, Any]:
+        data: dict[str, Any] = self._call(GET_ZONE, {})
+        return data
+
+    def change_resource_record_sets(self, HostedZoneId: str,
+                                    ChangeBatch: Mapping[str, Any]) -> dict[str, Any]:
+        changes = [Change(Action(c["Action"]), from_wire(c["ResourceRecordSet"]))
+                   for c in ChangeBatch["Changes"]]
+        data = self._call(CHANGE, {"changes": changes})
+        return {"ChangeInfo": {"Status": "PENDING", "InsyncAt": data["insync"]}}
+
+    def get_paginator(self, operation: str) -> SimListPaginator:
+        if operation != "list_resource_record_sets":
+            raise ValueError(f"no simulated paginator for {operation}")
+        return SimListPaginator(self)
+
+
+class SimListPaginator:
+    """boto3's ``list_resource_record_sets`` paginator: pages on demand, each one request."""
+
+    def __init__(self, client: SimRoute53Client) -> None:
+        self.client = client
+
+    def paginate(self, HostedZoneId: str, StartRecordName: str | None = None,
+                 PaginationConfig: Mapping[str, Any] | None = None
+                 ) -> Iterator[dict[str, Any]]:
+        size = int((PaginationConfig or {}).get("PageSize", 300))
+        params: dict[str, Any] = {"max_items": size}
+        if StartRecordName:
+            params["start_name"] = StartRecordName
+        while True:
+            page: dict[str, Any] = self.client._call(LIST, dict(params))
+            yield page
+            if not page["IsTruncated"]:
+                return
+            params = {"start_name": page["NextRecordName"], "start_type": page["NextRecordType"],
+                      "start_identifier": page.get("NextRecordIdentifier"), "max_items": size}
+
+
+# DynamoDB's condition expressions, the part HostStore's lease uses: terms joined by OR, each
+# attribute_exists(x), attribute_not_exists(x) or a comparison of two operands.
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "=": lambda a, b: bool(a == b), "<>": lambda a, b: bool(a != b),
+    "<": lambda a, b: bool(a < b), "<=": lambda a, b: bool(a <= b),
+    ">": lambda a, b: bool(a > b), ">=": lambda a, b: bool(a >= b)}
+
+
+def _typed(value: Mapping[str, str]) -> tuple[str, Any]:
+    ((kind, raw),) = value.items()
+    if kind == "N":
+        return kind, float(raw)
+    if kind == "S":
+        return kind, raw
+    raise ValueError(f"attribute type {kind} is not simulated")
+
+
+def condition_holds(expression: str, item: Mapping[str, Mapping[str, str]] | None,
+                    names: Mapping[str, str], values: Mapping[str, Mapping[str, str]]) -> bool:
+    """Evaluate ``expression`` on ``item`` (None: no item) as DynamoDB does; raises
+    ValueError on syntax this model does not know (so a changed expression fails loudly
+    instead of being misread)."""
+    if "(" in expression.replace("attribute_not_exists(", "").replace("attribute_exists(", ""):
+        raise ValueError(f"condition {expression!r}: parentheses are not simulated")
+
+    def attribute(token: str) -> str:
+        return names[token] if token.startswith("#") else token
+
+    def operand(token: str) -> tuple[str, Any] | None:
+        if token.startswith(":"):
+            return _typed(values[token])
+        stored = (item or {}).get(attribute(token))
+        return _typed(stored) if stored is not None else None
+
+    for term in expression.split(" OR "):
+        term = term.strip()
+        for function, exists in (("attribute_not_exists(", False), ("attribute_exists(", True)):
+            if term.startswith(function) and term.endswith(")"):
+                name = attribute(term[len(function):-1].strip())
+                if (item is not None and name in item) == exists:
+                    return True
+                break
+        else:
+            parts = term.split()
+            if len(parts) != 3 or parts[1] not in _COMPARE or " AND " in term:
+                raise ValueError(f"condition term {term!r} is not simulated")
+            left, right = operand(parts[0]), operand(parts[2])
+            if left is not None and right is not None and left[0] == right[0] \
+                    and _COMPARE[parts[1]](left[1], right[1]):
+                return True
+    return False
+
+
+def _conditional_failure(op: str) -> ClientError:
+    return ClientError({"Error": {"Code": "ConditionalCheckFailedException",
+                                  "Message": "The conditional request failed"}}, op)
+
+
+class SimDynamoDB:
+    """The DynamoDB client of ``HostStore.acquire``/``release``: PutItem and DeleteItem with
+    a condition, on the table's other items (the lease) in memory. As DynamoDB: the
+    condition is evaluated on the item as stored and the write is atomic with it; a failed
+    condition raises ConditionalCheckFailedException. ``owners`` remembers whom this
+    client's writes named (the lease check asks whose writer this is)."""
+
+    def __init__(self, items: dict[tuple[str, str], dict[str, Any]],
+                 send: Callable[[str], None], wait: Callable[[], None]) -> None:
+        self.items = items
+        self._send = send
+        self._wait = wait
+        self.owners: set[str] = set()
+
+    def put_item(self, TableName: str, Item: Mapping[str, Any], ConditionExpression: str = "",
+                 ExpressionAttributeNames: Mapping[str, str] | None = None,
+                 ExpressionAttributeValues: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        self._send("PutItem")
+        key = (Item["host"]["S"], Item["kind"]["S"])
+        ok = not ConditionExpression or condition_holds(
+            ConditionExpression, self.items.get(key), ExpressionAttributeNames or {},
+            ExpressionAttributeValues or {})
+        if ok:
+            self.items[key] = dict(Item)
+            if "owner" in Item:
+                self.owners.add(Item["owner"]["S"])
+        self._wait()
+        if not ok:
+            raise _conditional_failure("PutItem")
+        return {}
+
+    def delete_item(self, TableName: str, Key: Mapping[str, Any], ConditionExpression: str = "",
+                    ExpressionAttributeNames: Mapping[str, str] | None = None,
+                    ExpressionAttributeValues: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        self._send("DeleteItem")
+        key = (Key["host"]["S"], Key["kind"]["S"])
+        # DynamoDB evaluates a condition on a missing item as on an item without attributes
+        ok = not ConditionExpression or condition_holds(
+            ConditionExpression, self.items.get(key), ExpressionAttributeNames or {},
+            ExpressionAttributeValues or {})
+        if ok:
+            self.items.pop(key, None)
+        self._wait()
+        if not ok:
+            raise _conditional_failure("DeleteItem")
+        return {}
+
+
+class SimHostStore(HostStore):
+    """:class:`HostStore` on a table held in memory (``desired``, ``applied``; the lease in
+    ``items``, taken by HostStore's own ``acquire``/``release`` through :class:`SimDynamoDB`).
+    Host states are kept as the objects they encode, so a run does not spend its time in
+    JSON. It makes the requests the real store makes (BatchGetItem of GET_BATCH keys,
+    BatchWriteItem of WRITE_BATCH items, in order); each takes effect when sent and costs
+    ``latency`` of virtual time when a writer invocation makes it (``link``). An agent's
+    PutItem costs nothing here: its host models the publication's delay."""
+
+    def __init__(self, desired: dict[str, Published], applied: dict[str, Applied],
+                 items: dict[tuple[str, str], dict[str, Any]], clock: Callable[[], float],
+                 link: Link | None = None, latency: float = 0.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__(client=SimDynamoDB(items, self._send, self._wait), table=TABLE,
+                         clock=clock, sleep=sleep)
+        self.desired = desired
+        self.applied = applied
+        self.latency = latency
+        self.link = link
+        self.requests: Counter[str] = Counter()
+
+    def _send(self, op: str) -> None:
+        if self.link is not None:
+            self.link.check()
+        self.requests[op] += 1
+
+    def _wait(self) -> None:
+        if self.link is not None:
+            self.link.pause(self.latency)
+
+    def publish(self, pub: Published) -> None:
+        self.requests["PutItem"] += 1
+        self.desired[pub.host] = pub
+
+    def load(self, hosts: Iterable[str]) -> tuple[dict[str, Published], dict[str, Applied]]:
+        wanted = sorted(set(hosts))
+        published: dict[str, Published] = {}
+        applied: dict[str, Applied] = {}
+        per_request = GET_BATCH // 2  # two keys per host
+        for start in range(0, len(wanted), per_request):
+            self._send("BatchGetItem")
+            for host in wanted[start:start + per_request]:
+                if host in self.desired:
+                    published[host] = self.desired[host]
+                if host in self.applied:
+                    applied[host] = self.applied[host]
+            self._wait()
+        return published, applied
+
+    def save_applied(self, zone: str, states: Iterable[Applied]) -> int:
+        states = list(states)
+        requests = 0
+        for start in range(0, len(states), WRITE_BATCH):
+            self._send("BatchWriteItem")
+            requests += 1
+            for state in states[start:start + WRITE_BATCH]:
+                self.applied[state.host] = state
+            self._wait()
+        return requests
+
+
+class SimSQS:
+    """The SQS client of :class:`ChangeQueue`: the agents' SendMessage (its delay is the
+    host's publication latency) and the writer's SendMessageBatch (a hand-back), whose
+    messages are visible at once."""
+
+    def __init__(self, writer: QueuedWriter, link: Link | None = None,
+                 latency: float = 0.0) -> None:
+        self.writer = writer
+        self.link = link
+        self.latency = latency
+
+    def send_message(self, QueueUrl: str, MessageBody: str) -> dict[str, Any]:
+        return {"MessageId": self.writer.enqueue(MessageBody)}
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[Mapping[str, str]]
+                           ) -> dict[str, Any]:
+        if len(Entries) > 10:
+            raise ValueError("SendMessageBatch takes at most 10 entries")
+        if self.link is not None:
+            self.link.check()
+        successful = [{"Id": e["Id"], "MessageId": self.writer.enqueue(e["MessageBody"])}
+                      for e in Entries]
+        self.writer.stats.handed_back += len(Entries)
+        if self.link is not None:
+            self.link.pause(self.latency)
+        return {"Successful": successful, "Failed": []}
+
+
+# --- the event source mapping and the Lambda --------------------------------------------
+
+@dataclass
+class Message:
+    id: str
+    body: str
+    received: float = 0.0
+
+
+@dataclass
+class WriterStats:
+    """What the writer did over a run (all deterministic for a seed)."""
+
+    invocations: int = 0
+    failed: int = 0  # AWS error: every hint of the batch came back after the visibility timeout
+    interrupted: int = 0  # WriterInterrupted: the deadline came or the lease stayed busy
+    interrupted_by_lease: int = 0  # ... of which: the lease could not be had (or was lost)
+    handed_back: int = 0  # hints the handler sent back to the queue (SendMessageBatch)
+    timed_out: int = 0  # killed at the function timeout
+    function_errors: int = 0  # the code raised something else (a bug): hints came back
+    first_error: str = ""
+    max_running: int = 0
+    hints: int = 0
+    hosts: int = 0  # hosts planned, summed over the writes that completed
+    max_hosts: int = 0  # hosts of the largest completed write
+    changes: int = 0
+    change_requests: int = 0  # of the writes that completed
+    read_requests: int = 0
+    hosts_read: int = 0
+    rejected_batches: int = 0
+    failed_hosts: dict[str, str] = field(default_factory=dict)  # host -> why (last seen)
+    max_seconds: float = 0.0  # longest invocation, virtual seconds
+    lease_waits: int = 0  # the writer's sleeps waiting for the lease
+    lease_wait_seconds: float = 0.0
+    unleased_changes: int = 0  # change attempts sent without holding the unexpired lease
+    starts: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WriterSummary:
+    """The writer's figures of one run, for :class:`~benchmarks.fleet.world.FleetResult`."""
+
+    invocations: int
+    deployment_invocations: int  # started from the deployment's start until it converged
+    failed: int
+    interrupted: int
+    interrupted_by_lease: int
+    handed_back: int
+    timed_out: int
+    function_errors: int
+    first_error: str
+    max_running: int
+    hints: int
+    max_hosts: int
+    changes: int
+    change_requests: int
+    read_requests: int
+    hosts_read: int
+    rejected_batches: int
+    failed_hosts: tuple[str, ...]
+    max_seconds: float
+    lease_waits: int
+    lease_wait_seconds: float
+    unleased_changes: int
+
+    @classmethod
+    def of(cls, stats: WriterStats, window: tuple[float, float]) -> WriterSummary:
+        start, end = window
+        return cls(stats.invocations, sum(1 for t in stats.starts if start <= t <= end),
+                   stats.failed, stats.interrupted, stats.interrupted_by_lease,
+                   stats.handed_back, stats.timed_out, stats.function_errors, stats.first_error,
+                   stats.max_running, stats.hints, stats.max_hosts, stats.changes,
+                   stats.change_requests, stats.read_requests, stats.hosts_read,
+                   stats.rejected_batches, tuple(sorted(stats.failed_hosts)),
+                   round(stats.max_seconds, 6), stats.lease_waits,
+                   round(stats.lease_wait_seconds, 6), stats.unleased_changes)
+
+
+class CountingZoneWriter(ZoneWriter):
+    """The real ZoneWriter; ``write`` is only observed (its outcome or what it raised is
+    counted), never changed."""
+
+    stats: WriterStats
+
+    def write(self, hosts: Iterable[str], deadline: float | None = None) -> WriteOutcome:
+        stats = self.stats
+        try:
+            outcome = super().write(hosts, deadline)
+        except WriterInterrupted as exc:
+            stats.interrupted += 1
+            stats.interrupted_by_lease += "lease" in str(exc)
+            raise
+        except (ClientError, BotoCoreError, StoreError):
+            stats.failed += 1
+            raise
+        stats.hosts += outcome.hosts
+        stats.max_hosts = max(stats.max_hosts, outcome.hosts)
+        stats.changes += outcome.changes
+        stats.change_requests += outcome.change_requests
+        stats.read_requests += outcome.read_requests
+        stats.hosts_read += outcome.hosts_read
+        stats.rejected_batches += outcome.rejected
+        stats.failed_hosts.update(outcome.failed)
+        return outcome
+
+
+@dataclass
+class LambdaInstance:
+    """One execution environment: its cached ZoneWriter, clients and queue, as the handler
+    keeps them (``zone_writer_handler._build``) between invocations."""
+
+    writer: CountingZoneWriter
+    route53: SimRoute53Client
+    store: SimHostStore
+    queue: ChangeQueue | None
+    link: Link
+    busy: bool = False
+
+
+@dataclass
+class Invocation:
+    number: int
+    messages: list[Message]
+    instance: LambdaInstance
+    bridge: Bridge
+    started: float
+    done: bool = False
+
+
+class LambdaContext:
+    """The handler's ``context``: the time left before the function timeout kills it."""
+
+    def __init__(self, writer: QueuedWriter, started: float) -> None:
+        self._writer = writer
+        self._ends = started + writer.config.function_timeout
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._ends - self._writer.world.now) * 1000))
+
+
+class _DropWorkerLogs(logging.Filter):
+    """The writer's own log lines (one per change applied) are Lambda logs, not the
+    benchmark's output: drop those emitted from a simulated invocation's thread."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.threadName or "").startswith(THREAD_PREFIX)
+
+
+_LOG_FILTER = _DropWorkerLogs()
+
+
+def _quiet_worker_logs() -> None:
+    for name in ("ecssd_agent.zone_writer", "ecssd_agent.aws.route53", zone_writer_handler.log.name,
+                 zone_writer_handler.summary_log.name):
+        logger = logging.getLogger(name)
+        if _LOG_FILTER not in logger.filters:
+            logger.addFilter(_LOG_FILTER)
+
+
+class QueuedWriter:
+    """The table, the hint queue, its event source mapping and the writer Lambda."""
+
+    def __init__(self, world: World, config: WriterConfig, seed: int) -> None:
+        _quiet_worker_logs()
+        self.world = world
+        self.config = config
+        self.seed = seed
+        self.desired: dict[str, Published] = {}  # the table's items, by kind
+        self.applied: dict[str, Applied] = {}
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}  # the rest: the lease
+        self.stats = WriterStats()
+        self.accepting = True
+        self.cpu_seconds_max = 0.0
+        self._visible: deque[Message] = deque()
+        self._delayed: list[tuple[float, int, Message]] = []  # (visible again at, seq, message)
+        self._serial = 0
+        self._instances_made = 0
+        self._idle: list[LambdaInstance] = []
+        self._running: list[Invocation] = []
+        self._gather_token = 0
+        self._gathering = False
+        self._kick_at: float | None = None
+        self._lingering: list[Bridge] = []
+        self._agent_store = SimHostStore(self.desired, self.applied, self.items, self._clock)
+        self._queue = ChangeQueue(SimSQS(self), QUEUE_URL)
+
+    def _clock(self) -> float:
+        return EPOCH + self.world.now
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """What a run needs around it: memoisation, the handler in virtual time, and every
+        invocation's thread unwound at the end."""
+        try:
+            with memoised(), in_virtual_time(self._clock):
+                yield
+        finally:
+            self.close()
+
+    # --- the agents' side ---------------------------------------------------------------
+
+    def publisher(self, host: str) -> Publisher:
+        """The real Publisher of one agent; its seq is virtual time in nanoseconds."""
+        return Publisher(self._agent_store, self._queue, host, self.world.zone_name,
+                         clock=lambda: int(self._clock() * 1e9))
+
+    def seed_applied(self, host: str, age: float) -> None:
+        """Before the run: the writer applied this host's stored publication, and last read
+        its record sets ``age`` seconds ago (the fleet has been running for a while)."""
+        pub = self.desired[host]
+        self.applied[host] = Applied(host, pub.seq, pub.records, self._clock() - age)
+
+    def enqueue(self, body: str) -> str:
+        self._serial += 1
+        message = Message(f"m{self._serial}", body)
+        if not self.accepting:
+            return message.id
+        self._visible.append(message)
+        if self._gathering and len(self._visible) >= self.config.batch_size:
+            self._close(self._gather_token)
+        else:
+            self._kick()
+        return message.id
+
+    # --- the event source mapping -------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        return not self._visible and not self._delayed and not self._running
+
+    def _mature(self) -> None:
+        now = self.world.now
+        while self._delayed and self._delayed[0][0] <= now:
+            self._visible.append(heapq.heappop(self._delayed)[2])
+
+    def _kick(self) -> None:
+        """Start gathering a batch if there is a hint to take and an invocation to spare."""
+        if self._gathering or len(self._running) >= self.config.max_concurrency:
+            return
+        self._mature()
+        if not self._visible:
+            if self._delayed and self._kick_at != self._delayed[0][0]:
+                self._kick_at = self._delayed[0][0]
+                self.world.sched.at(self._kick_at, self._kick)
+            return
+        self._gathering = True
+        self._gather_token += 1
+        self.world.sched.after(self.config.batching_window, self._close, self._gather_token)
+
+    def _close(self, token: int) -> None:
+        if not self._gathering or token != self._gather_token:
+            return
+        self._gathering = False
+        self._mature()
+        taken: list[Message] = []
+        while self._visible and len(taken) < self.config.batch_size:
+            taken.append(self._visible.popleft())
+        if taken:
+            self._invoke(taken)
+        self._kick()
+
+    # --- the Lambda ----------------------------------------------------------------------
+
+    def _instance(self) -> LambdaInstance:
+        if self._idle:
+            return self._idle.pop()
+        self._instances_made += 1
+        name = f"writer-{self._instances_made}"
+        config = self.config
+        retry = BotocoreClient(RetryPolicy(max_attempts=config.max_attempts),
+                               random.Random(f"writer:{self.seed}:{self._instances_made}"), name)
+        link = Link()
+        store = SimHostStore(self.desired, self.applied, self.items, self._clock, link,
+                             config.dynamodb_latency)
+        lease_client = store.client
+        route53 = SimRoute53Client(retry, link, lambda: self._check_lease(lease_client))
+        zone = Route53Zone(route53, Zone(ZONE_ID, self.world.zone_name, True), comment="ecssd writer")
+        writer = CountingZoneWriter(zone, store, verify_after=config.verify_after,
+                                    clock=self._clock, lease=config.lease,
+                                    lock_wait=config.lock_wait,
+                                    sleep=lambda s: self._lease_wait(link, s))
+        writer.stats = self.stats
+        queue = (ChangeQueue(SimSQS(self, link, config.sqs_latency), QUEUE_URL)
+                 if config.change_queue else None)
+        return LambdaInstance(writer, route53, store, queue, link)
+
+    def _lease_wait(self, link: Link, seconds: float) -> None:
+        """The ZoneWriter's ``sleep``: it sleeps only while another writer holds the lease."""
+        self.stats.lease_waits += 1
+        self.stats.lease_wait_seconds += seconds
+        link.pause(seconds)
+
+    def _check_lease(self, client: SimDynamoDB) -> None:
+        """A change attempt is being sent: its writer must hold the lease, unexpired."""
+        item = self.items.get(LEASE_KEY)
+        held = (item is not None and item["owner"]["S"] in client.owners
+                and float(item["expires"]["N"]) >= self._clock())
+        if not held:
+            self.stats.unleased_changes += 1
+
+    def _invoke(self, messages: list[Message]) -> None:
+        now = self.world.now
+        instance = self._instance()
+        instance.busy = True
+        for message in messages:
+            message.received = now
+        records = [{"messageId": m.id, "body": m.body} for m in messages]
+        stats = self.stats
+        stats.invocations += 1
+        stats.hints += len(messages)
+        stats.starts.append(now)
+        bridge = Bridge(str(stats.invocations), lambda: self._handle(instance, records, now))
+        instance.link.bridge = bridge
+        invocation = Invocation(stats.invocations, messages, instance, bridge, now)
+        self._running.append(invocation)
+        stats.max_running = max(stats.max_running, len(self._running))
+        self.world.sched.after(self.config.function_timeout, self._timeout, invocation)
+        self.world.sched.spawn(bridge.process(), self.world.r53.handle,
+                               lambda result: self._finished(invocation, result))
+
+    def _handle(self, instance: LambdaInstance, records: list[dict[str, str]],
+                started: float) -> Any:
+        """Runs in the invocation's thread: the real handler, its cached writer set to this
+        execution environment's (nothing else runs while this thread does)."""
+        zone_writer_handler._writer = (instance.writer, instance.queue)
+        return zone_writer_handler.lambda_handler({"Records": records},
+                                                  LambdaContext(self, started))
+
+    def _timeout(self, invocation: Invocation) -> None:
+        if invocation.done:
+            return
+        self.stats.timed_out += 1
+        invocation.bridge.cancel()
+        self._lingering.append(invocation.bridge)
+        # the sandbox is gone: the next invocation gets a fresh instance (and clients)
+        self._end(invocation, [m.id for m in invocation.messages], reuse=False)
+
+    def _finished(self, invocation: Invocation, result: tuple[str, Any]) -> None:
+        self.cpu_seconds_max = max(self.cpu_seconds_max, invocation.bridge.cpu_seconds)
+        if invocation.done:  # timed out before: already accounted for
+            return
+        kind, value = result
+        stats = self.stats
+        failed: list[str]
+        if kind == "done":
+            failed = [str(f["itemIdentifier"]) for f in value.get("batchItemFailures", [])]
+        else:  # a bug in the code under test: Lambda retries the whole batch
+            failed = [m.id for m in invocation.messages]
+            stats.function_errors += 1
+            stats.first_error = stats.first_error or f"{kind}: {value!r}"
+        self._end(invocation, failed, reuse=True)
+
+    def _end(self, invocation: Invocation, failed: list[str], reuse: bool) -> None:
+        invocation.done = True
+        now = self.world.now
+        self.stats.max_seconds = max(self.stats.max_seconds, now - invocation.started)
+        self._running.remove(invocation)
+        invocation.instance.busy = False
+        if reuse:
+            self._idle.append(invocation.instance)
+        again = set(failed)
+        for message in invocation.messages:  # the others are deleted (acknowledged)
+            if message.id in again:
+                self._serial += 1
+                heapq.heappush(self._delayed, (message.received + self.config.visibility_timeout,
+                                               self._serial, message))
+        self._kick()
+
+    def close(self) -> None:
+        """End of the run: unwind any thread still waiting on the scheduler."""
+        for invocation in list(self._running):
+            invocation.bridge.abandon()
+        for bridge in self._lingering:
+            bridge.abandon()
+        self._lingering.clear()
