@@ -144,7 +144,8 @@ def describe(result: FleetResult) -> str:
                  f"{writer.interrupted - writer.interrupted_by_lease} deadline), "
                  f"{writer.handed_back} hints handed back; lease waits "
                  f"{writer.lease_wait_seconds:.0f} s in all; "
-                 f"{writer.unleased_changes} change attempts without the lease; "
+                 f"{writer.unleased_changes} change attempts without the lease, "
+                 f"{writer.change_retries} sent again by the writer; "
                  f"{result.requests_by_caller.get('writer', 0)} Route 53 attempts in all; the "
                  f"completed writes: {writer.rejected_batches} batches rejected, "
                  f"{writer.read_requests} read requests for {writer.hosts_read} host reads; CPU "
@@ -251,9 +252,10 @@ def model_note() -> str:
             f"{writer.batching_window:.0f} s, batch <= {writer.batch_size} hints, <= "
             f"{writer.max_concurrency} invocations at once, one writer at a time (lease "
             f"{writer.lease:.0f} s, wait <= {writer.lock_wait:.0f} s), function timeout "
-            f"{writer.function_timeout:.0f} s (deadline 60 s before), visibility timeout "
+            f"{writer.function_timeout:.0f} s (deadline min(60 s, a quarter) before), visibility timeout "
             f"{writer.visibility_timeout:.0f} s, unfinished hosts handed back at once "
-            f"(CHANGE_QUEUE), {writer.max_attempts} botocore attempts; the writer knew each "
+            f"(CHANGE_QUEUE), {writer.max_attempts} attempts per call (change requests retried by "
+            "the writer, its lease extended before each attempt); the writer knew each "
             "host's state from a "
 "read at a random point of the last day (verify_after).")
 

@@ -40,9 +40,13 @@ def build_writer(settings: WriterSettings, clients: Clients) -> ZoneWriter:
                      settings.vpc_id or None)
     log.info("zone writer for %s (%s), host states in %s", zone.name, zone.id,
              settings.host_table)
-    return ZoneWriter(Route53Zone(route53, zone, comment="ecssd writer"),
+    # Change requests: one attempt per call, the writer retries them (ZoneWriter._apply)
+    # with the lease extended before each; reads keep botocore's retries.
+    return ZoneWriter(Route53Zone(route53, zone, comment="ecssd writer",
+                                  write_client=clients.client("route53", max_attempts=1)),
                       HostStore(clients.client("dynamodb"), settings.host_table),
-                      verify_after=settings.verify_after, dry_run=settings.dry_run)
+                      verify_after=settings.verify_after, dry_run=settings.dry_run,
+                      max_attempts=settings.aws_max_attempts)
 
 
 class Poller:
@@ -65,7 +69,8 @@ class Poller:
                     if self.settings.once:
                         return 0
                     continue
-                self._handle(messages)
+                if not self._handle(messages) and self.settings.once:
+                    return 1  # handed back: the zone is not yet what the hosts published
                 delay = RETRY_MIN
             except (ClientError, BotoCoreError, StoreError, QueueError) as exc:
                 if self.settings.once:  # one pass was asked for: it failed, say so
@@ -94,7 +99,8 @@ class Poller:
                 self.stop.wait(min(left, 0.05))
         return messages
 
-    def _handle(self, messages: list[Message]) -> None:
+    def _handle(self, messages: list[Message]) -> bool:
+        """Write the hinted hosts; False when some were handed back to the queue."""
         bodies = {m.id: m.body for m in messages}
         zone = self.writer.zone.zone.name
         hints = read_hints(bodies, zone)
@@ -105,13 +111,14 @@ class Poller:
             self.queue.notify_many(Hint(h, zone, 0) for h in sorted(exc.unfinished))
             self.queue.delete(messages)
             log.warning("%s: %d host(s) handed back to the queue", exc, len(exc.unfinished))
-            return
+            return False
         self.queue.delete(messages)  # bad messages too: delivering them again cannot help
         self.writes += 1
         log.info("wrote %d host(s) from %d hint(s): %d change(s) in %d change request(s), "
                  "%d read request(s)", outcome.hosts, len(messages), outcome.changes,
                  outcome.change_requests, outcome.read_requests,
                  extra={"summary": outcome.summary()})
+        return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

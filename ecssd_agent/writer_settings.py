@@ -34,8 +34,9 @@ class WriterSettings:
                                         "the writer knows of them is older than this (s)")
     once: bool = _opt(False, "CLI: write what the queue holds, then exit")
     region: str = _opt("", "AWS region (default: AWS_REGION)")
-    aws_max_attempts: int = _opt(10, "botocore's maximum attempts per AWS call (standard "
-                                     "retries: one writer may resend a throttled batch)")
+    aws_max_attempts: int = _opt(10, "maximum attempts per AWS call (standard retries); "
+                                     "change requests are retried by the writer itself, "
+                                     "with its lease extended before each attempt")
     dry_run: bool = _opt(False, "log the changes that would be made, make none")
     log_format: str = _opt("text", "log format", choices=("text", "json"))
     log_level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))

@@ -19,12 +19,20 @@ never blocks the others. That host is reported; its agent's next publication ret
 from __future__ import annotations
 
 import logging
+import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from botocore.exceptions import ParamValidationError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from ecssd_agent import naming
 from ecssd_agent.aws.change_queue import BadHint, parse_hint
@@ -53,6 +61,19 @@ DEFAULT_VERIFY_AFTER = 86400.0
 LEASE_SECONDS = 60.0
 #: How long a writer waits for another to finish before giving its hosts back.
 LOCK_WAIT = 120.0
+#: Attempts per change request. The writer retries them itself (its Route 53 client makes one
+#: attempt per call) so that it extends the lease before each: botocore's own retries of one
+#: call can outlast the lease (10 attempts, waits up to 20 s), and an attempt sent after it
+#: expired could land after another writer's newer changes.
+MAX_ATTEMPTS = 10
+#: Waits between attempts: random x min(2^k, RETRY_MAX_WAIT) seconds, botocore's backoff.
+RETRY_MAX_WAIT = 20.0
+#: Answers after which the request may be sent again: throttling and Route 53's "a change to
+#: this zone is in flight" (nothing was applied), server errors and lost connections (it may
+#: have been: then the next attempt is rejected, and the rejection is resolved by reading).
+RETRYABLE_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestNotComplete",
+                             "ServiceUnavailable", "InternalError", "InternalFailure",
+                             "RequestTimeout"})
 
 
 @dataclass
@@ -101,7 +122,8 @@ class ZoneWriter:
                  verify_after: float = DEFAULT_VERIFY_AFTER,
                  clock: Callable[[], float] = time.time, dry_run: bool = False,
                  lease: float = LEASE_SECONDS, lock_wait: float = LOCK_WAIT,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, max_attempts: int = MAX_ATTEMPTS,
+                 jitter: Callable[[], float] = random.random) -> None:
         self.zone = zone
         self.store = store
         self.verify_after = verify_after
@@ -110,6 +132,9 @@ class ZoneWriter:
         self.lock_wait = lock_wait
         self._clock = clock
         self._sleep = sleep
+        self.max_attempts = max_attempts
+        self._jitter = jitter
+        self.retries = 0  # change attempts sent again (throttled, zone busy, server errors)
         self._owner = uuid.uuid4().hex
         self._deadline: float | None = None  # of the write under way
 
@@ -123,8 +148,10 @@ class ZoneWriter:
         wanted = sorted(set(hosts))
         if not wanted:
             return WriteOutcome()
-        self._take_lease(wanted, deadline)
         self._deadline = deadline
+        if self.dry_run:  # writes nothing (not even DynamoDB): no need to hold up the writers
+            return self._write(wanted)
+        self._take_lease(wanted, deadline)
         try:
             return self._write(wanted)
         finally:
@@ -142,13 +169,40 @@ class ZoneWriter:
             delay = min(delay * 2, 2.0)
 
     def _may_go_on(self, hosts: Iterable[str]) -> None:
-        """Before every change request (and a bisection's read): stop at the deadline, and
+        """Before every change attempt (and a bisection's read): stop at the deadline, and
         extend the lease, so that no other writer can take it while this one still writes.
         ``hosts`` are the ones that request was for."""
         if self._deadline is not None and self._clock() >= self._deadline:
             raise WriterInterrupted("the invocation's deadline came", hosts)
-        if not self.store.acquire(self._owner, self.lease):  # extend; lost: stop
+        if not self.dry_run and not self.store.extend(self._owner, self.lease):  # taken/expired
             raise WriterInterrupted("the lease was lost", hosts)
+
+    def _apply(self, changes: list[Change], hosts: list[str]) -> int:
+        """One change request, attempted up to ``max_attempts`` times; the lease extended
+        (and the deadline checked) before every attempt after the first (the caller did it
+        before the first)."""
+        attempt = 1
+        while True:
+            try:
+                return self.zone.apply(changes, dry_run=self.dry_run)
+            except ClientError as exc:
+                error = exc.response.get("Error", {})
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                retryable = error.get("Code", "") in RETRYABLE_CODES or int(status) >= 500
+                if not retryable or attempt >= self.max_attempts:
+                    raise
+                why = error.get("Code") or f"HTTP {status}"
+            except (BotocoreConnectionError, ReadTimeoutError, ConnectionClosedError) as exc:
+                if attempt >= self.max_attempts:
+                    raise
+                why = type(exc).__name__
+            wait = self._jitter() * min(2.0 ** (attempt - 1), RETRY_MAX_WAIT)
+            log.info("change request for %d host(s) not taken (%s); attempt %d in %.1f s",
+                     len(hosts), why, attempt + 1, wait)
+            self._sleep(wait)
+            attempt += 1
+            self.retries += 1
+            self._may_go_on(hosts)
 
     def _write(self, wanted: list[str]) -> WriteOutcome:
         outcome = WriteOutcome()
@@ -230,7 +284,7 @@ class ZoneWriter:
             _mark_unknown(group, applied)
             self.store.save_applied(self.zone.zone.name, [applied[h] for h in group])
         try:
-            outcome.change_requests += self.zone.apply(changes, dry_run=self.dry_run)
+            outcome.change_requests += self._apply(changes, group)
         # ParamValidationError: botocore refused to send a record set the API cannot take
         # (nothing was sent); like a rejected batch, it must cost only the host behind it.
         except (BatchRejected, ParamValidationError) as exc:
@@ -251,23 +305,42 @@ class ZoneWriter:
                   published: Mapping[str, Published], applied: dict[str, Applied],
                   previous: Mapping[str, Applied | None], now: float, outcome: WriteOutcome,
                   reread: bool, exc: Exception) -> None:
-        """Find the host(s) whose knowledge is wrong: halve without reading (a request is
-        atomic: nothing of it landed, so the others' knowledge still holds), read only a
-        single suspect host, re-plan it, try once more."""
+        """Find the host(s) whose knowledge is wrong, without reading the others (a request
+        is atomic: nothing of it landed, so their knowledge still holds).
+
+        Route 53 names the record set it refused ("Tried to delete resource record set
+        [name=..., set-identifier=...] but it was not found"): its owner is read (only the
+        names of its changes), re-planned and sent again, the others are sent at once. When
+        no host can be named (another message, botocore refusing to send), the group is
+        halved; a single suspect host is read the same way. One more refusal after the read
+        and that host is reported failed, so it never blocks the others.
+        """
+        for host in group:  # nothing landed: what was known still holds
+            known = previous[host]
+            if known is not None:
+                applied[host] = known
         if len(group) > 1:
-            log.warning("%s (%d hosts); splitting them", exc, len(group))
-            for host in group:  # nothing landed: what was known still holds
-                known = previous[host]
-                if known is not None:
-                    applied[host] = known
-            half = len(group) // 2
-            halves = [group[:half], group[half:]]
-            for n, part in enumerate(halves):
+            named = _named_hosts(str(exc), group)
+            steps: list[tuple[bool, list[str]]]  # (read first, hosts)
+            if named:
+                rest = [h for h in group if h not in named]
+                log.warning("%s (%d hosts); sending the others again, reading %s", exc,
+                            len(group), ", ".join(named))
+                steps = ([(False, rest)] if rest else []) + [(True, [h]) for h in named]
+            else:
+                log.warning("%s (%d hosts); splitting them", exc, len(group))
+                half = len(group) // 2
+                steps = [(False, group[:half]), (False, group[half:])]
+            for n, (read_first, part) in enumerate(steps):
                 try:  # each a request of its own: the deadline and the lease hold for it too
                     self._may_go_on(part)
-                    self._send(part, plans, published, applied, now, outcome, False)
+                    if read_first:
+                        self._read_and_resend(part[0], plans, published, applied, now,
+                                              outcome)
+                    else:
+                        self._send(part, plans, published, applied, now, outcome, False)
                 except WriterInterrupted as stopped:  # saved unknown before: read next time
-                    stopped.unfinished.update(h for later in halves[n + 1:] for h in later)
+                    stopped.unfinished.update(h for _, later in steps[n + 1:] for h in later)
                     raise
             return
         host = group[0]
@@ -280,28 +353,46 @@ class ZoneWriter:
             return
         log.warning("%s (host %s); reading its record sets and re-planning", exc, host)
         self._may_go_on(group)
-        self._read(group, published, applied, now, outcome)
-        replanned = self._plans(group, published, applied, now, outcome, set())
+        self._read_and_resend(host, plans, published, applied, now, outcome)
+
+    def _read_and_resend(self, host: str, plans: dict[str, list[Change]],
+                         published: Mapping[str, Published], applied: dict[str, Applied],
+                         now: float, outcome: WriteOutcome) -> None:
+        """Read the names of the host's refused changes (what it owns elsewhere was not in
+        question), re-plan it and send it once more."""
+        self._read([host], published, applied, now, outcome,
+                   only={c.record.name for c in plans[host]})
+        replanned = self._plans([host], published, applied, now, outcome, set())
         if host in replanned:
             plans[host] = replanned[host]
-            self._may_go_on(group)
-            self._send(group, plans, published, applied, now, outcome, True)
+            self._may_go_on([host])
+            self._send([host], plans, published, applied, now, outcome, True)
         elif not self.dry_run:
             self.store.save_applied(self.zone.zone.name, [applied[host]])
 
     def _read(self, hosts: list[str], published: Mapping[str, Published],
-              applied: dict[str, Applied], now: float, outcome: WriteOutcome) -> None:
-        """Replace what is known of ``hosts`` with what the zone holds (their names only)."""
+              applied: dict[str, Applied], now: float, outcome: WriteOutcome,
+              only: set[str] | None = None) -> None:
+        """Replace what is known of ``hosts`` with what the zone holds (their names only).
+
+        ``only``: read just these names of a host already known, keeping what is known under
+        its other names (and when it was last verified in full).
+        """
         names: set[str] = set()
         for host in hosts:
             names |= names_to_read(published[host], applied.get(host))
+        partial = only is not None and all(applied.get(h) is not None for h in hosts)
+        if partial and only is not None:
+            names = only
         wanted = set(hosts)
         owns = _owned_by_any(wanted)
         # A name-scoped read costs about a request per name (more where names hold more than
-        # a page); past the cost of listing the whole zone, list the whole zone.
-        full_cost = -(-zone_record_count(self.zone) // MAX_ITEMS) + 1
-        outcome.read_requests += 1
-        if len(names) >= full_cost:
+        # a page); past the cost of listing the whole zone (>= 2), list the whole zone.
+        full = False
+        if len(names) >= 2:
+            outcome.read_requests += 1
+            full = len(names) >= -(-zone_record_count(self.zone) // MAX_ITEMS) + 1
+        if full:
             records = [r for r in self._list_all(outcome) if owns(r)]
         else:
             read = owned_records_by_names(self.zone, names, owns)
@@ -310,7 +401,11 @@ class ZoneWriter:
         outcome.hosts_read += len(hosts)
         for host, owned in split_by_host(records, hosts).items():
             old = applied.get(host)
-            applied[host] = Applied(host, old.seq if old else 0, tuple(owned), now)
+            if partial and old is not None:
+                kept = tuple(r for r in old.records if r.name not in names)
+                applied[host] = Applied(host, old.seq, kept + tuple(owned), old.verified)
+            else:
+                applied[host] = Applied(host, old.seq if old else 0, tuple(owned), now)
 
     def _list_all(self, outcome: WriteOutcome) -> list[RecordSet]:
         pages = self.zone.client.get_paginator("list_resource_record_sets").paginate(
@@ -336,6 +431,21 @@ def _mark_unknown(hosts: Iterable[str], applied: dict[str, Applied]) -> None:
         known = applied.get(host)
         applied[host] = Applied(host, known.seq if known else 0,
                                 known.records if known else (), 0.0)
+
+
+_SET_IDENTIFIER = re.compile(r"set-identifier='([^']*)'")
+
+
+def _named_hosts(message: str, group: Iterable[str]) -> list[str]:
+    """The hosts of ``group`` owning a record set Route 53's message names, in its order."""
+    members = set(group)
+    named: list[str] = []
+    for ident in _SET_IDENTIFIER.findall(message):
+        owner = naming.parse_set_identifier(ident)
+        if owner is not None and owner.kind == "h" and owner.host in members \
+                and owner.host not in named:
+            named.append(owner.host)
+    return named
 
 
 def _owned_by_any(hosts: set[str]) -> Owns:

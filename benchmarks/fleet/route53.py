@@ -325,9 +325,12 @@ class SimRoute53:
             record = change.record
             current = view[record.key] if record.key in view else self.zone.get(record.key)
             if change.action is Action.CREATE and current is not None:
-                return f"Tried to create resource record set {record.describe()} but it already exists"
+                return f"Tried to create resource record set {_named(record)} but it already exists"
+            if change.action is Action.DELETE and current is None:
+                return f"Tried to delete resource record set {_named(record)} but it was not found"
             if change.action is Action.DELETE and current != record:
-                return f"Tried to delete resource record set {record.describe()} but it was not found"
+                return (f"Tried to delete resource record set {_named(record)} but the values "
+                        "provided do not match the current values")
             after = None if change.action is Action.DELETE else record
             sizes[(record.name, record.type)] += (after is not None) - (current is not None)
             view[record.key] = after
@@ -335,3 +338,11 @@ class SimRoute53:
             if delta > 0 and self.zone.per_name[(name, rtype)] + delta > MAX_WEIGHTED_SETS:
                 return f"{name} {rtype}: more than {MAX_WEIGHTED_SETS} weighted record sets"
         return ""
+
+
+def _named(record: RecordSet) -> str:
+    """A record set as Route 53's refusals name it."""
+    text = f"[name='{record.name}', type='{record.type}'"
+    if record.set_identifier:
+        text += f", set-identifier='{record.set_identifier}'"
+    return text + "]"

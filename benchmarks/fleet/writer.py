@@ -416,23 +416,21 @@ def condition_holds(expression: str, item: Mapping[str, Mapping[str, str]] | Non
         stored = (item or {}).get(attribute(token))
         return _typed(stored) if stored is not None else None
 
-    for term in expression.split(" OR "):
-        term = term.strip()
+    def holds(atom: str) -> bool:
         for function, exists in (("attribute_not_exists(", False), ("attribute_exists(", True)):
-            if term.startswith(function) and term.endswith(")"):
-                name = attribute(term[len(function):-1].strip())
-                if (item is not None and name in item) == exists:
-                    return True
-                break
-        else:
-            parts = term.split()
-            if len(parts) != 3 or parts[1] not in _COMPARE or " AND " in term:
-                raise ValueError(f"condition term {term!r} is not simulated")
-            left, right = operand(parts[0]), operand(parts[2])
-            if left is not None and right is not None and left[0] == right[0] \
-                    and _COMPARE[parts[1]](left[1], right[1]):
-                return True
-    return False
+            if atom.startswith(function) and atom.endswith(")"):
+                name = attribute(atom[len(function):-1].strip())
+                return (item is not None and name in item) == exists
+        parts = atom.split()
+        if len(parts) != 3 or parts[1] not in _COMPARE:
+            raise ValueError(f"condition term {atom!r} is not simulated")
+        left, right = operand(parts[0]), operand(parts[2])
+        return (left is not None and right is not None and left[0] == right[0]
+                and bool(_COMPARE[parts[1]](left[1], right[1])))
+
+    # OR of ANDs, AND binding tighter, as DynamoDB reads it
+    return any(all(holds(atom.strip()) for atom in term.split(" AND "))
+               for term in expression.split(" OR "))
 
 
 def _conditional_failure(op: str) -> ClientError:
@@ -612,6 +610,7 @@ class WriterStats:
     lease_waits: int = 0  # the writer's sleeps waiting for the lease
     lease_wait_seconds: float = 0.0
     unleased_changes: int = 0  # change attempts sent without holding the unexpired lease
+    change_retries: int = 0  # change attempts the writer sent again (throttled, zone busy)
     starts: list[float] = field(default_factory=list)
 
 
@@ -641,6 +640,7 @@ class WriterSummary:
     lease_waits: int
     lease_wait_seconds: float
     unleased_changes: int
+    change_retries: int
 
     @classmethod
     def of(cls, stats: WriterStats, window: tuple[float, float]) -> WriterSummary:
@@ -652,7 +652,8 @@ class WriterSummary:
                    stats.change_requests, stats.read_requests, stats.hosts_read,
                    stats.rejected_batches, tuple(sorted(stats.failed_hosts)),
                    round(stats.max_seconds, 6), stats.lease_waits,
-                   round(stats.lease_wait_seconds, 6), stats.unleased_changes)
+                   round(stats.lease_wait_seconds, 6), stats.unleased_changes,
+                   stats.change_retries)
 
 
 class CountingZoneWriter(ZoneWriter):
@@ -660,6 +661,14 @@ class CountingZoneWriter(ZoneWriter):
     counted), never changed."""
 
     stats: WriterStats
+    taking_lease = False  # in _take_lease: its sleeps are waits for the lease
+
+    def _take_lease(self, hosts: list[str], deadline: float | None) -> None:
+        self.taking_lease = True
+        try:
+            super()._take_lease(hosts, deadline)
+        finally:
+            self.taking_lease = False
 
     def write(self, hosts: Iterable[str], deadline: float | None = None) -> WriteOutcome:
         stats = self.stats
@@ -846,27 +855,38 @@ class QueuedWriter:
         self._instances_made += 1
         name = f"writer-{self._instances_made}"
         config = self.config
-        retry = BotocoreClient(RetryPolicy(max_attempts=config.max_attempts),
-                               random.Random(f"writer:{self.seed}:{self._instances_made}"), name)
+        rng = random.Random(f"writer:{self.seed}:{self._instances_made}")
         link = Link()
         store = SimHostStore(self.desired, self.applied, self.items, self._clock, link,
                              config.dynamodb_latency)
         lease_client = store.client
-        route53 = SimRoute53Client(retry, link, lambda: self._check_lease(lease_client))
-        zone = Route53Zone(route53, Zone(ZONE_ID, self.world.zone_name, True), comment="ecssd writer")
+        # as writer_cli.build_writer: reads with botocore's retries, change requests with
+        # one attempt each (the ZoneWriter retries them, extending its lease before each)
+        route53 = SimRoute53Client(
+            BotocoreClient(RetryPolicy(max_attempts=config.max_attempts), rng, name), link,
+            lambda: self._check_lease(lease_client))
+        write_client = SimRoute53Client(
+            BotocoreClient(RetryPolicy(max_attempts=1), rng, name), link,
+            lambda: self._check_lease(lease_client))
+        zone = Route53Zone(route53, Zone(ZONE_ID, self.world.zone_name, True),
+                           comment="ecssd writer", write_client=write_client)
         writer = CountingZoneWriter(zone, store, verify_after=config.verify_after,
                                     clock=self._clock, lease=config.lease,
                                     lock_wait=config.lock_wait,
-                                    sleep=lambda s: self._lease_wait(link, s))
+                                    sleep=lambda s: self._writer_sleep(link, s, writer),
+                                    max_attempts=config.max_attempts, jitter=rng.random)
         writer.stats = self.stats
         queue = (ChangeQueue(SimSQS(self, link, config.sqs_latency), QUEUE_URL)
                  if config.change_queue else None)
         return LambdaInstance(writer, route53, store, queue, link)
 
-    def _lease_wait(self, link: Link, seconds: float) -> None:
-        """The ZoneWriter's ``sleep``: it sleeps only while another writer holds the lease."""
-        self.stats.lease_waits += 1
-        self.stats.lease_wait_seconds += seconds
+    def _writer_sleep(self, link: Link, seconds: float, writer: CountingZoneWriter) -> None:
+        """The ZoneWriter's ``sleep``: waiting for the lease, or before a change attempt."""
+        if writer.taking_lease:
+            self.stats.lease_waits += 1
+            self.stats.lease_wait_seconds += seconds
+        else:
+            self.stats.change_retries += 1
         link.pause(seconds)
 
     def _check_lease(self, client: SimDynamoDB) -> None:

@@ -14,6 +14,7 @@ knows DynamoDB's item format and nothing of record sets. Items expire (DynamoDB 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -109,20 +110,35 @@ class HostStore:
     # --- the writers' lease: one writer per table at a time ----------------------------------
 
     def acquire(self, owner: str, lease: float) -> bool:
-        """Take (or extend) the writers' lease for ``lease`` seconds; False if another holds it.
+        """Take the writers' lease for ``lease`` seconds; False if another holds it.
 
         Why: two writers planning the same host at once can apply an older publication over
         a newer one (the fleet simulation showed it). The lease is an item only a conditional
         write can take: free, expired, or already ours.
         """
+        return self._put_lease(owner, lease, "attribute_not_exists(#h) OR #e < :now OR #o = :me")
+
+    def extend(self, owner: str, lease: float) -> bool:
+        """Extend the lease we hold; False if it is not ours any more OR has expired.
+
+        Why not ``acquire``: a lease that expired, even if free again now, may have been
+        taken, used and given back by another writer meanwhile; what we planned before may
+        be older than what it applied, so we must stop rather than go on.
+        """
+        return self._put_lease(owner, lease, "#o = :me AND #e >= :now")
+
+    def _put_lease(self, owner: str, lease: float, condition: str) -> bool:
         now = self._clock()
+        names = {"#h": "host", "#e": "expires", "#o": "owner"}
         try:
             self.client.put_item(
                 TableName=self.table,
                 Item={"host": {"S": LEASE_HOST}, "kind": {"S": "lease"}, "owner": {"S": owner},
-                      "expires": {"N": repr(now + lease)}},
-                ConditionExpression="attribute_not_exists(#h) OR #e < :now OR #o = :me",
-                ExpressionAttributeNames={"#h": "host", "#e": "expires", "#o": "owner"},
+                      # whole seconds: the table's TTL attribute (it also removes a lease
+                      # left by a writer that died)
+                      "expires": {"N": str(math.ceil(now + lease))}},
+                ConditionExpression=condition,
+                ExpressionAttributeNames={k: v for k, v in names.items() if k in condition},
                 ExpressionAttributeValues={":now": {"N": repr(now)}, ":me": {"S": owner}})
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":

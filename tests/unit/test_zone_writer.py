@@ -36,7 +36,13 @@ from ecssd_agent.aws.route53 import Route53Zone, find_zone, to_wire
 from ecssd_agent.host_state import Applied, Published
 from ecssd_agent.model import Action, Host, Owner, RecordSet, Routing, ServiceInstance
 from ecssd_agent.records import host_records
-from ecssd_agent.zone_writer import LEASE_SECONDS, WriterInterrupted, ZoneWriter, read_hints
+from ecssd_agent.zone_writer import (
+    LEASE_SECONDS,
+    WriterInterrupted,
+    ZoneWriter,
+    _named_hosts,
+    read_hints,
+)
 from tests.support.queued import FixedClock as Clock
 from tests.support.queued import create_host_table
 
@@ -87,6 +93,11 @@ class Faults:
         #: Called with each change batch as it is sent, accepted or not (a clock that moves
         #: while a request is on the way, another writer acting meanwhile).
         self.on_change: list[Callable[[list[dict[str, Any]]], None]] = []
+        # False: refusals do not name the record set's identifier (as moto's): the writer
+        # cannot tell whose it is, and bisects
+        self.name_owners = True
+        # every change attempt, the scripted failures too (on_change: those that reach moto)
+        self.on_attempt: list[Callable[[list[dict[str, Any]]], None]] = []
         self.change_calls = 0  # every ChangeResourceRecordSets call, refused ones too
 
     def fail(self, method: str, *outcomes: Exception | None) -> None:
@@ -101,6 +112,9 @@ class Faults:
         def call(**kwargs: Any) -> Any:
             queued = self.script.get(name, [])
             outcome = queued.pop(0) if queued else None
+            if name == "change_resource_record_sets":
+                for hook in self.on_attempt:
+                    hook(kwargs["ChangeBatch"]["Changes"])
             if outcome is not None:
                 raise outcome
             if name == "change_resource_record_sets":
@@ -120,8 +134,10 @@ class Faults:
             wire = change["ResourceRecordSet"]
             key = _wire_key(wire)
             found = have.get(key)
-            what = (f"resource record set [name='{wire['Name']}', type='{wire['Type']}', "
-                    f"set-identifier='{wire.get('SetIdentifier')}']")
+            what = f"resource record set [name='{wire['Name']}', type='{wire['Type']}'"
+            if self.name_owners and "SetIdentifier" in wire:  # as Route 53 writes it
+                what += f", set-identifier='{wire['SetIdentifier']}'"
+            what += "]"
             if change["Action"] == "DELETE":
                 if found is None or _canon(found) != _canon(wire):
                     raise self._rejected(f"Tried to delete {what} but it was not found")
@@ -161,6 +177,7 @@ class World:
         return self.clients.client("route53")
 
     def writer(self, **kwargs: Any) -> ZoneWriter:
+        kwargs.setdefault("sleep", Sleeper(self.clock))  # never real time: a retry's backoff
         return ZoneWriter(self.zone, self.store, clock=self.clock, **kwargs)
 
     def publish(self, h: Host, records: list[RecordSet], verify: bool = False,
@@ -378,11 +395,11 @@ def test_a_record_deleted_behind_the_writers_back_is_read_and_replanned(world: W
     outcome = writer.write([a.label, b.label])
 
     spent = delta(world.requests(), before)
-    # The batch of both is refused; halved, b's half lands, a's is refused again; only a is
-    # read (b's knowledge was right), re-planned and lands.
-    assert outcome.rejected == 2 and not outcome.failed
-    assert outcome.hosts_read == 1
-    assert world.faults.rejected == 2 and spent["ChangeResourceRecordSets"] == 2
+    # The batch of both is refused, naming a's record set: b is sent again at once, only a
+    # is read (the two names of its changes), re-planned and lands.
+    assert outcome.rejected == 1 and not outcome.failed
+    assert outcome.hosts_read == 1 and 1 <= spent["ListResourceRecordSets"] <= 2
+    assert world.faults.rejected == 1 and spent["ChangeResourceRecordSets"] == 2
     assert world.owned(a) == set(desired(a, "portal", "time"))
     assert world.owned(b) == set(desired(b, "calc", "auth"))
     applied = world.applied(a, b)
@@ -422,6 +439,53 @@ def test_a_record_created_behind_the_writers_back_is_taken_over(world: World) ->
 
     assert outcome.rejected == 1 and not outcome.failed
     assert world.owned(a) == set(wanted)
+
+
+def test_a_refusal_naming_a_record_set_costs_one_request_and_reads_only_its_owner(
+        world: World) -> None:
+    """The health sweep deletes record sets of tasks it stopped; the writer, not knowing,
+    plans their deletion too. Route 53 names the record set it cannot delete: only its
+    owner is read, only under the names of its changes, and nothing is bisected."""
+    hosts = [host(i) for i in range(8)]
+    writer = world.writer()
+    for h in hosts:
+        world.publish(h, desired(h, "calc", "time", "auth"))
+    writer.write(h.label for h in hosts)
+    swept = hosts[5]
+    world.by_hand(Action.DELETE, [r for r in desired(swept, "calc") if r.type == "SRV"])
+    for h in hosts:
+        world.publish(h, desired(h, "time", "auth"))  # every host drops calc
+    before = world.requests()
+    verified = world.applied(swept)[swept.label].verified
+
+    outcome = writer.write(h.label for h in hosts)
+
+    spent = delta(world.requests(), before)
+    assert outcome.rejected == 1 and world.faults.rejected == 1 and not outcome.failed
+    assert outcome.hosts_read == 1 and spent["ListResourceRecordSets"] == 1  # calc. only
+    assert spent["ChangeResourceRecordSets"] == 2  # the seven others, then swept re-planned
+    assert world.owned_by(*hosts) == {h.label: set(desired(h, "time", "auth")) for h in hosts}
+    applied = world.applied(*hosts)
+    assert set(applied[swept.label].records) == set(desired(swept, "time", "auth"))
+    assert applied[swept.label].verified == verified  # its other names were not read
+    assert all(applied[h.label].seq == world.seqs[h.label] for h in hosts)
+
+
+def test_refused_record_sets_name_their_owners_among_the_hosts_of_the_request() -> None:
+    a, b, c = host(1), host(2), host(3)
+
+    def ident(h: Host) -> str:
+        return naming.set_identifier(Owner(host=h.label, container="c" * 12, port="80/tcp"))
+
+    message = (f"[Tried to delete resource record set [name='x.sd.internal.', type='SRV', "
+               f"set-identifier='{ident(c)}'] but it was not found, Tried to create resource "
+               f"record set [name='y.sd.internal.', type='SRV', set-identifier='{ident(a)}'] "
+               f"but it already exists, Tried to delete resource record set [name='z.', "
+               f"type='A', set-identifier='not-ecssd'] but it was not found, [name='w.', "
+               f"set-identifier='{ident(c)}']]")
+    assert _named_hosts(message, [a.label, b.label, c.label]) == [c.label, a.label]
+    assert _named_hosts(message, [b.label]) == []  # not in this request: bisect instead
+    assert _named_hosts("RRSet with DNS name x. is not permitted in zone y.", [a.label]) == []
 
 
 def test_one_impossible_host_is_bisected_out_and_every_other_lands(world: World) -> None:
@@ -536,7 +600,7 @@ def test_an_aws_error_mid_apply_marks_the_hosts_in_flight_unknown(world: World) 
     world.faults.fail("change_resource_record_sets", throttled("ChangeResourceRecordSets"))
 
     with pytest.raises(ClientError, match="Throttling"):
-        writer.write([a.label, b.label, c.label])
+        world.writer(max_attempts=1).write([a.label, b.label, c.label])
 
     applied = world.applied(a, b, c)
     assert (applied[a.label].seq, applied[a.label].verified) == (1, 0.0)
@@ -559,7 +623,7 @@ def test_an_error_in_the_second_request_keeps_what_the_first_applied_unknown(wor
     for h in hosts:
         world.publish(h, desired(h, "a", "b", "c", "d", "e"))
     world.faults.fail("change_resource_record_sets", None, throttled("ChangeResourceRecordSets"))
-    writer = world.writer()
+    writer = world.writer(max_attempts=1)
 
     with pytest.raises(ClientError):
         writer.write(h.label for h in hosts)
@@ -636,8 +700,17 @@ def test_a_dry_run_changes_nothing_and_saves_nothing(world: World) -> None:
     assert outcomes[0].summary() == outcomes[1].summary()  # nothing remembered
     assert outcomes[0].changes == 2 + 2  # a: delete calc, create time; b: A and calc
     assert spent["ChangeResourceRecordSets"] == 0 and spent["BatchWriteItem"] == 0
+    assert spent["PutItem"] == 0 and spent["DeleteItem"] == 0  # nor the lease
     assert {r.key: r.listed for r in world.all_records()} == zone_before
     assert world.applied(a, b) == applied_before
+
+
+def test_a_dry_run_needs_no_lease_and_holds_up_no_writer(world: World) -> None:
+    a = host(1)
+    world.publish(a, desired(a, "calc"))
+    assert rival(world).acquire("busy-writer", 600.0)
+    outcome = world.writer(dry_run=True, lock_wait=0.0).write([a.label])
+    assert outcome.changes == 2 and lease_of(world) == ("busy-writer", T0 + 600.0)
 
 
 def foreign_neighbours(mine: Host) -> list[RecordSet]:
@@ -795,8 +868,24 @@ def test_the_lease_is_taken_when_free_expired_or_ours_and_refused_otherwise(worl
     assert lease_of(world) == ("a", T0 + 90.0)
     world.clock.now = T0 + 90.5
     assert other.acquire("b", 60.0)  # expired: the holder died
-    assert lease_of(world) == ("b", T0 + 150.5)
+    assert lease_of(world) == ("b", T0 + 151.0)  # whole seconds (the table's TTL), rounded up
     assert not store.acquire("a", 60.0)  # and the old holder cannot take it back
+
+
+def test_the_lease_is_extended_only_while_ours_and_unexpired(world: World) -> None:
+    store, other = world.store, rival(world)
+    assert not store.extend("a", 60.0)  # nobody's: extending is not taking
+    assert lease_of(world) is None
+    assert store.acquire("a", 60.0)
+    world.clock.now = T0 + 59.0
+    assert store.extend("a", 60.0)
+    assert lease_of(world) == ("a", T0 + 119.0)
+    assert not other.extend("b", 60.0)  # a's
+    world.clock.now = T0 + 119.5
+    # expired, and free to take: but another writer may have held it meanwhile, so no
+    assert not store.extend("a", 60.0)
+    assert lease_of(world) == ("a", T0 + 119.0)
+    assert other.acquire("b", 60.0) and not store.extend("a", 60.0)
 
 
 def test_the_lease_is_released_only_by_its_holder(world: World) -> None:
@@ -815,6 +904,62 @@ def test_lease_errors_other_than_a_held_lease_propagate(world: World) -> None:
         missing.acquire("a", 60.0)
     with pytest.raises(ClientError, match="ResourceNotFound"):
         missing.release("a")
+
+
+def test_a_throttled_request_is_sent_again_with_the_lease_extended_before_each_attempt(
+        world: World) -> None:
+    a, b = host(1), host(2)
+    for h in (a, b):
+        world.publish(h, desired(h, "calc"))
+    busy = ClientError({"Error": {"Code": "PriorRequestNotComplete", "Message": "busy"},
+                        "ResponseMetadata": {"HTTPStatusCode": 400}}, "ChangeResourceRecordSets")
+    world.faults.fail("change_resource_record_sets", throttled("ChangeResourceRecordSets"), busy)
+    sleep = Sleeper(world.clock)
+    leases: list[tuple[str, float] | None] = []
+    world.faults.on_attempt.append(lambda changes: leases.append(lease_of(world)))
+    writer = world.writer(sleep=sleep, jitter=lambda: 1.0)
+
+    outcome = writer.write([a.label, b.label])
+
+    assert writer.retries == 2 and outcome.change_requests == 1 and not outcome.failed
+    assert sleep.slept == [1.0, 2.0]  # botocore's backoff, here without its jitter
+    owner = leases[0][0] if leases[0] else ""
+    # each attempt went out with the lease extended to LEASE_SECONDS from that moment
+    assert leases == [(owner, T0 + LEASE_SECONDS), (owner, T0 + 1.0 + LEASE_SECONDS),
+                      (owner, T0 + 3.0 + LEASE_SECONDS)]
+    assert world.owned_by(a, b) == {h.label: set(desired(h, "calc")) for h in (a, b)}
+
+
+def test_a_writer_whose_lease_expired_while_it_waited_sends_nothing_more(world: World) -> None:
+    """Another writer may have taken the expired lease, applied newer publications and given
+    it back: an attempt of what this one planned before could roll them back."""
+    a = host(1)
+    world.publish(a, desired(a, "calc"))
+    world.faults.fail("change_resource_record_sets", throttled("ChangeResourceRecordSets"))
+    sent: list[set[str]] = []
+    world.faults.on_attempt.append(lambda changes: sent.append(hosts_in(changes)))
+    writer = world.writer(sleep=Sleeper(world.clock), jitter=lambda: LEASE_SECONDS + 1.0)
+
+    with pytest.raises(WriterInterrupted, match="lease was lost") as caught:
+        writer.write([a.label])
+
+    assert len(sent) == 1 and caught.value.unfinished == {a.label}  # the throttled attempt
+    assert world.applied(a)[a.label].verified == 0.0  # unknown: read next time
+    assert world.owned(a) == set()
+
+
+def test_a_request_is_not_sent_again_past_the_deadline_or_the_attempts(world: World) -> None:
+    a = host(1)
+    world.publish(a, desired(a, "calc"))
+    world.faults.fail("change_resource_record_sets",
+                      *[throttled("ChangeResourceRecordSets")] * 3)
+    with pytest.raises(WriterInterrupted, match="deadline"):
+        world.writer(sleep=Sleeper(world.clock), jitter=lambda: 1.0).write(
+            [a.label], deadline=T0 + 0.5)
+    with pytest.raises(ClientError, match="Throttling"):
+        world.writer(sleep=Sleeper(world.clock), max_attempts=2).write([a.label])
+    assert world.owned(a) == set()
+    assert world.writer().write([a.label]).changes == 2  # read (unknown), then applied
 
 
 def test_a_second_writer_waits_for_the_lease_then_gives_all_its_hosts_back(world: World) -> None:
@@ -1174,6 +1319,7 @@ def test_the_lease_is_extended_before_each_request_of_a_bisection(
     hosts, writer, _ = deadline_scenario(world, monkeypatch)
     wrong = hosts[0]
     world.by_hand(Action.DELETE, [r for r in desired(wrong, "calc") if r.type == "SRV"])
+    world.faults.name_owners = False
     other = rival(world)
     refused: list[bool] = []
 
