@@ -10,10 +10,12 @@ Reads happen only where knowledge is missing or old (``host_state.needs_read``):
 seen for the first time, an agent that just started, a state older than ``verify_after``.
 Hosts read together share their scans (name-scoped, :mod:`ecssd_agent.zone_reads`).
 
-A batch Route 53 rejects (invariant 2) makes the writer read those hosts and re-plan once;
-rejected again, the group is split in halves, each read and retried, so one host with an
-impossible record set (e.g. a 101st weighted record set of a name) costs a few requests and
-never blocks the others. That host is reported; its agent's next publication retries it.
+A batch Route 53 rejects (invariant 2) names the record set it refused: the other hosts are
+sent again at once, and only that record set's owner is read (the names of its changes),
+re-planned and sent once more. A refusal naming no host of the batch splits it in halves
+without reading. So one host with an impossible record set (e.g. a 101st weighted record set
+of a name) costs a few requests and never blocks the others. That host is reported; its
+agent's next publication retries it.
 """
 
 from __future__ import annotations
@@ -113,9 +115,10 @@ class ZoneWriter:
     Per Route 53 request, whole hosts are packed (``route53.pack``). Before a request its
     hosts are saved as "unknown" (verified never) and after it as applied, so a writer killed
     anywhere (Lambda timeout, crash) leaves either the truth or "read me next time" behind,
-    never a wrong belief. A rejected request is bisected by host without reading (the hosts
-    whose knowledge is right land at once); a single host still rejected is read, re-planned
-    and tried once more.
+    never a wrong belief. A rejected request costs a read of the host whose record set Route
+    53 named, not of the others (their knowledge is right: they land at once); unnamed, it
+    is bisected by host without reading. The lease is extended before every change attempt,
+    which is why the writer, not botocore, retries them.
     """
 
     def __init__(self, zone: Route53Zone, store: HostStore, *,

@@ -46,7 +46,7 @@ from benchmarks.fleet.route53 import (
     SimRoute53,
     owner_of,
 )
-from benchmarks.fleet.writer import QueuedWriter, WriterConfig, WriterSummary
+from benchmarks.fleet.writer import QueuedWriter, WriterConfig, WriterCosts, WriterSummary
 from ecssd_agent.aws.route53 import batches, from_wire
 from ecssd_agent.model import Action, Change, RecordSet
 from ecssd_agent.plan import plan
@@ -150,7 +150,13 @@ class FleetResult:
     late_writes: int = 0  # late writes of an intermediate state (see World._check_regression)
     requests_by_caller: dict[str, int] = field(default_factory=dict)  # "hosts", "sweep", "writer"
     writer: WriterSummary | None = None  # queued mode
+    #: queued mode: what the steady period (warm-up to the deployment) cost in AWS requests
+    #: and Lambda time
+    writer_costs: WriterCosts | None = None
     writer_cpu_max: float = 0.0  # CPU seconds of the longest writer invocation (this machine)
+    #: CPU seconds of the writer invocations of ``writer_costs``'s period (this machine): the
+    #: part of a real invocation's duration that virtual time leaves out
+    writer_cpu_steady: float = 0.0
 
     @property
     def sustained_throttling(self) -> bool:
@@ -544,10 +550,14 @@ class World:
         mismatches = sum(1 for k in want.keys() | have.keys() if want.get(k) != have.get(k))
         converged = self.metrics.burst_outstanding == 0 and self.metrics.burst_total > 0
         convergence = (self.metrics.burst_last_applied - config.steady) if converged else INF
-        writer = None
+        writer = costs = None
+        cpu_steady = 0.0
         if self.writer is not None:
             until = config.steady + min(convergence, config.observe)
             writer = WriterSummary.of(self.writer.stats, (config.steady, until))
+            costs = WriterCosts.of(self.writer, (config.warmup, config.steady))
+            cpu_steady = sum(c.cpu_seconds for c in self.writer.stats.costs
+                             if config.warmup <= c.started < config.steady)
         callers: Counter[str] = Counter()
         for caller, count in self.r53.stats.callers.items():
             callers["sweep" if caller == "sweep" else
@@ -587,7 +597,9 @@ class World:
                                        self.metrics.latencies.get("regression", [])), default=0.0),
             requests_by_caller=dict(sorted(callers.items())),
             writer=writer,
+            writer_costs=costs,
             writer_cpu_max=self.writer.cpu_seconds_max if self.writer is not None else 0.0,
+            writer_cpu_steady=cpu_steady,
         )
 
 

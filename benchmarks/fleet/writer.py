@@ -48,6 +48,11 @@ tests/unit/test_fleet_sim.py checks them against it), and the assumptions:
 
 One invariant of the design is checked on every change attempt the writer makes: its
 writer holds the unexpired lease (``unleased_changes`` counts the attempts that did not).
+
+What the mode costs (:class:`WriterCosts`) is counted, not estimated: every DynamoDB and SQS
+request the agents and each invocation send, and each invocation's duration in virtual time
+(request latencies and waits; the handler's CPU time is not part of it). The event source
+mapping's own SQS requests are not simulated, so they are not counted.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from __future__ import annotations
 import functools
 import heapq
 import logging
+import math
 import queue
 import random
 import threading
@@ -112,6 +118,7 @@ class WriterConfig:
     publish_latency: float = 0.03
     dynamodb_latency: float = 0.01
     sqs_latency: float = 0.01
+    memory_mb: int = 1024  # quickstart.yaml ZoneWriterFunction MemorySize: GB-seconds billed
 
 
 # --- running blocking code as a scheduler process ---------------------------------------
@@ -506,6 +513,10 @@ class SimHostStore(HostStore):
         self.latency = latency
         self.link = link
         self.requests: Counter[str] = Counter()
+        #: keys asked (BatchGetItem) and items written (BatchWriteItem): DynamoDB bills items
+        self.request_items: Counter[str] = Counter()
+        #: when each agent's PutItem was sent (this store's clock), to count a period's
+        self.published_at: list[float] = []
 
     def _send(self, op: str) -> None:
         if self.link is not None:
@@ -518,6 +529,7 @@ class SimHostStore(HostStore):
 
     def publish(self, pub: Published) -> None:
         self.requests["PutItem"] += 1
+        self.published_at.append(self._clock())
         self.desired[pub.host] = pub
 
     def load(self, hosts: Iterable[str]) -> tuple[dict[str, Published], dict[str, Applied]]:
@@ -527,6 +539,7 @@ class SimHostStore(HostStore):
         per_request = GET_BATCH // 2  # two keys per host
         for start in range(0, len(wanted), per_request):
             self._send("BatchGetItem")
+            self.request_items["BatchGetItem"] += 2 * len(wanted[start:start + per_request])
             for host in wanted[start:start + per_request]:
                 if host in self.desired:
                     published[host] = self.desired[host]
@@ -540,6 +553,7 @@ class SimHostStore(HostStore):
         requests = 0
         for start in range(0, len(states), WRITE_BATCH):
             self._send("BatchWriteItem")
+            self.request_items["BatchWriteItem"] += len(states[start:start + WRITE_BATCH])
             requests += 1
             for state in states[start:start + WRITE_BATCH]:
                 self.applied[state.host] = state
@@ -557,8 +571,15 @@ class SimSQS:
         self.writer = writer
         self.link = link
         self.latency = latency
+        self.requests: Counter[str] = Counter()
+        self.messages = 0
+        #: when each SendMessage was sent (epoch seconds, as SimHostStore.published_at)
+        self.sent_at: list[float] = []
 
     def send_message(self, QueueUrl: str, MessageBody: str) -> dict[str, Any]:
+        self.requests["SendMessage"] += 1
+        self.messages += 1
+        self.sent_at.append(EPOCH + self.writer.world.now)
         return {"MessageId": self.writer.enqueue(MessageBody)}
 
     def send_message_batch(self, QueueUrl: str, Entries: list[Mapping[str, str]]
@@ -567,6 +588,8 @@ class SimSQS:
             raise ValueError("SendMessageBatch takes at most 10 entries")
         if self.link is not None:
             self.link.check()
+        self.requests["SendMessageBatch"] += 1
+        self.messages += len(Entries)
         successful = [{"Id": e["Id"], "MessageId": self.writer.enqueue(e["MessageBody"])}
                       for e in Entries]
         self.writer.stats.handed_back += len(Entries)
@@ -582,6 +605,25 @@ class Message:
     id: str
     body: str
     received: float = 0.0
+
+
+@dataclass(frozen=True)
+class InvocationCost:
+    """What one invocation cost, recorded when it ended (killed ones too), so that a
+    period's figures can take the invocations started in it with everything they did, even
+    what they did after the period ended."""
+
+    started: float
+    #: as Lambda bills it: the duration (virtual time) rounded up to the millisecond
+    billed_ms: int
+    cold: bool  # the first invocation of a new execution environment
+    dynamodb: dict[str, int]  # requests by operation, the lease's PutItem/DeleteItem included
+    dynamodb_items: dict[str, int]  # keys asked (BatchGetItem), items written (BatchWriteItem)
+    sqs_batches: int  # SendMessageBatch requests of hand-backs
+    sqs_messages: int  # the hints they carried
+    #: the handler's CPU time on this machine (not in ``billed_ms``: not deterministic; 0
+    #: for a killed one, whose thread is still unwinding)
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -612,6 +654,7 @@ class WriterStats:
     unleased_changes: int = 0  # change attempts sent without holding the unexpired lease
     change_retries: int = 0  # change attempts the writer sent again (throttled, zone busy)
     starts: list[float] = field(default_factory=list)
+    costs: list[InvocationCost] = field(default_factory=list)  # one per invocation that ended
 
 
 @dataclass(frozen=True)
@@ -654,6 +697,59 @@ class WriterSummary:
                    round(stats.max_seconds, 6), stats.lease_waits,
                    round(stats.lease_wait_seconds, 6), stats.unleased_changes,
                    stats.change_retries)
+
+
+@dataclass(frozen=True)
+class WriterCosts:
+    """What the queued mode cost over one period of a run, so that its running cost can be
+    quoted from counts rather than guessed. Only requests the simulation makes are here: the
+    event source mapping's own polling of SQS (ReceiveMessage, DeleteMessageBatch) is not
+    simulated, nor is a new execution environment's init time.
+
+    The agents' requests are those sent within the period; the writer's are those of the
+    invocations started within it (each counted whole, as Lambda bills it)."""
+
+    start: float  # the period, virtual seconds
+    end: float
+    agent_puts: int  # DynamoDB PutItem: one per publication
+    agent_sends: int  # SQS SendMessage: one hint per publication
+    invocations: int
+    cold_starts: int  # invocations that started a new execution environment
+    billed_ms: int
+    memory_mb: int
+    dynamodb: dict[str, int]  # the writer's requests by operation (lease included)
+    dynamodb_items: dict[str, int]  # keys asked (BatchGetItem), items written (BatchWriteItem)
+    sqs_batches: int  # the writer's SendMessageBatch requests (hand-backs)
+    sqs_messages: int  # the hints they carried
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+    @property
+    def gb_seconds(self) -> float:
+        return self.billed_ms / 1000.0 * self.memory_mb / 1024.0
+
+    def per_hour(self, count: float) -> float:
+        return count * 3600.0 / self.seconds if self.seconds > 0 else 0.0
+
+    @classmethod
+    def of(cls, writer: QueuedWriter, window: tuple[float, float]) -> WriterCosts:
+        start, end = window
+        costs = [c for c in writer.stats.costs if start <= c.started < end]
+        dynamodb: Counter[str] = Counter()
+        items: Counter[str] = Counter()
+        for cost in costs:
+            dynamodb.update(cost.dynamodb)
+            items.update(cost.dynamodb_items)
+        puts, sends = writer.agent_request_times()
+        return cls(start, end,
+                   sum(1 for t in puts if EPOCH + start <= t < EPOCH + end),
+                   sum(1 for t in sends if EPOCH + start <= t < EPOCH + end),
+                   len(costs), sum(c.cold for c in costs), sum(c.billed_ms for c in costs),
+                   writer.config.memory_mb, dict(sorted(dynamodb.items())),
+                   dict(sorted(items.items())), sum(c.sqs_batches for c in costs),
+                   sum(c.sqs_messages for c in costs))
 
 
 class CountingZoneWriter(ZoneWriter):
@@ -703,6 +799,16 @@ class LambdaInstance:
     queue: ChangeQueue | None
     link: Link
     busy: bool = False
+    sqs: SimSQS | None = None  # the queue's client: its requests are this instance's
+    used: bool = False  # has run an invocation (the next one is not a cold start)
+
+    def counts(self) -> tuple[Counter[str], Counter[str], int, int]:
+        """Its requests so far: DynamoDB by operation, DynamoDB items, SQS batches and
+        messages (an invocation's are the difference from its start to its end)."""
+        sqs = self.sqs
+        return (Counter(self.store.requests), Counter(self.store.request_items),
+                sqs.requests["SendMessageBatch"] if sqs is not None else 0,
+                sqs.messages if sqs is not None else 0)
 
 
 @dataclass
@@ -712,6 +818,8 @@ class Invocation:
     instance: LambdaInstance
     bridge: Bridge
     started: float
+    counts: tuple[Counter[str], Counter[str], int, int]  # its instance's, as it started
+    cold: bool
     done: bool = False
 
 
@@ -770,7 +878,9 @@ class QueuedWriter:
         self._kick_at: float | None = None
         self._lingering: list[Bridge] = []
         self._agent_store = SimHostStore(self.desired, self.applied, self.items, self._clock)
-        self._queue = ChangeQueue(SimSQS(self), QUEUE_URL)
+        self._agent_sqs = SimSQS(self)
+        self._queue = ChangeQueue(self._agent_sqs, QUEUE_URL)
+        self._instances: list[LambdaInstance] = []  # every execution environment made
 
     def _clock(self) -> float:
         return EPOCH + self.world.now
@@ -791,6 +901,26 @@ class QueuedWriter:
         """The real Publisher of one agent; its seq is virtual time in nanoseconds."""
         return Publisher(self._agent_store, self._queue, host, self.world.zone_name,
                          clock=lambda: int(self._clock() * 1e9))
+
+    def agent_requests(self) -> Counter[str]:
+        """The agents' requests over the whole run, the seeded publications included."""
+        return Counter({"PutItem": self._agent_store.requests["PutItem"],
+                        "SendMessage": self._agent_sqs.requests["SendMessage"]})
+
+    def agent_request_times(self) -> tuple[list[float], list[float]]:
+        """When the agents sent each PutItem and each SendMessage (epoch seconds)."""
+        return self._agent_store.published_at, self._agent_sqs.sent_at
+
+    def writer_requests(self) -> tuple[Counter[str], Counter[str]]:
+        """DynamoDB and SQS requests of every execution environment (each keeps its own
+        clients), by operation, over the whole run."""
+        dynamodb: Counter[str] = Counter()
+        sqs: Counter[str] = Counter()
+        for instance in self._instances:
+            dynamodb.update(instance.store.requests)
+            if instance.sqs is not None:
+                sqs.update(instance.sqs.requests)
+        return dynamodb, sqs
 
     def seed_applied(self, host: str, age: float) -> None:
         """Before the run: the writer applied this host's stored publication, and last read
@@ -876,9 +1006,11 @@ class QueuedWriter:
                                     sleep=lambda s: self._writer_sleep(link, s, writer),
                                     max_attempts=config.max_attempts, jitter=rng.random)
         writer.stats = self.stats
-        queue = (ChangeQueue(SimSQS(self, link, config.sqs_latency), QUEUE_URL)
-                 if config.change_queue else None)
-        return LambdaInstance(writer, route53, store, queue, link)
+        sqs = SimSQS(self, link, config.sqs_latency) if config.change_queue else None
+        queue = ChangeQueue(sqs, QUEUE_URL) if sqs is not None else None
+        instance = LambdaInstance(writer, route53, store, queue, link, sqs=sqs)
+        self._instances.append(instance)
+        return instance
 
     def _writer_sleep(self, link: Link, seconds: float, writer: CountingZoneWriter) -> None:
         """The ZoneWriter's ``sleep``: waiting for the lease, or before a change attempt."""
@@ -910,7 +1042,9 @@ class QueuedWriter:
         stats.starts.append(now)
         bridge = Bridge(str(stats.invocations), lambda: self._handle(instance, records, now))
         instance.link.bridge = bridge
-        invocation = Invocation(stats.invocations, messages, instance, bridge, now)
+        invocation = Invocation(stats.invocations, messages, instance, bridge, now,
+                                instance.counts(), cold=not instance.used)
+        instance.used = True
         self._running.append(invocation)
         stats.max_running = max(stats.max_running, len(self._running))
         self.world.sched.after(self.config.function_timeout, self._timeout, invocation)
@@ -953,6 +1087,7 @@ class QueuedWriter:
         invocation.done = True
         now = self.world.now
         self.stats.max_seconds = max(self.stats.max_seconds, now - invocation.started)
+        self._account(invocation, now)
         self._running.remove(invocation)
         invocation.instance.busy = False
         if reuse:
@@ -964,6 +1099,19 @@ class QueuedWriter:
                 heapq.heappush(self._delayed, (message.received + self.config.visibility_timeout,
                                                self._serial, message))
         self._kick()
+
+    def _account(self, invocation: Invocation, now: float) -> None:
+        """Its cost: what its instance sent since it started (one invocation at a time runs
+        in an instance, and a killed instance is never reused, so that is all of it; a
+        request in flight when it was killed was counted when sent)."""
+        dynamodb, items, batches, messages = invocation.instance.counts()
+        dynamodb_0, items_0, batches_0, messages_0 = invocation.counts
+        # to the microsecond first: 0.07 s of float sums must bill 70 ms, not 71
+        billed_ms = math.ceil(round((now - invocation.started) * 1000.0, 3))
+        self.stats.costs.append(InvocationCost(
+            invocation.started, billed_ms, invocation.cold, dict(dynamodb - dynamodb_0),
+            dict(items - items_0), batches - batches_0, messages - messages_0,
+            invocation.bridge.cpu_seconds if invocation.bridge.finished else 0.0))
 
     def close(self) -> None:
         """End of the run: unwind any thread still waiting on the scheduler."""

@@ -18,6 +18,7 @@ down name resolution for everyone).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -45,6 +46,8 @@ log = logging.getLogger("ecssd_agent.dns")
 MAX_TCP_CONNECTIONS = 64
 TCP_IDLE = 10.0
 UDP_BUFFER = 4 << 20
+#: Port 0: how many kernel-picked UDP ports to try before giving up on a TCP twin.
+BIND_TRIES = 20
 _LOG_EVERY = 10.0  # seconds between repeated logs of one kind of unexpected error
 
 
@@ -70,25 +73,34 @@ class DnsServer:
     # --- sockets -------------------------------------------------------------------------
 
     def bind(self) -> tuple[str, int]:
-        """Bind UDP, then TCP on the same port; returns (address, port) actually bound."""
+        """Bind UDP, then TCP on the same port; returns (address, port) actually bound.
+
+        Port 0 lets the kernel pick a free UDP port, which TCP may already use (another
+        process's connection): then another UDP port is picked, a few times.
+        """
         family, _, _, _, address = socket.getaddrinfo(
             self.listen, self.port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)[0]
-        udp = socket.socket(family, socket.SOCK_DGRAM)
-        with contextlib.suppress(OSError):  # a larger buffer absorbs bursts; best effort
-            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
-        udp.bind(address)
-        port = udp.getsockname()[1]
-        tcp = socket.socket(family, socket.SOCK_STREAM)
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            tcp.bind((address[0], port, *address[2:]))
-            tcp.listen(128)
-        except OSError:
-            udp.close()
-            tcp.close()
-            raise
-        self.udp, self.tcp, self.port = udp, tcp, port
-        return str(address[0]), port
+        tries = BIND_TRIES if self.port == 0 else 1
+        for attempt in range(1, tries + 1):
+            udp = socket.socket(family, socket.SOCK_DGRAM)
+            with contextlib.suppress(OSError):  # a larger buffer absorbs bursts; best effort
+                udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
+            tcp = socket.socket(family, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                udp.bind(address)
+                port = udp.getsockname()[1]
+                tcp.bind((address[0], port, *address[2:]))
+                tcp.listen(128)
+            except OSError as exc:
+                udp.close()
+                tcp.close()
+                if exc.errno == errno.EADDRINUSE and attempt < tries:
+                    continue
+                raise
+            self.udp, self.tcp, self.port = udp, tcp, port
+            return str(address[0]), port
+        raise AssertionError("unreachable: the last try returns or raises")
 
     def close(self) -> None:
         self._closing = True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -447,6 +448,7 @@ def test_the_writer_lambda_is_modelled_as_the_stack_configures_it():
     assert config.batch_size == mapping["BatchSize"]
     assert config.batching_window == mapping["MaximumBatchingWindowInSeconds"]
     assert config.max_concurrency == mapping["ScalingConfig"]["MaximumConcurrency"]
+    assert config.memory_mb == function["MemorySize"]  # the GB-seconds of the cost figures
     # unfinished hosts are handed back to the queue only when the function knows it
     assert config.change_queue == ("CHANGE_QUEUE" in function["Environment"]["Variables"])
 
@@ -516,6 +518,9 @@ def test_a_writer_that_cannot_get_the_lease_hands_its_hosts_back(change_queue):
     # host 1's waited 120 s (lock_wait) for the lease, then went back to the queue
     if change_queue:
         assert writer.handed_back == 1  # visible at once: the next write got the lease
+        assert world.writer is not None  # one SendMessageBatch, billed to the invocation
+        assert [(c.sqs_batches, c.sqs_messages) for c in world.writer.stats.costs
+                if c.sqs_batches] == [(1, 1)]
         assert 192.0 < second < 196.0  # when host 0's write released it (~222 s)
     else:
         assert writer.handed_back == 0  # reported failed: back after the visibility timeout
@@ -578,11 +583,57 @@ def test_queued_runs_are_deterministic():
     def figures(seed: int) -> dict:
         result = simulate(FleetConfig(policy=QUEUED, seed=seed, **SMALL))
         out = dataclasses.asdict(result)
-        del out["wall_seconds"], out["writer_cpu_max"]
+        del out["wall_seconds"], out["writer_cpu_max"], out["writer_cpu_steady"]
         return out
 
     assert figures(7) == figures(7)
     assert figures(7) != figures(8)
+
+
+def test_the_queued_modes_cost_counts_agree_with_each_other():
+    """bench_fleet quotes what the queued mode costs from these counters: each is checked
+    against another counted elsewhere, or against what the writer must have sent."""
+    config = FleetConfig(policy=QUEUED, **SMALL)
+    world = World(config)
+    result = world.run()
+    writer, costs = world.writer, result.writer_costs
+    assert writer is not None and costs is not None
+    stats = writer.stats
+    assert stats.failed == stats.timed_out == stats.function_errors == 0 and result.holds
+    # one PutItem and one SendMessage per publication (the seeded ones included)
+    publications = sum(h.publisher.publications for h in world.hosts if h.publisher is not None)
+    agents = writer.agent_requests()
+    assert agents["PutItem"] == agents["SendMessage"] == publications > 2 * config.hosts
+    # every hint sent after the seeding reached exactly one invocation, as did the hand-backs
+    assert stats.hints == publications - config.hosts + stats.handed_back
+    # the invocations' own counts add up to their execution environments' counters
+    dynamodb, sqs = writer.writer_requests()
+    by_invocation: Counter[str] = Counter()
+    for cost in stats.costs:
+        by_invocation.update(cost.dynamodb)
+    assert len(stats.costs) == stats.invocations and by_invocation == dynamodb
+    assert sum(c.sqs_batches for c in stats.costs) == sqs["SendMessageBatch"]
+    assert sum(c.sqs_messages for c in stats.costs) == stats.handed_back
+    assert sum(c.cold for c in stats.costs) >= 1  # the first invocation made its environment
+    # the lease: taken by every invocation, extended before every change request, given back
+    # by each one that took it, after reading its hosts (1 request per 50 hosts)
+    assert dynamodb["PutItem"] >= stats.invocations + stats.change_requests
+    assert stats.invocations - stats.interrupted_by_lease <= dynamodb["DeleteItem"] <= stats.invocations
+    for cost in stats.costs:
+        if cost.dynamodb.get("DeleteItem"):
+            assert cost.dynamodb.get("BatchGetItem", 0) >= 1
+            assert cost.dynamodb_items["BatchGetItem"] <= 100 * cost.dynamodb["BatchGetItem"]
+            # lease, read and release at 10 ms each, at least
+            assert cost.billed_ms >= 30
+    assert dynamodb["BatchWriteItem"] >= 1 and dynamodb.keys() <= {
+        "BatchGetItem", "BatchWriteItem", "PutItem", "DeleteItem"}
+    # the steady period's figures: part of the whole run's, as quoted
+    assert (costs.start, costs.end, costs.seconds) == (30.0, 360.0, 330.0)
+    assert 0 < costs.agent_puts == costs.agent_sends < publications - config.hosts
+    assert 0 < costs.invocations < stats.invocations
+    assert costs.dynamodb["DeleteItem"] <= costs.invocations <= costs.dynamodb["PutItem"]
+    assert costs.gb_seconds == pytest.approx(costs.billed_ms / 1000.0)  # 1,024 MB
+    assert costs.per_hour(costs.invocations) == pytest.approx(costs.invocations * 3600 / 330)
 
 
 def test_direct_mode_never_writes_an_older_state_over_a_newer_one():
@@ -634,6 +685,8 @@ def test_a_writer_killed_after_applying_never_leaves_the_zone_wrong():
     result = world.run()
     writer = result.writer
     assert writer is not None and writer.timed_out == 1  # the invocation that created _a
+    assert world.writer is not None  # a killed invocation is billed its whole timeout
+    assert [c.billed_ms for c in world.writer.stats.costs].count(90_000) == 1
     assert [round(since) for since, _ in world.metrics.latencies["t"]] == [20, 40]  # both landed
     assert writer.hosts_read >= 1  # host 0 was read: its outcome was unknown
     assert result.lost_updates == 0 and result.zone_mismatches == 0 and result.regressions == 0
