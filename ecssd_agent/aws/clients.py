@@ -112,8 +112,11 @@ class Clients:
                 if max_attempts is not None:
                     retries: Any = {"mode": self.retry_mode, "total_max_attempts": max_attempts}
                     config = self.config.merge(Config(retries=retries))
-                session = self._session or boto3.session.Session()
-                client = session.client(  # type: ignore[call-overload, unused-ignore]
+                # One session for all: a client from its own session loads the service's
+                # model again (about 10 MB for Route 53's; the daemon has two such clients).
+                if self._session is None:
+                    self._session = boto3.session.Session()
+                client = self._session.client(  # type: ignore[call-overload, unused-ignore]
                     service, region_name=self.region, config=config)
                 self.stats.hook(client)
                 self._clients[key] = client
