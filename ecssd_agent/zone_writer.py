@@ -22,24 +22,24 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    ParamValidationError,
-    ReadTimeoutError,
-)
-from botocore.exceptions import ConnectionError as BotocoreConnectionError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from ecssd_agent import naming
 from ecssd_agent.aws.change_queue import BadHint, parse_hint
 from ecssd_agent.aws.host_store import HostStore
-from ecssd_agent.aws.route53 import BatchRejected, Route53Zone, batches, from_wire, pack
+from ecssd_agent.aws.route53 import (
+    BatchRejected,
+    Route53Zone,
+    batches,
+    from_wire,
+    pack,
+    retry_reason,
+)
 from ecssd_agent.host_state import (
     Applied,
     Published,
@@ -70,12 +70,6 @@ LOCK_WAIT = 120.0
 MAX_ATTEMPTS = 10
 #: Waits between attempts: random x min(2^k, RETRY_MAX_WAIT) seconds, botocore's backoff.
 RETRY_MAX_WAIT = 20.0
-#: Answers after which the request may be sent again: throttling and Route 53's "a change to
-#: this zone is in flight" (nothing was applied), server errors and lost connections (it may
-#: have been: then the next attempt is rejected, and the rejection is resolved by reading).
-RETRYABLE_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestNotComplete",
-                             "ServiceUnavailable", "InternalError", "InternalFailure",
-                             "RequestTimeout"})
 
 
 @dataclass
@@ -188,17 +182,10 @@ class ZoneWriter:
         while True:
             try:
                 return self.zone.apply(changes, dry_run=self.dry_run)
-            except ClientError as exc:
-                error = exc.response.get("Error", {})
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                retryable = error.get("Code", "") in RETRYABLE_CODES or int(status) >= 500
-                if not retryable or attempt >= self.max_attempts:
+            except (ClientError, BotoCoreError) as exc:  # BatchRejected is not retried
+                why = retry_reason(exc)
+                if why is None or attempt >= self.max_attempts:
                     raise
-                why = error.get("Code") or f"HTTP {status}"
-            except (BotocoreConnectionError, ReadTimeoutError, ConnectionClosedError) as exc:
-                if attempt >= self.max_attempts:
-                    raise
-                why = type(exc).__name__
             wait = self._jitter() * min(2.0 ** (attempt - 1), RETRY_MAX_WAIT)
             log.info("change request for %d host(s) not taken (%s); attempt %d in %.1f s",
                      len(hosts), why, attempt + 1, wait)
@@ -323,7 +310,7 @@ class ZoneWriter:
             if known is not None:
                 applied[host] = known
         if len(group) > 1:
-            named = _named_hosts(str(exc), group)
+            named = _named_hosts(exc.named if isinstance(exc, BatchRejected) else (), group)
             steps: list[tuple[bool, list[str]]]  # (read first, hosts)
             if named:
                 rest = [h for h in group if h not in named]
@@ -381,12 +368,11 @@ class ZoneWriter:
         ``only``: read just these names of a host already known, keeping what is known under
         its other names (and when it was last verified in full).
         """
-        names: set[str] = set()
-        for host in hosts:
-            names |= names_to_read(published[host], applied.get(host))
         partial = only is not None and all(applied.get(h) is not None for h in hosts)
-        if partial and only is not None:
-            names = only
+        names: set[str] = set(only or ()) if partial else set()
+        if not partial:
+            for host in hosts:
+                names |= names_to_read(published[host], applied.get(host))
         wanted = set(hosts)
         owns = _owned_by_any(wanted)
         # A name-scoped read costs about a request per name (more where names hold more than
@@ -436,14 +422,11 @@ def _mark_unknown(hosts: Iterable[str], applied: dict[str, Applied]) -> None:
                                 known.records if known else (), 0.0)
 
 
-_SET_IDENTIFIER = re.compile(r"set-identifier='([^']*)'")
-
-
-def _named_hosts(message: str, group: Iterable[str]) -> list[str]:
-    """The hosts of ``group`` owning a record set Route 53's message names, in its order."""
+def _named_hosts(identifiers: Iterable[str], group: Iterable[str]) -> list[str]:
+    """The hosts of ``group`` owning the record sets a refusal named, in its order."""
     members = set(group)
     named: list[str] = []
-    for ident in _SET_IDENTIFIER.findall(message):
+    for ident in identifiers:
         owner = naming.parse_set_identifier(ident)
         if owner is not None and owner.kind == "h" and owner.host in members \
                 and owner.host not in named:

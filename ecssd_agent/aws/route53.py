@@ -16,7 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from ecssd_agent.model import Action, Change, RecordSet
 
@@ -28,6 +29,7 @@ MAX_VALUE_CHARS_PER_REQUEST = 32000
 CLOUD_MAP_PRINCIPAL = "servicediscovery.amazonaws.com"
 
 _OCTAL_ESCAPE = re.compile(r"\\(\d{3})")
+_NAMED_SET_IDENTIFIER = re.compile(r"set-identifier='([^']*)'")
 _PAST_TENSE = {Action.CREATE: "created", Action.DELETE: "deleted", Action.UPSERT: "updated"}
 
 
@@ -36,7 +38,42 @@ class ZoneError(RuntimeError):
 
 
 class BatchRejected(RuntimeError):
-    """Route 53 refused a change batch because the zone is not as planned (re-read, re-plan)."""
+    """Route 53 refused a change batch because the zone is not as planned (re-read, re-plan).
+
+    ``named``: the SetIdentifiers of the record sets Route 53's message names ("Tried to
+    delete resource record set [name='...', type='SRV', set-identifier='...'] but it was
+    not found"), so a caller can tell whose knowledge was wrong without reading the others.
+    """
+
+    def __init__(self, message: str, named: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.named = tuple(named)
+
+
+#: Answers after which a change request may be sent again: throttling and "a change to this
+#: zone is in flight" (nothing was applied), server errors (it may have been: then the next
+#: attempt is refused, and the refusal is resolved by reading).
+RETRYABLE_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestNotComplete",
+                             "ServiceUnavailable", "InternalError", "InternalFailure",
+                             "RequestTimeout"})
+
+
+def named_set_identifiers(message: str) -> list[str]:
+    """The SetIdentifiers of the record sets a refusal's message names, in its order."""
+    return _NAMED_SET_IDENTIFIER.findall(message)
+
+
+def retry_reason(exc: Exception) -> str | None:
+    """Why a request that raised ``exc`` may be sent again, or None when it may not."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        if code in RETRYABLE_CODES or status >= 500:
+            return code or f"HTTP {status}"
+        return None
+    if isinstance(exc, (BotocoreConnectionError, ReadTimeoutError, ConnectionClosedError)):
+        return type(exc).__name__  # lost on the way: perhaps applied, perhaps not
+    return None
 
 
 @dataclass(frozen=True)
@@ -265,8 +302,10 @@ class Route53Zone:
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code in ("InvalidChangeBatch", "InvalidInput"):
+                    message = exc.response["Error"].get("Message", code)
                     raise BatchRejected(f"Route 53 rejected a batch of {len(batch)} changes: "
-                                        f"{exc.response['Error'].get('Message', code)}") from exc
+                                        f"{message}",
+                                        named_set_identifiers(message)) from exc
                 raise
             requests += 1
             for change in batch:

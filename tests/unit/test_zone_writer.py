@@ -32,7 +32,7 @@ from ecssd_agent import naming, zone_writer
 from ecssd_agent.aws import route53
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import LEASE_HOST, HostStore
-from ecssd_agent.aws.route53 import Route53Zone, find_zone, to_wire
+from ecssd_agent.aws.route53 import Route53Zone, find_zone, named_set_identifiers, to_wire
 from ecssd_agent.host_state import Applied, Published
 from ecssd_agent.model import Action, Host, Owner, RecordSet, Routing, ServiceInstance
 from ecssd_agent.records import host_records
@@ -483,9 +483,10 @@ def test_refused_record_sets_name_their_owners_among_the_hosts_of_the_request() 
                f"but it already exists, Tried to delete resource record set [name='z.', "
                f"type='A', set-identifier='not-ecssd'] but it was not found, [name='w.', "
                f"set-identifier='{ident(c)}']]")
-    assert _named_hosts(message, [a.label, b.label, c.label]) == [c.label, a.label]
-    assert _named_hosts(message, [b.label]) == []  # not in this request: bisect instead
-    assert _named_hosts("RRSet with DNS name x. is not permitted in zone y.", [a.label]) == []
+    named = named_set_identifiers(message)
+    assert _named_hosts(named, [a.label, b.label, c.label]) == [c.label, a.label]
+    assert _named_hosts(named, [b.label]) == []  # not in this request: bisect instead
+    assert named_set_identifiers("RRSet with DNS name x. is not permitted in zone y.") == []
 
 
 def test_one_impossible_host_is_bisected_out_and_every_other_lands(world: World) -> None:
