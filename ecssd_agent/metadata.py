@@ -5,6 +5,12 @@ variable becomes one problem naming the container and the variable, and only tha
 skipped, so one typo never hides the other services of the container, let alone other
 containers. Labels win over environment variables because a label can be changed by an
 operator without rebuilding the task's environment (registrator's order).
+
+``SERVICE_<port>_WEIGHT`` (0-255) and ``SERVICE_<port>_PRIORITY`` (0-65535) follow the same
+rule: a value that is not a whole number in range skips that service with one problem,
+rather than registering it at the default. A weight is how an operator sizes a canary's
+share; an instance published at a weight it did not ask for could take ten times the
+traffic meant for it, which is worse than not being found until the variable is fixed.
 """
 
 from __future__ import annotations
@@ -14,9 +20,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ecssd_agent import naming
-from ecssd_agent.model import Container, ServiceInstance
+from ecssd_agent.model import (
+    DEFAULT_PRIORITY,
+    DEFAULT_WEIGHT,
+    MAX_PRIORITY,
+    MAX_WEIGHT,
+    Container,
+    ServiceInstance,
+)
 
-_SERVICE_VAR = re.compile(r"^SERVICE_(?P<port>[^_]+)_(?P<key>NAME|IGNORE|CHECK_HTTP)$")
+_SERVICE_VAR = re.compile(r"^SERVICE_(?P<port>[^_]+)_(?P<key>NAME|IGNORE|CHECK_HTTP|WEIGHT|PRIORITY)$")
+_NUMBERS = (("WEIGHT", MAX_WEIGHT, DEFAULT_WEIGHT), ("PRIORITY", MAX_PRIORITY, DEFAULT_PRIORITY))
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 
 ECS_TASK_ARN = "com.amazonaws.ecs.task-arn"
@@ -69,6 +83,22 @@ def _published_port(
     return None
 
 
+def _numbers(keys: Mapping[str, str]) -> tuple[dict[str, int], tuple[str, str] | None]:
+    """A service's WEIGHT and PRIORITY (the defaults when not declared), or the first bad one
+    as (key, reason): anything but a whole number in range (``-1``, ``1.5``, ``x``, empty)."""
+    found: dict[str, int] = {}
+    for key, maximum, default in _NUMBERS:
+        value = keys.get(key)
+        if value is None:
+            found[key] = default
+            continue
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > maximum:
+            return found, (key, f"{value!r} is not a whole number in 0-{maximum}")
+        found[key] = int(text)
+    return found, None
+
+
 def _declared_protocol(name: str) -> str | None:
     labels = name.split(".")
     if "_udp" in labels:
@@ -111,6 +141,10 @@ def service_instances(container: Container) -> tuple[list[ServiceInstance], list
         except naming.InvalidName as exc:
             problems.append(problem(variable, f"invalid service name: {exc}"))
             continue
+        numbers, bad = _numbers(keys)
+        if bad is not None:
+            problems.append(problem(f"SERVICE_{port_text}_{bad[0]}", bad[1]))
+            continue
         published = _published_port(container, port, _declared_protocol(raw_name))
         if published is None:
             problems.append(problem(
@@ -130,6 +164,8 @@ def service_instances(container: Container) -> tuple[list[ServiceInstance], list
             cluster=cluster,
             task_arn=task_arn,
             check_http=keys.get("CHECK_HTTP", "").strip(),
+            weight=numbers["WEIGHT"],
+            priority=numbers["PRIORITY"],
         ))
     return instances, problems
 

@@ -12,6 +12,16 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+#: A service instance's weight and priority when its container declares none: the reference's
+#: ``1 1`` SRV fields and Route 53 weight 1, so records of containers declaring neither keep
+#: the values they have always had (no change request after an upgrade).
+DEFAULT_WEIGHT = 1
+DEFAULT_PRIORITY = 1
+#: Route 53 takes a Weight of 0-255; SERVICE_<port>_WEIGHT is both that and the SRV weight,
+#: so it is held to Route 53's range. An SRV priority is any 16-bit number.
+MAX_WEIGHT = 255
+MAX_PRIORITY = 65535
+
 
 class Routing(str, Enum):
     """How Route 53 answers for a name served by several record sets."""
@@ -125,6 +135,8 @@ class ServiceInstance:
     cluster: str = ""
     task_arn: str = ""
     check_http: str = ""  # SERVICE_<port>_CHECK_HTTP, the health path, if declared
+    weight: int = DEFAULT_WEIGHT  # SERVICE_<port>_WEIGHT: the Route 53 weight and SRV weight
+    priority: int = DEFAULT_PRIORITY  # SERVICE_<port>_PRIORITY: the SRV priority
 
 
 @dataclass(frozen=True)

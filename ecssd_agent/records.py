@@ -2,6 +2,13 @@
 
 Pure. Also the one place that writes and reads SRV values (``priority weight port target``),
 so the agent, the Lambdas and the DNS server agree on them.
+
+An instance's weight (``SERVICE_<port>_WEIGHT``) is written twice: as the Route 53 Weight of
+its record set, which decides how often Route 53 answers it under weighted routing (one
+record set per answer), and as the SRV weight field, which is what clients use to choose
+among the records of one answer (RFC 2782) -- the only place a weight can act under
+multivalue routing, where Route 53 has no Weight. Its priority is the SRV priority field.
+A host's or a task's own A record is the only record set at its name, so it keeps weight 1.
 """
 
 from __future__ import annotations
@@ -11,10 +18,19 @@ from dataclasses import dataclass
 
 from ecssd_agent import naming
 from ecssd_agent.metadata import Problem
-from ecssd_agent.model import Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.model import (
+    DEFAULT_PRIORITY,
+    DEFAULT_WEIGHT,
+    MAX_WEIGHT,
+    Host,
+    Owner,
+    RecordSet,
+    Routing,
+    ServiceInstance,
+)
 
-SRV_PRIORITY = 1
-SRV_WEIGHT = 1
+SRV_PRIORITY = DEFAULT_PRIORITY
+SRV_WEIGHT = DEFAULT_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -28,6 +44,8 @@ class Srv:
 def srv_value(port: int, target: str, priority: int = SRV_PRIORITY, weight: int = SRV_WEIGHT) -> str:
     if not 0 < port < 65536:
         raise ValueError(f"SRV port {port} out of range")
+    if not (0 <= priority < 65536 and 0 <= weight < 65536):
+        raise ValueError(f"SRV priority {priority} or weight {weight} out of range (0-65535)")
     return f"{priority} {weight} {port} {target.rstrip('.').lower()}."
 
 
@@ -44,16 +62,22 @@ def parse_srv(value: str) -> Srv:
 
 
 def routed(
-    name: str, rtype: str, values: Iterable[str], owner: Owner, routing: Routing, ttl: int
+    name: str, rtype: str, values: Iterable[str], owner: Owner, routing: Routing, ttl: int,
+    weight: int = DEFAULT_WEIGHT,
 ) -> RecordSet:
-    """A record set with our SetIdentifier and the routing policy's fields."""
+    """A record set with our SetIdentifier and the routing policy's fields.
+
+    ``weight`` is the Route 53 Weight under weighted routing; multivalue has none.
+    """
+    if not 0 <= weight <= MAX_WEIGHT:
+        raise ValueError(f"Route 53 weight {weight} out of range (0-{MAX_WEIGHT})")
     return RecordSet(
         name=name,
         type=rtype,
         values=tuple(sorted(values)),
         ttl=ttl,
         set_identifier=naming.set_identifier(owner),
-        weight=1 if routing is Routing.WEIGHTED else None,
+        weight=weight if routing is Routing.WEIGHTED else None,
         multivalue=routing is Routing.MULTIVALUE,
     )
 
@@ -88,8 +112,8 @@ def host_records(
         try:
             name = naming.record_name(instance.name, zone)
             record = routed(
-                name, "SRV", [srv_value(instance.port, target)],
-                instance_owner(host.label, instance), routing, ttl,
+                name, "SRV", [srv_value(instance.port, target, instance.priority, instance.weight)],
+                instance_owner(host.label, instance), routing, ttl, instance.weight,
             )
         except (naming.InvalidName, ValueError) as exc:
             problems.append(Problem(

@@ -22,9 +22,12 @@ Names and ownership (see :mod:`ecssd_agent.naming` for the SetIdentifier scheme)
   ``<container port>/<proto>``) and, when clients can reach it at its container port
   (``awsvpc`` and host mode) and the name is a host name (not ``_calc._tcp``), a weighted
   or multivalue ``A calc.<zone>`` -> task IP (owner port ``""``), one record set per task, as
-  the ``discovery.service.name`` agent did. In bridge mode the SRV carries the host port
-  from the event's ``networkBindings``; an A record would suggest the container port, so
-  none is written.
+  the ``discovery.service.name`` agent did. ``SERVICE_<port>_WEIGHT`` and ``_PRIORITY`` of
+  the container definition (environment or dockerLabels) are read by the agent's parser and
+  written as the agent writes them (:mod:`ecssd_agent.records`); the service's A record
+  takes the weight too, so a canary task gets its share of A answers as of SRV answers.
+  In bridge mode the SRV carries the host port from the event's ``networkBindings``; an A
+  record would suggest the container port, so none is written.
 - The fixed record (``RR_NAME``, e.g. the X-Ray daemon's ``xray.<zone>``) is an A record set
   owned by the one task currently serving it (``Owner(kind="t", cluster, task, port="")``):
   exactly one record set at that name, whose SetIdentifier says which task it points at, so
@@ -49,7 +52,7 @@ from ecssd_agent.metadata import (
     merged_metadata,
     service_instances,
 )
-from ecssd_agent.model import Container, Owner, RecordSet, Routing
+from ecssd_agent.model import DEFAULT_WEIGHT, Container, Owner, RecordSet, Routing
 from ecssd_agent.plan import Owns
 from ecssd_agent.records import routed, srv_value
 
@@ -369,8 +372,9 @@ class _Collector:
     ttl: int
     records: dict[tuple[str, str, str | None], RecordSet] = field(default_factory=dict)
 
-    def add(self, name: str, rtype: str, values: Sequence[str], owner: Owner) -> None:
-        record = routed(name, rtype, values, owner, self.routing, self.ttl)
+    def add(self, name: str, rtype: str, values: Sequence[str], owner: Owner,
+            weight: int = DEFAULT_WEIGHT) -> None:
+        record = routed(name, rtype, values, owner, self.routing, self.ttl, weight)
         self.records.setdefault(record.key, record)
 
 
@@ -422,10 +426,12 @@ def service_records(
         for instance in instances:
             try:
                 name = naming.record_name(instance.name, zone)
-                out.add(name, "SRV", [srv_value(instance.port, target)],
-                        task_owner(task, f"{instance.container_port}/{instance.protocol}"))
+                out.add(name, "SRV",
+                        [srv_value(instance.port, target, instance.priority, instance.weight)],
+                        task_owner(task, f"{instance.container_port}/{instance.protocol}"),
+                        instance.weight)
                 if mode != "bridge" and _is_host_name(instance.name):
-                    out.add(name, "A", [ip], task_owner(task))
+                    out.add(name, "A", [ip], task_owner(task), instance.weight)
             except (naming.InvalidName, ValueError) as exc:
                 problems.append(Problem(container.id, container.name,
                                         f"SERVICE_{instance.container_port}_NAME", str(exc)))
