@@ -9,8 +9,11 @@ one query per lookup, and no surprise answers from another domain.
 
 Order: the SRV records in RFC 2782 order (priority, then weighted random within a
 priority; dnspython's ``processing_order``), each expanded into one instance per IPv4
-address of its target. Addresses come from the answer's additional section when the server
-put them there (``ecssd-dns`` does), else from an A query per target.
+address of its target. The fields are the instances' ``SERVICE_<port>_PRIORITY`` and
+``_WEIGHT``; they order an answer of several records (multivalue routing), while weighted
+routing has already chosen one record per answer by its Route 53 weight. Addresses come
+from the answer's additional section when the server put them there (``ecssd-dns`` does),
+else from an A query per target.
 
 Cache: answers are kept for their TTL (``TTL 0``, the agent's default, means no caching:
 every call asks the resolver), at most ``cache_size`` names; the order is recomputed on

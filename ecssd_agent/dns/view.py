@@ -9,7 +9,8 @@ Route 53's answer rules, as applied:
 
 - a simple record set (no SetIdentifier) answers all its values;
 - a weighted group (same name and type, ``Weight`` set) answers ONE record set, chosen
-  with probability proportional to its weight; weight-0 record sets only when all are 0;
+  with probability proportional to its weight; weight-0 record sets only when all are 0
+  (``SERVICE_<port>_WEIGHT=1`` beside three at 10 is answered 1 time in 31);
 - a multivalue group answers up to eight record sets chosen at random (all when <= 8);
 - other routing policies (latency, geolocation, failover: we cannot evaluate them
   locally) answer one record set chosen uniformly. Health checks are not evaluated: every
@@ -22,6 +23,8 @@ Route 53's answer rules, as applied:
   link routed by its own rules; a chain that ends outside the zone or at a name without
   the type answers the CNAMEs alone. Wildcards (``*.zone.``) answer names that do not
   exist, as RFC 4592 says. ``ANY`` is answered with one RRset (RFC 8482).
+- Values are answered as listed: an SRV record's priority and weight fields are the
+  instance's ``SERVICE_<port>_PRIORITY`` and ``_WEIGHT``, for clients to order by (RFC 2782).
 - Alias records are skipped (their targets are AWS resources we cannot resolve here).
   NS records below the apex are answered as data, not as delegations.
 
