@@ -25,7 +25,8 @@ Names and ownership (see :mod:`ecssd_agent.naming` for the SetIdentifier scheme)
   the ``discovery.service.name`` agent did. ``SERVICE_<port>_WEIGHT`` and ``_PRIORITY`` of
   the container definition (environment or dockerLabels) are read by the agent's parser and
   written as the agent writes them (:mod:`ecssd_agent.records`); the service's A record
-  takes the weight too, so a canary task gets its share of A answers as of SRV answers.
+  takes the weight too, so a canary task gets its share of A answers as of SRV answers
+  (a ``discovery.service.name`` service takes those of its first port).
   In bridge mode the SRV carries the host port from the event's ``networkBindings``; an A
   record would suggest the container port, so none is written.
 - The fixed record (``RR_NAME``, e.g. the X-Ray daemon's ``xray.<zone>``) is an A record set
@@ -384,9 +385,16 @@ def _is_host_name(name: str) -> bool:
 
 
 def _label_container(container: Container, definition: Mapping[str, Any], label: str) -> Container:
-    """The ``discovery.service.name`` convention as a SERVICE_<first port>_NAME declaration."""
+    """The ``discovery.service.name`` convention as a SERVICE_<first port>_NAME declaration,
+    with that port's SERVICE_<port>_WEIGHT and _PRIORITY if the container declares them."""
     mappings = _port_mappings(definition)
-    env = {f"SERVICE_{mappings[0][0]}_NAME": label} if mappings else {}
+    env: dict[str, str] = {}
+    if mappings:
+        prefix = f"SERVICE_{mappings[0][0]}_"
+        declared = merged_metadata(container)
+        env = {prefix + key: declared[prefix + key] for key in ("WEIGHT", "PRIORITY")
+               if prefix + key in declared}
+        env[prefix + "NAME"] = label
     ecs_labels = {k: v for k, v in container.labels.items()
                   if k in (ECS_TASK_ARN, ECS_CLUSTER, ECS_CONTAINER_NAME)}
     return Container(container.id, container.name, env, ecs_labels, container.ports,
@@ -420,7 +428,7 @@ def service_records(
             if _port_mappings(definition):
                 more, bad = service_instances(_label_container(container, definition, label))
                 instances.extend(more)
-                problems.extend(bad)
+                problems.extend(p for p in bad if p not in problems)  # one bad weight, one problem
             else:
                 label_only_a = True
         for instance in instances:

@@ -165,3 +165,23 @@ def test_a_bad_weight_in_a_task_definition_skips_only_that_service() -> None:
     assert {r.name for r in found} == {f"api.{ZONE}", TARGET}
     assert len(problems) == 1
     assert problems[0].variable == "SERVICE_8080_WEIGHT" and "canary" in str(problems[0])
+
+
+def test_a_discovery_label_service_takes_its_first_ports_weight_and_priority() -> None:
+    td = definition(container_definition("web", {"SERVICE_8080_WEIGHT": "5"},
+                                         {"discovery.service.name": "web",
+                                          "SERVICE_8080_PRIORITY": "4"}))
+    found, problems = tr.service_records(TASK, td, "10.0.0.9", ZONE, Routing.WEIGHTED, 0)
+    assert problems == []
+    by = {(r.name, r.type): r for r in found}
+    assert by[(f"web.{ZONE}", "SRV")].values == (f"4 5 8080 {TARGET}",)
+    assert by[(f"web.{ZONE}", "A")].weight == by[(f"web.{ZONE}", "SRV")].weight == 5
+
+
+def test_a_bad_weight_read_for_a_name_and_a_label_is_one_problem() -> None:
+    td = definition(container_definition("web", {"SERVICE_8080_NAME": "web",
+                                                 "SERVICE_8080_WEIGHT": "heavy"},
+                                         {"discovery.service.name": "www"}))
+    found, problems = tr.service_records(TASK, td, "10.0.0.9", ZONE, Routing.WEIGHTED, 0)
+    assert found == []
+    assert [p.variable for p in problems] == ["SERVICE_8080_WEIGHT"]
