@@ -428,7 +428,7 @@ def service_records(
             if _port_mappings(definition):
                 more, bad = service_instances(_label_container(container, definition, label))
                 instances.extend(more)
-                problems.extend(p for p in bad if p not in problems)  # one bad weight, one problem
+                problems.extend([p for p in bad if p not in problems])  # one bad weight, one problem
             else:
                 label_only_a = True
         for instance in instances:
