@@ -69,6 +69,7 @@ owned record sets, nothing is deleted or stopped and the plan says why.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -102,6 +103,36 @@ class ServiceDecl:
     container: str  # container definition name
     port: int
     check_http: str = ""
+    check_grace: float | None = None  # SERVICE_<port>_CHECK_GRACE, seconds
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A port ECS knows a container has (observed binding or declared mapping)."""
+
+    container_port: int
+    host_port: int = 0
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """A container definition, as far as judging its health needs."""
+
+    name: str
+    port_mappings: tuple[Binding, ...] = ()
+    health_check: bool = False  # ECS runs the definition's own healthCheck
+    start_period: float = 0.0  # that check's startPeriod, seconds
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """A running container of the task, as DescribeTasks reports it."""
+
+    name: str
+    runtime_id: str = ""
+    health: str = ""  # HEALTHY, UNHEALTHY, UNKNOWN
+    bindings: tuple[Binding, ...] = ()  # networkBindings (bridge and host network modes)
 
 
 @dataclass(frozen=True)
@@ -114,10 +145,18 @@ class TaskView:
     eni_ips: tuple[str, ...] = ()
     services: tuple[ServiceDecl, ...] = ()
     runtime_ids: Mapping[str, str] = field(default_factory=dict)  # container name -> docker id
+    network_mode: str = ""  # the task definition's ("" when it was not read)
+    health: str = ""  # the task's healthStatus
+    containers: tuple[ContainerState, ...] = ()
+    specs: tuple[ContainerSpec, ...] = ()
 
     @property
     def gone(self) -> bool:
         return self.last_status == "STOPPED" or self.desired_status == "STOPPED"
+
+    @property
+    def awsvpc(self) -> bool:
+        return self.network_mode == "awsvpc" or (not self.network_mode and bool(self.eni_ips))
 
 
 @dataclass(frozen=True)
@@ -160,6 +199,7 @@ class Rules:
     check_health: bool = True
     stop_unhealthy: bool = True
     max_delete_fraction: float = 0.5
+    probe_outage_fraction: float = 0.5
 
 
 # --- what was decided --------------------------------------------------------------------
@@ -187,6 +227,8 @@ class Target:
     cluster: str = ""  # the swept cluster's name, when the instance is an ECS task
     task: str = ""  # task id ("" when not an ECS task: nothing to stop)
     records: tuple[RecordSet, ...] = ()
+    ecs_healthy: str = ""  # why ECS vouches for it (its own healthCheck passes): not judged
+
 
     @property
     def url(self) -> str:
@@ -200,6 +242,12 @@ class Verdict:
     healthy: bool
     detail: str
 
+    @property
+    def answered(self) -> bool:
+        """The service answered HTTP (any status): the network path to it works. A timeout or
+        a refused or reset connection is no answer (the probe words a status "HTTP <n>")."""
+        return self.detail.startswith("HTTP ")
+
 
 @dataclass
 class Assessment:
@@ -208,6 +256,7 @@ class Assessment:
     targets: list[Target] = field(default_factory=list)
     kept: int = 0  # record sets of live owners not probed (A records, UDP, no port)
     skipped: list[Skip] = field(default_factory=list)  # judgement withheld
+    suspect: list[Skip] = field(default_factory=list)  # a port ECS says the task does not have
     out_of_scope: int = 0  # record sets of clusters or hosts this sweep does not cover
     errors: list[str] = field(default_factory=list)
 
@@ -226,7 +275,21 @@ class Plan:
     healthy: list[Target] = field(default_factory=list)
     unhealthy: list[tuple[Target, Verdict]] = field(default_factory=list)
     unjudged: list[Target] = field(default_factory=list)  # probed without a result (deadline)
-    refused: str = ""  # why nothing will be deleted or stopped (the fraction guard)
+    ecs_healthy: list[tuple[Target, Verdict]] = field(default_factory=list)  # failed, ECS vouches
+    refused: str = ""  # why nothing will be deleted or stopped (a guard)
+    refused_by: str = ""  # which guard: "probe_outage", "delete_fraction"
+    guard: GuardFigures = field(default_factory=lambda: GuardFigures())
+
+
+@dataclass
+class GuardFigures:
+    """What the guards measured, for the summary and the metric line."""
+
+    deletable: int = 0  # record sets this run could delete (orphans + probed instances')
+    planned: int = 0  # record sets the plan deletes
+    probed: int = 0  # instances with a verdict
+    failed: int = 0  # of which not healthy
+    unreachable: list[str] = field(default_factory=list)  # IPs where every check went unanswered
 
 
 # --- pure helpers ------------------------------------------------------------------------
@@ -234,16 +297,43 @@ class Plan:
 def service_decls(containers: Iterable[tuple[str, Mapping[str, str], Mapping[str, str]]]
                   ) -> tuple[ServiceDecl, ...]:
     """(name, environment, docker labels) of container definitions -> declared services."""
+    return parse_services(containers)[0]
+
+
+def parse_services(containers: Iterable[tuple[str, Mapping[str, str], Mapping[str, str]]]
+                   ) -> tuple[tuple[ServiceDecl, ...], list[str]]:
+    """Declared services, and one problem per unusable ``SERVICE_<port>_CHECK_GRACE`` (naming
+    the container and the variable). A bad grace falls back to ``GRACE_SECONDS`` for that
+    service alone: one container's typo never blocks the judging of another."""
     out: list[ServiceDecl] = []
+    problems: list[str] = []
     for name, environment, labels in containers:
         merged = {**environment, **labels}  # labels win, as in the agent
         for variable in sorted(merged):
             match = _SERVICE_NAME_VAR.match(variable)
             if match and merged[variable].strip():
                 port = int(match[1])
+                grace_var = f"SERVICE_{port}_CHECK_GRACE"
+                grace, problem = _seconds(merged.get(grace_var))
+                if problem:
+                    problems.append(f"container {name}: {grace_var}={merged[grace_var]!r} "
+                                    f"{problem}; GRACE_SECONDS applies")
                 out.append(ServiceDecl(name, port,
-                                       merged.get(f"SERVICE_{port}_CHECK_HTTP", "").strip()))
-    return tuple(out)
+                                       merged.get(f"SERVICE_{port}_CHECK_HTTP", "").strip(),
+                                       grace))
+    return tuple(out), problems
+
+
+def _seconds(value: str | None) -> tuple[float | None, str]:
+    if value is None or not value.strip():
+        return None, ""
+    try:
+        seconds = float(value.strip().removesuffix("s"))
+    except ValueError:
+        return None, "is not a number of seconds"
+    if not math.isfinite(seconds) or seconds < 0:
+        return None, "must be a finite number of seconds, at least 0"
+    return seconds, ""
 
 
 def check_path(task: TaskView | None, owner: Owner, default: str) -> str:
@@ -335,12 +425,6 @@ class _Hosts:
         return found
 
 
-def _grace_left(task: TaskView, rules: Rules, now: float) -> float:
-    if task.started_at is None:  # real ECS always dates a task; moto does not
-        return 0.0
-    return rules.grace_seconds - (now - task.started_at)
-
-
 def assess(scope: Scope, records: Iterable[RecordSet], rules: Rules, now: float) -> Assessment:
     """Sort every owned record set into: delete (orphan), probe, keep, skip or out of scope."""
     result = Assessment()
@@ -412,7 +496,12 @@ class _Skip:
     reason: str
 
 
-_Outcome = str | Target | _Keep | _Out | _Skip
+@dataclass(frozen=True)
+class _Suspect:
+    reason: str
+
+
+_Outcome = str | Target | _Keep | _Out | _Skip | _Suspect
 KEEP = _Keep()
 OUT = _Out()
 
@@ -424,6 +513,8 @@ def _record(result: Assessment, key: str, owned: _Owned, outcome: _Outcome) -> N
         result.targets.append(outcome)
     elif isinstance(outcome, _Skip):
         result.skipped.append(Skip(key, outcome.reason))
+    elif isinstance(outcome, _Suspect):
+        result.suspect.append(Skip(key, outcome.reason))
     elif isinstance(outcome, _Out):
         result.out_of_scope += len(owned.records)
     else:
@@ -478,7 +569,7 @@ def _by_host(key: str, owned: _Owned, scope: Scope, hosts: _Hosts, rules: Rules)
     if found is None:
         return _host_verdict(owned.owner.host, scope, hosts)
     _, host = found
-    return _target(key, owned, host.ip, None, "", "", rules)
+    return _target(key, owned, host.ip, None, "", "", rules, 0.0)
 
 
 def _agent_task_target(key: str, owned: _Owned, view: ClusterView, task: TaskView,
@@ -490,9 +581,7 @@ def _agent_task_target(key: str, owned: _Owned, view: ClusterView, task: TaskVie
         _, host = found
         if task.container_instance_arn and host.instance_arn != task.container_instance_arn:
             return _Skip(f"host {label} is not the container instance of task {task.id}")
-        if _grace_left(task, rules, now) > 0:
-            return _Skip(f"task {task.id} started less than {rules.grace_seconds:g}s ago")
-        return _target(key, owned, host.ip, task, view.name, task.id, rules)
+        return _target(key, owned, host.ip, task, view.name, task.id, rules, now)
     failed = hosts.in_failed(label)
     if failed is not None:
         return _Skip(f"host {label} is in cluster {failed.name}, whose observation failed")
@@ -515,14 +604,13 @@ def _task_target(key: str, owned: _Owned, view: ClusterView, task: TaskView, hos
         if instance is None or not instance.live:
             return _Skip(f"task {task.id} has no ENI and no live container instance")
         ip = instance.ip
-    if _grace_left(task, rules, now) > 0:
-        return _Skip(f"task {task.id} started less than {rules.grace_seconds:g}s ago")
-    return _target(key, owned, ip, task, view.name, task.id, rules)
+    return _target(key, owned, ip, task, view.name, task.id, rules, now)
 
 
 def _target(key: str, owned: _Owned, ip: str, task: TaskView | None, cluster: str,
-            task_id: str, rules: Rules) -> _Outcome:
-    """A live instance: a probe target, or kept when it cannot be HTTP-checked."""
+            task_id: str, rules: Rules, now: float) -> _Outcome:
+    """A live instance: a probe target, or kept when it cannot be HTTP-checked, or skipped
+    (or suspect) when ECS does not back the record's claim about its task."""
     owner = owned.owner
     if owner.port.endswith("/udp") or not rules.check_health:
         return KEEP
@@ -535,9 +623,140 @@ def _target(key: str, owned: _Owned, ip: str, task: TaskView | None, cluster: st
         return _Skip(f"unreadable SRV value: {exc}")
     if len(ports) != 1:
         return _Skip(f"SRV records of one instance disagree on the port: {sorted(ports)}")
-    return Target(key=key, ip=ip, port=ports.pop(),
+    port = ports.pop()
+    ecs_healthy = ""
+    if task is not None:
+        judged = _judgeable(task, owner, port, rules, now)
+        if judged is not None:
+            return judged
+        ecs_healthy = _ecs_vouches(task, owner)
+    return Target(key=key, ip=ip, port=port,
                   path=check_path(task, owner, rules.default_path), cluster=cluster,
-                  task=task_id, records=tuple(owned.task_records or owned.records))
+                  task=task_id, records=tuple(owned.task_records or owned.records),
+                  ecs_healthy=ecs_healthy)
+
+
+def _judgeable(task: TaskView, owner: Owner, port: int, rules: Rules,
+               now: float) -> _Outcome | None:
+    """None when ECS backs probing this task at ``port`` now; else why not.
+
+    Only a task ECS reports RUNNING is judged (a PENDING one is still pulling or starting).
+    The record's port must be one ECS says the task has (:func:`_port_evidence`), and the
+    task must be past its grace (:func:`grace_seconds`).
+    """
+    if task.last_status != "RUNNING":
+        return _Skip(f"task {task.id} is {task.last_status or '?'}: judged once RUNNING")
+    evidence = _port_evidence(task, owner, port)
+    if evidence is not None:
+        return evidence
+    grace = grace_seconds(task, owner, rules)
+    if task.started_at is not None and now - task.started_at < grace:
+        # real ECS always dates a task; moto does not
+        return _Skip(f"task {task.id} started less than {grace:g}s ago")
+    return None
+
+
+def _port_evidence(task: TaskView, owner: Owner, port: int) -> _Outcome | None:
+    """Does ECS confirm that the record's task has the record's port?
+
+    The port and the task id both come from the record, which any writer of the zone can
+    forge; ECS's word decides whether probing that port says anything about that task.
+    bridge/host mode: some container of the task (the record's own container, when ECS gives
+    runtime ids that match it) has a ``networkBinding`` whose hostPort is the SRV port, of the
+    record's protocol and, when the record names it, container port. awsvpc: a
+    ``portMapping`` of the task definition has the SRV port as its containerPort (the port on
+    the task's ENI). A task that has ports, none of them this one: suspect. ECS reporting no
+    binding at all (a task still starting, or moto, which reports none) or an awsvpc
+    definition mapping no port: unconfirmed, skipped. Neither is ever probed.
+    """
+    protocol = owner.port.partition("/")[2] or "tcp"
+    container_port = owner_port(owner)
+    if task.awsvpc:
+        mappings = [m for s in task.specs for m in s.port_mappings]
+        if not mappings:
+            return _Skip(f"the definition of task {task.id} maps no port: port {port} "
+                         "cannot be confirmed")
+        if any(m.container_port == port and m.protocol == protocol
+               and container_port in (None, port) for m in mappings):
+            return None
+        return _Suspect(f"record names task {task.id} at port {port}/{protocol}, which its "
+                        f"awsvpc task definition does not map (it maps "
+                        f"{_ports_text(m.container_port for m in mappings)})")
+    if not any(c.bindings for c in task.containers):
+        return _Skip(f"ECS reports no port bindings for task {task.id}: port {port} "
+                     "cannot be confirmed")
+    containers = list(task.containers)
+    if owner.container:
+        own = [c for c in containers if c.runtime_id and c.runtime_id.startswith(owner.container)]
+        containers = own or containers
+    bindings = [b for c in containers for b in c.bindings]
+    if any(b.host_port == port and b.protocol == protocol
+           and container_port in (None, b.container_port) for b in bindings):
+        return None
+    return _Suspect(f"record names task {task.id} at port {port}/{protocol}, which ECS "
+                    f"does not report bound (its host ports: "
+                    f"{_ports_text(b.host_port for b in bindings)})")
+
+
+def _ports_text(ports: Iterable[int]) -> str:
+    return ", ".join(str(p) for p in sorted(set(ports))) or "none"
+
+
+def _service_containers(task: TaskView, owner: Owner) -> set[str]:
+    """Names of the task's container definitions that serve the record's container port:
+    those declaring ``SERVICE_<port>_NAME`` for it (the record's own container when runtime
+    ids tell), else those mapping the port."""
+    port = owner_port(owner)
+    if port is None:
+        return set()
+    declared = [s for s in task.services if s.port == port]
+    if owner.container and task.runtime_ids:
+        exact = [s for s in declared
+                 if task.runtime_ids.get(s.container, "").startswith(owner.container)]
+        declared = exact or declared
+    if declared:
+        return {s.container for s in declared}
+    return {c.name for c in task.specs if any(m.container_port == port
+                                               for m in c.port_mappings)}
+
+
+def grace_seconds(task: TaskView, owner: Owner, rules: Rules) -> float:
+    """Seconds after its start before the record's instance is judged: the longest of
+    ``GRACE_SECONDS``, the service's ``SERVICE_<port>_CHECK_GRACE`` and the ``startPeriod``
+    of its container's own ECS healthCheck (during which ECS itself reports UNKNOWN)."""
+    names = _service_containers(task, owner)
+    port = owner_port(owner)
+    grace = rules.grace_seconds
+    for decl in task.services:
+        if decl.port == port and decl.container in names and decl.check_grace is not None:
+            grace = max(grace, decl.check_grace)
+    for spec in task.specs:
+        if spec.name in names and spec.health_check:
+            grace = max(grace, spec.start_period)
+    return grace
+
+
+def _ecs_vouches(task: TaskView, owner: Owner) -> str:
+    """Why ECS's own health check speaks for the instance ("" when it does not).
+
+    ECS's word counts only for a container whose definition has a ``healthCheck`` (without
+    one ECS reports UNKNOWN; moto reports HEALTHY for every container). Such a container
+    that ECS reports HEALTHY is not judged on our probe: a failed probe of a container that
+    passes its own check says more about the path from the sweep than about the container.
+    When the record's container cannot be told, the task's healthStatus HEALTHY (every
+    essential container's check passes) vouches the same way. UNHEALTHY or UNKNOWN leave the
+    judgement to the probe.
+    """
+    checked = {s.name for s in task.specs if s.health_check}
+    if not checked:
+        return ""
+    names = _service_containers(task, owner)
+    if names:
+        healthy = sorted(c.name for c in task.containers
+                         if c.name in names and c.name in checked and c.health == "HEALTHY")
+        return (f"ECS reports container {healthy[0]} of task {task.id} HEALTHY"
+                if healthy else "")
+    return f"ECS reports task {task.id} HEALTHY" if task.health == "HEALTHY" else ""
 
 
 def _host_record(label: str, service_keys: Sequence[str], deleted: set[str], scope: Scope,
@@ -562,17 +781,24 @@ def _host_record(label: str, service_keys: Sequence[str], deleted: set[str], sco
 # --- decide: probe results -> deletions and stops ----------------------------------------
 
 def decide(assessment: Assessment, results: Mapping[str, Verdict], rules: Rules) -> Plan:
-    """Deletions (orphans, then unhealthy instances' records) and StopTask calls."""
+    """Deletions (orphans, then unhealthy instances' records) and StopTask calls, unless a
+    guard refuses the whole plan (:func:`_probe_outage`, :func:`_delete_fraction`)."""
     plan = Plan(deletions=list(assessment.orphans))
     planned_keys = {d.record.key for d in plan.deletions}
+    deletable = set(planned_keys)
     stopped: set[tuple[str, str]] = set()
     for target in assessment.targets:
         verdict = results.get(target.key)
         if verdict is None:
             plan.unjudged.append(target)
             continue
+        if not target.ecs_healthy:
+            deletable.update(r.key for r in target.records)
         if verdict.healthy:
             plan.healthy.append(target)
+            continue
+        if target.ecs_healthy:
+            plan.ecs_healthy.append((target, verdict))
             continue
         plan.unhealthy.append((target, verdict))
         for record in target.records:
@@ -583,9 +809,75 @@ def decide(assessment: Assessment, results: Mapping[str, Verdict], rules: Rules)
             stopped.add((target.cluster, target.task))
             reason = f"ecssd health check failed: {verdict.detail}"[:255]
             plan.stops.append(Stop(target.cluster, target.task, reason))
-    planned = len(plan.deletions)
-    if planned and planned > rules.max_delete_fraction * assessment.owned:
-        plan.refused = (
-            f"{planned} of {assessment.owned} owned record sets would be deleted, more than "
-            f"MAX_DELETE_FRACTION={rules.max_delete_fraction:g}: nothing deleted or stopped")
+    plan.guard = _figures(assessment, results, len(plan.deletions), len(deletable))
+    for guard, refusal in (("probe_outage", _probe_outage(plan.guard, rules)),
+                           ("delete_fraction", _delete_fraction(plan, rules))):
+        if refusal:
+            plan.refused, plan.refused_by = refusal, guard
+            break
     return plan
+
+
+def _figures(assessment: Assessment, results: Mapping[str, Verdict], planned: int,
+             deletable: int) -> GuardFigures:
+    judged = [(t, results[t.key]) for t in assessment.targets if t.key in results]
+    by_ip: dict[str, list[Verdict]] = defaultdict(list)
+    for target, verdict in judged:
+        by_ip[target.ip].append(verdict)
+    unreachable = sorted(ip for ip, verdicts in by_ip.items() if len(verdicts) >= 2
+                         and not any(v.healthy or v.answered for v in verdicts))
+    return GuardFigures(deletable=deletable, planned=planned, probed=len(judged),
+                        failed=sum(1 for _, v in judged if not v.healthy),
+                        unreachable=unreachable)
+
+
+def _probe_outage(figures: GuardFigures, rules: Rules) -> str:
+    """Refuse everything when the probes look like the sweep's own network path failed.
+
+    Two signs, either enough: (1) the failed share of the instances probed (with a verdict)
+    reaches ``PROBE_OUTAGE_FRACTION`` (default 0.5: half or more failing; 1 disables this
+    sign); (2) an address with at least two probed instances, whose tasks ECS reports
+    RUNNING (only those are probed), got no HTTP answer at all from any of them (timeouts,
+    refused or reset connections): a host whose every port is silent is a broken path (a
+    security group, a NACL, a route), not a set of broken tasks. One instance alone cannot
+    tell the two apart; the first sign covers a fleet of such hosts.
+
+    "Nothing" is meant literally: orphans whose task ECS reports gone are not deleted either,
+    since the same outage may have hidden what else is wrong; the next sweep does it.
+    """
+    if figures.failed and rules.probe_outage_fraction < 1 and (
+            figures.failed >= rules.probe_outage_fraction * figures.probed):
+        return (f"{figures.failed} of {figures.probed} probed instances failed, at least "
+                f"PROBE_OUTAGE_FRACTION={rules.probe_outage_fraction:g}: the sweep's own "
+                "network path may be broken, nothing deleted or stopped")
+    if figures.unreachable:
+        return (f"no instance at {', '.join(figures.unreachable[:10])} answered HTTP although "
+                "ECS reports their tasks RUNNING: the sweep's network path to "
+                f"{'that host' if len(figures.unreachable) == 1 else 'those hosts'} may be "
+                "broken, nothing deleted or stopped")
+    return ""
+
+
+def _delete_fraction(plan: Plan, rules: Rules) -> str:
+    """Refuse everything when the plan deletes ``MAX_DELETE_FRACTION`` or more of what this run
+    could delete.
+
+    The denominator counts only record sets this run could delete: those of owners ECS/EC2
+    show gone (orphans) and those of the instances probed with a verdict (what an unhealthy
+    verdict deletes), less the instances ECS vouches for. Never counted: A records of live
+    hosts, UDP or unprobed instances, skipped, suspect and out-of-scope record sets, records
+    of other writers. Counting those would let a broken sweep delete everything it judges in
+    a zone where most record sets are beyond its reach.
+
+    "Or more" (``>=``): at the default 0.5 a plan deleting exactly half is refused; that is
+    what a sweep whose probes fail for one of two hosts plans. A tiny scope refuses too: one
+    deletable record set, deleted, is all of it; an operator of a one-task cluster who wants
+    the sweep to act there sets 1, which disables the guard.
+    """
+    figures = plan.guard
+    if (figures.planned and rules.max_delete_fraction < 1
+            and figures.planned >= rules.max_delete_fraction * figures.deletable):
+        return (f"{figures.planned} of {figures.deletable} deletable record sets would be "
+                f"deleted, at least MAX_DELETE_FRACTION={rules.max_delete_fraction:g}: "
+                "nothing deleted or stopped")
+    return ""

@@ -59,20 +59,23 @@ def session() -> boto3.session.Session:
 def sweep(world: SweepWorld, monkeypatch: pytest.MonkeyPatch,
           session: boto3.session.Session) -> Iterator[Any]:
     """``sweep(**env)`` runs the handler with these variables and fresh clients; ``hooks``
-    are (botocore event, handler) pairs registered on those clients (fault injection)."""
+    are (botocore event, handler) pairs registered on those clients (fault injection).
+    ``ecs_agent``: DescribeTasks reports the world's port bindings, as real ECS does
+    (:meth:`SweepWorld.report_bindings`); off, the sweep sees moto's answer as it is."""
     made: list[Clients] = []
 
     def run(event: Any = None, context: Any = None,
-            hooks: Sequence[tuple[str, Callable[..., Any]]] = (), **env: str) -> dict[str, Any]:
+            hooks: Sequence[tuple[str, Callable[..., Any]]] = (), ecs_agent: bool = True,
+            **env: str) -> dict[str, Any]:
         def factory() -> Clients:
             clients = Clients(region="us-east-1", max_attempts=2, session=session)
-            for name, hook in hooks:
+            for name, hook in [*([world.bindings_hook()] if ecs_agent else []), *hooks]:
                 clients.client(name.split(".")[1]).meta.events.register(name, hook)
             made.append(clients)
             return clients
 
         for name in ("ECS_CLUSTERS", "DRY_RUN", "MAX_DELETE_FRACTION", "STOP_UNHEALTHY",
-                     "CHECK_HEALTH"):
+                     "CHECK_HEALTH", "PROBE_OUTAGE_FRACTION"):
             monkeypatch.delenv(name, raising=False)
         for name, value in {"HOSTED_ZONE_ID": world.zone_id, **FAST_CHECKS, **env}.items():
             monkeypatch.setenv(name, value)
@@ -139,7 +142,8 @@ def test_healthy_left_alone_unhealthy_deleted_and_stopped(world: SweepWorld, swe
 
 def test_dead_host_stopped_task_and_foreign_records(world: SweepWorld, sweep: Any) -> None:
     live_host, dead_host = world.host("c1"), world.host("c1")
-    stays = [world.task(live_host) for _ in range(4)]
+    # Five healthy instances: the four deletions stay below half of the 9 deletable.
+    stays = [world.task(live_host) for _ in range(5)]
     stopped = world.task(live_host)
     on_dead = [world.task(dead_host) for _ in range(2)]
     world.sync()
@@ -165,7 +169,7 @@ def test_dead_host_stopped_task_and_foreign_records(world: SweepWorld, sweep: An
     assert summary["deleted"] == 4 and stop_calls(sweep) == 0 and summary["stopped"] == []
     assert summary["deletion_reasons"] == {"host gone": 3, "task gone": 1}
     assert summary["healthy"] == len(stays) and summary["unhealthy"] == []
-    assert summary["owned"] == 1 + 5 + 3 + 0  # foreign records are not counted as ours
+    assert summary["owned"] == 1 + 6 + 3 + 0  # foreign records are not counted as ours
     del on_dead
 
 
@@ -279,13 +283,16 @@ def test_fraction_guard_refuses_then_allows(world: SweepWorld, sweep: Any) -> No
     world.kill_host(big)
     before = keys(world.records())
 
-    summary = sweep()  # 5 of 7 owned record sets would go: more than half
+    summary = sweep()  # 5 of the 6 deletable record sets would go (small's A record is not)
 
     assert keys(world.records()) == before
-    assert "MAX_DELETE_FRACTION=0.5" in summary["refused"] and "5 of 7" in summary["refused"]
+    assert "MAX_DELETE_FRACTION=0.5" in summary["refused"]
+    assert "5 of 6 deletable" in summary["refused"]
+    assert summary["refused_by"] == "delete_fraction"
+    assert summary["guard"]["planned"] == 5 and summary["guard"]["deletable"] == 6
     assert summary["deleted"] == 0 and summary["change_requests"] == 0
 
-    summary = sweep(MAX_DELETE_FRACTION="0.8")
+    summary = sweep(MAX_DELETE_FRACTION="0.9")
     assert summary["deleted"] == 5 and not summary["refused"]
     assert before - keys(world.records()) == {k for k in before if big.label in (k[2] or "")}
 
