@@ -255,6 +255,9 @@ class Assessment:
     orphans: list[Deletion] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
     kept: int = 0  # record sets of live owners not probed (A records, UDP, no port)
+    # Keys of service record sets of owners ECS/EC2 show alive, not probed (kept, waiting):
+    # with the orphans and the probed instances' records, what this run decides on evidence.
+    alive: set[tuple[str, str, str | None]] = field(default_factory=set)
     skipped: list[Skip] = field(default_factory=list)  # judgement withheld
     suspect: list[Skip] = field(default_factory=list)  # a port ECS says the task does not have
     out_of_scope: int = 0  # record sets of clusters or hosts this sweep does not cover
@@ -285,7 +288,7 @@ class Plan:
 class GuardFigures:
     """What the guards measured, for the summary and the metric line."""
 
-    deletable: int = 0  # record sets this run could delete (orphans + probed instances')
+    deletable: int = 0  # record sets decided on evidence (see _delete_fraction)
     planned: int = 0  # record sets the plan deletes
     probed: int = 0  # instances with a verdict
     failed: int = 0  # of which not healthy
@@ -497,6 +500,11 @@ class _Skip:
 
 
 @dataclass(frozen=True)
+class _Wait(_Skip):
+    """Skipped, but of an instance ECS shows alive: its records count as deletable."""
+
+
+@dataclass(frozen=True)
 class _Suspect:
     reason: str
 
@@ -513,12 +521,16 @@ def _record(result: Assessment, key: str, owned: _Owned, outcome: _Outcome) -> N
         result.targets.append(outcome)
     elif isinstance(outcome, _Skip):
         result.skipped.append(Skip(key, outcome.reason))
+        if isinstance(outcome, _Wait):
+            result.alive.update(r.key for r in owned.records)
     elif isinstance(outcome, _Suspect):
         result.suspect.append(Skip(key, outcome.reason))
     elif isinstance(outcome, _Out):
         result.out_of_scope += len(owned.records)
     else:
         result.kept += len(owned.records)
+        if not owned.owner.is_host_record:
+            result.alive.update(r.key for r in owned.records)
 
 
 def _host_verdict(label: str, scope: Scope, hosts: _Hosts) -> _Outcome:
@@ -645,14 +657,14 @@ def _judgeable(task: TaskView, owner: Owner, port: int, rules: Rules,
     task must be past its grace (:func:`grace_seconds`).
     """
     if task.last_status != "RUNNING":
-        return _Skip(f"task {task.id} is {task.last_status or '?'}: judged once RUNNING")
+        return _Wait(f"task {task.id} is {task.last_status or '?'}: judged once RUNNING")
     evidence = _port_evidence(task, owner, port)
     if evidence is not None:
         return evidence
     grace = grace_seconds(task, owner, rules)
     if task.started_at is not None and now - task.started_at < grace:
         # real ECS always dates a task; moto does not
-        return _Skip(f"task {task.id} started less than {grace:g}s ago")
+        return _Wait(f"task {task.id} started less than {grace:g}s ago")
     return None
 
 
@@ -674,7 +686,7 @@ def _port_evidence(task: TaskView, owner: Owner, port: int) -> _Outcome | None:
     if task.awsvpc:
         mappings = [m for s in task.specs for m in s.port_mappings]
         if not mappings:
-            return _Skip(f"the definition of task {task.id} maps no port: port {port} "
+            return _Wait(f"the definition of task {task.id} maps no port: port {port} "
                          "cannot be confirmed")
         if any(m.container_port == port and m.protocol == protocol
                and container_port in (None, port) for m in mappings):
@@ -683,7 +695,7 @@ def _port_evidence(task: TaskView, owner: Owner, port: int) -> _Outcome | None:
                         f"awsvpc task definition does not map (it maps "
                         f"{_ports_text(m.container_port for m in mappings)})")
     if not any(c.bindings for c in task.containers):
-        return _Skip(f"ECS reports no port bindings for task {task.id}: port {port} "
+        return _Wait(f"ECS reports no port bindings for task {task.id}: port {port} "
                      "cannot be confirmed")
     containers = list(task.containers)
     if owner.container:
@@ -785,15 +797,14 @@ def decide(assessment: Assessment, results: Mapping[str, Verdict], rules: Rules)
     guard refuses the whole plan (:func:`_probe_outage`, :func:`_delete_fraction`)."""
     plan = Plan(deletions=list(assessment.orphans))
     planned_keys = {d.record.key for d in plan.deletions}
-    deletable = set(planned_keys)
+    deletable = planned_keys | assessment.alive
     stopped: set[tuple[str, str]] = set()
     for target in assessment.targets:
+        deletable.update(r.key for r in target.records)
         verdict = results.get(target.key)
         if verdict is None:
             plan.unjudged.append(target)
             continue
-        if not target.ecs_healthy:
-            deletable.update(r.key for r in target.records)
         if verdict.healthy:
             plan.healthy.append(target)
             continue
@@ -862,12 +873,14 @@ def _delete_fraction(plan: Plan, rules: Rules) -> str:
     """Refuse everything when the plan deletes ``MAX_DELETE_FRACTION`` or more of what this run
     could delete.
 
-    The denominator counts only record sets this run could delete: those of owners ECS/EC2
-    show gone (orphans) and those of the instances probed with a verdict (what an unhealthy
-    verdict deletes), less the instances ECS vouches for. Never counted: A records of live
-    hosts, UDP or unprobed instances, skipped, suspect and out-of-scope record sets, records
-    of other writers. Counting those would let a broken sweep delete everything it judges in
-    a zone where most record sets are beyond its reach.
+    The denominator counts the record sets this run decides on evidence, those it could
+    delete had ECS, EC2 or a probe said so: the orphans (owners ECS/EC2 show gone) and the
+    service record sets of every instance ECS/EC2 show alive (probed or not, task A records
+    included). Never counted: the A records of live hosts (one goes only with its host's last
+    service record, when the host is dead), record sets whose judgement was withheld (a
+    failed observation, an unknown state) and suspect ones, out-of-scope record sets and
+    records of other writers. Counting those let a sweep whose every probe failed delete all
+    it probed: one SRV and one A record per host made that exactly half of the owned.
 
     "Or more" (``>=``): at the default 0.5 a plan deleting exactly half is refused; that is
     what a sweep whose probes fail for one of two hosts plans. A tiny scope refuses too: one

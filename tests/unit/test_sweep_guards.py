@@ -240,7 +240,7 @@ def test_a_container_ecs_reports_healthy_is_not_stopped_on_our_probe() -> None:
     plan = decide(result, {result.targets[0].key: Verdict(False, "HTTP 500")}, rules)
     assert not plan.deletions and not plan.stops and not plan.unhealthy
     assert [t.task for t, _ in plan.ecs_healthy] == ["t3"]
-    assert plan.guard.deletable == 0  # nothing of it could be deleted this run
+    assert (plan.guard.planned, plan.guard.deletable) == (0, 1)
 
 
 def test_ecs_unhealthy_or_unknown_leaves_it_to_the_probe() -> None:
@@ -302,3 +302,18 @@ def test_verdict_answered_tells_an_http_status_from_silence() -> None:
     assert Verdict(False, "HTTP 500").answered and Verdict(True, "HTTP 200").answered
     assert not TIMEOUT.answered and not REFUSED.answered
     assert not Verdict(False, "ConnectionResetError: [Errno 104] reset").answered
+
+
+def test_live_instances_not_probed_still_count_as_deletable() -> None:
+    """A sweep that probes nothing (CHECK_HEALTH off, or ports not yet confirmed) still
+    deletes a stopped task's record: the live instances' records are in the denominator."""
+    clusters = [replace(C_OK, tasks={**C_OK.tasks, "t2": task("t2", last="STOPPED",
+                                                              desired="STOPPED")})]
+    off = replace(DEFAULTS, check_health=False)
+    plan = decide(_assess([*H1, *H2], clusters, off), {}, off)
+    assert not plan.refused and len(plan.deletions) == 1
+    assert (plan.guard.planned, plan.guard.deletable) == (1, 3)
+    unbound = [replace(clusters[0], tasks={t: replace(v, containers=())
+                                           for t, v in clusters[0].tasks.items()})]
+    plan = decide(_assess([*H1, *H2], unbound), {}, DEFAULTS)
+    assert not plan.refused and len(plan.deletions) == 1 and plan.guard.deletable == 3
