@@ -53,18 +53,40 @@ skipped, as is a record whose host is not identified while the task runs on a li
 instance; if the task's container instance is not live either (and nothing failed), the
 record points at nothing and is deleted.
 Task-events records are probed at the task's ENI address (awsvpc) or its live container
-instance's IP (bridge/host), at the SRV record's port. A task started less than
-``GRACE_SECONDS`` ago is not probed, hence never judged unhealthy.
+instance's IP (bridge/host), at the SRV record's port.
+
+What ECS must confirm before a task is probed
+---------------------------------------------
+The port and the task id of a record come from the record, which any writer of the zone can
+forge: one host's write credentials must not become StopTask on the whole cluster. So a task
+is judged only when ECS reports it RUNNING and ECS confirms that the task has the record's
+port (:func:`_port_evidence`): in bridge/host mode a ``networkBinding`` of the task (of the
+record's own container when ECS's runtime ids tell which) with the SRV port as hostPort; in
+awsvpc mode a ``portMapping`` of the task definition with the SRV port as containerPort. A
+task with ports, none of them the record's, makes the record *suspect*: reported, never
+probed, never deleted on a probe verdict. A task ECS reports no binding for (still starting,
+or moto, which reports none) or an awsvpc definition that maps no port: unconfirmed, skipped.
 
 Health
 ------
 The path is ``SERVICE_<port>_CHECK_HTTP`` of the container definition declaring
 ``SERVICE_<port>_NAME`` for the record's container port (docker labels over environment, the
-registrator order), else ``CHECK_HEALTH_PATH``. UDP services are not HTTP-checked. An
-unhealthy instance loses every record set of its owner (for a task-events record: every
-record set of its task, A records included), and its task is stopped when
-``STOP_UNHEALTHY`` is set. If the planned deletions exceed ``MAX_DELETE_FRACTION`` of the
-owned record sets, nothing is deleted or stopped and the plan says why.
+registrator order), else ``CHECK_HEALTH_PATH``. UDP services are not HTTP-checked. A task is
+not probed before the longest of ``GRACE_SECONDS``, the service's
+``SERVICE_<port>_CHECK_GRACE`` and the ``startPeriod`` of its container's own ECS healthCheck
+has passed since it started (:func:`grace_seconds`). A container whose definition has a
+healthCheck and that ECS reports HEALTHY is not judged on our probe alone
+(:func:`_ecs_vouches`). An unhealthy instance loses every record set of its owner (for a
+task-events record: every record set of its task, A records included), and its task is
+stopped when ``STOP_UNHEALTHY`` is set.
+
+Guards (:func:`decide`): both refuse the whole plan (no deletion, not even of orphans, and no
+StopTask), and say why in ``Plan.refused``:
+
+* probe outage (:func:`_probe_outage`): ``PROBE_OUTAGE_FRACTION`` or more of the probed
+  instances failed, or every instance (at least two) at one address went unanswered;
+* delete fraction (:func:`_delete_fraction`): the plan deletes ``MAX_DELETE_FRACTION`` or
+  more of the record sets this run decides on evidence.
 """
 
 from __future__ import annotations

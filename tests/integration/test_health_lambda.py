@@ -379,7 +379,8 @@ def _all_running(world: SweepWorld, tasks: Sequence[Any]) -> bool:
     return all(world.task_state(t)["lastStatus"] == "RUNNING" for t in tasks)
 
 
-def test_every_probe_failing_acts_on_nothing(world: SweepWorld, sweep: Any) -> None:
+def test_every_probe_failing_acts_on_nothing(world: SweepWorld, sweep: Any,
+                                             caplog: pytest.LogCaptureFixture) -> None:
     """The sweep's own path is cut: every check of the swept cluster times out or is refused.
     Before, c2's records (not swept, yet counted by the old guard) let the deletions of every
     c1 instance and the StopTask of every c1 task through, every 5 minutes."""
@@ -393,7 +394,8 @@ def test_every_probe_failing_acts_on_nothing(world: SweepWorld, sweep: Any) -> N
     world.stop_task(gone)
     before = keys(world.records())
 
-    summary = sweep(ECS_CLUSTERS="c1")
+    with caplog.at_level(logging.WARNING, logger="health_lambda.runner"):
+        summary = sweep(ECS_CLUSTERS="c1")
 
     assert keys(world.records()) == before  # not even the stopped task's record
     assert stop_calls(sweep) == 0 and _all_running(world, failing)
@@ -402,6 +404,10 @@ def test_every_probe_failing_acts_on_nothing(world: SweepWorld, sweep: Any) -> N
     assert "4 of 4 probed instances failed" in summary["refused"]
     assert summary["guard"]["probed"] == 4 and summary["guard"]["failed"] == 4
     assert len(summary["unhealthy"]) == 4  # still reported
+    # One structured line for a metric filter: which guard, and its figures.
+    refusals = [r for r in caplog.records if getattr(r, "metric", "") == "ecssd_sweep_refused"]
+    assert len(refusals) == 1
+    assert (refusals[0].guard, refusals[0].probed, refusals[0].failed) == ("probe_outage", 4, 4)
 
 
 def test_exactly_half_acts_on_nothing(world: SweepWorld, sweep: Any) -> None:
