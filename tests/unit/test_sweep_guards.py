@@ -12,9 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+import pytest
+
 from ecssd_agent import naming
 from ecssd_agent.model import Owner, RecordSet, Routing
 from ecssd_agent.records import routed, srv_value
+from ecssd_agent.settings import SettingsError
+from health_lambda.config import SweepSettings
+from health_lambda.runner import rules_of
 from health_lambda.sweep import (
     Assessment,
     Binding,
@@ -317,3 +322,13 @@ def test_live_instances_not_probed_still_count_as_deletable() -> None:
                                            for t, v in clusters[0].tasks.items()})]
     plan = decide(_assess([*H1, *H2], unbound), {}, DEFAULTS)
     assert not plan.refused and len(plan.deletions) == 1 and plan.guard.deletable == 3
+
+
+def test_the_outage_setting_is_read_and_checked() -> None:
+    assert SweepSettings.from_env({}).probe_outage_fraction == 0.5
+    assert SweepSettings.from_env({"PROBE_OUTAGE_FRACTION": "0.8"}).probe_outage_fraction == 0.8
+    for bad in ("-0.1", "most", "nan"):
+        with pytest.raises(SettingsError, match="PROBE_OUTAGE_FRACTION"):
+            SweepSettings.from_env({"PROBE_OUTAGE_FRACTION": bad})
+    rules = rules_of(SweepSettings.from_env({"PROBE_OUTAGE_FRACTION": "0.3"}))
+    assert rules.probe_outage_fraction == 0.3
