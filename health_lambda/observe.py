@@ -20,13 +20,11 @@ from typing import Any
 
 from ecssd_agent import naming
 from ecssd_agent.aws import ecs as ecs_api
-from health_lambda.sweep import (
+from health_lambda.sweep import ClusterView, HostView, Scope
+from health_lambda.task_evidence import (
     Binding,
-    ClusterView,
     ContainerSpec,
     ContainerState,
-    HostView,
-    Scope,
     ServiceDecl,
     TaskView,
     parse_services,

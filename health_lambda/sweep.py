@@ -60,12 +60,13 @@ What ECS must confirm before a task is probed
 The port and the task id of a record come from the record, which any writer of the zone can
 forge: one host's write credentials must not become StopTask on the whole cluster. So a task
 is judged only when ECS reports it RUNNING and ECS confirms that the task has the record's
-port (:func:`_port_evidence`): in bridge/host mode a ``networkBinding`` of the task (of the
-record's own container when ECS's runtime ids tell which) with the SRV port as hostPort; in
-awsvpc mode a ``portMapping`` of the task definition with the SRV port as containerPort. A
-task with ports, none of them the record's, makes the record *suspect*: reported, never
-probed, never deleted on a probe verdict. A task ECS reports no binding for (still starting,
-or moto, which reports none) or an awsvpc definition that maps no port: unconfirmed, skipped.
+port (:mod:`health_lambda.task_evidence`): in bridge/host mode a ``networkBinding`` of the
+task (of the record's own container when ECS's runtime ids tell which) with the SRV port as
+hostPort; in awsvpc mode a ``portMapping`` of the task definition with the SRV port as
+containerPort. A task with ports, none of them the record's, makes the record *suspect*:
+reported, never probed, never deleted on a probe verdict. A task ECS reports no binding for
+(still starting, or moto, which reports none) or an awsvpc definition that maps no port:
+unconfirmed, skipped.
 
 Health
 ------
@@ -74,11 +75,10 @@ The path is ``SERVICE_<port>_CHECK_HTTP`` of the container definition declaring
 registrator order), else ``CHECK_HEALTH_PATH``. UDP services are not HTTP-checked. A task is
 not probed before the longest of ``GRACE_SECONDS``, the service's
 ``SERVICE_<port>_CHECK_GRACE`` and the ``startPeriod`` of its container's own ECS healthCheck
-has passed since it started (:func:`grace_seconds`). A container whose definition has a
-healthCheck and that ECS reports HEALTHY is not judged on our probe alone
-(:func:`_ecs_vouches`). An unhealthy instance loses every record set of its owner (for a
-task-events record: every record set of its task, A records included), and its task is
-stopped when ``STOP_UNHEALTHY`` is set.
+has passed since it started. A container whose definition has a healthCheck and that ECS
+reports HEALTHY is not judged on our probe alone. An unhealthy instance loses every record
+set of its owner (for a task-events record: every record set of its task, A records
+included), and its task is stopped when ``STOP_UNHEALTHY`` is set.
 
 Guards (:func:`decide`): both refuse the whole plan (no deletion, not even of orphans, and no
 StopTask), and say why in ``Plan.refused``:
@@ -91,8 +91,6 @@ StopTask), and say why in ``Plan.refused``:
 
 from __future__ import annotations
 
-import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,9 +98,13 @@ from dataclasses import dataclass, field
 from ecssd_agent import naming
 from ecssd_agent.model import Owner, RecordSet
 from ecssd_agent.records import parse_srv
-
-_SERVICE_NAME_VAR = re.compile(r"^SERVICE_([0-9]{1,5})_NAME$")
-
+from health_lambda.task_evidence import (
+    TaskView,
+    check_path,
+    ecs_vouches,
+    grace_seconds,
+    port_evidence,
+)
 
 # --- what was observed -------------------------------------------------------------------
 
@@ -116,69 +118,6 @@ class HostView:
     ip: str  # private IP ("" if EC2 did not say)
     live: bool
     state: str = ""  # EC2 state, for reports
-
-
-@dataclass(frozen=True)
-class ServiceDecl:
-    """A ``SERVICE_<port>_NAME`` declared by a container definition of the task."""
-
-    container: str  # container definition name
-    port: int
-    check_http: str = ""
-    check_grace: float | None = None  # SERVICE_<port>_CHECK_GRACE, seconds
-
-
-@dataclass(frozen=True)
-class Binding:
-    """A port ECS knows a container has (observed binding or declared mapping)."""
-
-    container_port: int
-    host_port: int = 0
-    protocol: str = "tcp"
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """A container definition, as far as judging its health needs."""
-
-    name: str
-    port_mappings: tuple[Binding, ...] = ()
-    health_check: bool = False  # ECS runs the definition's own healthCheck
-    start_period: float = 0.0  # that check's startPeriod, seconds
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    """A running container of the task, as DescribeTasks reports it."""
-
-    name: str
-    runtime_id: str = ""
-    health: str = ""  # HEALTHY, UNHEALTHY, UNKNOWN
-    bindings: tuple[Binding, ...] = ()  # networkBindings (bridge and host network modes)
-
-
-@dataclass(frozen=True)
-class TaskView:
-    id: str
-    last_status: str
-    desired_status: str
-    container_instance_arn: str = ""
-    started_at: float | None = None  # epoch seconds (startedAt, else createdAt)
-    eni_ips: tuple[str, ...] = ()
-    services: tuple[ServiceDecl, ...] = ()
-    runtime_ids: Mapping[str, str] = field(default_factory=dict)  # container name -> docker id
-    network_mode: str = ""  # the task definition's ("" when it was not read)
-    health: str = ""  # the task's healthStatus
-    containers: tuple[ContainerState, ...] = ()
-    specs: tuple[ContainerSpec, ...] = ()
-
-    @property
-    def gone(self) -> bool:
-        return self.last_status == "STOPPED" or self.desired_status == "STOPPED"
-
-    @property
-    def awsvpc(self) -> bool:
-        return self.network_mode == "awsvpc" or (not self.network_mode and bool(self.eni_ips))
 
 
 @dataclass(frozen=True)
@@ -318,69 +257,6 @@ class GuardFigures:
 
 
 # --- pure helpers ------------------------------------------------------------------------
-
-def service_decls(containers: Iterable[tuple[str, Mapping[str, str], Mapping[str, str]]]
-                  ) -> tuple[ServiceDecl, ...]:
-    """(name, environment, docker labels) of container definitions -> declared services."""
-    return parse_services(containers)[0]
-
-
-def parse_services(containers: Iterable[tuple[str, Mapping[str, str], Mapping[str, str]]]
-                   ) -> tuple[tuple[ServiceDecl, ...], list[str]]:
-    """Declared services, and one problem per unusable ``SERVICE_<port>_CHECK_GRACE`` (naming
-    the container and the variable). A bad grace falls back to ``GRACE_SECONDS`` for that
-    service alone: one container's typo never blocks the judging of another."""
-    out: list[ServiceDecl] = []
-    problems: list[str] = []
-    for name, environment, labels in containers:
-        merged = {**environment, **labels}  # labels win, as in the agent
-        for variable in sorted(merged):
-            match = _SERVICE_NAME_VAR.match(variable)
-            if match and merged[variable].strip():
-                port = int(match[1])
-                grace_var = f"SERVICE_{port}_CHECK_GRACE"
-                grace, problem = _seconds(merged.get(grace_var))
-                if problem:
-                    problems.append(f"container {name}: {grace_var}={merged[grace_var]!r} "
-                                    f"{problem}; GRACE_SECONDS applies")
-                out.append(ServiceDecl(name, port,
-                                       merged.get(f"SERVICE_{port}_CHECK_HTTP", "").strip(),
-                                       grace))
-    return tuple(out), problems
-
-
-def _seconds(value: str | None) -> tuple[float | None, str]:
-    if value is None or not value.strip():
-        return None, ""
-    try:
-        seconds = float(value.strip().removesuffix("s"))
-    except ValueError:
-        return None, "is not a number of seconds"
-    if not math.isfinite(seconds) or seconds < 0:
-        return None, "must be a finite number of seconds, at least 0"
-    return seconds, ""
-
-
-def check_path(task: TaskView | None, owner: Owner, default: str) -> str:
-    """The HTTP path to check an instance at: its container's CHECK_HTTP, else ``default``."""
-    port = owner_port(owner)
-    if task is None or port is None:
-        return default
-    candidates = [s for s in task.services if s.port == port]
-    if owner.container and task.runtime_ids:
-        exact = [s for s in candidates
-                 if task.runtime_ids.get(s.container, "").startswith(owner.container)]
-        candidates = exact or candidates
-    path = next((s.check_http for s in candidates if s.check_http), "")
-    if not path:
-        return default
-    return path if path.startswith("/") else "/" + path
-
-
-def owner_port(owner: Owner) -> int | None:
-    number, _, _ = owner.port.partition("/")
-    return int(number) if number.isdigit() else None
-
 
 def referenced_tasks(records: Iterable[RecordSet], clusters: Sequence[str]) -> dict[str, set[str]]:
     """Task ids the owned records name, per swept cluster name: what DescribeTasks must cover."""
@@ -663,7 +539,7 @@ def _target(key: str, owned: _Owned, ip: str, task: TaskView | None, cluster: st
         judged = _judgeable(task, owner, port, rules, now)
         if judged is not None:
             return judged
-        ecs_healthy = _ecs_vouches(task, owner)
+        ecs_healthy = ecs_vouches(task, owner)
     return Target(key=key, ip=ip, port=port,
                   path=check_path(task, owner, rules.default_path), cluster=cluster,
                   task=task_id, records=tuple(owned.task_records or owned.records),
@@ -675,122 +551,19 @@ def _judgeable(task: TaskView, owner: Owner, port: int, rules: Rules,
     """None when ECS backs probing this task at ``port`` now; else why not.
 
     Only a task ECS reports RUNNING is judged (a PENDING one is still pulling or starting).
-    The record's port must be one ECS says the task has (:func:`_port_evidence`), and the
+    The record's port must be one ECS says the task has (:func:`port_evidence`), and the
     task must be past its grace (:func:`grace_seconds`).
     """
     if task.last_status != "RUNNING":
         return _Wait(f"task {task.id} is {task.last_status or '?'}: judged once RUNNING")
-    evidence = _port_evidence(task, owner, port)
-    if evidence is not None:
-        return evidence
-    grace = grace_seconds(task, owner, rules)
+    doubt = port_evidence(task, owner, port)
+    if doubt is not None:
+        return _Suspect(doubt.reason) if doubt.suspect else _Wait(doubt.reason)
+    grace = grace_seconds(task, owner, rules.grace_seconds)
     if task.started_at is not None and now - task.started_at < grace:
         # real ECS always dates a task; moto does not
         return _Wait(f"task {task.id} started less than {grace:g}s ago")
     return None
-
-
-def _port_evidence(task: TaskView, owner: Owner, port: int) -> _Outcome | None:
-    """Does ECS confirm that the record's task has the record's port?
-
-    The port and the task id both come from the record, which any writer of the zone can
-    forge; ECS's word decides whether probing that port says anything about that task.
-    bridge/host mode: some container of the task (the record's own container, when ECS gives
-    runtime ids that match it) has a ``networkBinding`` whose hostPort is the SRV port, of the
-    record's protocol and, when the record names it, container port. awsvpc: a
-    ``portMapping`` of the task definition has the SRV port as its containerPort (the port on
-    the task's ENI). A task that has ports, none of them this one: suspect. ECS reporting no
-    binding at all (a task still starting, or moto, which reports none) or an awsvpc
-    definition mapping no port: unconfirmed, skipped. Neither is ever probed.
-    """
-    protocol = owner.port.partition("/")[2] or "tcp"
-    container_port = owner_port(owner)
-    if task.awsvpc:
-        mappings = [m for s in task.specs for m in s.port_mappings]
-        if not mappings:
-            return _Wait(f"the definition of task {task.id} maps no port: port {port} "
-                         "cannot be confirmed")
-        if any(m.container_port == port and m.protocol == protocol
-               and container_port in (None, port) for m in mappings):
-            return None
-        return _Suspect(f"record names task {task.id} at port {port}/{protocol}, which its "
-                        f"awsvpc task definition does not map (it maps "
-                        f"{_ports_text(m.container_port for m in mappings)})")
-    if not any(c.bindings for c in task.containers):
-        return _Wait(f"ECS reports no port bindings for task {task.id}: port {port} "
-                     "cannot be confirmed")
-    containers = list(task.containers)
-    if owner.container:
-        own = [c for c in containers if c.runtime_id and c.runtime_id.startswith(owner.container)]
-        containers = own or containers
-    bindings = [b for c in containers for b in c.bindings]
-    if any(b.host_port == port and b.protocol == protocol
-           and container_port in (None, b.container_port) for b in bindings):
-        return None
-    return _Suspect(f"record names task {task.id} at port {port}/{protocol}, which ECS "
-                    f"does not report bound (its host ports: "
-                    f"{_ports_text(b.host_port for b in bindings)})")
-
-
-def _ports_text(ports: Iterable[int]) -> str:
-    return ", ".join(str(p) for p in sorted(set(ports))) or "none"
-
-
-def _service_containers(task: TaskView, owner: Owner) -> set[str]:
-    """Names of the task's container definitions that serve the record's container port:
-    those declaring ``SERVICE_<port>_NAME`` for it (the record's own container when runtime
-    ids tell), else those mapping the port."""
-    port = owner_port(owner)
-    if port is None:
-        return set()
-    declared = [s for s in task.services if s.port == port]
-    if owner.container and task.runtime_ids:
-        exact = [s for s in declared
-                 if task.runtime_ids.get(s.container, "").startswith(owner.container)]
-        declared = exact or declared
-    if declared:
-        return {s.container for s in declared}
-    return {c.name for c in task.specs if any(m.container_port == port
-                                               for m in c.port_mappings)}
-
-
-def grace_seconds(task: TaskView, owner: Owner, rules: Rules) -> float:
-    """Seconds after its start before the record's instance is judged: the longest of
-    ``GRACE_SECONDS``, the service's ``SERVICE_<port>_CHECK_GRACE`` and the ``startPeriod``
-    of its container's own ECS healthCheck (during which ECS itself reports UNKNOWN)."""
-    names = _service_containers(task, owner)
-    port = owner_port(owner)
-    grace = rules.grace_seconds
-    for decl in task.services:
-        if decl.port == port and decl.container in names and decl.check_grace is not None:
-            grace = max(grace, decl.check_grace)
-    for spec in task.specs:
-        if spec.name in names and spec.health_check:
-            grace = max(grace, spec.start_period)
-    return grace
-
-
-def _ecs_vouches(task: TaskView, owner: Owner) -> str:
-    """Why ECS's own health check speaks for the instance ("" when it does not).
-
-    ECS's word counts only for a container whose definition has a ``healthCheck`` (without
-    one ECS reports UNKNOWN; moto reports HEALTHY for every container). Such a container
-    that ECS reports HEALTHY is not judged on our probe: a failed probe of a container that
-    passes its own check says more about the path from the sweep than about the container.
-    When the record's container cannot be told, the task's healthStatus HEALTHY (every
-    essential container's check passes) vouches the same way. UNHEALTHY or UNKNOWN leave the
-    judgement to the probe.
-    """
-    checked = {s.name for s in task.specs if s.health_check}
-    if not checked:
-        return ""
-    names = _service_containers(task, owner)
-    if names:
-        healthy = sorted(c.name for c in task.containers
-                         if c.name in names and c.name in checked and c.health == "HEALTHY")
-        return (f"ECS reports container {healthy[0]} of task {task.id} HEALTHY"
-                if healthy else "")
-    return f"ECS reports task {task.id} HEALTHY" if task.health == "HEALTHY" else ""
 
 
 def _host_record(label: str, service_keys: Sequence[str], deleted: set[str], scope: Scope,

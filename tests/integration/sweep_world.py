@@ -162,7 +162,7 @@ class SweepWorld:
         self.zone = Route53Zone(self.route53, find_zone(self.route53, domain, self.zone_id))
         self.hosts: list[WorldHost] = []
         self.tasks: list[WorldTask] = []
-        self._definitions: dict[tuple[str, str], str] = {}
+        self._definitions: dict[tuple[str, str, bool], str] = {}
         self._next_ip = 2
         self._clusters: set[str] = set()
 

@@ -16,20 +16,22 @@ from ecssd_agent.model import Host, Owner, RecordSet, Routing, ServiceInstance
 from ecssd_agent.records import host_records, routed, srv_value
 from health_lambda.sweep import (
     Assessment,
-    Binding,
     ClusterView,
-    ContainerSpec,
-    ContainerState,
     HostView,
     Rules,
     Scope,
-    ServiceDecl,
-    TaskView,
     Verdict,
     assess,
-    check_path,
     decide,
     referenced_tasks,
+)
+from health_lambda.task_evidence import (
+    Binding,
+    ContainerSpec,
+    ContainerState,
+    ServiceDecl,
+    TaskView,
+    check_path,
     service_decls,
 )
 

@@ -15,7 +15,7 @@ from botocore.stub import ANY, Stubber
 
 from ecssd_agent.aws import ecs as ecs_api
 from health_lambda import observe
-from health_lambda.sweep import Binding, ContainerSpec, ContainerState
+from health_lambda.task_evidence import Binding, ContainerSpec, ContainerState
 
 CLUSTER = "c"
 

@@ -20,19 +20,12 @@ from ecssd_agent.records import routed, srv_value
 from ecssd_agent.settings import SettingsError
 from health_lambda.config import SweepSettings
 from health_lambda.runner import rules_of
-from health_lambda.sweep import (
-    Assessment,
+from health_lambda.sweep import Assessment, ClusterView, Plan, Rules, Scope, Verdict, assess, decide
+from health_lambda.task_evidence import (
     Binding,
-    ClusterView,
     ContainerSpec,
     ContainerState,
-    Plan,
-    Rules,
-    Scope,
     ServiceDecl,
-    Verdict,
-    assess,
-    decide,
     parse_services,
 )
 from tests.unit.test_sweep import C_OK, H1, H2, H_OTHER, NOW, ZONE, agent, task, task_records
