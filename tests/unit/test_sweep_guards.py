@@ -9,8 +9,11 @@ helpers of test_sweep.py, built by the agent's and the task-events Lambda's own 
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -19,7 +22,8 @@ from ecssd_agent.model import Owner, RecordSet, Routing
 from ecssd_agent.records import routed, srv_value
 from ecssd_agent.settings import SettingsError
 from health_lambda.config import SweepSettings
-from health_lambda.runner import rules_of
+from health_lambda.probe import check
+from health_lambda.runner import empty_summary, rules_of
 from health_lambda.sweep import Assessment, ClusterView, Plan, Rules, Scope, Verdict, assess, decide
 from health_lambda.task_evidence import (
     Binding,
@@ -325,3 +329,39 @@ def test_the_outage_setting_is_read_and_checked() -> None:
             SweepSettings.from_env({"PROBE_OUTAGE_FRACTION": bad})
     rules = rules_of(SweepSettings.from_env({"PROBE_OUTAGE_FRACTION": "0.3"}))
     assert rules.probe_outage_fraction == 0.3
+
+
+def test_the_probes_own_verdicts_classify_as_answered_or_not() -> None:
+    """Verdict.answered reads the probe's wording: tie the two together on real sockets."""
+
+    class Failing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with socket.socket() as reserved:  # bound, not listening: connections are refused
+        reserved.bind(("127.0.0.1", 0))
+        closed = reserved.getsockname()[1]
+        try:
+            answered = check("127.0.0.1", server.server_address[1], "/health", 2.0, 1)
+            refused = check("127.0.0.1", closed, "/health", 2.0, 1)
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert (answered.healthy, answered.answered) == (False, True)
+    assert (refused.healthy, refused.answered) == (False, False)
+
+
+def test_every_summary_key_exists_before_anything_ran() -> None:
+    summary = empty_summary(dry_run=True)
+    assert summary["refused"] == "" and summary["refused_by"] == ""
+    assert summary["suspect"] == [] and summary["ecs_healthy"] == []
+    assert summary["guard"] == {"deletable": 0, "planned": 0, "probed": 0, "failed": 0,
+                                "unreachable": []}
