@@ -104,6 +104,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
             clients = Clients(session=boto3.session.Session())
             clients.client("ecs"), clients.client("ec2"), clients.client("route53")  # warm
+            event, hook = world.bindings_hook()  # the port bindings real ECS reports
+            clients.client("ecs").meta.events.register(event, hook)
             os.environ["DOMAIN"] = "sd.internal"
             handler.reset(lambda: clients)
             started = time.monotonic()

@@ -34,9 +34,15 @@ class SweepSettings:
                               "unhealthy (the first one included)")
     stop_unhealthy: bool = _env("STOP_UNHEALTHY", True, "StopTask an unhealthy instance's task")
     dry_run: bool = _env("DRY_RUN", False, "decide and report everything, change nothing")
-    max_delete_fraction: float = _env("MAX_DELETE_FRACTION", 0.5, "if more than this fraction "
-                                      "of the owned record sets would be deleted, delete and "
-                                      "stop nothing (1 disables the guard)")
+    max_delete_fraction: float = _env("MAX_DELETE_FRACTION", 0.5, "if this fraction or more of "
+                                      "the record sets the sweep could delete would be "
+                                      "deleted, delete and stop nothing (1 or more disables "
+                                      "the guard)")
+    probe_outage_fraction: float = _env("PROBE_OUTAGE_FRACTION", 0.5, "if this fraction or "
+                                        "more of the probed instances fail, delete and stop "
+                                        "nothing: the sweep's own network path may be broken "
+                                        "(1 or more disables this test; a host whose every "
+                                        "instance goes unanswered still refuses)")
     check_concurrency: int = _env("CHECK_CONCURRENCY", 64, "HTTP checks in flight at once")
     grace_seconds: float = _env("GRACE_SECONDS", 60.0, "a task started less than this ago is "
                                 "not judged unhealthy")
@@ -58,7 +64,8 @@ class SweepSettings:
                                  ("CHECK_RETRIES", self.check_retries, 1),
                                  ("CHECK_CONCURRENCY", self.check_concurrency, 1),
                                  ("GRACE_SECONDS", self.grace_seconds, 0),
-                                 ("MAX_DELETE_FRACTION", self.max_delete_fraction, 0)):
+                                 ("MAX_DELETE_FRACTION", self.max_delete_fraction, 0),
+                                 ("PROBE_OUTAGE_FRACTION", self.probe_outage_fraction, 0)):
             if value < low:
                 raise SettingsError(f"{name}={value} must be at least {low:g}")
         if self.check_concurrency > 512:

@@ -20,13 +20,14 @@ from typing import Any
 
 from ecssd_agent import naming
 from ecssd_agent.aws import ecs as ecs_api
-from health_lambda.sweep import (
-    ClusterView,
-    HostView,
-    Scope,
+from health_lambda.sweep import ClusterView, HostView, Scope
+from health_lambda.task_evidence import (
+    Binding,
+    ContainerSpec,
+    ContainerState,
     ServiceDecl,
     TaskView,
-    service_decls,
+    parse_services,
 )
 
 log = logging.getLogger(__name__)
@@ -120,20 +121,37 @@ def _tasks(ecs: Any, name: str, task_ids: set[str], definitions: ecs_api.TaskDef
                        if not t.stopping and t.task_definition_arn})
         with concurrent.futures.ThreadPoolExecutor(
                 max_workers=max(1, min(DEFINITION_WORKERS, len(arns)))) as pool:
-            list(pool.map(lambda arn: definitions.get(ecs, arn, name), arns))
+            fetched = list(pool.map(lambda arn: definitions.get(ecs, arn, name), arns))
+        for definition in fetched:  # once per revision and sweep, not once per task
+            for problem in parse_services(_containers(definition))[1]:
+                log.warning("task definition %s: %s", definition.arn, problem,
+                            extra={"cluster": name, "task_definition": definition.arn})
     tasks = {tid: _task_view(ecs, name, task, definitions, need_definitions)
              for tid, task in described.tasks.items()}
     return running, described, tasks
+
+
+def _containers(definition: ecs_api.TaskDefinition
+                ) -> list[tuple[str, Mapping[str, str], Mapping[str, str]]]:
+    return [(c.name, c.environment, c.labels) for c in definition.containers]
+
+
+def _bindings(ports: Sequence[ecs_api.PortBinding]) -> tuple[Binding, ...]:
+    return tuple(Binding(p.container_port, p.host_port, p.protocol) for p in ports)
 
 
 def _task_view(ecs: Any, cluster: str, task: ecs_api.EcsTask,
                definitions: ecs_api.TaskDefinitions, need_definition: bool) -> TaskView:
     started = task.started_at or task.created_at
     services: tuple[ServiceDecl, ...] = ()
+    specs: tuple[ContainerSpec, ...] = ()
+    network_mode = ""
     if need_definition and not task.stopping and task.task_definition_arn:
         definition = definitions.get(ecs, task.task_definition_arn, cluster)
-        services = service_decls((c.name, c.environment, c.labels)
-                                 for c in definition.containers)
+        services = parse_services(_containers(definition))[0]
+        specs = tuple(ContainerSpec(c.name, _bindings(c.port_mappings), c.health_check,
+                                    c.start_period) for c in definition.containers)
+        network_mode = definition.network_mode
     return TaskView(
         id=task.id,
         last_status=task.last_status,
@@ -143,6 +161,12 @@ def _task_view(ecs: Any, cluster: str, task: ecs_api.EcsTask,
         eni_ips=task.eni_ips,
         services=services,
         runtime_ids={c.name: c.runtime_id for c in task.containers if c.runtime_id},
+        network_mode=network_mode,
+        health=task.health_status,
+        containers=tuple(ContainerState(c.name, c.runtime_id, c.health_status,
+                                        _bindings(c.network_bindings))
+                         for c in task.containers),
+        specs=specs,
     )
 
 

@@ -52,6 +52,7 @@ def rules_of(settings: SweepSettings) -> sweep.Rules:
         check_health=settings.check_health,
         stop_unhealthy=settings.stop_unhealthy,
         max_delete_fraction=settings.max_delete_fraction,
+        probe_outage_fraction=settings.probe_outage_fraction,
     )
 
 
@@ -85,8 +86,15 @@ def empty_summary(dry_run: bool) -> dict[str, Any]:
         "clusters": [], "tasks": 0, "records_seen": 0, "owned": 0, "healthy": 0,
         "unhealthy": [], "deleted": 0, "deletions": [], "stopped": [], "skipped": 0,
         "skipped_detail": [], "out_of_scope": 0, "unjudged": 0, "errors": [],
-        "refused": "", "change_requests": 0, "dry_run": dry_run,
+        "refused": "", "refused_by": "", "guard": _guard(sweep.GuardFigures()),
+        "suspect": [], "ecs_healthy": [], "change_requests": 0, "dry_run": dry_run,
     }
+
+
+def _guard(figures: sweep.GuardFigures) -> dict[str, Any]:
+    return {"deletable": figures.deletable, "planned": figures.planned,
+            "probed": figures.probed, "failed": figures.failed,
+            "unreachable": figures.unreachable[:DETAIL_LIMIT]}
 
 
 def _sweep(settings: SweepSettings, clients: Clients, definitions: ecs_api.TaskDefinitions,
@@ -110,6 +118,9 @@ def _sweep(settings: SweepSettings, clients: Clients, definitions: ecs_api.TaskD
 
     rules = rules_of(settings)
     assessment = sweep.assess(scope, records, rules, now)
+    for suspect in assessment.suspect:
+        log.warning("suspect record %s: %s", suspect.what, suspect.reason,
+                    extra={"set_identifier": suspect.what, "metric": "ecssd_sweep_suspect"})
     verdicts: dict[str, sweep.Verdict] = {}
     if settings.check_health and assessment.targets:
         verdicts = probe.probe_all(
@@ -147,7 +158,7 @@ def _delete(zone: Route53Zone, scope: sweep.Scope, records: Sequence[RecordSet],
         outcome.attempts = attempt
         plan = outcome.plan
         if plan.refused:
-            log.warning("%s", plan.refused)
+            _log_refusal(plan)
             return outcome
         if not plan.deletions:
             return outcome
@@ -178,6 +189,14 @@ def _delete(zone: Route53Zone, scope: sweep.Scope, records: Sequence[RecordSet],
         outcome.deleted = len(changes)
         return outcome
     return outcome
+
+
+def _log_refusal(plan: sweep.Plan) -> None:
+    """One line per refusal, structured so a metric filter or a Logs Insights query can count
+    refusals by guard (``metric`` = ``ecssd_sweep_refused``)."""
+    log.warning("sweep refused by the %s guard: %s", plan.refused_by, plan.refused,
+                extra={"metric": "ecssd_sweep_refused", "guard": plan.refused_by,
+                       **_guard(plan.guard)})
 
 
 def _stop(ecs: Any, plan: sweep.Plan, settings: SweepSettings,
@@ -234,6 +253,14 @@ def _fill(summary: dict[str, Any], records: Sequence[RecordSet], outcome: _Outco
     summary["out_of_scope"] = assessment.out_of_scope
     summary["unjudged"] = len(plan.unjudged)
     summary["refused"] = plan.refused
+    summary["refused_by"] = plan.refused_by
+    summary["guard"] = _guard(plan.guard)
+    summary["suspect"] = [{"instance": s.what, "reason": s.reason}
+                          for s in assessment.suspect[:DETAIL_LIMIT]]
+    summary["ecs_healthy"] = [
+        {"instance": t.key, "url": t.url, "task": f"{t.cluster}/{t.task}" if t.task else "",
+         "reason": v.detail, "ecs": t.ecs_healthy}
+        for t, v in plan.ecs_healthy[:DETAIL_LIMIT]]
     summary["change_requests"] = outcome.requests
     summary["apply_attempts"] = outcome.attempts
     summary["errors"] = [*assessment.errors, *summary["errors"]]

@@ -53,23 +53,44 @@ skipped, as is a record whose host is not identified while the task runs on a li
 instance; if the task's container instance is not live either (and nothing failed), the
 record points at nothing and is deleted.
 Task-events records are probed at the task's ENI address (awsvpc) or its live container
-instance's IP (bridge/host), at the SRV record's port. A task started less than
-``GRACE_SECONDS`` ago is not probed, hence never judged unhealthy.
+instance's IP (bridge/host), at the SRV record's port.
+
+What ECS must confirm before a task is probed
+---------------------------------------------
+The port and the task id of a record come from the record, which any writer of the zone can
+forge: one host's write credentials must not become StopTask on the whole cluster. So a task
+is judged only when ECS reports it RUNNING and ECS confirms that the task has the record's
+port (:mod:`health_lambda.task_evidence`): in bridge/host mode a ``networkBinding`` of the
+task (of the record's own container when ECS's runtime ids tell which) with the SRV port as
+hostPort; in awsvpc mode a ``portMapping`` of the task definition with the SRV port as
+containerPort. A task with ports, none of them the record's, makes the record *suspect*:
+reported, never probed, never deleted on a probe verdict. A task ECS reports no binding for
+(still starting, or moto, which reports none) or an awsvpc definition that maps no port:
+unconfirmed, skipped.
 
 Health
 ------
 The path is ``SERVICE_<port>_CHECK_HTTP`` of the container definition declaring
 ``SERVICE_<port>_NAME`` for the record's container port (docker labels over environment, the
-registrator order), else ``CHECK_HEALTH_PATH``. UDP services are not HTTP-checked. An
-unhealthy instance loses every record set of its owner (for a task-events record: every
-record set of its task, A records included), and its task is stopped when
-``STOP_UNHEALTHY`` is set. If the planned deletions exceed ``MAX_DELETE_FRACTION`` of the
-owned record sets, nothing is deleted or stopped and the plan says why.
+registrator order), else ``CHECK_HEALTH_PATH``. UDP services are not HTTP-checked. A task is
+not probed before the longest of ``GRACE_SECONDS``, the service's
+``SERVICE_<port>_CHECK_GRACE`` and the ``startPeriod`` of its container's own ECS healthCheck
+has passed since it started. A container whose definition has a healthCheck and that ECS
+reports HEALTHY is not judged on our probe alone. An unhealthy instance loses every record
+set of its owner (for a task-events record: every record set of its task, A records
+included), and its task is stopped when ``STOP_UNHEALTHY`` is set.
+
+Guards (:func:`decide`): both refuse the whole plan (no deletion, not even of orphans, and no
+StopTask), and say why in ``Plan.refused``:
+
+* probe outage (:func:`_probe_outage`): ``PROBE_OUTAGE_FRACTION`` or more of the probed
+  instances failed, or every instance (at least two) at one address went unanswered;
+* delete fraction (:func:`_delete_fraction`): the plan deletes ``MAX_DELETE_FRACTION`` or
+  more of the record sets this run decides on evidence.
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,9 +98,13 @@ from dataclasses import dataclass, field
 from ecssd_agent import naming
 from ecssd_agent.model import Owner, RecordSet
 from ecssd_agent.records import parse_srv
-
-_SERVICE_NAME_VAR = re.compile(r"^SERVICE_([0-9]{1,5})_NAME$")
-
+from health_lambda.task_evidence import (
+    TaskView,
+    check_path,
+    ecs_vouches,
+    grace_seconds,
+    port_evidence,
+)
 
 # --- what was observed -------------------------------------------------------------------
 
@@ -93,31 +118,6 @@ class HostView:
     ip: str  # private IP ("" if EC2 did not say)
     live: bool
     state: str = ""  # EC2 state, for reports
-
-
-@dataclass(frozen=True)
-class ServiceDecl:
-    """A ``SERVICE_<port>_NAME`` declared by a container definition of the task."""
-
-    container: str  # container definition name
-    port: int
-    check_http: str = ""
-
-
-@dataclass(frozen=True)
-class TaskView:
-    id: str
-    last_status: str
-    desired_status: str
-    container_instance_arn: str = ""
-    started_at: float | None = None  # epoch seconds (startedAt, else createdAt)
-    eni_ips: tuple[str, ...] = ()
-    services: tuple[ServiceDecl, ...] = ()
-    runtime_ids: Mapping[str, str] = field(default_factory=dict)  # container name -> docker id
-
-    @property
-    def gone(self) -> bool:
-        return self.last_status == "STOPPED" or self.desired_status == "STOPPED"
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,7 @@ class Rules:
     check_health: bool = True
     stop_unhealthy: bool = True
     max_delete_fraction: float = 0.5
+    probe_outage_fraction: float = 0.5
 
 
 # --- what was decided --------------------------------------------------------------------
@@ -187,6 +188,8 @@ class Target:
     cluster: str = ""  # the swept cluster's name, when the instance is an ECS task
     task: str = ""  # task id ("" when not an ECS task: nothing to stop)
     records: tuple[RecordSet, ...] = ()
+    ecs_healthy: str = ""  # why ECS vouches for it (its own healthCheck passes): not judged
+
 
     @property
     def url(self) -> str:
@@ -200,6 +203,12 @@ class Verdict:
     healthy: bool
     detail: str
 
+    @property
+    def answered(self) -> bool:
+        """The service answered HTTP (any status): the network path to it works. A timeout or
+        a refused or reset connection is no answer (the probe words a status "HTTP <n>")."""
+        return self.detail.startswith("HTTP ")
+
 
 @dataclass
 class Assessment:
@@ -207,7 +216,11 @@ class Assessment:
     orphans: list[Deletion] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
     kept: int = 0  # record sets of live owners not probed (A records, UDP, no port)
+    # Keys of service record sets of owners ECS/EC2 show alive, not probed (kept, waiting):
+    # with the orphans and the probed instances' records, what this run decides on evidence.
+    alive: set[tuple[str, str, str | None]] = field(default_factory=set)
     skipped: list[Skip] = field(default_factory=list)  # judgement withheld
+    suspect: list[Skip] = field(default_factory=list)  # a port ECS says the task does not have
     out_of_scope: int = 0  # record sets of clusters or hosts this sweep does not cover
     errors: list[str] = field(default_factory=list)
 
@@ -226,46 +239,24 @@ class Plan:
     healthy: list[Target] = field(default_factory=list)
     unhealthy: list[tuple[Target, Verdict]] = field(default_factory=list)
     unjudged: list[Target] = field(default_factory=list)  # probed without a result (deadline)
-    refused: str = ""  # why nothing will be deleted or stopped (the fraction guard)
+    ecs_healthy: list[tuple[Target, Verdict]] = field(default_factory=list)  # failed, ECS vouches
+    refused: str = ""  # why nothing will be deleted or stopped (a guard)
+    refused_by: str = ""  # which guard: "probe_outage", "delete_fraction"
+    guard: GuardFigures = field(default_factory=lambda: GuardFigures())
+
+
+@dataclass
+class GuardFigures:
+    """What the guards measured, for the summary and the metric line."""
+
+    deletable: int = 0  # record sets decided on evidence (see _delete_fraction)
+    planned: int = 0  # record sets the plan deletes
+    probed: int = 0  # instances with a verdict
+    failed: int = 0  # of which not healthy
+    unreachable: list[str] = field(default_factory=list)  # IPs where every check went unanswered
 
 
 # --- pure helpers ------------------------------------------------------------------------
-
-def service_decls(containers: Iterable[tuple[str, Mapping[str, str], Mapping[str, str]]]
-                  ) -> tuple[ServiceDecl, ...]:
-    """(name, environment, docker labels) of container definitions -> declared services."""
-    out: list[ServiceDecl] = []
-    for name, environment, labels in containers:
-        merged = {**environment, **labels}  # labels win, as in the agent
-        for variable in sorted(merged):
-            match = _SERVICE_NAME_VAR.match(variable)
-            if match and merged[variable].strip():
-                port = int(match[1])
-                out.append(ServiceDecl(name, port,
-                                       merged.get(f"SERVICE_{port}_CHECK_HTTP", "").strip()))
-    return tuple(out)
-
-
-def check_path(task: TaskView | None, owner: Owner, default: str) -> str:
-    """The HTTP path to check an instance at: its container's CHECK_HTTP, else ``default``."""
-    port = owner_port(owner)
-    if task is None or port is None:
-        return default
-    candidates = [s for s in task.services if s.port == port]
-    if owner.container and task.runtime_ids:
-        exact = [s for s in candidates
-                 if task.runtime_ids.get(s.container, "").startswith(owner.container)]
-        candidates = exact or candidates
-    path = next((s.check_http for s in candidates if s.check_http), "")
-    if not path:
-        return default
-    return path if path.startswith("/") else "/" + path
-
-
-def owner_port(owner: Owner) -> int | None:
-    number, _, _ = owner.port.partition("/")
-    return int(number) if number.isdigit() else None
-
 
 def referenced_tasks(records: Iterable[RecordSet], clusters: Sequence[str]) -> dict[str, set[str]]:
     """Task ids the owned records name, per swept cluster name: what DescribeTasks must cover."""
@@ -333,12 +324,6 @@ class _Hosts:
             found = next((self._failed_by_ip[ip] for ip in sorted(self.host_ips.get(label, ()))
                           if ip in self._failed_by_ip), None)
         return found
-
-
-def _grace_left(task: TaskView, rules: Rules, now: float) -> float:
-    if task.started_at is None:  # real ECS always dates a task; moto does not
-        return 0.0
-    return rules.grace_seconds - (now - task.started_at)
 
 
 def assess(scope: Scope, records: Iterable[RecordSet], rules: Rules, now: float) -> Assessment:
@@ -412,7 +397,17 @@ class _Skip:
     reason: str
 
 
-_Outcome = str | Target | _Keep | _Out | _Skip
+@dataclass(frozen=True)
+class _Wait(_Skip):
+    """Skipped, but of an instance ECS shows alive: its records count as deletable."""
+
+
+@dataclass(frozen=True)
+class _Suspect:
+    reason: str
+
+
+_Outcome = str | Target | _Keep | _Out | _Skip | _Suspect
 KEEP = _Keep()
 OUT = _Out()
 
@@ -424,10 +419,16 @@ def _record(result: Assessment, key: str, owned: _Owned, outcome: _Outcome) -> N
         result.targets.append(outcome)
     elif isinstance(outcome, _Skip):
         result.skipped.append(Skip(key, outcome.reason))
+        if isinstance(outcome, _Wait):
+            result.alive.update(r.key for r in owned.records)
+    elif isinstance(outcome, _Suspect):
+        result.suspect.append(Skip(key, outcome.reason))
     elif isinstance(outcome, _Out):
         result.out_of_scope += len(owned.records)
     else:
         result.kept += len(owned.records)
+        if not owned.owner.is_host_record:
+            result.alive.update(r.key for r in owned.records)
 
 
 def _host_verdict(label: str, scope: Scope, hosts: _Hosts) -> _Outcome:
@@ -478,7 +479,7 @@ def _by_host(key: str, owned: _Owned, scope: Scope, hosts: _Hosts, rules: Rules)
     if found is None:
         return _host_verdict(owned.owner.host, scope, hosts)
     _, host = found
-    return _target(key, owned, host.ip, None, "", "", rules)
+    return _target(key, owned, host.ip, None, "", "", rules, 0.0)
 
 
 def _agent_task_target(key: str, owned: _Owned, view: ClusterView, task: TaskView,
@@ -490,9 +491,7 @@ def _agent_task_target(key: str, owned: _Owned, view: ClusterView, task: TaskVie
         _, host = found
         if task.container_instance_arn and host.instance_arn != task.container_instance_arn:
             return _Skip(f"host {label} is not the container instance of task {task.id}")
-        if _grace_left(task, rules, now) > 0:
-            return _Skip(f"task {task.id} started less than {rules.grace_seconds:g}s ago")
-        return _target(key, owned, host.ip, task, view.name, task.id, rules)
+        return _target(key, owned, host.ip, task, view.name, task.id, rules, now)
     failed = hosts.in_failed(label)
     if failed is not None:
         return _Skip(f"host {label} is in cluster {failed.name}, whose observation failed")
@@ -515,14 +514,13 @@ def _task_target(key: str, owned: _Owned, view: ClusterView, task: TaskView, hos
         if instance is None or not instance.live:
             return _Skip(f"task {task.id} has no ENI and no live container instance")
         ip = instance.ip
-    if _grace_left(task, rules, now) > 0:
-        return _Skip(f"task {task.id} started less than {rules.grace_seconds:g}s ago")
-    return _target(key, owned, ip, task, view.name, task.id, rules)
+    return _target(key, owned, ip, task, view.name, task.id, rules, now)
 
 
 def _target(key: str, owned: _Owned, ip: str, task: TaskView | None, cluster: str,
-            task_id: str, rules: Rules) -> _Outcome:
-    """A live instance: a probe target, or kept when it cannot be HTTP-checked."""
+            task_id: str, rules: Rules, now: float) -> _Outcome:
+    """A live instance: a probe target, or kept when it cannot be HTTP-checked, or skipped
+    (or suspect) when ECS does not back the record's claim about its task."""
     owner = owned.owner
     if owner.port.endswith("/udp") or not rules.check_health:
         return KEEP
@@ -535,9 +533,37 @@ def _target(key: str, owned: _Owned, ip: str, task: TaskView | None, cluster: st
         return _Skip(f"unreadable SRV value: {exc}")
     if len(ports) != 1:
         return _Skip(f"SRV records of one instance disagree on the port: {sorted(ports)}")
-    return Target(key=key, ip=ip, port=ports.pop(),
+    port = ports.pop()
+    ecs_healthy = ""
+    if task is not None:
+        judged = _judgeable(task, owner, port, rules, now)
+        if judged is not None:
+            return judged
+        ecs_healthy = ecs_vouches(task, owner)
+    return Target(key=key, ip=ip, port=port,
                   path=check_path(task, owner, rules.default_path), cluster=cluster,
-                  task=task_id, records=tuple(owned.task_records or owned.records))
+                  task=task_id, records=tuple(owned.task_records or owned.records),
+                  ecs_healthy=ecs_healthy)
+
+
+def _judgeable(task: TaskView, owner: Owner, port: int, rules: Rules,
+               now: float) -> _Outcome | None:
+    """None when ECS backs probing this task at ``port`` now; else why not.
+
+    Only a task ECS reports RUNNING is judged (a PENDING one is still pulling or starting).
+    The record's port must be one ECS says the task has (:func:`port_evidence`), and the
+    task must be past its grace (:func:`grace_seconds`).
+    """
+    if task.last_status != "RUNNING":
+        return _Wait(f"task {task.id} is {task.last_status or '?'}: judged once RUNNING")
+    doubt = port_evidence(task, owner, port)
+    if doubt is not None:
+        return _Suspect(doubt.reason) if doubt.suspect else _Wait(doubt.reason)
+    grace = grace_seconds(task, owner, rules.grace_seconds)
+    if task.started_at is not None and now - task.started_at < grace:
+        # real ECS always dates a task; moto does not
+        return _Wait(f"task {task.id} started less than {grace:g}s ago")
+    return None
 
 
 def _host_record(label: str, service_keys: Sequence[str], deleted: set[str], scope: Scope,
@@ -562,17 +588,23 @@ def _host_record(label: str, service_keys: Sequence[str], deleted: set[str], sco
 # --- decide: probe results -> deletions and stops ----------------------------------------
 
 def decide(assessment: Assessment, results: Mapping[str, Verdict], rules: Rules) -> Plan:
-    """Deletions (orphans, then unhealthy instances' records) and StopTask calls."""
+    """Deletions (orphans, then unhealthy instances' records) and StopTask calls, unless a
+    guard refuses the whole plan (:func:`_probe_outage`, :func:`_delete_fraction`)."""
     plan = Plan(deletions=list(assessment.orphans))
     planned_keys = {d.record.key for d in plan.deletions}
+    deletable = planned_keys | assessment.alive
     stopped: set[tuple[str, str]] = set()
     for target in assessment.targets:
+        deletable.update(r.key for r in target.records)
         verdict = results.get(target.key)
         if verdict is None:
             plan.unjudged.append(target)
             continue
         if verdict.healthy:
             plan.healthy.append(target)
+            continue
+        if target.ecs_healthy:
+            plan.ecs_healthy.append((target, verdict))
             continue
         plan.unhealthy.append((target, verdict))
         for record in target.records:
@@ -583,9 +615,77 @@ def decide(assessment: Assessment, results: Mapping[str, Verdict], rules: Rules)
             stopped.add((target.cluster, target.task))
             reason = f"ecssd health check failed: {verdict.detail}"[:255]
             plan.stops.append(Stop(target.cluster, target.task, reason))
-    planned = len(plan.deletions)
-    if planned and planned > rules.max_delete_fraction * assessment.owned:
-        plan.refused = (
-            f"{planned} of {assessment.owned} owned record sets would be deleted, more than "
-            f"MAX_DELETE_FRACTION={rules.max_delete_fraction:g}: nothing deleted or stopped")
+    plan.guard = _figures(assessment, results, len(plan.deletions), len(deletable))
+    for guard, refusal in (("probe_outage", _probe_outage(plan.guard, rules)),
+                           ("delete_fraction", _delete_fraction(plan, rules))):
+        if refusal:
+            plan.refused, plan.refused_by = refusal, guard
+            break
     return plan
+
+
+def _figures(assessment: Assessment, results: Mapping[str, Verdict], planned: int,
+             deletable: int) -> GuardFigures:
+    judged = [(t, results[t.key]) for t in assessment.targets if t.key in results]
+    by_ip: dict[str, list[Verdict]] = defaultdict(list)
+    for target, verdict in judged:
+        by_ip[target.ip].append(verdict)
+    unreachable = sorted(ip for ip, verdicts in by_ip.items() if len(verdicts) >= 2
+                         and not any(v.healthy or v.answered for v in verdicts))
+    return GuardFigures(deletable=deletable, planned=planned, probed=len(judged),
+                        failed=sum(1 for _, v in judged if not v.healthy),
+                        unreachable=unreachable)
+
+
+def _probe_outage(figures: GuardFigures, rules: Rules) -> str:
+    """Refuse everything when the probes look like the sweep's own network path failed.
+
+    Two signs, either enough: (1) the failed share of the instances probed (with a verdict)
+    reaches ``PROBE_OUTAGE_FRACTION`` (default 0.5: half or more failing; 1 disables this
+    sign); (2) an address with at least two probed instances, whose tasks ECS reports
+    RUNNING (only those are probed), got no HTTP answer at all from any of them (timeouts,
+    refused or reset connections): a host whose every port is silent is a broken path (a
+    security group, a NACL, a route), not a set of broken tasks. One instance alone cannot
+    tell the two apart; the first sign covers a fleet of such hosts.
+
+    "Nothing" is meant literally: orphans whose task ECS reports gone are not deleted either,
+    since the same outage may have hidden what else is wrong; the next sweep does it.
+    """
+    if figures.failed and rules.probe_outage_fraction < 1 and (
+            figures.failed >= rules.probe_outage_fraction * figures.probed):
+        return (f"{figures.failed} of {figures.probed} probed instances failed, at least "
+                f"PROBE_OUTAGE_FRACTION={rules.probe_outage_fraction:g}: the sweep's own "
+                "network path may be broken, nothing deleted or stopped")
+    if figures.unreachable:
+        return (f"no instance at {', '.join(figures.unreachable[:10])} answered HTTP although "
+                "ECS reports their tasks RUNNING: the sweep's network path to "
+                f"{'that host' if len(figures.unreachable) == 1 else 'those hosts'} may be "
+                "broken, nothing deleted or stopped")
+    return ""
+
+
+def _delete_fraction(plan: Plan, rules: Rules) -> str:
+    """Refuse everything when the plan deletes ``MAX_DELETE_FRACTION`` or more of what this run
+    could delete.
+
+    The denominator counts the record sets this run decides on evidence, those it could
+    delete had ECS, EC2 or a probe said so: the orphans (owners ECS/EC2 show gone) and the
+    service record sets of every instance ECS/EC2 show alive (probed or not, task A records
+    included). Never counted: the A records of live hosts (one goes only with its host's last
+    service record, when the host is dead), record sets whose judgement was withheld (a
+    failed observation, an unknown state) and suspect ones, out-of-scope record sets and
+    records of other writers. Counting those let a sweep whose every probe failed delete all
+    it probed: one SRV and one A record per host made that exactly half of the owned.
+
+    "Or more" (``>=``): at the default 0.5 a plan deleting exactly half is refused; that is
+    what a sweep whose probes fail for one of two hosts plans. A tiny scope refuses too: one
+    deletable record set, deleted, is all of it; an operator of a one-task cluster who wants
+    the sweep to act there sets 1, which disables the guard.
+    """
+    figures = plan.guard
+    if (figures.planned and rules.max_delete_fraction < 1
+            and figures.planned >= rules.max_delete_fraction * figures.deletable):
+        return (f"{figures.planned} of {figures.deletable} deletable record sets would be "
+                f"deleted, at least MAX_DELETE_FRACTION={rules.max_delete_fraction:g}: "
+                "nothing deleted or stopped")
+    return ""

@@ -76,9 +76,22 @@ class Ec2Instance:
 
 
 @dataclass(frozen=True)
+class PortBinding:
+    """A port of a container: a DescribeTasks ``networkBindings`` entry (the host port ECS
+    bound, bridge and host network modes) or a task definition's ``portMappings`` entry (the
+    declared port; in awsvpc mode the container port is the port on the task's ENI)."""
+
+    container_port: int
+    host_port: int  # 0: not bound (a definition's dynamic port) or not stated
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True)
 class TaskContainer:
     name: str
     runtime_id: str = ""  # the Docker container id (absent in some describes, e.g. moto)
+    health_status: str = ""  # HEALTHY, UNHEALTHY or UNKNOWN (UNKNOWN without a healthCheck)
+    network_bindings: tuple[PortBinding, ...] = ()  # none in awsvpc mode, nor while PENDING
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,7 @@ class EcsTask:
     eni_ips: tuple[str, ...] = ()  # private IPv4 addresses of awsvpc ENI attachments
     containers: tuple[TaskContainer, ...] = ()
     version: int = 0
+    health_status: str = ""  # the task's: HEALTHY only when its essential checks pass
 
     @property
     def id(self) -> str:
@@ -122,6 +136,9 @@ class ContainerDefinition:
     name: str
     environment: Mapping[str, str]
     labels: Mapping[str, str]
+    port_mappings: tuple[PortBinding, ...] = ()
+    health_check: bool = False  # the definition has a ``healthCheck``: ECS judges it too
+    start_period: float = 0.0  # the healthCheck's startPeriod, seconds
 
 
 @dataclass(frozen=True)
@@ -261,10 +278,28 @@ def _task(raw: Mapping[str, Any]) -> EcsTask:
         started_at=raw.get("startedAt"),
         created_at=raw.get("createdAt"),
         eni_ips=tuple(eni_ips),
-        containers=tuple(TaskContainer(c.get("name", ""), c.get("runtimeId", "") or "")
-                         for c in raw.get("containers", [])),
+        containers=tuple(
+            TaskContainer(c.get("name", ""), c.get("runtimeId", "") or "",
+                          health_status=c.get("healthStatus", "") or "",
+                          network_bindings=_ports(c.get("networkBindings") or []))
+            for c in raw.get("containers", [])),
         version=int(raw.get("version", 0) or 0),
+        health_status=raw.get("healthStatus", "") or "",
     )
+
+
+def _ports(items: Iterable[Mapping[str, Any]]) -> tuple[PortBinding, ...]:
+    """networkBindings or portMappings -> :class:`PortBinding` (entries without an integer
+    containerPort are dropped: they name no port)."""
+    out: list[PortBinding] = []
+    for item in items:
+        container_port, host_port = item.get("containerPort"), item.get("hostPort")
+        if not isinstance(container_port, int) or isinstance(container_port, bool):
+            continue
+        out.append(PortBinding(container_port,
+                               host_port if isinstance(host_port, int) else 0,
+                               str(item.get("protocol") or "tcp").lower()))
+    return tuple(out)
 
 
 def describe_tasks(ecs: Any, cluster: str, tasks: Iterable[str]) -> DescribedTasks:
@@ -324,6 +359,9 @@ class TaskDefinitions:
                     name=c.get("name", ""),
                     environment=_pairs(c.get("environment", [])),
                     labels={str(k): str(v) for k, v in (c.get("dockerLabels") or {}).items()},
+                    port_mappings=_ports(c.get("portMappings") or []),
+                    health_check=bool(c.get("healthCheck")),
+                    start_period=float((c.get("healthCheck") or {}).get("startPeriod", 0) or 0),
                 )
                 for c in raw.get("containerDefinitions", [])
             ),

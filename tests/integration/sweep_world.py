@@ -7,6 +7,13 @@ address (answering 200, 500, hanging, or with no server at all: refused). The re
 written by the agent's own code (:class:`ecssd_agent.agent.Agent`, from containers carrying
 the ECS labels the ECS agent sets), one agent per host, exactly as in production.
 
+moto's DescribeTasks reports no ``networkBindings`` (real ECS does, from what the ECS
+container agent submits), and the sweep probes only a port ECS confirms. So the world plays
+the ECS container agent's part for the tasks it started: :meth:`SweepWorld.report_bindings`
+is an ``after-call.ecs.DescribeTasks`` hook that adds each task's binding (container port
+8080 -> the host port its server listens on) to moto's answer, in the real response's shape.
+Without it the sweep sees what moto shows: no bindings, nothing confirmed, nothing judged.
+
 Used by tests/integration/test_health_lambda*.py and benchmarks/bench_sweep.py.
 """
 
@@ -121,6 +128,7 @@ class WorldTask:
     port: int  # the host port its SRV record carries
     behaviour: str
     container_id: str
+    bound: bool = True  # report_bindings adds its networkBinding
 
     @property
     def id(self) -> str:
@@ -154,7 +162,7 @@ class SweepWorld:
         self.zone = Route53Zone(self.route53, find_zone(self.route53, domain, self.zone_id))
         self.hosts: list[WorldHost] = []
         self.tasks: list[WorldTask] = []
-        self._definitions: dict[tuple[str, str], str] = {}
+        self._definitions: dict[tuple[str, str, bool], str] = {}
         self._next_ip = 2
         self._clusters: set[str] = set()
 
@@ -182,24 +190,28 @@ class SweepWorld:
         self.hosts.append(host)
         return host
 
-    def _definition(self, cluster: str, check_http: str) -> str:
-        key = (cluster, check_http)
+    def _definition(self, cluster: str, check_http: str, health_check: bool = False) -> str:
+        key = (cluster, check_http, health_check)
         if key not in self._definitions:
             env = [{"name": "SERVICE_8080_NAME", "value": "web"}]
             if check_http:
                 env.append({"name": "SERVICE_8080_CHECK_HTTP", "value": check_http})
             family = f"web-{cluster}-{len(self._definitions)}"
-            self.ecs.register_task_definition(family=family, containerDefinitions=[{
+            container: dict[str, Any] = {
                 "name": "web", "image": "web", "memory": 16, "environment": env,
                 "portMappings": [{"containerPort": 8080, "hostPort": 0}],
-            }])
+            }
+            if health_check:  # ECS runs it; moto reports every container HEALTHY
+                container["healthCheck"] = {"command": ["CMD-SHELL", "true"], "startPeriod": 0}
+            self.ecs.register_task_definition(family=family, containerDefinitions=[container])
             self._definitions[key] = family
         return self._definitions[key]
 
     def task(self, host: WorldHost, behaviour: str = OK, check_http: str = "",
-             service: str = "web") -> WorldTask:
-        """Start a task on ``host`` (StartTask), its HTTP server, and its container."""
-        family = self._definition(host.cluster, check_http)
+             service: str = "web", health_check: bool = False) -> WorldTask:
+        """Start a task on ``host`` (StartTask), its HTTP server, and its container.
+        ``health_check``: its definition has an ECS healthCheck (which moto reports HEALTHY)."""
+        family = self._definition(host.cluster, check_http, health_check)
         started = self.ecs.start_task(cluster=host.cluster, taskDefinition=family,
                                       containerInstances=[host.container_instance_arn])
         arn = started["tasks"][0]["taskArn"]
@@ -221,6 +233,24 @@ class SweepWorld:
             agent = Agent(self.zone, _FakeDocker(host),  # type: ignore[arg-type]
                           Host(host.label, host.ip), Routing.WEIGHTED, ttl=0)
             agent.sync()
+
+    def report_bindings(self, parsed: dict[str, Any], **_: Any) -> None:
+        """after-call.ecs.DescribeTasks: add the networkBindings the ECS agent would have
+        reported for the world's tasks (moto reports none)."""
+        by_arn = {t.arn: t for t in self.tasks if t.bound}
+        for raw in parsed.get("tasks", []):
+            world_task = by_arn.get(raw.get("taskArn", ""))
+            if world_task is None:
+                continue
+            for container in raw.get("containers", []):
+                if container.get("name") == "web":
+                    container["networkBindings"] = [{
+                        "bindIP": "0.0.0.0", "containerPort": 8080,
+                        "hostPort": world_task.port, "protocol": "tcp"}]
+
+    def bindings_hook(self) -> tuple[str, Any]:
+        """(botocore event, handler) for a sweep's clients: see :meth:`report_bindings`."""
+        return ("after-call.ecs.DescribeTasks", self.report_bindings)
 
     # -- events --
 

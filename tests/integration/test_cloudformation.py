@@ -46,6 +46,7 @@ import pytest
 
 from ecssd_agent import settings as agent_settings
 from ecssd_agent.agent import Agent
+from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.metadata import ECS_CLUSTER, ECS_CONTAINER_NAME, ECS_TASK_ARN
 from ecssd_agent.model import Container, Host, Routing
@@ -1006,13 +1007,31 @@ def test_lambdas_need_no_more_than_their_roles_allow(
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     try:
-        # The sweep, as configured by the stack (fast and decisive for the test).
+        # The sweep, as configured by the stack (fast and decisive for the test; with one
+        # task of two failing, the guards are off).
         env = _function_env(stack, "SweepFunction")
         env.update(GRACE_SECONDS="0", MAX_DELETE_FRACTION="1", CHECK_TIMEOUT="0.5",
-                   CHECK_RETRIES="1")
+                   CHECK_RETRIES="1", PROBE_OUTAGE_FRACTION="1")
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        sweep_handler.reset()
+        # What real ECS reports and moto does not: the time containers' port bindings, and
+        # their healthCheck's verdict (moto says HEALTHY for every container).
+        reported = {healthy_task: (healthy_port, "HEALTHY"), sick_task: (sick_port, "UNHEALTHY")}
+
+        def ecs_reports(parsed: dict[str, Any], **_: Any) -> None:
+            for raw in parsed.get("tasks", []):
+                port, health = reported.get(raw.get("taskArn", ""), (0, ""))
+                for container in raw.get("containers", []) if port else []:
+                    container["healthStatus"] = health
+                    container["networkBindings"] = [{"bindIP": "0.0.0.0", "hostPort": port,
+                                                     "containerPort": 8082, "protocol": "tcp"}]
+
+        def clients() -> Clients:
+            made = Clients(region=REGION)
+            made.client("ecs").meta.events.register("after-call.ecs.DescribeTasks", ecs_reports)
+            return made
+
+        sweep_handler.reset(clients)
         summary = sweep_handler.lambda_handler({"source": "aws.events"}, None)
         assert summary["errors"] == [], summary
         check_calls(proxy.take(), role_actions(stack.template, "SweepRole", conditions),

@@ -17,8 +17,10 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
+from ecssd_agent import naming
 from ecssd_agent.aws.clients import Clients
-from ecssd_agent.model import Action, Change, RecordSet
+from ecssd_agent.model import Action, Change, Owner, RecordSet, Routing
+from ecssd_agent.records import routed, srv_value
 from health_lambda import handler
 from tests.integration.sweep_world import ERROR, HANG, OK, REFUSE, HttpFleet, SweepWorld, keys
 from tests.support.moto_server import MotoServer
@@ -59,20 +61,23 @@ def session() -> boto3.session.Session:
 def sweep(world: SweepWorld, monkeypatch: pytest.MonkeyPatch,
           session: boto3.session.Session) -> Iterator[Any]:
     """``sweep(**env)`` runs the handler with these variables and fresh clients; ``hooks``
-    are (botocore event, handler) pairs registered on those clients (fault injection)."""
+    are (botocore event, handler) pairs registered on those clients (fault injection).
+    ``ecs_agent``: DescribeTasks reports the world's port bindings, as real ECS does
+    (:meth:`SweepWorld.report_bindings`); off, the sweep sees moto's answer as it is."""
     made: list[Clients] = []
 
     def run(event: Any = None, context: Any = None,
-            hooks: Sequence[tuple[str, Callable[..., Any]]] = (), **env: str) -> dict[str, Any]:
+            hooks: Sequence[tuple[str, Callable[..., Any]]] = (), ecs_agent: bool = True,
+            **env: str) -> dict[str, Any]:
         def factory() -> Clients:
             clients = Clients(region="us-east-1", max_attempts=2, session=session)
-            for name, hook in hooks:
+            for name, hook in [*([world.bindings_hook()] if ecs_agent else []), *hooks]:
                 clients.client(name.split(".")[1]).meta.events.register(name, hook)
             made.append(clients)
             return clients
 
         for name in ("ECS_CLUSTERS", "DRY_RUN", "MAX_DELETE_FRACTION", "STOP_UNHEALTHY",
-                     "CHECK_HEALTH"):
+                     "CHECK_HEALTH", "PROBE_OUTAGE_FRACTION"):
             monkeypatch.delenv(name, raising=False)
         for name, value in {"HOSTED_ZONE_ID": world.zone_id, **FAST_CHECKS, **env}.items():
             monkeypatch.setenv(name, value)
@@ -139,7 +144,8 @@ def test_healthy_left_alone_unhealthy_deleted_and_stopped(world: SweepWorld, swe
 
 def test_dead_host_stopped_task_and_foreign_records(world: SweepWorld, sweep: Any) -> None:
     live_host, dead_host = world.host("c1"), world.host("c1")
-    stays = [world.task(live_host) for _ in range(4)]
+    # Five healthy instances: the four deletions stay below half of the 9 deletable.
+    stays = [world.task(live_host) for _ in range(5)]
     stopped = world.task(live_host)
     on_dead = [world.task(dead_host) for _ in range(2)]
     world.sync()
@@ -165,7 +171,7 @@ def test_dead_host_stopped_task_and_foreign_records(world: SweepWorld, sweep: An
     assert summary["deleted"] == 4 and stop_calls(sweep) == 0 and summary["stopped"] == []
     assert summary["deletion_reasons"] == {"host gone": 3, "task gone": 1}
     assert summary["healthy"] == len(stays) and summary["unhealthy"] == []
-    assert summary["owned"] == 1 + 5 + 3 + 0  # foreign records are not counted as ours
+    assert summary["owned"] == 1 + 6 + 3 + 0  # foreign records are not counted as ours
     del on_dead
 
 
@@ -279,13 +285,16 @@ def test_fraction_guard_refuses_then_allows(world: SweepWorld, sweep: Any) -> No
     world.kill_host(big)
     before = keys(world.records())
 
-    summary = sweep()  # 5 of 7 owned record sets would go: more than half
+    summary = sweep()  # 5 of the 6 deletable record sets would go (small's A record is not)
 
     assert keys(world.records()) == before
-    assert "MAX_DELETE_FRACTION=0.5" in summary["refused"] and "5 of 7" in summary["refused"]
+    assert "MAX_DELETE_FRACTION=0.5" in summary["refused"]
+    assert "5 of 6 deletable" in summary["refused"]
+    assert summary["refused_by"] == "delete_fraction"
+    assert summary["guard"]["planned"] == 5 and summary["guard"]["deletable"] == 6
     assert summary["deleted"] == 0 and summary["change_requests"] == 0
 
-    summary = sweep(MAX_DELETE_FRACTION="0.8")
+    summary = sweep(MAX_DELETE_FRACTION="0.9")
     assert summary["deleted"] == 5 and not summary["refused"]
     assert before - keys(world.records()) == {k for k in before if big.label in (k[2] or "")}
 
@@ -362,3 +371,122 @@ def test_rejected_twice_is_reported_not_retried(world: SweepWorld, sweep: Any) -
     assert len(batches) == 2 and keys(world.records()) == before
     assert summary["deleted"] == 0
     assert any("rejected the deletions again" in e for e in summary["errors"])
+
+
+# --- issue 14: the sweep's safety ---------------------------------------------------------
+
+def _all_running(world: SweepWorld, tasks: Sequence[Any]) -> bool:
+    return all(world.task_state(t)["lastStatus"] == "RUNNING" for t in tasks)
+
+
+def test_every_probe_failing_acts_on_nothing(world: SweepWorld, sweep: Any,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """The sweep's own path is cut: every check of the swept cluster times out or is refused.
+    Before, c2's records (not swept, yet counted by the old guard) let the deletions of every
+    c1 instance and the StopTask of every c1 task through, every 5 minutes."""
+    h1, h2 = world.host("c1"), world.host("c1")
+    failing = [world.task(h, b) for h in (h1, h2) for b in (HANG, REFUSE)]
+    gone = world.task(h1)
+    other = world.host("c2")
+    for _ in range(4):
+        world.task(other)
+    world.sync()
+    world.stop_task(gone)
+    before = keys(world.records())
+
+    with caplog.at_level(logging.WARNING, logger="health_lambda.runner"):
+        summary = sweep(ECS_CLUSTERS="c1")
+
+    assert keys(world.records()) == before  # not even the stopped task's record
+    assert stop_calls(sweep) == 0 and _all_running(world, failing)
+    assert summary["deleted"] == 0 and summary["stopped"] == []
+    assert summary["refused_by"] == "probe_outage"
+    assert "4 of 4 probed instances failed" in summary["refused"]
+    assert summary["guard"]["probed"] == 4 and summary["guard"]["failed"] == 4
+    assert len(summary["unhealthy"]) == 4  # still reported
+    # One structured line for a metric filter: which guard, and its figures.
+    refusals = [r for r in caplog.records if getattr(r, "metric", "") == "ecssd_sweep_refused"]
+    assert len(refusals) == 1
+    assert (refusals[0].guard, refusals[0].probed, refusals[0].failed) == ("probe_outage", 4, 4)
+
+
+def test_exactly_half_acts_on_nothing(world: SweepWorld, sweep: Any) -> None:
+    """One service per host: an SRV and an A record each. Every check refused deleted
+    exactly half of the owned record sets, which the old strict test let through."""
+    tasks = [world.task(world.host("c1"), REFUSE) for _ in range(2)]
+    world.sync()
+    before = keys(world.records())
+
+    summary = sweep()
+
+    assert keys(world.records()) == before
+    assert stop_calls(sweep) == 0 and _all_running(world, tasks)
+    assert summary["refused_by"] == "probe_outage" and "2 of 2" in summary["refused"]
+
+
+def test_a_forged_record_does_not_stop_its_victim(world: SweepWorld, sweep: Any,
+                                                  fleet: HttpFleet) -> None:
+    """One host's write credentials: a record naming another host's task at a closed port.
+    Before, the sweep probed that port at the victim's host, got "connection refused" and
+    stopped the victim, whose own record answers 200."""
+    victim_host, other = world.host("c1"), world.host("c1")
+    victim = world.task(victim_host)
+    others = [world.task(other) for _ in range(3)]
+    world.sync()
+    closed = fleet.add(victim_host.ip, REFUSE)
+    forged = routed(naming.record_name("web", world.zone.zone.name), "SRV",
+                    [srv_value(closed, naming.host_record_name(victim_host.label,
+                                                               world.zone.zone.name))],
+                    Owner(host=victim_host.label, container="f0f0f0f0f0f0", port="8080/tcp",
+                          cluster="c1", task=victim.id), Routing.WEIGHTED, 0)
+    world.zone.apply([Change(Action.CREATE, forged)])
+    before = keys(world.records())
+
+    summary = sweep()
+
+    assert keys(world.records()) == before  # the victim's records, and the forged one
+    assert stop_calls(sweep) == 0 and _all_running(world, [victim, *others])
+    assert summary["healthy"] == 4 and summary["unhealthy"] == []
+    assert [s["instance"] for s in summary["suspect"]] == [forged.set_identifier]
+    assert f"port {closed}/tcp" in summary["suspect"][0]["reason"]
+    assert (victim_host.ip, closed) not in {(ip, port) for ip, port, _ in fleet.requests}
+
+
+def test_a_task_ecs_reports_healthy_is_not_stopped(world: SweepWorld, sweep: Any) -> None:
+    """Its definition has a healthCheck and ECS (moto) reports the container HEALTHY: our
+    failed check alone does not stop it. The same failure without a healthCheck does."""
+    host = world.host("c1")
+    vouched = world.task(host, ERROR, health_check=True)
+    plain = world.task(host, ERROR)
+    for _ in range(4):
+        world.task(host)
+    world.sync()
+    before = keys(world.records())
+
+    summary = sweep()
+
+    assert world.task_state(vouched)["lastStatus"] == "RUNNING"
+    assert world.task_state(plain)["lastStatus"] == "STOPPED"
+    assert before - keys(world.records()) == {_srv_key(before, plain.id)}
+    assert summary["stopped"] == [f"c1/{plain.id}"]
+    assert [e["task"] for e in summary["ecs_healthy"]] == [f"c1/{vouched.id}"]
+    assert "HEALTHY" in summary["ecs_healthy"][0]["ecs"]
+
+
+def test_ports_ecs_does_not_confirm_are_not_judged(world: SweepWorld, sweep: Any) -> None:
+    """moto as it is reports no networkBindings: no port is confirmed, so no check decides
+    anything, while a stopped task's record still goes (ECS's word, not a probe's)."""
+    host = world.host("c1")
+    bad = world.task(host, ERROR)
+    fine = [world.task(host) for _ in range(3)]
+    gone = world.task(host)
+    world.sync()
+    world.stop_task(gone)
+    before = keys(world.records())
+
+    summary = sweep(ecs_agent=False)
+
+    assert before - keys(world.records()) == {_srv_key(before, gone.id)}
+    assert stop_calls(sweep) == 0 and _all_running(world, [bad, *fine])
+    assert summary["healthy"] == 0 and summary["unhealthy"] == [] and not summary["refused"]
+    assert sum("no port bindings" in s["reason"] for s in summary["skipped_detail"]) == 4

@@ -52,6 +52,8 @@ def test_hundreds_of_tasks_and_several_pages_of_records(
 
     def factory() -> Clients:
         made.append(Clients(region="us-east-1", session=boto3.session.Session()))
+        event, hook = world.bindings_hook()  # the ports real ECS would report
+        made[-1].client("ecs").meta.events.register(event, hook)
         return made[-1]
 
     monkeypatch.setenv("HOSTED_ZONE_ID", world.zone_id)

@@ -20,19 +20,27 @@ from health_lambda.sweep import (
     HostView,
     Rules,
     Scope,
-    ServiceDecl,
-    TaskView,
     Verdict,
     assess,
-    check_path,
     decide,
     referenced_tasks,
+)
+from health_lambda.task_evidence import (
+    Binding,
+    ContainerSpec,
+    ContainerState,
+    ServiceDecl,
+    TaskView,
+    check_path,
     service_decls,
 )
 
 ZONE = "sd.internal."
 NOW = 1_700_000_000.0
-RULES = Rules(max_delete_fraction=1.0)  # the guard has its own tests
+RULES = Rules(max_delete_fraction=1.0, probe_outage_fraction=1.0)  # the guards: own tests
+# What ECS reports bound for each task of the tables below: (container port, host port).
+PORTS = {"t1": (8080, 32768), "t2": (9000, 32769), "t3": (8080, 32770), "t4": (8080, 32771),
+         "t9": (8080, 32772)}
 
 
 def arn(n: int) -> str:
@@ -46,6 +54,12 @@ def live(n: int, ip: str | None = None, cluster_label: str = "") -> HostView:
 
 def task(tid: str, host: int = 1, last: str = "RUNNING", desired: str = "RUNNING",
          started: float | None = NOW - 3600, **kw: object) -> TaskView:
+    """A task as ECS reports it: bridge tasks with the networkBindings of PORTS, awsvpc ones
+    (``eni_ips``) with a definition mapping port 8080."""
+    if "eni_ips" in kw:
+        kw.setdefault("specs", (ContainerSpec("web", (Binding(8080),)),))
+    elif tid in PORTS:
+        kw.setdefault("containers", (ContainerState("web", bindings=(Binding(*PORTS[tid]),)),))
     return TaskView(tid, last, desired, arn(host), started, **kw)  # type: ignore[arg-type]
 
 
@@ -286,26 +300,33 @@ def test_no_verdict_means_not_judged() -> None:
 def test_a_task_is_stopped_once_however_many_of_its_instances_fail() -> None:
     records = agent("ip-10-0-0-1", "10.0.0.1", ("web", 32768, 8080, "c", "t1"),
                     ("admin", 32769, 8081, "c", "t1"))
-    result = _assessed(records)
+    bound = ContainerState("web", bindings=(Binding(8080, 32768), Binding(8081, 32769)))
+    result = _assessed(records, clusters=[replace(C_OK, tasks={"t1": task(
+        "t1", containers=(bound,))})])
     plan = decide(result, {t.key: Verdict(False, "HTTP 503") for t in result.targets}, RULES)
     assert len(plan.deletions) == 2 and len(plan.stops) == 1
 
 
-@pytest.mark.parametrize(("fraction", "refused"), [(0.5, True), (0.8, True), (5 / 6, False),
+@pytest.mark.parametrize(("fraction", "refused"), [(0.4, True), (0.5, True), (0.6, False),
                                                    (1.0, False)])
-def test_fraction_guard(fraction: float, refused: bool) -> None:
+def test_fraction_guard_counts_only_what_the_run_could_delete(fraction: float,
+                                                              refused: bool) -> None:
     rules = replace(RULES, max_delete_fraction=fraction)
-    # H1 (3 record sets) and H_ONLY_A (1) are dead; H2's one instance is unhealthy:
-    # 3 + 1 + 1 = 5 of the 6 owned record sets would go (exactly 5/6 is not "more than").
-    clusters = [replace(C_OK, hosts=(live(2),), gone_tasks=frozenset({"t1", "t2"}))]
-    result = _assessed([*H1, *H2, *H_ONLY_A], rules, clusters)
-    plan = decide(result, {t.key: Verdict(False, "HTTP 500") for t in result.targets}, rules)
+    # H_ONLY_A is dead (1 orphan); H1's two instances and H2's one are probed, H2's fails:
+    # 2 deletions of 4 deletable record sets (the orphan and the three SRV records). The A
+    # records of the live hosts H1 and H2 could not be deleted this run and do not count
+    # (the old guard counted all 6 owned record sets and let exactly half through).
+    result = _assessed([*H1, *H2, *H_ONLY_A], rules)
+    verdicts = {t.key: Verdict(t.port != 32770, "HTTP 500") for t in result.targets}
+    plan = decide(result, verdicts, rules)
+    assert (plan.guard.planned, plan.guard.deletable) == (2, 4)
     assert bool(plan.refused) == refused
     if refused:
+        assert plan.refused_by == "delete_fraction"
         assert f"MAX_DELETE_FRACTION={fraction:g}" in plan.refused
-        assert "5 of 6" in plan.refused
+        assert "2 of 4 deletable" in plan.refused
     else:
-        assert len(plan.deletions) == 5 and len(plan.stops) == 1
+        assert len(plan.deletions) == 2 and len(plan.stops) == 1
 
 
 def test_stop_reason_fits_stoptask() -> None:

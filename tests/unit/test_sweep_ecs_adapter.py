@@ -1,9 +1,12 @@
 """The ECS/EC2 read adapter (ecssd_agent/aws/ecs.py) with botocore's Stubber: batch sizes,
-evidence (MISSING) versus errors, the EC2 filter, the task definition cache."""
+evidence (MISSING) versus errors, the EC2 filter, the task definition cache, and the port
+bindings and health states of real DescribeTasks answers (moto reports neither)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import boto3
@@ -11,6 +14,8 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from ecssd_agent.aws import ecs as ecs_api
+from health_lambda import observe
+from health_lambda.task_evidence import Binding, ContainerSpec, ContainerState
 
 CLUSTER = "c"
 
@@ -118,3 +123,107 @@ def test_describe_clusters_reports_status_and_leaves_out_unknown(ecs: Any) -> No
         "failures": [{"arn": "nope", "reason": "MISSING"}]}, {"clusters": ANY})
     assert ecs_api.describe_clusters(client, ["a", "b", "nope"]) == {"a": "ACTIVE",
                                                                      "b": "INACTIVE"}
+
+
+# --- port bindings and health, in the shapes real ECS returns ------------------------------
+
+STARTED = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+BRIDGE_TASK = {  # DescribeTasks, EC2 launch type, bridge mode, a container with a healthCheck
+    "taskArn": _arn("task", 1), "clusterArn": "arn:aws:ecs:us-east-1:1:cluster/c",
+    "taskDefinitionArn": "arn:aws:ecs:us-east-1:1:task-definition/web:7",
+    "containerInstanceArn": _arn("container-instance", 1), "lastStatus": "RUNNING",
+    "desiredStatus": "RUNNING", "healthStatus": "HEALTHY", "launchType": "EC2",
+    "startedAt": STARTED, "createdAt": STARTED, "version": 3, "attachments": [],
+    "containers": [
+        {"containerArn": "arn:aws:ecs:us-east-1:1:container/c/1/a", "taskArn": _arn("task", 1),
+         "name": "web", "image": "web:1", "runtimeId": "8f0e4d1c2b3a" + "0" * 52,
+         "lastStatus": "RUNNING", "healthStatus": "HEALTHY", "networkInterfaces": [],
+         "networkBindings": [
+             {"bindIP": "0.0.0.0", "containerPort": 8080, "hostPort": 32768, "protocol": "tcp"},
+             {"bindIP": "::", "containerPort": 8080, "hostPort": 32768, "protocol": "tcp"},
+             {"bindIP": "0.0.0.0", "containerPort": 53, "hostPort": 30053, "protocol": "udp"}]},
+        {"containerArn": "arn:aws:ecs:us-east-1:1:container/c/1/b", "taskArn": _arn("task", 1),
+         "name": "sidecar", "image": "side:1", "lastStatus": "RUNNING",
+         "healthStatus": "UNKNOWN", "networkInterfaces": [], "networkBindings": []}],
+}
+AWSVPC_TASK = {  # Fargate: no networkBindings, the ENI in attachments
+    "taskArn": _arn("task", 2), "clusterArn": "arn:aws:ecs:us-east-1:1:cluster/c",
+    "taskDefinitionArn": "arn:aws:ecs:us-east-1:1:task-definition/api:2",
+    "lastStatus": "PENDING", "desiredStatus": "RUNNING", "healthStatus": "UNKNOWN",
+    "launchType": "FARGATE", "createdAt": STARTED, "version": 1,
+    "attachments": [{"id": "e", "type": "ElasticNetworkInterface", "status": "ATTACHED",
+                     "details": [{"name": "privateIPv4Address", "value": "10.1.2.3"}]}],
+    "containers": [{"containerArn": "arn:aws:ecs:us-east-1:1:container/c/2/a",
+                    "taskArn": _arn("task", 2), "name": "api", "lastStatus": "PENDING",
+                    "networkInterfaces": [{"attachmentId": "e",
+                                           "privateIpv4Address": "10.1.2.3"}]}],
+}
+WEB_DEFINITION = {
+    "taskDefinitionArn": "arn:aws:ecs:us-east-1:1:task-definition/web:7", "networkMode": "bridge",
+    "containerDefinitions": [
+        {"name": "web", "image": "web:1",
+         "portMappings": [{"containerPort": 8080, "hostPort": 0, "protocol": "tcp"},
+                          {"containerPort": 53, "protocol": "udp"}],
+         "healthCheck": {"command": ["CMD-SHELL", "curl -f localhost:8080/health"],
+                         "interval": 30, "timeout": 5, "retries": 3, "startPeriod": 120},
+         "environment": [{"name": "SERVICE_8080_NAME", "value": "web"},
+                         {"name": "SERVICE_8080_CHECK_GRACE", "value": "90"}],
+         "dockerLabels": {"SERVICE_53_NAME": "dns", "SERVICE_53_CHECK_GRACE": "later"}},
+        {"name": "sidecar", "image": "side:1"}],
+}
+
+
+def test_describe_tasks_reads_bindings_and_health(ecs: Any) -> None:
+    client, stub = ecs
+    stub.add_response("describe_tasks", {"tasks": [BRIDGE_TASK, AWSVPC_TASK], "failures": []},
+                      {"cluster": CLUSTER, "tasks": ANY})
+    found = ecs_api.describe_tasks(client, CLUSTER, [_arn("task", 1), _arn("task", 2)]).tasks
+    bridge, awsvpc = found[f"{1:032x}"], found[f"{2:032x}"]
+    assert bridge.health_status == "HEALTHY"
+    web, side = bridge.containers
+    assert (web.health_status, side.health_status) == ("HEALTHY", "UNKNOWN")
+    assert web.network_bindings == (ecs_api.PortBinding(8080, 32768, "tcp"),
+                                    ecs_api.PortBinding(8080, 32768, "tcp"),
+                                    ecs_api.PortBinding(53, 30053, "udp"))
+    assert side.network_bindings == ()
+    assert awsvpc.containers[0].network_bindings == () and awsvpc.eni_ips == ("10.1.2.3",)
+    assert awsvpc.health_status == "UNKNOWN" and awsvpc.containers[0].health_status == ""
+
+
+def test_task_definition_keeps_port_mappings_and_health_check(ecs: Any) -> None:
+    client, stub = ecs
+    stub.add_response("describe_task_definition", {"taskDefinition": WEB_DEFINITION},
+                      {"taskDefinition": "td:7"})
+    web, side = ecs_api.TaskDefinitions().get(client, "td:7").containers
+    assert web.port_mappings == (ecs_api.PortBinding(8080, 0, "tcp"),
+                                 ecs_api.PortBinding(53, 0, "udp"))
+    assert (web.health_check, web.start_period) == (True, 120.0)
+    assert (side.port_mappings, side.health_check, side.start_period) == ((), False, 0.0)
+
+
+def test_observed_task_view_carries_what_the_sweep_judges_by(
+        ecs: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Two tasks of one definition with a bad SERVICE_53_CHECK_GRACE: one warning, naming the
+    container and the variable; the other service's grace is read."""
+    client, stub = ecs
+    second = {**BRIDGE_TASK, "taskArn": _arn("task", 3)}
+    stub.add_response("list_tasks", {"taskArns": [_arn("task", 1), _arn("task", 3)]},
+                      {"cluster": CLUSTER, "desiredStatus": "RUNNING"})
+    stub.add_response("describe_tasks", {"tasks": [BRIDGE_TASK, second], "failures": []},
+                      {"cluster": CLUSTER, "tasks": ANY})
+    stub.add_response("describe_task_definition", {"taskDefinition": WEB_DEFINITION},
+                      {"taskDefinition": WEB_DEFINITION["taskDefinitionArn"]})
+    with caplog.at_level(logging.WARNING, logger="health_lambda.observe"):
+        _, _, views = observe._tasks(client, CLUSTER, {f"{1:032x}", f"{3:032x}"},
+                                     ecs_api.TaskDefinitions(), True)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert "container web" in warnings[0] and "SERVICE_53_CHECK_GRACE='later'" in warnings[0]
+    view = views[f"{1:032x}"]
+    assert view.network_mode == "bridge" and view.health == "HEALTHY"
+    assert view.started_at == STARTED.timestamp()
+    assert view.containers[0] == ContainerState("web", "8f0e4d1c2b3a" + "0" * 52, "HEALTHY", (
+        Binding(8080, 32768), Binding(8080, 32768), Binding(53, 30053, "udp")))
+    assert view.specs[0] == ContainerSpec("web", (Binding(8080), Binding(53, 0, "udp")),
+                                          True, 120.0)
+    assert {(s.port, s.check_grace) for s in view.services} == {(8080, 90.0), (53, None)}
