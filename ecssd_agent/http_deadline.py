@@ -39,6 +39,8 @@ def get(host: str, port: int, path: str, headers: Mapping[str, str], timeout: fl
         max_body: int | None = None) -> Reply:
     """GET ``path``; the whole exchange takes at most ``timeout`` seconds.
 
+    ``host`` is an address (both callers have one): looking a name up is not bounded.
+
     Raises :class:`TimeoutError` when the deadline passes (whatever stage it was in),
     ``OSError`` / :class:`http.client.HTTPException` for other failures. ``max_body`` stops
     reading after that many bytes (a health check needs the status, not a large body).
