@@ -6,8 +6,11 @@ a bounded thread pool (the work is waiting on sockets, so threads suffice), and 
 phase can be given a deadline (the Lambda's remaining time): an instance whose checks did
 not finish by then gets no verdict, which means it is not judged, never that it is unhealthy.
 
-Plain :mod:`http.client`, one connection per attempt, no redirects followed: a 2xx is
-healthy, anything else (another status, a refused connection, a timeout) is not.
+One connection per attempt, no redirects followed: a 2xx is healthy, anything else
+(another status, a refused connection, a timeout) is not. The timeout bounds the whole
+attempt (:mod:`ecssd_agent.http_deadline`), not each socket operation: a container that
+trickles its answer a byte at a time is as unhealthy as one that never answers, and must
+not hold a check (and the sweep's deadline) for longer than a hung one.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+from ecssd_agent import http_deadline
 from health_lambda.sweep import Target, Verdict
 
 log = logging.getLogger(__name__)
@@ -26,21 +30,17 @@ USER_AGENT = "ecssd-health-sweep"
 
 
 def check_once(ip: str, port: int, path: str, timeout: float) -> Verdict:
-    """One GET; ``timeout`` bounds the connect and every read."""
-    conn = http.client.HTTPConnection(ip, port, timeout=timeout)
+    """One GET; ``timeout`` bounds all of it: connect, request, headers and body."""
     try:
-        conn.request("GET", path, headers={"User-Agent": USER_AGENT, "Connection": "close"})
-        response = conn.getresponse()
-        response.read(65536)
-        status = response.status
+        status = http_deadline.get(ip, port, path, {"User-Agent": USER_AGENT,
+                                                    "Connection": "close"},
+                                   timeout, max_body=65536).status
     except TimeoutError:
         return Verdict(False, f"timed out after {timeout:g}s")
     except ConnectionRefusedError:
         return Verdict(False, "connection refused")
     except (OSError, http.client.HTTPException) as exc:
         return Verdict(False, f"{type(exc).__name__}: {exc}".rstrip(": "))
-    finally:
-        conn.close()
     return Verdict(200 <= status < 300, f"HTTP {status}")
 
 

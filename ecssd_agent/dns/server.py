@@ -5,10 +5,12 @@ per-packet thread or selector: a Python loop with pre-rendered answers measured 
 20,000 queries/s goal on one core, see benchmarks/bench_dns.py; two such loops in two
 processes sharing the port with SO_REUSEPORT measured no better on a 2-core machine, where
 the load generator needs the other core); one thread accepts TCP
-connections and one thread serves each connection (at most :data:`MAX_TCP_CONNECTIONS`,
-idle ones closed after :data:`TCP_IDLE` seconds, RFC 7766); the refresher lists the zone
-(:mod:`.refresh`). The threads share only the responder, whose view is immutable and
-swapped by one assignment.
+connections and one thread serves each connection (at most :data:`MAX_TCP_CONNECTIONS`, of
+them :data:`MAX_TCP_PER_PEER` from one address; idle ones closed after :data:`TCP_IDLE`
+seconds, RFC 7766; a message must arrive within :data:`TCP_MESSAGE` seconds of its first
+byte; a new connection evicts the idle or slow ones, see :mod:`.tcp`, so trickling clients
+cannot take TCP down); the refresher lists the zone (:mod:`.refresh`). The threads share
+only the responder, whose view is immutable and swapped by one assignment.
 
 A packet can never stop the server: the responder drops or FORMERRs what it cannot parse,
 and the loop logs and survives anything else (a bug in answering one query must not take
@@ -38,13 +40,18 @@ from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.dns import config
 from ecssd_agent.dns.refresh import Refresher
 from ecssd_agent.dns.responder import Responder
+from ecssd_agent.dns.tcp import ANSWERING, IDLE, READING, Slot, TcpSlots, read_message
 from ecssd_agent.dns.view import unavailable
 from ecssd_agent.settings import SettingsError
 
 log = logging.getLogger("ecssd_agent.dns")
 
 MAX_TCP_CONNECTIONS = 64
+MAX_TCP_PER_PEER = 16
 TCP_IDLE = 10.0
+#: Seconds for a whole TCP message (length and body) from its first byte, and for sending
+#: an answer: a query is one segment, so this only ever ends a slow or stalled client.
+TCP_MESSAGE = 3.0
 UDP_BUFFER = 4 << 20
 #: Port 0: how many kernel-picked UDP ports to try before giving up on a TCP twin.
 BIND_TRIES = 20
@@ -66,9 +73,10 @@ class DnsServer:
         self.port = port
         self.udp: socket.socket | None = None
         self.tcp: socket.socket | None = None
-        self._slots = threading.BoundedSemaphore(MAX_TCP_CONNECTIONS)
+        self._slots = TcpSlots(MAX_TCP_CONNECTIONS, MAX_TCP_PER_PEER)
         self._closing = False
         self._last_error_log = 0.0
+        self._last_slots_log = 0.0
 
     # --- sockets -------------------------------------------------------------------------
 
@@ -153,41 +161,57 @@ class DnsServer:
         assert self.tcp is not None
         while not self._closing:
             try:
-                conn, _ = self.tcp.accept()
+                conn, peer = self.tcp.accept()
             except OSError as exc:
                 if self._closing:
                     return
                 self._unexpected("accepting a TCP connection", exc)
                 time.sleep(0.05)  # e.g. EMFILE: do not spin
                 continue
-            if not self._slots.acquire(blocking=False):
-                conn.close()  # too many connections: the client retries or gives up
+            evicted = self._slots.evicted
+            slot = self._slots.admit(conn, str(peer[0]))
+            if slot is None or self._slots.evicted != evicted:
+                self._slots_full(str(peer[0]))
+            if slot is None:
+                conn.close()  # every slot is answering: the client retries or gives up
                 continue
-            threading.Thread(target=self._connection, args=(conn,), name="dns-tcp",
+            threading.Thread(target=self._connection, args=(slot,), name="dns-tcp",
                              daemon=True).start()
 
-    def _connection(self, conn: socket.socket) -> None:
-        """Length-prefixed queries until the client closes or stays idle (RFC 7766)."""
+    def _slots_full(self, peer: str) -> None:
+        """Say (at most every few seconds) that TCP clients are being evicted or refused."""
+        now = time.monotonic()
+        if now - self._last_slots_log >= _LOG_EVERY:
+            self._last_slots_log = now
+            log.warning("TCP slots full (%d connections, at most %d per address; latest from "
+                        "%s): %d idle or slow connections evicted, %d new ones refused so far",
+                        len(self._slots), MAX_TCP_PER_PEER, peer, self._slots.evicted,
+                        self._slots.refused)
+
+    def _connection(self, slot: Slot) -> None:
+        """Length-prefixed queries until the client closes, stays idle, is too slow sending
+        one (or taking its answer), or is evicted for a new connection (RFC 7766)."""
+        conn = slot.conn
         try:
-            conn.settimeout(TCP_IDLE)
             while True:
-                head = _recv_exact(conn, 2)
-                if head is None:
-                    return
-                data = _recv_exact(conn, int.from_bytes(head, "big"))
+                data = read_message(conn, TCP_IDLE, TCP_MESSAGE,
+                                    lambda: self._slots.set_state(slot, READING))
                 if data is None:
                     return
+                self._slots.set_state(slot, ANSWERING)
                 response = self._answer_tcp(data)
                 if response is None or len(response) > 0xFFFF:
                     return
+                conn.settimeout(TCP_MESSAGE)
                 conn.sendall(len(response).to_bytes(2, "big") + response)
-        except OSError as exc:  # includes timeouts and resets
-            log.debug("TCP connection ended: %s", exc)
+                self._slots.set_state(slot, IDLE)
+        except OSError as exc:  # includes timeouts, resets and evictions
+            log.debug("TCP connection from %s ended: %r", slot.peer, exc)
         except Exception as exc:  # nor one connection
             self._unexpected("answering a TCP query", exc)
         finally:
             conn.close()
-            self._slots.release()
+            self._slots.release(slot)
 
     def _answer_tcp(self, data: bytes) -> bytes | None:
         response, missed = self.responder.respond(data, False)
@@ -204,17 +228,6 @@ class DnsServer:
             self._last_error_log = now
             log.error("unexpected error %s (the server goes on): %r", doing, exc,
                       exc_info=not isinstance(exc, OSError))
-
-
-def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
-    chunks = []
-    while n:
-        chunk = conn.recv(n)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:

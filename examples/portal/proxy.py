@@ -9,6 +9,10 @@ a timeout or a 5xx moves on to the next one. With Route 53's weighted routing a 
 returns ONE instance, so when every endpoint of an answer has failed the portal asks
 again (a new answer may name another instance), up to ``rounds`` times. 4xx answers are
 the service's real answer (a bad formula) and are passed through.
+
+Each call to an instance is bounded by ``timeout`` seconds in all (not per socket read), so
+a request costs at most ``timeout`` per instance tried. Error bodies are public: service
+and failure class only; the instances and the errors' text are logged.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
 
+from ecssd_agent import http_deadline
 from examples.common.auth import Credentials
 from examples.common.discovery import Discovery, DiscoveryError, Endpoint, ServiceNotFound
 from examples.common.tracing import HEADER as TRACE_HEADER
@@ -44,15 +49,11 @@ Fetch = Callable[[Endpoint, str, dict[str, str], float], Upstream]
 
 
 def http_fetch(endpoint: Endpoint, path: str, headers: dict[str, str], timeout: float) -> Upstream:
-    """GET ``path`` from ``endpoint``; raises OSError/HTTPException when it cannot answer."""
-    connection = http.client.HTTPConnection(endpoint.address, endpoint.port, timeout=timeout)
-    try:
-        connection.request("GET", path, headers=headers)
-        response = connection.getresponse()
-        body = response.read()
-        return Upstream(response.status, body, response.getheader("Content-Type", JSON))
-    finally:
-        connection.close()
+    """GET ``path`` from ``endpoint`` within ``timeout`` seconds in all (connect, request,
+    headers, body: an instance trickling its answer fails over like a hung one); raises
+    OSError (TimeoutError at the deadline) or HTTPException when it cannot answer."""
+    reply = http_deadline.get(endpoint.address, endpoint.port, path, headers, timeout)
+    return Upstream(reply.status, reply.body, reply.content_type or JSON)
 
 
 class Backend:
@@ -79,9 +80,14 @@ class Backend:
         return headers
 
     def call(self, argument: str) -> Response:
-        """Ask an instance of the service for ``/<kind>/<argument>``."""
+        """Ask an instance of the service for ``/<kind>/<argument>``.
+
+        The 503 bodies are public (the portal faces the internet through its load
+        balancer): they name the service and the class of each failure, never an
+        instance's name, address, port or the error's text, which go to the log.
+        """
         path = f"/{self.kind}/{quote(argument, safe='')}"
-        failed: list[str] = []
+        failures: list[Failure] = []
         tried: set[tuple[str, int]] = set()
         for _ in range(self.rounds):
             try:
@@ -91,35 +97,65 @@ class Backend:
             except DiscoveryError as exc:
                 log.warning("cannot resolve %s: %s", self.service, exc)
                 return error(HTTPStatus.SERVICE_UNAVAILABLE,
-                             f"cannot resolve the {self.kind} service ({self.service}): {exc}",
-                             service=self.service, tried=failed)
+                             f"cannot resolve the {self.kind} service ({self.service})",
+                             service=self.service, failures=_classes(failures))
             fresh = [e for e in endpoints if (e.address, e.port) not in tried]
             for endpoint in fresh:
                 tried.add((endpoint.address, endpoint.port))
                 answer = self._try(endpoint, path)
                 if isinstance(answer, Response):
                     return answer
-                failed.append(answer)
-        if not failed:
+                failures.append(answer)
+        if not failures:
+            log.warning("%s: no instance of %s was found", self.kind, self.service)
             return error(HTTPStatus.SERVICE_UNAVAILABLE,
                          f"no instance of the {self.kind} service ({self.service}) was found",
-                         service=self.service, tried=[])
+                         service=self.service, failures=[])
+        log.warning("%s: every instance of %s failed: %s", self.kind, self.service,
+                    "; ".join(f"{f.endpoint}: {f.detail}" for f in failures))
         return error(HTTPStatus.SERVICE_UNAVAILABLE,
                      f"every instance of the {self.kind} service ({self.service}) failed",
-                     service=self.service, tried=failed)
+                     service=self.service, failures=_classes(failures))
 
-    def _try(self, endpoint: Endpoint, path: str) -> Response | str:
-        """The response to pass on, or a string saying why this endpoint failed."""
+    def _try(self, endpoint: Endpoint, path: str) -> Response | Failure:
+        """The response to pass on, or why this endpoint failed."""
         with self.tracer.subsegment(self.kind) as trace_header:
             try:
                 upstream = self.fetch(endpoint, path, self._headers(trace_header), self.timeout)
             except (OSError, http.client.HTTPException) as exc:
-                log.warning("%s instance %s failed: %s", self.kind, endpoint, exc)
-                return f"{endpoint}: {exc or type(exc).__name__}"
+                log.warning("%s instance %s failed: %r", self.kind, endpoint, exc)
+                return Failure(endpoint, failure_class(exc), f"{exc!r}")
         if upstream.status >= 500:
             log.warning("%s instance %s answered %d", self.kind, endpoint, upstream.status)
-            return f"{endpoint}: HTTP {upstream.status}"
+            return Failure(endpoint, f"HTTP {upstream.status}", f"HTTP {upstream.status}")
         return Response(upstream.status, _with_origin(upstream, endpoint), upstream.content_type)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One instance's failure: ``kind`` is public (the 503 body), the rest is for the log."""
+
+    endpoint: Endpoint
+    kind: str
+    detail: str
+
+
+def failure_class(exc: BaseException) -> str:
+    """The public name of a failed call: what went wrong, without where or the errno text."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionError):
+        return "connection lost"
+    if isinstance(exc, http.client.HTTPException):
+        return "invalid response"
+    return "connection failed"
+
+
+def _classes(failures: list[Failure]) -> list[str]:
+    """Each failure class once, in the order first seen."""
+    return list(dict.fromkeys(f.kind for f in failures))
 
 
 def _with_origin(upstream: Upstream, endpoint: Endpoint) -> bytes:

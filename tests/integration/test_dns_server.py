@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -383,3 +384,138 @@ def test_sigterm_stops_the_server_cleanly(world, moto_server, tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+# --- TCP under a slowloris: trickling connections cannot take TCP (or UDP) down ---------------
+
+class Slowloris:
+    """A bounded attacker: keeps ``per_source`` connections open from each source address,
+    each announcing a 256-byte message and sending one byte of it every ``interval`` s;
+    a connection the server closes is replaced at the next tick. Stops after ``duration``.
+
+    ``lifetimes`` holds, per connection, the seconds from its first byte to the moment the
+    attacker saw the server close it, or (``open_at_end``) its age when the attack stopped.
+    """
+
+    def __init__(self, port: int, sources: list[str], per_source: int, interval: float,
+                 duration: float) -> None:
+        self.port = port
+        self.sources = sources
+        self.per_source = per_source
+        self.interval = interval
+        self.duration = duration
+        self.lifetimes: list[float | None] = []
+        self.open_at_end: list[float] = []
+        self.bytes_sent = 0
+        self._open: list[tuple[socket.socket, float, int]] = []  # socket, first byte, index
+        self._thread = threading.Thread(target=self._run, name="slowloris", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self) -> None:
+        self._thread.join(self.duration + 30)
+        assert not self._thread.is_alive()
+
+    def _connect(self, source: str) -> None:
+        try:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=2,
+                                            source_address=(source, 0))
+            sock.sendall(b"\x01")  # the first byte of the length: a message has begun
+        except OSError:
+            return  # refused or reset at once: counted as nothing, retried next tick
+        sock.setblocking(False)
+        self.lifetimes.append(None)
+        self._open.append((sock, time.monotonic(), len(self.lifetimes) - 1))
+
+    def _closed_by_server(self, sock: socket.socket) -> bool:
+        try:
+            return sock.recv(1) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    def _run(self) -> None:
+        end = time.monotonic() + self.duration
+        pace = threading.Event()
+        try:
+            while time.monotonic() < end:
+                still: list[tuple[socket.socket, float, int]] = []
+                for sock, first, index in self._open:
+                    if self._closed_by_server(sock):
+                        self.lifetimes[index] = time.monotonic() - first
+                        sock.close()
+                        continue
+                    try:
+                        sock.send(b"x")
+                        self.bytes_sent += 1
+                    except OSError:
+                        self.lifetimes[index] = time.monotonic() - first
+                        sock.close()
+                        continue
+                    still.append((sock, first, index))
+                self._open = still
+                for source in self.sources:
+                    mine = sum(1 for s, _, _ in self._open if s.getsockname()[0] == source)
+                    for _ in range(self.per_source - mine):
+                        self._connect(source)
+                pace.wait(self.interval)
+        finally:
+            for sock, first, _ in self._open:
+                self.open_at_end.append(time.monotonic() - first)
+                sock.close()
+
+
+def test_a_slowloris_does_not_stop_tcp_or_udp_answers(world):
+    """100 trickling connections (more than the 64 slots; 20 from 127.0.0.1, where the real
+    clients come from too, beyond its 16 per address) for 6 s: every UDP, dnspython TCP and
+    dig +tcp query made meanwhile is answered within a bound, and no trickling connection
+    lives longer than the message deadline (3 s) plus slack."""
+    sources = ["127.0.0.1"] + [f"127.0.50.{i}" for i in range(1, 6)]
+    attacker = Slowloris(world.port, sources, per_source=20, interval=1.0, duration=6.0)
+    attacker.start()
+    wait_for(lambda: len(attacker.lifetimes) >= 100, timeout=10, what="the attack to start")
+    latencies: dict[str, list[float]] = {"udp": [], "tcp": [], "dig": []}
+    try:
+        while attacker.running:
+            for kind in latencies:
+                started = time.monotonic()
+                if kind == "dig":
+                    assert "ANSWER: 1," in world.dig("+tcp", "SRV", f"_calc._tcp.{ZONE}")
+                else:
+                    assert world.query(f"_calc._tcp.{Z}", "SRV", tcp=kind == "tcp").answer
+                latencies[kind].append(time.monotonic() - started)
+    finally:
+        attacker.join()
+    assert world.process.poll() is None
+    assert all(len(v) >= 3 for v in latencies.values()), latencies
+    assert max(max(v) for v in latencies.values()) < 2.5, latencies
+    closed = [t for t in attacker.lifetimes if t is not None]
+    assert attacker.bytes_sent > 100 and len(closed) > 50  # it did trickle, and was cut off
+    # Cut off by the message deadline (3 s) at the latest, seen at the attacker's next tick.
+    assert max(closed + attacker.open_at_end) < 3.0 + 2.0, sorted(closed)[-5:]
+
+
+def test_idle_connections_filling_every_slot_make_room_for_a_new_client(world):
+    """80 connections that send nothing, 16 from each of 5 addresses (within the limit per
+    address, beyond the 64 slots): a new client is answered at once, the oldest idle
+    connections having been closed for it."""
+    idle: list[socket.socket] = []
+    try:
+        for i in range(80):
+            idle.append(socket.create_connection(
+                ("127.0.0.1", world.port), timeout=5, source_address=(f"127.0.51.{i % 5 + 1}", 0)))
+        for _ in range(3):
+            started = time.monotonic()
+            assert world.query(f"_calc._tcp.{Z}", "SRV", tcp=True).answer
+            assert time.monotonic() - started < 2.0
+        idle[0].settimeout(5)
+        assert idle[0].recv(1) == b""  # the oldest was evicted (idle for 10 s otherwise)
+    finally:
+        for sock in idle:
+            sock.close()

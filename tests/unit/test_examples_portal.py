@@ -1,4 +1,5 @@
-"""The portal's proxy: failover over real HTTP backends, 503s that say why, the page itself.
+"""The portal's proxy: failover over real HTTP backends, public 503s that say what class of
+failure (the details only in the log), a deadline per upstream request, the page itself.
 
 Discovery is a fake here (the end-to-end test uses the real DNS server); the backends
 are real calc services on 127.0.0.1 sockets, so connection failures are real too.
@@ -6,10 +7,15 @@ are real calc services on 127.0.0.1 sockets, so connection failures are real too
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
+import re
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from http.server import ThreadingHTTPServer
+from typing import TypeVar
 
 import pytest
 
@@ -19,8 +25,10 @@ from examples.common.discovery import DiscoveryError, Endpoint, ServiceNotFound
 from examples.common.web import Request
 from examples.portal.app import make_app as make_portal_app
 from examples.portal.proxy import Backend, Upstream
+from tests.support.trickle import TrickleServer
 
 CREDS = Credentials("admin", "s3cret")
+T = TypeVar("T")
 
 
 class Server:
@@ -88,29 +96,43 @@ def test_a_dead_instance_is_skipped(servers: list[Server]) -> None:
     assert response.json()["container_id"] == "calc-b"
 
 
-def test_all_dead_is_503_naming_each_failure(servers: list[Server]) -> None:
+def test_all_dead_is_503_naming_the_failure_class_only(servers: list[Server],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
     for server in servers:
         server.stop()
     discovery = FakeDiscovery([s.endpoint for s in servers])
-    response = backend(discovery).call("1+1")
+    with caplog.at_level(logging.WARNING, logger="examples.portal"):
+        response = backend(discovery).call("1+1")
     assert response.status == 503
-    body = response.json()
-    assert body["error"] == "every instance of the calc service (_calc._tcp) failed"
-    assert len(body["tried"]) == 2 and all("refused" in t.lower() for t in body["tried"])
+    assert response.json() == {"error": "every instance of the calc service (_calc._tcp) failed",
+                               "service": "_calc._tcp", "failures": ["connection refused"]}
     assert discovery.lookups == 3  # asked again in case the answer changed
+    # The details (which instance, its address and port, the errno) are in the log only.
+    body = response.body.decode()
+    summary = next(r.getMessage() for r in caplog.records if "every instance" in r.getMessage())
+    for server in servers:
+        assert str(server.endpoint) in summary  # calc-a.zone.(127.0.0.1):PORT
+        assert str(server.port) not in body
+    assert "ConnectionRefusedError" in summary
+    assert not re.search(r"127\.0\.0\.1|calc-[ab]|zone\.|errno", body, re.IGNORECASE), body
 
 
 def test_no_instance_is_503_with_a_clear_message() -> None:
     response = backend(FakeDiscovery(ServiceNotFound("NXDOMAIN"))).call("1+1")
     assert response.status == 503
     assert response.json() == {"error": "no instance of the calc service (_calc._tcp) was found",
-                               "service": "_calc._tcp", "tried": []}
+                               "service": "_calc._tcp", "failures": []}
 
 
-def test_resolver_failure_is_503_not_no_instance() -> None:
-    response = backend(FakeDiscovery(DiscoveryError("timed out"))).call("1+1")
+def test_resolver_failure_is_503_not_no_instance_and_keeps_the_resolver_to_the_log(
+        caplog: pytest.LogCaptureFixture) -> None:
+    failure = DiscoveryError("no answer from 10.0.0.2:53 within 5 s")
+    with caplog.at_level(logging.WARNING, logger="examples.portal"):
+        response = backend(FakeDiscovery(failure)).call("1+1")
     assert response.status == 503
-    assert "cannot resolve the calc service (_calc._tcp): timed out" in response.json()["error"]
+    assert response.json() == {"error": "cannot resolve the calc service (_calc._tcp)",
+                               "service": "_calc._tcp", "failures": []}
+    assert "10.0.0.2:53" in caplog.text
 
 
 def test_weighted_answers_are_asked_again(servers: list[Server]) -> None:
@@ -186,3 +208,39 @@ def test_portal_routes(servers: list[Server]) -> None:
     assert missing.json()["error"] == "no instance of the time service (_time._tcp) was found"
     assert app.handle(Request("GET", "/health")).status == 200
     assert app.handle(Request("GET", "/nowhere")).status == 404
+
+
+def test_a_trickling_instance_times_out_on_the_whole_request_and_fails_over(
+        servers: list[Server], caplog: pytest.LogCaptureFixture) -> None:
+    """An instance sending one header byte every 0.3 s: each read succeeds, so only a
+    deadline on the whole request (0.5 s) moves the portal on to the next instance."""
+    with TrickleServer(interval=0.3) as slow:
+        trickling = Endpoint("slow.zone.", "127.0.0.1", slow.port)
+        only_slow = Backend("calc", "_calc._tcp", FakeDiscovery([trickling]), CREDS, timeout=0.5)
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="examples.portal"):
+            response = _bounded(5, lambda: only_slow.call("1+2"))
+        assert time.monotonic() - started < 1.5  # one instance: one deadline of 0.5 s
+        assert slow.bytes_sent >= 1
+        assert response.status == 503
+        assert response.json()["failures"] == ["timed out"]
+        assert str(trickling) in caplog.text and "TimeoutError" in caplog.text
+
+        failover = Backend("calc", "_calc._tcp",
+                           FakeDiscovery([trickling, servers[1].endpoint]), CREDS, timeout=0.5)
+        started = time.monotonic()
+        response = _bounded(5, lambda: failover.call("1+2"))
+        assert time.monotonic() - started < 1.5
+        assert response.status == 200 and response.json()["container_id"] == "calc-b"
+
+
+def _bounded(seconds: float, call: Callable[[], T]) -> T:
+    """``call()``, failing the test if it takes longer than ``seconds`` (it is abandoned to
+    its thread, which ends once the trickling server stops)."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        return pool.submit(call).result(timeout=seconds)
+    except concurrent.futures.TimeoutError:
+        raise AssertionError(f"still waiting after {seconds} s") from None
+    finally:
+        pool.shutdown(wait=False)

@@ -1,25 +1,31 @@
 """The sweep's settings (env -> SweepSettings) and its HTTP checks against real local servers.
 
 The probe tests run tiny HTTP servers on 127.0.0.1 that answer 200 or 500, accept and never
-answer (hang), or are not there (refused), and time the concurrent checks.
+answer (hang), answer a byte at a time (trickle), or are not there (refused), and time the
+concurrent checks.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 
 import pytest
 
 from ecssd_agent.settings import SettingsError
 from health_lambda.config import SweepSettings
-from health_lambda.probe import check, probe_all
+from health_lambda.probe import check, check_once, probe_all
 from health_lambda.sweep import Target
+from tests.support.trickle import TrickleServer
+
+T = TypeVar("T")
 
 # --- settings ----------------------------------------------------------------------------
 
@@ -155,3 +161,32 @@ def test_the_handler_creates_no_client_at_import() -> None:
     code = ("import health_lambda.handler as h, sys; "
             "assert h._clients is None; assert 'botocore.client' not in str(h.__dict__)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _bounded(seconds: float, call: Callable[[], T]) -> T:
+    """``call()``, failing the test if it takes longer than ``seconds`` (it is abandoned to
+    its thread, which ends once the trickling server stops)."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        return pool.submit(call).result(timeout=seconds)
+    except concurrent.futures.TimeoutError:
+        raise AssertionError(f"still waiting after {seconds} s") from None
+    finally:
+        pool.shutdown(wait=False)
+
+
+def test_a_trickling_instance_times_out_on_the_whole_request_not_per_read() -> None:
+    """One header byte every 0.3 s: every read succeeds, the request never completes."""
+    with TrickleServer(interval=0.3) as slow:
+        started = time.monotonic()
+        verdict = _bounded(5, lambda: check_once("127.0.0.1", slow.port, "/health", 1.0))
+        elapsed = time.monotonic() - started
+        assert (verdict.healthy, verdict.detail) == (False, "timed out after 1s")
+        assert slow.bytes_sent >= 2  # it did trickle: a per-read timeout would never fire
+        assert elapsed < 1.5, elapsed
+        started = time.monotonic()
+        verdicts = _bounded(5, lambda: probe_all(
+            [Target("slow", "127.0.0.1", slow.port, "/health")], timeout=0.5, attempts=2,
+            concurrency=1))
+        assert verdicts["slow"].detail == "timed out after 0.5s"
+        assert time.monotonic() - started < 1.5  # 2 attempts x 0.5 s
