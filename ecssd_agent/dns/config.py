@@ -26,6 +26,9 @@ class DnsSettings:
                            "with this VPC")
     listen: str = _opt("127.0.0.1", "address to listen on, UDP and TCP")
     port: int = _opt(5353, "port to listen on, UDP and TCP (0: any free port, logged)")
+    http_port: int = _opt(0, "serve Prometheus HTTP service discovery on this TCP port of the "
+                             "listen address: GET /prometheus/targets lists every instance of "
+                             "every SRV record with __meta_ecssd_* labels (0: off)")
     refresh: float = _opt(2.0, "seconds between listings of the zone (one "
                                "ListResourceRecordSets request per 300 record sets)")
     min_refresh: float = _opt(1.0, "a query for a name missing from the view lists the zone "
@@ -64,6 +67,9 @@ def load(argv: Sequence[str] | None = None,
                         env_name)
     if not 0 <= settings.port <= 65535:
         raise SettingsError(f"--port / ECSSD_PORT: {settings.port} is out of range")
+    if not 0 <= settings.http_port <= 65535:
+        raise SettingsError(f"--http-port / ECSSD_HTTP_PORT: {settings.http_port} is out of "
+                            "range")
     if settings.refresh <= 0 or settings.min_refresh < 0:
         raise SettingsError("--refresh must be > 0 and --min-refresh >= 0")
     if not 512 <= settings.max_udp_size <= 65535:

@@ -36,6 +36,8 @@ from ecssd_agent import logs
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.dns import config
+from ecssd_agent.dns.http_sd import PATH as HTTP_SD_PATH
+from ecssd_agent.dns.http_sd import HttpSdServer
 from ecssd_agent.dns.refresh import Refresher
 from ecssd_agent.dns.responder import Responder
 from ecssd_agent.dns.view import unavailable
@@ -252,10 +254,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s port %d: %s", settings.listen, settings.port, exc)
         return 1
+    http_sd = None
+    if settings.http_port:
+        try:
+            http_sd = HttpSdServer(lambda: responder.view, settings.listen, settings.http_port)
+        except OSError as exc:
+            log.error("cannot listen on %s port %d (HTTP): %s", settings.listen,
+                      settings.http_port, exc)
+            server.close()
+            return 1
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     refresher.start()
     threading.Thread(target=server.serve_tcp, name="dns-tcp-accept", daemon=True).start()
+    if http_sd is not None:
+        http_sd.start()
+        log.info("Prometheus HTTP service discovery on http://%s:%d%s", *http_sd.address,
+                 HTTP_SD_PATH)
     log.info("serving zone %s (%s) on %s port %d, UDP and TCP", zone.name, zone.id, address,
              port, extra={"zone": zone.name, "hosted_zone_id": zone.id, "port": port})
     try:
@@ -264,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("signal %s: stopping", stop.args[0] if stop.args else "?")
     finally:
         refresher.stop()
+        if http_sd is not None:
+            http_sd.stop()
         server.close()
         log.info("stopped; zone listings: %s; AWS requests %s", refresher.refreshes,
                  clients.stats.by_operation())
