@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ecssd_agent.aws.assume_role import ZoneRole, zone_role
 from ecssd_agent.config_fields import SettingsError, build_parser, load_cli
 from ecssd_agent.config_fields import setting as _opt
 from ecssd_agent.settings import DEFAULT_DOMAIN, env_name
@@ -41,10 +42,21 @@ class DnsSettings:
                                choices=("standard", "adaptive", "legacy"))
     aws_max_attempts: int = _opt(3, "botocore's maximum attempts per AWS call (few: the "
                                     "next refresh is the retry)")
+    assume_role_arn: str = _opt("", "the zone lives in another account: list it as this IAM "
+                                    "role (STS AssumeRole, refreshed before expiry)")
+    assume_role_external_id: str = _opt("", "the ExternalId the role's trust policy asks for "
+                                            "(with --assume-role-arn)")
     log_format: str = _opt("text", "log format; json suits CloudWatch Logs",
                            choices=("text", "json"))
     log_level: str = _opt("info", "log level",
                           choices=("debug", "info", "warning", "error"))
+
+    def zone_role(self) -> ZoneRole | None:
+        """The role the Route 53 client assumes, or None; raises SettingsError if malformed."""
+        return zone_role(self.assume_role_arn, self.assume_role_external_id, "ecssd-dns",
+                         arn_source="--assume-role-arn / ECSSD_ASSUME_ROLE_ARN",
+                         external_id_source="--assume-role-external-id / "
+                                            "ECSSD_ASSUME_ROLE_EXTERNAL_ID")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,4 +86,5 @@ def load(argv: Sequence[str] | None = None,
         raise SettingsError("--refresh must be > 0 and --min-refresh >= 0")
     if not 512 <= settings.max_udp_size <= 65535:
         raise SettingsError("--max-udp-size must be between 512 and 65535")
+    settings.zone_role()
     return settings

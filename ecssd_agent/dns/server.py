@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     region = settings.region or os.environ.get("AWS_REGION") or os.environ.get(
         "AWS_DEFAULT_REGION") or "us-east-1"
     clients = Clients(region=region, retry_mode=settings.aws_retry_mode,
-                      max_attempts=settings.aws_max_attempts)
+                      max_attempts=settings.aws_max_attempts, zone_role=settings.zone_role())
     try:
         route53 = clients.client("route53")
         zone = find_zone(route53, settings.domain, settings.hosted_zone_id or None,
