@@ -46,6 +46,8 @@ from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import dns.exception
+
 from ecssd_agent import naming
 from ecssd_agent.dns import wire
 from ecssd_agent.dns.view import ZoneView, deterministic
@@ -76,8 +78,9 @@ def target_groups(view: ZoneView) -> list[TargetGroup]:
             except ValueError:
                 continue  # the view reports it among its problems; other values still count
             host = srv.target.rstrip(".")
-            if not host or not 0 < srv.port < 65536:
-                continue
+            address = _address(view, srv.target) if host and srv.port else None
+            if address is None:
+                continue  # "." (no service) or not a DNS name: nothing to scrape
             labels = {
                 "service": service,
                 "record": name,
@@ -90,7 +93,7 @@ def target_groups(view: ZoneView) -> list[TargetGroup]:
                 "set_identifier": record.set_identifier or "",
             }
             groups.append({
-                "targets": [f"{_address(view, srv.target)}:{srv.port}"],
+                "targets": [f"{address}:{srv.port}"],
                 "labels": {LABEL_PREFIX + k: v for k, v in labels.items()},
             })
     groups.sort(key=lambda g: (g["labels"][LABEL_PREFIX + "record"], g["targets"][0],
@@ -98,12 +101,13 @@ def target_groups(view: ZoneView) -> list[TargetGroup]:
     return groups
 
 
-def _address(view: ZoneView, target: str) -> str:
-    """The one address the zone answers for ``target``, else the name (see the docstring)."""
+def _address(view: ZoneView, target: str) -> str | None:
+    """The one address the zone answers for ``target``, else the name (see the docstring);
+    None when ``target`` is not a DNS name at all."""
     try:
         key = wire.name_key(target)
-    except ValueError:
-        return target.rstrip(".")
+    except (dns.exception.DNSException, ValueError):
+        return None
     found: list[str] = []
     for rdtype in (wire.T_A, wire.T_AAAA):
         group = view.groups.get((key, rdtype))

@@ -57,6 +57,9 @@ def world() -> list[RecordSet]:
         RecordSet(f"v6.{Z}", "AAAA", ("fd00::5",), 60),
         RecordSet(f"six.{Z}", "SRV", (srv_value(7001, f"v6.{Z}"),), 60),
         RecordSet(f"broken.{Z}", "SRV", ("garbage",), 60),
+        # One value whose target is no DNS name (a 64-character label) does not hide the other.
+        RecordSet(f"mixed.{Z}", "SRV", (srv_value(7002, "a" * 64 + f".{Z}"),
+                                        srv_value(7003, f"ip-10-0-0-3.{Z}")), 60),
     ]
     return records + more + task_records + foreign
 
@@ -78,7 +81,7 @@ def test_every_instance_is_a_target_with_its_owner_labels() -> None:
         "10.0.9.9:8081",  # a task's own A record
         "10.0.0.2:9000", "db.example.com:9001",  # outside the zone: the name
         "lb.sd.internal:7000",  # a weighted choice of two addresses: the name
-        "[fd00::5]:7001",
+        "[fd00::5]:7001", "10.0.0.3:7003",
     }
     calc = targets["10.0.0.2:32001"]
     ident = naming.set_identifier(Owner(host="ip-10-0-0-2", container=f"{1:012x}",
@@ -120,7 +123,7 @@ def test_the_document_is_none_until_the_first_listing_and_rendered_once_per_view
     assert document.body() is None  # 503: Prometheus keeps its targets
     current[0] = ZoneView(Z, world())
     first = document.body()
-    assert first is not None and len(json.loads(first)) == 8
+    assert first is not None and len(json.loads(first)) == 9
     assert document.body() is first  # same view: not rendered again
     current[0] = ZoneView(Z, world()[:2])
     assert json.loads(document.body() or b"") == target_groups(current[0])
