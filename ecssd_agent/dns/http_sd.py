@@ -66,6 +66,7 @@ def target_groups(view: ZoneView) -> list[TargetGroup]:
     """The http_sd document of ``view``: one group per SRV value of every record set."""
     zone = view.zone.rstrip(".")
     groups: list[TargetGroup] = []
+    addresses: dict[str, str | None] = {}  # a host's instances share its address
     for record in view.records:
         if record.type != "SRV" or record.alias:
             continue
@@ -78,7 +79,9 @@ def target_groups(view: ZoneView) -> list[TargetGroup]:
             except ValueError:
                 continue  # the view reports it among its problems; other values still count
             host = srv.target.rstrip(".")
-            address = _address(view, srv.target) if host and srv.port else None
+            if srv.target not in addresses:
+                addresses[srv.target] = _address(view, srv.target) if host else None
+            address = addresses[srv.target] if srv.port else None
             if address is None:
                 continue  # "." (no service) or not a DNS name: nothing to scrape
             labels = {
