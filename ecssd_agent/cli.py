@@ -59,7 +59,8 @@ def resolve_host(settings: Settings) -> tuple[Host, str]:
 def build_agent(settings: Settings, clients: Clients | None = None) -> tuple[Agent, Clients]:
     host, region = resolve_host(settings)
     clients = clients or Clients(region=region, retry_mode=settings.aws_retry_mode,
-                                 max_attempts=settings.aws_max_attempts)
+                                 max_attempts=settings.aws_max_attempts,
+                                 zone_role=settings.zone_role(f"ecssd-agent-{host.label}"))
     if settings.queued:
         try:
             zone_name = naming.zone_fqdn(settings.domain)

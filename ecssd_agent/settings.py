@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ecssd_agent.aws.assume_role import ZoneRole, zone_role
 from ecssd_agent.config_fields import SettingsError, build_parser, load_cli
 from ecssd_agent.config_fields import setting as _opt
 
@@ -49,6 +50,12 @@ class Settings:
                                            "PriorRequestNotComplete",
                                choices=("standard", "adaptive", "legacy"))
     aws_max_attempts: int = _opt(8, "botocore's maximum attempts per AWS call")
+    assume_role_arn: str = _opt("", "the zone lives in another account: Route 53 requests are "
+                                    "signed as this IAM role (STS AssumeRole, refreshed "
+                                    "before expiry); DynamoDB, SQS, ECS and EventBridge stay "
+                                    "in this account")
+    assume_role_external_id: str = _opt("", "the ExternalId the role's trust policy asks for "
+                                            "(with --assume-role-arn)")
     log_format: str = _opt("text", "log format; json suits CloudWatch Logs",
                            choices=("text", "json"))
     log_level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
@@ -83,6 +90,13 @@ class Settings:
                                 "ECSSD_CHANGE_QUEUE) go together: set both for queued mode, or "
                                 "neither")
         return bool(self.host_table)
+
+    def zone_role(self, session_name: str = "ecssd-agent") -> ZoneRole | None:
+        """The role Route 53 clients assume, or None; raises SettingsError if malformed."""
+        return zone_role(self.assume_role_arn, self.assume_role_external_id, session_name,
+                         arn_source="--assume-role-arn / ECSSD_ASSUME_ROLE_ARN",
+                         external_id_source="--assume-role-external-id / "
+                                            "ECSSD_ASSUME_ROLE_EXTERNAL_ID")
 
     @property
     def mode(self) -> str:
@@ -119,5 +133,5 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if not 0 <= settings.status_port <= 65535:
         raise SettingsError(f"--status-port / ECSSD_STATUS_PORT: {settings.status_port} is not "
                             "a port number")
-    _ = settings.mode, settings.queued
+    _ = settings.mode, settings.queued, settings.zone_role()
     return settings

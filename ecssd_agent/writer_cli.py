@@ -135,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    clients = Clients(region=settings.region or None, max_attempts=settings.aws_max_attempts)
+    clients = Clients(region=settings.region or None, max_attempts=settings.aws_max_attempts,
+                      zone_role=settings.zone_role(cli=True))
     try:
         writer = build_writer(settings, clients)
     except ZoneError as exc:

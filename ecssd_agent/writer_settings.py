@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ecssd_agent import naming
+from ecssd_agent.aws.assume_role import ZoneRole, zone_role
 from ecssd_agent.config_fields import SettingsError, build_parser, from_env, load_cli
 from ecssd_agent.config_fields import setting as _opt
 from ecssd_agent.settings import DEFAULT_DOMAIN
@@ -37,6 +38,11 @@ class WriterSettings:
     aws_max_attempts: int = _opt(10, "maximum attempts per AWS call (standard retries); "
                                      "change requests are retried by the writer itself, "
                                      "with its lease extended before each attempt")
+    assume_role_arn: str = _opt("", "the zone lives in another account: Route 53 requests are "
+                                    "signed as this IAM role (STS AssumeRole, refreshed "
+                                    "before expiry); the table and the queue stay in this "
+                                    "account")
+    assume_role_external_id: str = _opt("", "the ExternalId the role's trust policy asks for")
     dry_run: bool = _opt(False, "log the changes that would be made, make none")
     log_format: str = _opt("text", "log format", choices=("text", "json"))
     log_level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
@@ -61,7 +67,16 @@ class WriterSettings:
                 source = (f"--{attribute.replace('_', '-')} / {cli_env_name(attribute)}" if cli
                           else attribute.upper())
                 raise SettingsError(f"{source}: {getattr(self, attribute)!r} must be {rule}")
+        self.zone_role(cli)
         return self
+
+    def zone_role(self, cli: bool) -> ZoneRole | None:
+        """The role Route 53 clients assume, or None; raises SettingsError if malformed."""
+        arn, external_id = (("--assume-role-arn / ECSSD_ASSUME_ROLE_ARN",
+                             "--assume-role-external-id / ECSSD_ASSUME_ROLE_EXTERNAL_ID") if cli
+                            else ("ASSUME_ROLE_ARN", "ASSUME_ROLE_EXTERNAL_ID"))
+        return zone_role(self.assume_role_arn, self.assume_role_external_id, "ecssd-writer",
+                         arn_source=arn, external_id_source=external_id)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ecssd_agent.aws.assume_role import ZoneRole, zone_role
 from ecssd_agent.config_fields import SettingsError, from_env, setting
 from ecssd_agent.settings import DEFAULT_DOMAIN
 
@@ -46,6 +47,11 @@ class SweepSettings:
     check_concurrency: int = _env("CHECK_CONCURRENCY", 64, "HTTP checks in flight at once")
     grace_seconds: float = _env("GRACE_SECONDS", 60.0, "a task started less than this ago is "
                                 "not judged unhealthy")
+    assume_role_arn: str = _env("ASSUME_ROLE_ARN", "", "the zone lives in another account: "
+                                "Route 53 requests are signed as this IAM role; ECS and EC2 "
+                                "stay in this account")
+    assume_role_external_id: str = _env("ASSUME_ROLE_EXTERNAL_ID", "", "the ExternalId the "
+                                        "role's trust policy asks for")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SweepSettings:
@@ -54,7 +60,14 @@ class SweepSettings:
         settings.validate()
         return settings
 
+    def zone_role(self) -> ZoneRole | None:
+        """The role Route 53 clients assume, or None; raises SettingsError if malformed."""
+        return zone_role(self.assume_role_arn, self.assume_role_external_id, "ecssd-sweep",
+                         arn_source="ASSUME_ROLE_ARN",
+                         external_id_source="ASSUME_ROLE_EXTERNAL_ID")
+
     def validate(self) -> None:
+        self.zone_role()
         if not self.domain and not self.hosted_zone_id:
             raise SettingsError("set DOMAIN or HOSTED_ZONE_ID")
         if not self.check_health_path.startswith("/"):

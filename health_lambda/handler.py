@@ -42,7 +42,10 @@ ClientsFactory = Callable[[], Clients]
 
 
 def _default_clients() -> Clients:
-    return Clients(region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+    """Route 53 as ASSUME_ROLE_ARN when set (read here: the clients outlive an invocation,
+    and a Lambda's environment does not change within an execution environment)."""
+    return Clients(region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+                   zone_role=SweepSettings.from_env(os.environ).zone_role())
 
 
 clients_factory: ClientsFactory = _default_clients

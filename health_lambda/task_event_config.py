@@ -19,6 +19,9 @@ ECS_CLUSTERS      ""           comma-separated cluster names or ARNs to act on; 
 SERVICE_RECORDS   true         register SERVICE_<port>_NAME / discovery.service.name services
 BRIDGE_RECORDS    true         also for bridge/host-mode tasks on EC2 (turn off where the
                                per-host agent registers them, or both would answer)
+ASSUME_ROLE_ARN   ""           the zone lives in another account: Route 53 requests are signed
+                               as this IAM role (STS AssumeRole); ECS and EC2 stay local
+ASSUME_ROLE_EXTERNAL_ID ""     the ExternalId the role's trust policy asks for
 DRY_RUN           false        log the changes, make none
 LOG_LEVEL         info         logging level
 ================  ===========  ==================================================================
@@ -30,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from ecssd_agent import naming
+from ecssd_agent.aws.assume_role import ZoneRole, zone_role
 from ecssd_agent.config_fields import SettingsError, from_env, setting
 from ecssd_agent.model import Routing
 
@@ -53,12 +57,22 @@ class TaskEventConfig:
                                     env="SERVICE_RECORDS")
     bridge_records: bool = setting(True, "also for bridge/host-mode tasks on EC2",
                                    env="BRIDGE_RECORDS")
+    assume_role_arn: str = setting("", "Route 53 requests are signed as this IAM role",
+                                   env="ASSUME_ROLE_ARN")
+    assume_role_external_id: str = setting("", "the ExternalId the role's trust policy asks for",
+                                           env="ASSUME_ROLE_EXTERNAL_ID")
     dry_run: bool = setting(False, "log the changes, make none", env="DRY_RUN")
     log_level: str = setting("info", "logging level", env="LOG_LEVEL")
 
     @property
     def fixed_record(self) -> bool:
         return bool(self.rr_name and self.task_group)
+
+    def zone_role(self) -> ZoneRole | None:
+        """The role Route 53 clients assume, or None; raises ConfigError if malformed."""
+        return zone_role(self.assume_role_arn, self.assume_role_external_id,
+                         "ecssd-task-events", arn_source="ASSUME_ROLE_ARN",
+                         external_id_source="ASSUME_ROLE_EXTERNAL_ID")
 
     def watches(self, cluster: str) -> bool:
         """Whether events of this cluster (a name) are ours to act on."""
@@ -82,6 +96,7 @@ def load(environ: Mapping[str, str]) -> TaskEventConfig:
             naming.check_name(config.rr_name.lower())
         except naming.InvalidName as exc:
             raise ConfigError(f"RR_NAME: {exc}") from exc
+    config.zone_role()
     if not 0 <= config.ttl <= 2147483647:
         raise ConfigError(f"TTL={config.ttl!r} is not a number of seconds")
     return replace(

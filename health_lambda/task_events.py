@@ -98,7 +98,8 @@ def runtime() -> Runtime:
                 from ecssd_agent import logs
 
                 logs.setup("json", config.log_level)
-            _runtime = Runtime(config, Clients(region=os.environ.get("AWS_REGION") or None))
+            _runtime = Runtime(config, Clients(region=os.environ.get("AWS_REGION") or None,
+                                               zone_role=config.zone_role()))
         return _runtime
 
 
@@ -109,7 +110,8 @@ def configure(config: TaskEventConfig | None = None, clients: Clients | None = N
         if config is None:
             _runtime = None
         else:
-            _runtime = Runtime(config, clients or Clients(region=os.environ.get("AWS_REGION") or None))
+            _runtime = Runtime(config, clients or Clients(
+                region=os.environ.get("AWS_REGION") or None, zone_role=config.zone_role()))
         return _runtime
 
 

@@ -48,7 +48,8 @@ def _build() -> tuple[ZoneWriter, ChangeQueue | None]:
             if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
                 logs.setup("json", settings.log_level)
             clients = Clients(region=settings.region or os.environ.get("AWS_REGION"),
-                              max_attempts=settings.aws_max_attempts)
+                              max_attempts=settings.aws_max_attempts,
+                              zone_role=settings.zone_role(cli=False))
             queue = (ChangeQueue(clients.client("sqs"), settings.change_queue)
                      if settings.change_queue else None)
             _writer = (build_writer(settings, clients), queue)

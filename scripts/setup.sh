@@ -3,7 +3,8 @@
 #
 # Why a script and not a README paragraph: CI runs on brand-new machines, and the
 # integration tests use real parts (a private dockerd, dig, dnsperf, debootstrap,
-# busybox-static, chromium). Quiet and fast when everything is already present.
+# busybox-static, chromium, and prometheus for ecssd-dns's HTTP service discovery). Quiet
+# and fast when everything is already present.
 #
 # Env:
 #   ECSSD_SKIP_PIP=1  skip `pip install -e .[test]` when the imports already work.
@@ -12,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # make: .ci/run and the README drive everything through the Makefile.
-DEB_PACKAGES=(docker.io dnsutils dnsperf busybox-static debootstrap chromium iproute2 procps make systemd)
+DEB_PACKAGES=(docker.io dnsutils dnsperf busybox-static debootstrap chromium iproute2 procps make systemd
+    prometheus)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 

@@ -7,6 +7,10 @@ botocore (standard/adaptive mode) are counted as the requests they are.
 
 Endpoints come from the standard ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>``
 variables that boto3 honours: the same code talks to AWS or to a moto server.
+
+With a :class:`~.assume_role.ZoneRole` (the zone lives in another account), the Route 53
+clients sign with that role's credentials and every other client with the process's own;
+see :mod:`.assume_role`. The STS requests that assume the role are counted too.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+
+from ecssd_agent.aws.assume_role import ZONE_SERVICES, ZoneRole, role_credentials, role_session
 
 
 class RequestStats:
@@ -87,8 +93,10 @@ class Clients:
         max_attempts: int = 8,
         stats: RequestStats | None = None,
         session: boto3.session.Session | None = None,
+        zone_role: ZoneRole | None = None,
     ) -> None:
         self.region = region
+        self.zone_role = zone_role
         self.retry_mode = retry_mode
         self.stats = stats or RequestStats()
         retries: Any = {"mode": retry_mode, "max_attempts": max_attempts}
@@ -99,6 +107,7 @@ class Clients:
             user_agent_extra="ecssd",
         )
         self._session = session
+        self._role_session: boto3.session.Session | None = None
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -112,12 +121,36 @@ class Clients:
                 if max_attempts is not None:
                     retries: Any = {"mode": self.retry_mode, "total_max_attempts": max_attempts}
                     config = self.config.merge(Config(retries=retries))
-                # One session for all: a client from its own session loads the service's
-                # model again (about 10 MB for Route 53's; the daemon has two such clients).
-                if self._session is None:
-                    self._session = boto3.session.Session()
-                client = self._session.client(  # type: ignore[call-overload, unused-ignore]
+                session = (self._zone_session() if self.zone_role and service in ZONE_SERVICES
+                           else self._base_session())
+                client = session.client(  # type: ignore[call-overload, unused-ignore]
                     service, region_name=self.region, config=config)
                 self.stats.hook(client)
                 self._clients[key] = client
             return self._clients[key]
+
+    def _base_session(self) -> boto3.session.Session:
+        """The process's session (called with the lock held).
+
+        One session for all: a client from its own session loads the service's model again
+        (about 10 MB for Route 53's; the daemon has two such clients).
+        """
+        if self._session is None:
+            self._session = boto3.session.Session()
+        return self._session
+
+    def _zone_session(self) -> boto3.session.Session:
+        """The session signing as the zone role (called with the lock held).
+
+        Its STS client is made now, from the process's session and credentials, so that a
+        refresh in any thread finds it ready.
+        """
+        assert self.zone_role is not None
+        if self._role_session is None:
+            base = self._base_session()
+            sts = base.client(  # type: ignore[call-overload, unused-ignore]
+                "sts", region_name=self.region, config=self.config)
+            self.stats.hook(sts)
+            self._clients["sts"] = sts
+            self._role_session = role_session(base, role_credentials(sts, self.zone_role))
+        return self._role_session

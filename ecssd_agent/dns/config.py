@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ecssd_agent.aws.assume_role import ZoneRole, zone_role
 from ecssd_agent.config_fields import SettingsError, build_parser, load_cli
 from ecssd_agent.config_fields import setting as _opt
 from ecssd_agent.settings import DEFAULT_DOMAIN, env_name
@@ -26,6 +27,9 @@ class DnsSettings:
                            "with this VPC")
     listen: str = _opt("127.0.0.1", "address to listen on, UDP and TCP")
     port: int = _opt(5353, "port to listen on, UDP and TCP (0: any free port, logged)")
+    http_port: int = _opt(0, "serve Prometheus HTTP service discovery on this TCP port of the "
+                             "listen address: GET /prometheus/targets lists every instance of "
+                             "every SRV record with __meta_ecssd_* labels (0: off)")
     refresh: float = _opt(2.0, "seconds between listings of the zone (one "
                                "ListResourceRecordSets request per 300 record sets)")
     min_refresh: float = _opt(1.0, "a query for a name missing from the view lists the zone "
@@ -38,10 +42,21 @@ class DnsSettings:
                                choices=("standard", "adaptive", "legacy"))
     aws_max_attempts: int = _opt(3, "botocore's maximum attempts per AWS call (few: the "
                                     "next refresh is the retry)")
+    assume_role_arn: str = _opt("", "the zone lives in another account: list it as this IAM "
+                                    "role (STS AssumeRole, refreshed before expiry)")
+    assume_role_external_id: str = _opt("", "the ExternalId the role's trust policy asks for "
+                                            "(with --assume-role-arn)")
     log_format: str = _opt("text", "log format; json suits CloudWatch Logs",
                            choices=("text", "json"))
     log_level: str = _opt("info", "log level",
                           choices=("debug", "info", "warning", "error"))
+
+    def zone_role(self) -> ZoneRole | None:
+        """The role the Route 53 client assumes, or None; raises SettingsError if malformed."""
+        return zone_role(self.assume_role_arn, self.assume_role_external_id, "ecssd-dns",
+                         arn_source="--assume-role-arn / ECSSD_ASSUME_ROLE_ARN",
+                         external_id_source="--assume-role-external-id / "
+                                            "ECSSD_ASSUME_ROLE_EXTERNAL_ID")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,8 +79,12 @@ def load(argv: Sequence[str] | None = None,
                         env_name)
     if not 0 <= settings.port <= 65535:
         raise SettingsError(f"--port / ECSSD_PORT: {settings.port} is out of range")
+    if not 0 <= settings.http_port <= 65535:
+        raise SettingsError(f"--http-port / ECSSD_HTTP_PORT: {settings.http_port} is out of "
+                            "range")
     if settings.refresh <= 0 or settings.min_refresh < 0:
         raise SettingsError("--refresh must be > 0 and --min-refresh >= 0")
     if not 512 <= settings.max_udp_size <= 65535:
         raise SettingsError("--max-udp-size must be between 512 and 65535")
+    settings.zone_role()
     return settings

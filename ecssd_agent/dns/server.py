@@ -38,6 +38,8 @@ from ecssd_agent import logs
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.dns import config
+from ecssd_agent.dns.http_sd import PATH as HTTP_SD_PATH
+from ecssd_agent.dns.http_sd import HttpSdServer
 from ecssd_agent.dns.refresh import Refresher
 from ecssd_agent.dns.responder import Responder
 from ecssd_agent.dns.tcp import ANSWERING, IDLE, READING, Slot, TcpSlots, read_message
@@ -244,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     region = settings.region or os.environ.get("AWS_REGION") or os.environ.get(
         "AWS_DEFAULT_REGION") or "us-east-1"
     clients = Clients(region=region, retry_mode=settings.aws_retry_mode,
-                      max_attempts=settings.aws_max_attempts)
+                      max_attempts=settings.aws_max_attempts, zone_role=settings.zone_role())
     try:
         route53 = clients.client("route53")
         zone = find_zone(route53, settings.domain, settings.hosted_zone_id or None,
@@ -265,10 +267,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s port %d: %s", settings.listen, settings.port, exc)
         return 1
+    http_sd = None
+    if settings.http_port:
+        try:
+            http_sd = HttpSdServer(lambda: responder.view, settings.listen, settings.http_port)
+        except OSError as exc:
+            log.error("cannot listen on %s port %d (HTTP): %s", settings.listen,
+                      settings.http_port, exc)
+            server.close()
+            return 1
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     refresher.start()
     threading.Thread(target=server.serve_tcp, name="dns-tcp-accept", daemon=True).start()
+    if http_sd is not None:
+        http_sd.start()
+        log.info("Prometheus HTTP service discovery on http://%s:%d%s", *http_sd.address,
+                 HTTP_SD_PATH)
     log.info("serving zone %s (%s) on %s port %d, UDP and TCP", zone.name, zone.id, address,
              port, extra={"zone": zone.name, "hosted_zone_id": zone.id, "port": port})
     try:
@@ -277,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("signal %s: stopping", stop.args[0] if stop.args else "?")
     finally:
         refresher.stop()
+        if http_sd is not None:
+            http_sd.stop()
         server.close()
         log.info("stopped; zone listings: %s; AWS requests %s", refresher.refreshes,
                  clients.stats.by_operation())

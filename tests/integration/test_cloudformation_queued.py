@@ -100,7 +100,8 @@ def test_queued_is_the_default_and_direct_a_parameter(template: dict[str, Any]) 
     assert mode["Default"] == "queued" and sorted(mode["AllowedValues"]) == ["direct", "queued"]
     conditioned = {k: v["Condition"] for k, v in template["Resources"].items()
                    if "Condition" in v}
-    assert conditioned == dict.fromkeys(QUEUED_ONLY, "Queued")
+    # The zone is the stack's own unless it lives in another account (ZoneRoleArn).
+    assert conditioned == {**dict.fromkeys(QUEUED_ONLY, "Queued"), "HostedZone": "LocalZone"}
     outputs = {k: v.get("Condition") for k, v in template["Outputs"].items()}
     assert {k for k, c in outputs.items() if c} == QUEUED_OUTPUTS
     assert all(outputs[k] == "Queued" for k in QUEUED_OUTPUTS)
@@ -197,14 +198,19 @@ def test_queue_mapping_and_writer_settings(template: dict[str, Any]) -> None:
     assert writer["Timeout"] == 300 and writer["MemorySize"] >= 512
     assert "VpcConfig" not in writer
     env = writer["Environment"]["Variables"]
-    assert env["HOSTED_ZONE_ID"] == {"Ref": "HostedZone"}
+    assert env["HOSTED_ZONE_ID"] == {"Fn::If": ["LocalZone", {"Ref": "HostedZone"},
+                                                {"Ref": "ZoneId"}]}
     assert env["HOST_TABLE"] == {"Ref": "HostTable"}
     assert env["CHANGE_QUEUE"] == {"Ref": "ChangeQueue"}  # a queue's Ref is its URL
     # The writer's own settings loader accepts the configuration (names and values).
     queue_url = "https://sqs.us-east-1.amazonaws.com/123456789012/ecssd-ChangeQueue-X"
-    fake = {"HostedZone": "Z0000000000000", "HostTable": "ecssd-hosts", "ChangeQueue": queue_url}
+    fake = {"HostedZone": "Z0000000000000", "HostTable": "ecssd-hosts", "ChangeQueue": queue_url,
+            "ZoneName": "servicediscovery.internal", "ZoneRoleArn": "",
+            "ZoneRoleExternalId": ""}
+    local_zone = {k: {"Ref": "HostedZone"} if isinstance(v, dict) and "Fn::If" in v else v
+                  for k, v in env.items()}
     settings = load_lambda_settings({k: fake[v["Ref"]] if isinstance(v, dict) else v
-                                     for k, v in env.items()})
+                                     for k, v in local_zone.items()})
     assert (settings.hosted_zone_id, settings.host_table, settings.change_queue) == (
         "Z0000000000000", "ecssd-hosts", queue_url)
 
