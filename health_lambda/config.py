@@ -40,6 +40,9 @@ class SweepSettings:
     check_concurrency: int = _env("CHECK_CONCURRENCY", 64, "HTTP checks in flight at once")
     grace_seconds: float = _env("GRACE_SECONDS", 60.0, "a task started less than this ago is "
                                 "not judged unhealthy")
+    change_queue_url: str = _env("CHANGE_QUEUE_URL", "", "queued mode: the zone writer's SQS "
+                                 "queue, told which hosts' records were deleted so that it "
+                                 "reads them again (empty: direct mode, nothing sent)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SweepSettings:
@@ -61,6 +64,10 @@ class SweepSettings:
                                  ("MAX_DELETE_FRACTION", self.max_delete_fraction, 0)):
             if value < low:
                 raise SettingsError(f"{name}={value} must be at least {low:g}")
+        if self.change_queue_url and not self.change_queue_url.startswith(("https://",
+                                                                             "http://")):
+            raise SettingsError(f"CHANGE_QUEUE_URL={self.change_queue_url!r} is not a queue "
+                                "URL (https://sqs...)")
         if self.check_concurrency > 512:
             raise SettingsError(f"CHECK_CONCURRENCY={self.check_concurrency} is more threads "
                                 "than a Lambda should run (at most 512)")
