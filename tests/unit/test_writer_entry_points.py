@@ -516,7 +516,7 @@ def test_a_running_poller_retries_until_the_write_succeeds(world: World) -> None
         run.stop.set()
         return outcome
 
-    run.writer.write = write  # type: ignore[method-assign]
+    run.writer.write = write  # type: ignore[method-assign, assignment]
     thread = threading.Thread(target=run.run, daemon=True)
     thread.start()
     thread.join(timeout=30)
