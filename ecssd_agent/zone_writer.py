@@ -173,21 +173,24 @@ class ZoneWriter:
         self._deadline = deadline
         if self.dry_run:  # writes nothing (not even DynamoDB): no need to hold up the writers
             return self._write(wanted, stale)
-        self._take_lease(wanted, stale, deadline)
+        try:
+            self._take_lease(wanted, deadline)
+        except WriterInterrupted as exc:  # nothing done: the verify hints are handed back too
+            exc.verify = {h: set(names) for h, names in stale.items()}
+            raise
         try:
             return self._write(wanted, stale)
         finally:
             self.store.release(self._owner)
 
-    def _take_lease(self, hosts: list[str], stale: Mapping[str, set[str]],
-                    deadline: float | None) -> None:
+    def _take_lease(self, hosts: list[str], deadline: float | None) -> None:
         give_up = self._clock() + self.lock_wait
         if deadline is not None:
             give_up = min(give_up, deadline)
         delay = 0.1
         while not self.store.acquire(self._owner, self.lease):
             if self._clock() + delay > give_up:
-                raise WriterInterrupted("another zone writer holds the lease", hosts, stale)
+                raise WriterInterrupted("another zone writer holds the lease", hosts)
             self._sleep(delay)
             delay = min(delay * 2, 2.0)
 
