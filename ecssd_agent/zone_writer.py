@@ -111,11 +111,10 @@ class WriterInterrupted(RuntimeError):
     verify hints not yet taken in (host -> names), to be handed back as verify hints.
     """
 
-    def __init__(self, message: str, unfinished: Iterable[str],
-                 verify: Mapping[str, Iterable[str]] | None = None) -> None:
+    def __init__(self, message: str, unfinished: Iterable[str]) -> None:
         super().__init__(message)
         self.unfinished = set(unfinished)
-        self.verify = {h: set(names) for h, names in (verify or {}).items()}
+        self.verify: dict[str, set[str]] = {}
 
     def hand_back(self, zone: str) -> list[Hint]:
         """The hints that give the rest of the work back to the queue."""
