@@ -20,7 +20,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ecssd_agent import logs
-from ecssd_agent.aws.change_queue import ChangeQueue, Hint, Message, QueueError
+from ecssd_agent.aws.change_queue import ChangeQueue, Message, QueueError
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import HostStore, StoreError
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
@@ -105,12 +105,13 @@ class Poller:
         zone = self.writer.zone.zone.name
         hints = read_hints(bodies, zone)
         try:
-            outcome = self.writer.write(hints.hosts)
+            outcome = self.writer.write(hints.hosts, verify=hints.verify)
         except WriterInterrupted as exc:
             # hand the unfinished hosts back at once, rather than after the visibility timeout
-            self.queue.notify_many(Hint(h, zone, 0) for h in sorted(exc.unfinished))
+            self.queue.notify_many(exc.hand_back(zone))
             self.queue.delete(messages)
-            log.warning("%s: %d host(s) handed back to the queue", exc, len(exc.unfinished))
+            log.warning("%s: %d host(s) handed back to the queue", exc,
+                        len(exc.unfinished | set(exc.verify)))
             return False
         self.queue.delete(messages)  # bad messages too: delivering them again cannot help
         self.writes += 1

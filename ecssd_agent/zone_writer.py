@@ -10,6 +10,16 @@ Reads happen only where knowledge is missing or old (``host_state.needs_read``):
 seen for the first time, an agent that just started, a state older than ``verify_after``.
 Hosts read together share their scans (name-scoped, :mod:`ecssd_agent.zone_reads`).
 
+The writer's knowledge is wrong when someone else deletes a host's record sets: the health
+sweep does (a dead task's, an unhealthy instance's), and the host's agent may go on
+publishing the same state (STOP_UNHEALTHY=false, a StopTask that failed, a host the sweep
+thought gone). So the sweep sends a *verify* hint naming the host and the names it deleted
+under; the writer reads those names for those hosts (all hosts' names in one name-scoped
+read) and stores what it found, without planning them: the agent's next publication (at the
+latest its next resync) then re-creates what it still wants, as the direct mode's agent
+does on its next read. Other deletions behind the writer's back are found by the periodic
+full verification (``verify_after``) or by Route 53 refusing a change.
+
 A batch Route 53 rejects (invariant 2) names the record set it refused: the other hosts are
 sent again at once, and only that record set's owner is read (the names of its changes),
 re-planned and sent once more. A refusal naming no host of the batch splits it in halves
@@ -30,7 +40,7 @@ from dataclasses import dataclass, field
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from ecssd_agent import naming
-from ecssd_agent.aws.change_queue import BadHint, parse_hint
+from ecssd_agent.aws.change_queue import BadHint, Hint, parse_hint, verify_hints
 from ecssd_agent.aws.host_store import HostStore
 from ecssd_agent.aws.route53 import (
     BatchRejected,
@@ -79,6 +89,7 @@ class WriteOutcome:
     change_requests: int = 0
     read_requests: int = 0
     hosts_read: int = 0
+    hosts_verified: int = 0  # hosts whose names a verify hint asked to read
     rejected: int = 0  # batches Route 53 rejected
     failed: dict[str, str] = field(default_factory=dict)  # host -> why its changes did not land
     skipped: dict[str, str] = field(default_factory=dict)  # host -> why it was not planned
@@ -86,7 +97,8 @@ class WriteOutcome:
     def summary(self) -> dict[str, object]:
         return {"hosts": self.hosts, "changes": self.changes,
                 "change_requests": self.change_requests, "read_requests": self.read_requests,
-                "hosts_read": self.hosts_read, "rejected_batches": self.rejected,
+                "hosts_read": self.hosts_read, "hosts_verified": self.hosts_verified,
+                "rejected_batches": self.rejected,
                 "failed_hosts": dict(self.failed), "skipped_hosts": dict(self.skipped)}
 
 
@@ -95,12 +107,19 @@ class WriterInterrupted(RuntimeError):
 
     Raised when another writer holds the lease longer than we may wait, or when the
     invocation's deadline comes. Nothing is lost: what was applied is saved, the rest is
-    re-hinted by the caller (or its hints delivered again).
+    re-hinted by the caller (or its hints delivered again). ``verify``: the names of the
+    verify hints not yet taken in (host -> names), to be handed back as verify hints.
     """
 
     def __init__(self, message: str, unfinished: Iterable[str]) -> None:
         super().__init__(message)
         self.unfinished = set(unfinished)
+        self.verify: dict[str, set[str]] = {}
+
+    def hand_back(self, zone: str) -> list[Hint]:
+        """The hints that give the rest of the work back to the queue."""
+        return ([Hint(h, zone, 0) for h in sorted(self.unfinished)]
+                + verify_hints(zone, self.verify))
 
 
 class ZoneWriter:
@@ -135,22 +154,31 @@ class ZoneWriter:
         self._owner = uuid.uuid4().hex
         self._deadline: float | None = None  # of the write under way
 
-    def write(self, hosts: Iterable[str], deadline: float | None = None) -> WriteOutcome:
+    def write(self, hosts: Iterable[str], deadline: float | None = None,
+              verify: Mapping[str, Iterable[str]] | None = None) -> WriteOutcome:
         """Bring the record sets of ``hosts`` to what they last published.
 
-        ``deadline`` (this writer's clock): no request starts after it. Raises
-        :class:`WriterInterrupted` (lease busy, deadline) with the hosts left to do; AWS
-        errors other than a rejected batch propagate. Either way, what was applied is saved.
+        ``verify`` (host -> names, from verify hints): first read those names for those
+        hosts and store what the zone holds as what they own there; such a host is planned
+        only if it is in ``hosts`` too. ``deadline`` (this writer's clock): no request
+        starts after it. Raises :class:`WriterInterrupted` (lease busy, deadline) with the
+        hosts left to do; AWS errors other than a rejected batch propagate. Either way, what
+        was applied is saved.
         """
         wanted = sorted(set(hosts))
-        if not wanted:
+        stale = {h: set(names) for h, names in (verify or {}).items() if names}
+        if not wanted and not stale:
             return WriteOutcome()
         self._deadline = deadline
         if self.dry_run:  # writes nothing (not even DynamoDB): no need to hold up the writers
-            return self._write(wanted)
-        self._take_lease(wanted, deadline)
+            return self._write(wanted, stale)
         try:
-            return self._write(wanted)
+            self._take_lease(wanted, deadline)
+        except WriterInterrupted as exc:  # nothing done: the verify hints are handed back too
+            exc.verify = {h: set(names) for h, names in stale.items()}
+            raise
+        try:
+            return self._write(wanted, stale)
         finally:
             self.store.release(self._owner)
 
@@ -194,9 +222,10 @@ class ZoneWriter:
             self.retries += 1
             self._may_go_on(hosts)
 
-    def _write(self, wanted: list[str]) -> WriteOutcome:
+    def _write(self, wanted: list[str], stale: Mapping[str, set[str]]) -> WriteOutcome:
         outcome = WriteOutcome()
-        published, applied = self.store.load(wanted)
+        loaded, applied = self.store.load([*wanted, *stale])
+        published = {h: loaded[h] for h in wanted if h in loaded}  # verify-only: not planned
         for host in wanted:
             pub = published.get(host)
             if pub is None:
@@ -213,6 +242,9 @@ class ZoneWriter:
         done: set[str] = set(outcome.skipped)
         to_read = [h for h, p in published.items() if needs_read(p, applied.get(h), now,
                                                                  self.verify_after)]
+        # A host read in full below, or never written, needs no verify read of its own.
+        self._verify({h: names for h, names in stale.items()
+                      if h in applied and h not in to_read}, published, applied, now, outcome)
         try:
             if to_read:
                 self._read(to_read, published, applied, now, outcome)
@@ -234,6 +266,21 @@ class ZoneWriter:
         finally:
             self._save(published, applied, touched)
         return outcome
+
+    def _verify(self, stale: Mapping[str, set[str]], published: Mapping[str, Published],
+                applied: dict[str, Applied], now: float, outcome: WriteOutcome) -> None:
+        """Read the names verify hints named (one name-scoped read for all their hosts) and
+        store what each host owns under them; what it owns under other names stays known."""
+        if not stale:
+            return
+        hosts = sorted(stale)
+        names = set().union(*stale.values())
+        log.info("reading %d name(s) of %d host(s) whose record sets were deleted by someone "
+                 "else", len(names), len(hosts), extra={"hosts": len(hosts)})
+        self._read(hosts, published, applied, now, outcome, only=names)
+        outcome.hosts_verified += len(hosts)
+        if not self.dry_run:
+            self.store.save_applied(self.zone.zone.name, [applied[h] for h in hosts])
 
     def _plans(self, hosts: list[str], published: Mapping[str, Published],
                applied: dict[str, Applied], now: float, outcome: WriteOutcome,
@@ -446,7 +493,8 @@ def _owned_by_any(hosts: set[str]) -> Owns:
 class HintBatch:
     """The hosts named by a batch of queue messages, and the messages that were not hints."""
 
-    hosts: set[str] = field(default_factory=set)
+    hosts: set[str] = field(default_factory=set)  # to plan
+    verify: dict[str, set[str]] = field(default_factory=dict)  # host -> names to read
     bad: dict[str, str] = field(default_factory=dict)  # message id -> why
     host_of: dict[str, str] = field(default_factory=dict)  # message id -> host
 
@@ -472,6 +520,9 @@ def read_hints(bodies: Mapping[str, str], zone: str) -> HintBatch:
             log.error("message %s: hint for zone %s, this writer serves %s", message_id,
                       hint.zone, zone)
             continue
-        batch.hosts.add(hint.host)
+        if hint.verify:
+            batch.verify.setdefault(hint.host, set()).update(hint.verify)
+        else:
+            batch.hosts.add(hint.host)
         batch.host_of[message_id] = hint.host
     return batch

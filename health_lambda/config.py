@@ -52,6 +52,9 @@ class SweepSettings:
                                 "stay in this account")
     assume_role_external_id: str = _env("ASSUME_ROLE_EXTERNAL_ID", "", "the ExternalId the "
                                         "role's trust policy asks for")
+    change_queue_url: str = _env("CHANGE_QUEUE_URL", "", "queued mode: the zone writer's SQS "
+                                 "queue, told which hosts' records were deleted so that it "
+                                 "reads them again (empty: direct mode, nothing sent)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SweepSettings:
@@ -81,6 +84,10 @@ class SweepSettings:
                                  ("PROBE_OUTAGE_FRACTION", self.probe_outage_fraction, 0)):
             if value < low:
                 raise SettingsError(f"{name}={value} must be at least {low:g}")
+        if self.change_queue_url and not self.change_queue_url.startswith(("https://",
+                                                                             "http://")):
+            raise SettingsError(f"CHANGE_QUEUE_URL={self.change_queue_url!r} is not a queue "
+                                "URL (https://sqs...)")
         if self.check_concurrency > 512:
             raise SettingsError(f"CHECK_CONCURRENCY={self.check_concurrency} is more threads "
                                 "than a Lambda should run (at most 512)")

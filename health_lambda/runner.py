@@ -27,7 +27,7 @@ from ecssd_agent.aws import ecs as ecs_api
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import BatchRejected, Route53Zone, ZoneError, find_zone
 from ecssd_agent.model import Action, Change, RecordSet
-from health_lambda import observe, probe, sweep
+from health_lambda import observe, probe, sweep, writer_hints
 from health_lambda.config import SweepSettings
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,9 @@ def _sweep(settings: SweepSettings, clients: Clients, definitions: ecs_api.TaskD
             deadline=deadline)
     timer.lap("check")
     outcome = _delete(zone, scope, records, assessment, verdicts, rules, settings, summary, now)
+    if settings.change_queue_url and not settings.dry_run and not outcome.plan.refused:
+        writer_hints.send(clients.client("sqs"), settings.change_queue_url, zone.zone.name,
+                          [d.record for d in outcome.plan.deletions], summary)
     timer.lap("delete")
     stopped = _stop(ecs, outcome.plan, settings, summary)
     timer.lap("stop")

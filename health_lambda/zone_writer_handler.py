@@ -4,7 +4,8 @@ Fed by an SQS event source mapping (batch size up to 10,000, a batching window o
 seconds, ``ReportBatchItemFailures``): the mapping gathers the hints of many hosts into one
 invocation, so one write carries a whole burst. On an AWS error every hint of the batch is
 reported failed and SQS delivers it again; a message that is not a hint is logged and dropped
-(delivering it again cannot help). Settings and clients are built on first use, never at
+(delivering it again cannot help). The health sweep's verify hints come on the same queue
+(see :mod:`ecssd_agent.zone_writer`). Settings and clients are built on first use, never at
 import time.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ecssd_agent import logs
-from ecssd_agent.aws.change_queue import ChangeQueue, Hint, QueueError
+from ecssd_agent.aws.change_queue import ChangeQueue, QueueError
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import StoreError
 from ecssd_agent.writer_cli import build_writer
@@ -83,20 +84,22 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     zone = writer.zone.zone.name
     hints = read_hints(bodies, zone)
     try:
-        outcome = writer.write(hints.hosts, deadline=_deadline(context))
+        outcome = writer.write(hints.hosts, deadline=_deadline(context), verify=hints.verify)
     except WriterInterrupted as exc:
         # Hand the unfinished hosts back now (with CHANGE_QUEUE set), not after the queue's
         # visibility timeout; without a queue, their messages are reported failed.
         if queue is not None:
             try:
-                queue.notify_many(Hint(h, zone, 0) for h in sorted(exc.unfinished))
+                queue.notify_many(exc.hand_back(zone))
             except (ClientError, BotoCoreError, QueueError) as sqs_exc:
                 log.error("%s; handing hosts back failed too: %s", exc, sqs_exc)
             else:
-                log.warning("%s: %d host(s) handed back to the queue", exc, len(exc.unfinished))
+                log.warning("%s: %d host(s) handed back to the queue", exc,
+                            len(exc.unfinished | set(exc.verify)))
                 return {"batchItemFailures": []}
         return {"batchItemFailures": [{"itemIdentifier": mid}
-                                      for mid in hints.messages_of(exc.unfinished)]}
+                                      for mid in hints.messages_of(exc.unfinished
+                                                                   | set(exc.verify))]}
     except (ClientError, BotoCoreError, StoreError) as exc:
         log.error("write failed; %d hint(s) will be delivered again: %s",
                   len(bodies) - len(hints.bad), exc)

@@ -766,10 +766,11 @@ class CountingZoneWriter(ZoneWriter):
         finally:
             self.taking_lease = False
 
-    def write(self, hosts: Iterable[str], deadline: float | None = None) -> WriteOutcome:
+    def write(self, hosts: Iterable[str], deadline: float | None = None,
+              verify: Mapping[str, Iterable[str]] | None = None) -> WriteOutcome:
         stats = self.stats
         try:
-            outcome = super().write(hosts, deadline)
+            outcome = super().write(hosts, deadline, verify)
         except WriterInterrupted as exc:
             stats.interrupted += 1
             stats.interrupted_by_lease += "lease" in str(exc)

@@ -4,6 +4,12 @@ A hint carries no records (those are in :mod:`ecssd_agent.aws.host_store`), so S
 at-least-once, unordered delivery is harmless: the writer dedupes hints by host and always
 reads the newest desired state. A lost hint (the agent died between its PutItem and its
 SendMessage) is repaired by the agent's next resync, which publishes and hints again.
+
+A *verify* hint (``verify``: names) comes from the health sweep, not from an agent: "record
+sets of this host under these names were deleted behind the writer's back". The writer plans
+from what it knows it applied and would otherwise not read the zone for a day; such a hint
+makes it read those names (and only those) for that host. It carries names, not record
+sets: the writer trusts a read, never a message, about what the zone holds.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from typing import Any
 
 #: SQS's limits: ReceiveMessage and DeleteMessageBatch take at most 10 messages.
 SQS_BATCH = 10
+#: Names per verify hint: 10 hints of 50 names of up to 255 bytes stay far below the 256 KiB
+#: a SendMessageBatch request may carry; a host with more names gets several hints.
+VERIFY_NAMES = 50
 
 
 class QueueError(RuntimeError):
@@ -30,6 +39,9 @@ class Hint:
     host: str
     zone: str
     seq: int
+    #: Names to read again for this host before its next plan (a verify hint); empty for
+    #: an agent's "I published" hint.
+    verify: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -40,8 +52,20 @@ class Message:
 
 
 def hint_body(hint: Hint) -> str:
-    return json.dumps({"host": hint.host, "zone": hint.zone, "seq": hint.seq},
-                      separators=(",", ":"), sort_keys=True)
+    data: dict[str, object] = {"host": hint.host, "zone": hint.zone, "seq": hint.seq}
+    if hint.verify:  # an agent's hint stays exactly what it always was
+        data["verify"] = sorted(hint.verify)
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def verify_hints(zone: str, names_by_host: Mapping[str, Iterable[str]]) -> list[Hint]:
+    """Verify hints for each host's names, at most :data:`VERIFY_NAMES` names per hint."""
+    hints: list[Hint] = []
+    for host in sorted(names_by_host):
+        names = sorted(set(names_by_host[host]))
+        for start in range(0, len(names), VERIFY_NAMES):
+            hints.append(Hint(host, zone, 0, tuple(names[start:start + VERIFY_NAMES])))
+    return hints
 
 
 def parse_hint(body: str) -> Hint:
@@ -61,7 +85,10 @@ def parse_hint(body: str) -> Hint:
         raise BadHint(f"no zone in {body[:80]!r}")
     if not isinstance(seq, int) or isinstance(seq, bool):
         raise BadHint(f"no integer seq in {body[:80]!r}")
-    return Hint(host, zone, seq)
+    verify = data.get("verify", [])
+    if not isinstance(verify, list) or not all(isinstance(n, str) and n for n in verify):
+        raise BadHint(f"verify is not a list of names in {body[:80]!r}")
+    return Hint(host, zone, seq, tuple(verify))
 
 
 class ChangeQueue:
@@ -73,7 +100,8 @@ class ChangeQueue:
         self.client.send_message(QueueUrl=self.url, MessageBody=hint_body(hint))
 
     def notify_many(self, hints: Iterable[Hint]) -> None:
-        """Send hints in batches of 10 (a writer handing back hosts it did not finish)."""
+        """Send hints in batches of 10 (a writer handing back hosts it did not finish, the
+        sweep asking for a read of what it deleted); stops at the first batch SQS refuses."""
         batch = list(hints)
         for start in range(0, len(batch), SQS_BATCH):
             part = batch[start:start + SQS_BATCH]

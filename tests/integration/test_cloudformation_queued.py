@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.host_state import Published
 from ecssd_agent.writer_settings import load_lambda_settings
 from health_lambda import zone_writer_handler
+from health_lambda.config import SweepSettings
 from tests.integration.test_cloudformation import (
     TEMPLATE,
     Call,
@@ -49,9 +49,11 @@ from tests.integration.test_cloudformation import (
     check_calls,
     condition_values,
     deploy,
+    iam_actions,
     load_template,
     proxy,
     refs,
+    resolve_ifs,
     role_actions,
     run_agent,
     statements,
@@ -213,6 +215,14 @@ def test_queue_mapping_and_writer_settings(template: dict[str, Any]) -> None:
                                      for k, v in local_zone.items()})
     assert (settings.hosted_zone_id, settings.host_table, settings.change_queue) == (
         "Z0000000000000", "ecssd-hosts", queue_url)
+    # The sweep hints the same queue in queued mode, and nothing in direct mode.
+    sweep_env = props(template, "SweepFunction")["Environment"]["Variables"]
+    for mode, expected in (("queued", {"Ref": "ChangeQueue"}), ("direct", "")):
+        (value,) = resolve_ifs(sweep_env["CHANGE_QUEUE_URL"],
+                               condition_values(template, {"AgentWriteMode": mode}))
+        assert value == expected, mode
+    assert SweepSettings.from_env({"HOSTED_ZONE_ID": "Z0000000000000",
+                                   "CHANGE_QUEUE_URL": queue_url}).change_queue_url == queue_url
 
 
 @pytest.mark.parametrize("send_events", ["false", "true"])
@@ -227,6 +237,10 @@ def test_each_role_has_exactly_what_its_mode_needs(template: dict[str, Any],
         "dynamodb:PutItem", "sqs:SendMessage"} | events
     assert role_actions(template, "AgentTaskRole", direct) == ROUTE53_WRITE | events
     assert role_actions(template, "ZoneWriterRole", queued) == WRITER_ACTIONS
+    # The sweep tells the zone writer which hosts' records it deleted (queued mode only).
+    sweep_queued = role_actions(template, "SweepRole", queued)
+    assert "sqs:SendMessage" in sweep_queued
+    assert sweep_queued - role_actions(template, "SweepRole", direct) == {"sqs:SendMessage"}
     # The writer is given HOSTED_ZONE_ID: no role needs to look zones up by name ("*").
     every = {a for role in ("AgentTaskRole", "ZoneWriterRole", "SweepRole", "TaskEventsRole")
              for a in role_actions(template, role)}
@@ -347,18 +361,6 @@ def _proxied(service: str, proxy: RecordingProxy) -> Any:
     return boto3.client(service, endpoint_url=proxy.url, region_name=REGION,  # type: ignore[call-overload, unused-ignore]
                         aws_access_key_id=FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
                         aws_secret_access_key=FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"])
-
-
-#: SQS authorises its batch operations as the single ones: the Service Authorization
-#: Reference has no sqs:DeleteMessageBatch action.
-SQS_BATCH_ACTIONS = {"DeleteMessageBatch": "DeleteMessage", "SendMessageBatch": "SendMessage",
-                     "ChangeMessageVisibilityBatch": "ChangeMessageVisibility"}
-
-
-def iam_actions(calls: list[Call]) -> list[Call]:
-    """The calls as the IAM actions that authorise them."""
-    return [replace(c, operation=SQS_BATCH_ACTIONS.get(c.operation, c.operation))
-            if c.service == "sqs" else c for c in calls]
 
 
 def absolute_zone_name(zone_id: str) -> None:

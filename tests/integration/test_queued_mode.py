@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 
+from ecssd_agent.aws.route53 import Route53Zone, find_zone
+from ecssd_agent.model import Action, Change
+from health_lambda import writer_hints
 from tests.integration.daemon_world import (
     HOST,
     ZONE,
@@ -177,3 +180,51 @@ def test_sync_and_remove_publish_for_the_writer(aws: Any, zone: Zone, queue: dic
     assert done.returncode == 0, done.stderr
     removed = run_writer_once(writer_env, queue)
     assert sum(w["changes"] for w in removed) == 2 and zone.owned(HOST) == {}
+
+
+def desired_seq(aws: Any, host: str) -> int:
+    item = aws.client("dynamodb").get_item(
+        TableName=TABLE, Key={"host": {"S": host}, "kind": {"S": "desired"}}).get("Item")
+    return int(item["seq"]["N"]) if item else -1
+
+
+def test_a_record_the_sweep_deleted_of_a_live_host_comes_back_after_one_resync(
+        aws: Any, zone: Zone, queue: dict[str, str], docker_engine: Any,
+        containers: Containers, agents: list[AgentProcess],
+        writer_env: dict[str, str]) -> None:
+    """Issue 14: the sweep deletes a record of a host whose container still runs (an
+    unhealthy instance with STOP_UNHEALTHY=false, a StopTask that failed...). The agent goes
+    on publishing the same state; without the sweep's verify hint the writer, planning
+    against what it knows it applied, would see nothing to do for a day."""
+    web = containers.run(env=service_env("web"), ports=["127.0.0.1::8081"])
+    start_agent(agents, aws, docker_engine, *queued_args(queue), "--resync", "4")
+    wait_for(lambda: published_records(aws, HOST) == 2, timeout=20,
+             what="the agent to publish its A record and web's SRV record")
+    run_writer_once(writer_env, queue)
+    wait_for(lambda: web[:12] in zone.srv(HOST), timeout=20, what="web's SRV record")
+
+    # The sweep's deletion, as the sweep makes it, and its hint to the writer.
+    r53 = aws.client("route53")
+    sweep_zone = Route53Zone(r53, find_zone(r53, "", zone.id), comment="ecssd health sweep")
+    (srv,) = [r for r in sweep_zone.records() if r.type == "SRV"
+              and (r.set_identifier or "").startswith(f"ecssd:h:{HOST}:{web[:12]}:")]
+    assert sweep_zone.apply([Change(Action.DELETE, srv)]) == 1
+    summary: dict[str, Any] = {"errors": []}
+    writer_hints.send(aws.client("sqs"), queue["url"], sweep_zone.zone.name, [srv], summary)
+    assert summary == {"errors": [], "writer_hints": 1}
+    assert web[:12] not in zone.srv(HOST)
+    seq = desired_seq(aws, HOST)
+
+    healing = run_writer_once(writer_env, queue)  # the verify hint: read srv's name for HOST
+    wait_for(lambda: desired_seq(aws, HOST) > seq, timeout=20,
+             what="the agent's next resync to publish its (unchanged) state")
+    healing += run_writer_once(writer_env, queue)
+
+    assert web[:12] in zone.srv(HOST), healing
+    assert set(zone.owned(HOST)) == {f"ecssd:h:{HOST}", srv.set_identifier}
+    # What healing cost Route 53: a name-scoped read of one name, one change request.
+    cost = {key: sum(w[key] for w in healing) for key in (
+        "hosts_verified", "read_requests", "change_requests", "changes", "rejected_batches")}
+    print(f"healing cost: {cost}")
+    assert cost == {"hosts_verified": 1, "read_requests": 1, "change_requests": 1,
+                    "changes": 1, "rejected_batches": 0}, healing

@@ -19,6 +19,7 @@ from moto import mock_aws
 
 from ecssd_agent.aws.change_queue import (
     SQS_BATCH,
+    VERIFY_NAMES,
     BadHint,
     ChangeQueue,
     Hint,
@@ -26,6 +27,7 @@ from ecssd_agent.aws.change_queue import (
     QueueError,
     hint_body,
     parse_hint,
+    verify_hints,
 )
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import HostStore
@@ -77,12 +79,39 @@ def test_hint_body_round_trips() -> None:
     ('{"host": "ip-1", "zone": "sd.internal.", "seq": 1.5}', "no integer seq"),
     ('{"host": "ip-1", "zone": "sd.internal.", "seq": true}', "no integer seq"),
     ('{"host": "ip-1", "zone": "sd.internal.", "seq": null}', "no integer seq"),
+    ('{"host": "ip-1", "zone": "sd.internal.", "seq": 0, "verify": "a.sd.internal."}',
+     "verify is not a list of names"),
+    ('{"host": "ip-1", "zone": "sd.internal.", "seq": 0, "verify": [""]}',
+     "verify is not a list of names"),
+    ('{"host": "ip-1", "zone": "sd.internal.", "seq": 0, "verify": [3]}',
+     "verify is not a list of names"),
+    ('{"host": "ip-1", "zone": "sd.internal.", "seq": 0, "verify": true}',
+     "verify is not a list of names"),
 ])
 def test_every_malformed_body_is_a_bad_hint_naming_the_problem(body: str, problem: str) -> None:
     with pytest.raises(BadHint) as caught:
         parse_hint(body)
     assert str(caught.value).startswith(problem)
     assert body[:20] in str(caught.value) or not body  # the message quotes the body
+
+
+def test_a_verify_hint_round_trips_and_an_agent_s_hint_carries_no_verify() -> None:
+    hint = Hint(HOST.label, ZONE, 0, ("b.sd.internal.", "a.sd.internal."))
+    assert json.loads(hint_body(hint))["verify"] == ["a.sd.internal.", "b.sd.internal."]
+    assert parse_hint(hint_body(hint)) == Hint(HOST.label, ZONE, 0,
+                                               ("a.sd.internal.", "b.sd.internal."))
+    assert "verify" not in json.loads(hint_body(Hint(HOST.label, ZONE, 5)))
+    assert parse_hint('{"host": "ip-1", "zone": "z.", "seq": 0, "verify": []}').verify == ()
+
+
+def test_verify_hints_split_a_host_s_many_names_and_fit_a_batch_request() -> None:
+    names = {f"svc-{i:03d}-{'x' * 230}.{ZONE}" for i in range(2 * VERIFY_NAMES + 1)}
+    hints = verify_hints(ZONE, {"ip-2": names, "ip-1": [f"a.{ZONE}", f"a.{ZONE}"]})
+    assert [(h.host, len(h.verify)) for h in hints] == [
+        ("ip-1", 1), ("ip-2", VERIFY_NAMES), ("ip-2", VERIFY_NAMES), ("ip-2", 1)]
+    assert set().union(*(h.verify for h in hints[1:])) == names
+    # SQS takes at most 256 KiB per SendMessageBatch: ten of the largest hints fit
+    assert 10 * len(hint_body(hints[1]).encode()) < 256 * 1024
 
 
 def test_a_bad_hint_quotes_only_the_start_of_a_huge_body() -> None:

@@ -507,16 +507,16 @@ def test_a_running_poller_retries_until_the_write_succeeds(world: World) -> None
     real_write = run.writer.write
     calls: list[set[str]] = []
 
-    def write(hosts: Any) -> Any:
+    def write(hosts: Any, **kwargs: Any) -> Any:
         calls.append(set(hosts))
         if len(calls) == 1:
             raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}},
                               "BatchGetItem")
-        outcome = real_write(hosts)
+        outcome = real_write(hosts, **kwargs)
         run.stop.set()
         return outcome
 
-    run.writer.write = write  # type: ignore[method-assign]
+    run.writer.write = write  # type: ignore[method-assign, assignment]
     thread = threading.Thread(target=run.run, daemon=True)
     thread.start()
     thread.join(timeout=30)

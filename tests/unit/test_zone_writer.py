@@ -43,6 +43,7 @@ from ecssd_agent.zone_writer import (
     _named_hosts,
     read_hints,
 )
+from tests.integration.daemon_world import route53_recreate_fix
 from tests.support.queued import FixedClock as Clock
 from tests.support.queued import create_host_table
 
@@ -808,6 +809,179 @@ def test_read_hints_dedupes_hosts_and_reports_every_bad_message() -> None:
     assert set(batch.bad) == {"m4", "m5"}
     assert batch.bad["m4"].startswith("not JSON")
     assert batch.bad["m5"] == "hint for zone other., this writer serves sd.internal."
+
+
+def test_read_hints_keeps_verify_hints_apart_with_the_union_of_their_names() -> None:
+    batch = read_hints({
+        "m1": '{"host": "ip-1", "zone": "sd.internal.", "seq": 1}',
+        "m2": '{"host": "ip-1", "zone": "sd.internal.", "seq": 0, "verify": ["a.sd.internal."]}',
+        "m3": '{"host": "ip-2", "zone": "sd.internal.", "seq": 0, "verify": ["a.sd.internal."]}',
+        "m4": '{"host": "ip-2", "zone": "sd.internal.", "seq": 0, "verify": ["b.sd.internal."]}',
+        "m5": '{"host": "ip-3", "zone": "sd.internal.", "seq": 0, "verify": "a.sd.internal."}',
+    }, ZONE)
+    assert batch.hosts == {"ip-1"}  # a verify hint alone does not plan its host
+    assert batch.verify == {"ip-1": {"a.sd.internal."},
+                            "ip-2": {"a.sd.internal.", "b.sd.internal."}}
+    assert batch.bad["m5"].startswith("verify is not a list of names")
+    assert sorted(batch.messages_of({"ip-2"})) == ["m3", "m4"]
+
+
+# --- verify hints: record sets deleted behind the writer's back (the health sweep) ----------
+
+@pytest.fixture
+def recreating() -> Iterator[None]:
+    """moto refuses to create a record set identical to one deleted before; Route 53 does not."""
+    with route53_recreate_fix():
+        yield
+
+
+def swept(world: World, h: Host, *names: str) -> list[RecordSet]:
+    """The sweep deletes ``h``'s SRV record sets of ``names`` (not through the writer)."""
+    gone = [r for r in world.all_records() if r.type == "SRV" and r.name.split(".")[0] in names
+            and (r.set_identifier or "").startswith(f"ecssd:h:{h.label}:")]
+    assert len(gone) == len(names)
+    world.by_hand(Action.DELETE, gone)
+    return gone
+
+
+def test_a_record_set_the_sweep_deleted_is_read_on_its_hint_and_re_created_on_the_next_publication(
+        world: World, recreating: None) -> None:
+    a, b = host(1), host(2)
+    for h in (a, b):
+        world.publish(h, desired(h, "calc", "time"))
+    writer = world.writer()
+    writer.write([a.label, b.label])
+    (gone,) = swept(world, a, "calc")
+    world.publish(a, desired(a, "calc", "time"))  # a's resync: the same state again
+    assert writer.write([a.label]).changes == 0  # what it knows says calc is there: the hole
+    assert gone not in world.owned(a)
+    calls = _list_calls(world)
+    before = world.requests()
+
+    outcome = writer.write([], verify={a.label: {gone.name}})
+
+    spent = delta(world.requests(), before)
+    assert [c.get("StartRecordName") for c in calls] == [gone.name]  # that name only
+    assert outcome.hosts_verified == 1 and outcome.read_requests == 1
+    assert spent["ListResourceRecordSets"] == 1 and spent["ChangeResourceRecordSets"] == 0
+    assert outcome.hosts == 0 and outcome.changes == 0  # not planned: its agent publishes next
+    known = world.applied(a)[a.label]
+    assert set(known.records) == set(desired(a, "calc", "time")) - {gone}
+    assert known.verified == T0  # a partial read: its full verification is still due as before
+    assert known.seq == world.seqs[a.label]
+
+    world.publish(a, desired(a, "calc", "time"))  # its next resync
+    before = world.requests()
+    outcome = writer.write([a.label])
+
+    spent = delta(world.requests(), before)
+    assert outcome.changes == 1 and outcome.change_requests == 1 and outcome.read_requests == 0
+    assert not any(spent[op] for op in ROUTE53_READS)
+    assert world.owned(a) == set(desired(a, "calc", "time"))
+    assert world.owned(b) == set(desired(b, "calc", "time"))  # never read, never touched
+
+
+def test_a_verify_hint_with_the_host_s_publication_heals_in_one_write(
+        world: World, recreating: None) -> None:
+    a = host(1)
+    world.publish(a, desired(a, "calc", "time"))
+    writer = world.writer()
+    writer.write([a.label])
+    (gone,) = swept(world, a, "calc")
+    world.publish(a, desired(a, "calc", "time"))
+
+    outcome = writer.write([a.label], verify={a.label: {gone.name}})
+
+    assert outcome.hosts_verified == 1 and outcome.changes == 1 and outcome.rejected == 0
+    assert world.owned(a) == set(desired(a, "calc", "time"))
+
+
+def test_many_hosts_hinted_under_one_name_share_one_read(world: World) -> None:
+    hosts = [host(i) for i in range(40)]
+    for h in hosts:
+        world.publish(h, desired(h, "calc", "time", "auth"))
+    writer = world.writer()
+    writer.write(h.label for h in hosts)
+    gone = {h.label: swept(world, h, "calc") for h in hosts[::2]}
+    before = world.requests()
+
+    outcome = writer.write([], verify={h: {r.name for r in rs} for h, rs in gone.items()})
+
+    spent = delta(world.requests(), before)
+    assert outcome.hosts_verified == 20 and outcome.hosts_read == 20
+    assert spent["ListResourceRecordSets"] == 1 and outcome.read_requests == 1
+    applied = world.applied(*hosts)
+    for h in hosts:
+        missing = set(gone.get(h.label, ()))
+        assert set(applied[h.label].records) == set(desired(h, "calc", "time", "auth")) - missing
+
+
+def test_a_verify_hint_never_deletes_or_forgets_what_is_still_there(world: World) -> None:
+    """A late or repeated hint (SQS delivers at least once): the read finds the record sets
+    where they are, and what the writer knows stays as it was; records of others under the
+    same name are not the host's and are not taken in."""
+    a, b = host(1), host(2)
+    for h in (a, b):
+        world.publish(h, desired(h, "calc"))
+    writer = world.writer()
+    writer.write([a.label, b.label])
+    known = world.applied(a)[a.label]
+    zone_before = set(world.all_records())
+
+    outcome = writer.write([], verify={a.label: {f"calc.{ZONE}", f"{a.label}.{ZONE}"}})
+
+    assert outcome.hosts_verified == 1 and outcome.changes == outcome.change_requests == 0
+    assert set(world.all_records()) == zone_before
+    after = world.applied(a)[a.label]
+    assert (set(after.records), after.seq, after.verified) == (set(known.records), known.seq,
+                                                               known.verified)
+
+
+def test_a_verify_hint_for_a_host_without_knowledge_or_read_in_full_anyway_costs_no_read(
+        world: World) -> None:
+    a, b = host(1), host(2)
+    world.publish(a, desired(a, "calc"))
+    before = world.requests()
+
+    # b: never written (its first write reads it in full); a: new, read in full for its plan
+    outcome = world.writer().write([a.label], verify={a.label: {f"calc.{ZONE}"},
+                                                      b.label: {f"calc.{ZONE}"}})
+
+    spent = delta(world.requests(), before)
+    assert outcome.hosts_verified == 0 and outcome.hosts_read == 1
+    # only a's full read: the zone's size, then its one page (cheaper than its two names)
+    assert (spent["GetHostedZone"], spent["ListResourceRecordSets"]) == (1, 1)
+    assert world.owned(a) == set(desired(a, "calc")) and world.applied(b) == {}
+
+
+def test_a_verify_hint_in_a_dry_run_reads_but_saves_nothing(world: World) -> None:
+    a = host(1)
+    world.publish(a, desired(a, "calc"))
+    world.writer().write([a.label])
+    (gone,) = swept(world, a, "calc")
+    known = world.applied(a)[a.label]
+
+    outcome = world.writer(dry_run=True).write([], verify={a.label: {gone.name}})
+
+    assert outcome.hosts_verified == 1 and world.applied(a)[a.label] == known
+    assert lease_of(world) is None
+
+
+def test_a_busy_lease_hands_the_verify_hints_back_with_their_names(world: World) -> None:
+    a, b = host(1), host(2)
+    for h in (a, b):
+        world.publish(h, desired(h, "calc"))
+    world.writer().write([a.label, b.label])
+    assert rival(world).acquire("busy-writer", 600.0)
+    names = {f"calc.{ZONE}", f"{b.label}.{ZONE}"}
+
+    with pytest.raises(WriterInterrupted) as caught:
+        world.writer(lock_wait=5.0).write([a.label], verify={b.label: names})
+
+    assert caught.value.unfinished == {a.label} and caught.value.verify == {b.label: names}
+    hints = caught.value.hand_back(ZONE)
+    assert [(h.host, h.seq, set(h.verify)) for h in hints] == [(a.label, 0, set()),
+                                                               (b.label, 0, names)]
 
 
 def test_the_writer_plans_nothing_for_no_host(world: World) -> None:
