@@ -55,6 +55,8 @@ from ecssd_agent.records import routed, srv_value
 
 SOURCE = "aws.ecs"
 DETAIL_TYPE = "ECS Task State Change"
+SCHEDULE_SOURCE = "aws.events"  # an EventBridge schedule's invocation: the periodic reconcile
+SCHEDULE_DETAIL_TYPE = "Scheduled Event"
 RUNNING = "RUNNING"
 STOPPED = "STOPPED"
 #: lastStatus values after RUNNING: the task is on its way out, its records must go.
@@ -291,6 +293,12 @@ def parse_task(detail: Any, path: str = "task") -> Task:
         created_at=_timestamp(detail, "createdAt", path),
         version=_whole(detail, "version", path),
     )
+
+
+def is_schedule(event: Any) -> bool:
+    """Whether ``event`` is an EventBridge schedule's invocation (not a task state change)."""
+    return (isinstance(event, Mapping) and event.get("source") == SCHEDULE_SOURCE
+            and event.get("detail-type") == SCHEDULE_DETAIL_TYPE)
 
 
 def parse_event(event: Any) -> Task:
