@@ -343,8 +343,7 @@ class TaskEvents:
                     log.info("fixed record %s stays with newer task %s", name, holder.id,
                              extra=extra)
                     return [], None
-            ip = self._address(task, self._mode(task))
-            return [tr.fixed_record(name, task, ip, self.config.routing, self.config.ttl)], owns_fixed
+            return [self.fixed_record_for(task)], owns_fixed
 
         # REMOVE: only a record set this task holds is ours to remove or repoint.
         if len(holders) == len(others):
@@ -357,9 +356,16 @@ class TaskEvents:
             log.info("fixed record %s removed: no other running task of group %s", name,
                      self.config.task_group, extra=extra)
             return [], owns_fixed
-        ip = self._address(successor, self._mode(successor))
+        record = self.fixed_record_for(successor)
         log.info("fixed record %s repointed to task %s", name, successor.id, extra=extra)
-        return [tr.fixed_record(name, successor, ip, self.config.routing, self.config.ttl)], owns_fixed
+        return [record], owns_fixed
+
+    def fixed_record_for(self, task: tr.Task) -> RecordSet:
+        """``RR_NAME`` pointed at ``task``; raises TaskStateUnknown when its address is not
+        known (also used by the reconcile when no task holds the name)."""
+        name = naming.record_name(self.config.rr_name, self.zone.zone.name)
+        ip = self._address(task, self._mode(task))
+        return tr.fixed_record(name, task, ip, self.config.routing, self.config.ttl)
 
     def _mode(self, task: tr.Task) -> str:
         """awsvpc when the task has an ENI; otherwise it is reached at its host's address."""

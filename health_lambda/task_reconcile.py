@@ -11,9 +11,11 @@ also invoked by an EventBridge schedule (the health sweep's period), and then:
 2. computes each running task's desired records with the event path's own code
    (:meth:`health_lambda.task_events.TaskEvents.desired_records`: the same task parser,
    task definitions cached by ARN, the same ``SERVICE_<port>_NAME`` rules);
-3. plans them against one zone listing, owning exactly the keys of those desired record
-   sets, and applies the result in as few ChangeResourceRecordSets requests as Route 53's
-   limits allow (one for many tasks; never one per record).
+3. with ``RR_NAME``/``TASK_GROUP``: when no A record set is at the fixed name at all, points
+   it at the newest running task of the group (a name someone holds is the event path's);
+4. plans all of it against one zone listing, owning exactly the keys of those desired
+   record sets, and applies the result in as few ChangeResourceRecordSets requests as Route
+   53's limits allow (one for many tasks; never one per record).
 
 It only adds what is missing (or corrects a value that differs): because it owns nothing but
 the record sets it wants, the plan can never delete a record. Records of stopped tasks are
@@ -32,15 +34,16 @@ that are gone, as it does for the same window of the event path.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ecssd_agent import naming
 from ecssd_agent import task_records as tr
 from ecssd_agent.aws import ecs as ecs_api
-from ecssd_agent.model import RecordSet
-from ecssd_agent.reconcile import converge
+from ecssd_agent.model import Change, RecordSet
+from ecssd_agent.plan import Owns
+from ecssd_agent.reconcile import NotConverged, Read, converge
 from health_lambda.task_events import TaskEvents, TaskStateUnknown
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,7 @@ class _Tally:
     running: int = 0  # RUNNING tasks described
     with_records: int = 0  # of them, tasks that should have records
     skipped: list[str] = field(default_factory=list)  # "<task>: why"
-    errors: list[str] = field(default_factory=list)  # clusters that could not be read
+    errors: list[str] = field(default_factory=list)  # clusters not read, tasks refused
 
 
 def running_tasks(ecs: Any, cluster: str, tally: _Tally) -> list[tr.Task]:
@@ -77,12 +80,13 @@ def running_tasks(ecs: Any, cluster: str, tally: _Tally) -> list[tr.Task]:
     return tasks
 
 
-def _desired(events: TaskEvents, cluster: str, tally: _Tally) -> list[RecordSet]:
-    """The desired records of the cluster's running tasks. Raises EcsReadError when the
-    cluster's tasks cannot be listed or described."""
-    tasks = running_tasks(events.ecs, cluster, tally)
-    tally.running += len(tasks)
-    if events.config.bridge_records:  # hosts of bridge/host-mode tasks, 100 a call
+def _desired(events: TaskEvents, cluster: str, tasks: Sequence[tr.Task],
+             tally: _Tally) -> list[RecordSet]:
+    """The service records the running tasks of one cluster should have. Raises
+    EcsReadError when the cluster's hosts cannot be read."""
+    config = events.config
+    if config.service_records and config.bridge_records and tasks:
+        # the hosts of bridge/host-mode tasks, 100 a call rather than one by one
         events.know_hosts(cluster, (t.container_instance_arn for t in tasks if not t.eni_ip))
     desired: list[RecordSet] = []
     for task in tasks:
@@ -98,6 +102,72 @@ def _desired(events: TaskEvents, cluster: str, tally: _Tally) -> list[RecordSet]
     return desired
 
 
+def _fixed(events: TaskEvents, tasks: Iterable[tr.Task], listing: Sequence[RecordSet],
+           tally: _Tally) -> list[RecordSet]:
+    """``RR_NAME`` -> the newest running task of ``TASK_GROUP``, only when no A record set is
+    at that name: a name held by a task (or by hand) is left to the event path and the
+    sweep, which know who should hold it."""
+    config = events.config
+    name = naming.record_name(config.rr_name, events.zone.zone.name)
+    if any(r.name == name and r.type == "A" for r in listing):
+        return []
+    newest = tr.newest(t for t in tasks if t.group == config.task_group)
+    if newest is None:
+        return []
+    try:
+        record = events.fixed_record_for(newest)
+    except (ecs_api.EcsReadError, TaskStateUnknown) as exc:
+        tally.skipped.append(f"{newest.id}: {exc}")
+        log.warning("fixed record %s: skipped task %s: %s", name, newest.id, exc)
+        return []
+    log.info("reconcile: fixed record %s is missing; pointing it at task %s", name, newest.id)
+    return [record]
+
+
+def _exactly(records: Sequence[RecordSet]) -> Owns:
+    """Own exactly these record sets' keys: the plan can add or correct them, delete nothing."""
+    keys = {record.key for record in records}
+    return lambda record: record.key in keys
+
+
+def _first_then(listing: Sequence[RecordSet], reread: Read) -> Read:
+    pending = [listing]
+    return lambda: pending.pop() if pending else reread()
+
+
+def _apply(events: TaskEvents, desired: Sequence[RecordSet], listing: Sequence[RecordSet],
+           tally: _Tally) -> tuple[list[Change], int]:
+    """Apply what is missing for every task at once; task by task when Route 53 keeps
+    refusing that batch. Returns the changes applied and the change requests made."""
+    zone, dry_run = events.zone, events.config.dry_run
+    try:
+        outcome = converge(zone, desired, _exactly(desired), read=_first_then(listing, zone.records),
+                           dry_run=dry_run)
+        return outcome.changes, outcome.requests
+    except NotConverged as exc:
+        log.warning("reconcile: Route 53 refused the batch of every task (%s); applying the "
+                    "tasks one by one", exc)
+    by_task: dict[str, list[RecordSet]] = {}
+    for record in desired:
+        owner = naming.parse_set_identifier(record.set_identifier)
+        by_task.setdefault(owner.task if owner else "", []).append(record)
+    changes: list[Change] = []
+    requests = 0
+    listing = list(zone.records())
+    for task_id, records in by_task.items():
+        try:
+            outcome = converge(zone, records, _exactly(records),
+                               read=_first_then(listing, zone.records), dry_run=dry_run)
+        except NotConverged as exc:
+            tally.errors.append(f"task {task_id}: {exc}")
+            log.error("reconcile: the records of task %s were refused: %s", task_id, exc,
+                      extra={"task": task_id})
+            continue
+        changes += outcome.changes
+        requests += outcome.requests
+    return changes, requests
+
+
 def _clusters(events: TaskEvents) -> Sequence[str]:
     if events.config.clusters:
         return events.config.clusters
@@ -106,26 +176,34 @@ def _clusters(events: TaskEvents) -> Sequence[str]:
 
 def run(events: TaskEvents) -> dict[str, Any]:
     """One reconcile over every cluster; returns a summary (raises ReconcileIncomplete)."""
-    if not events.config.service_records:
-        log.info("reconcile: nothing to do (SERVICE_RECORDS=false)")
-        return {"status": "ignored", "reason": "service records are off"}
+    config = events.config
+    if not config.service_records and not config.fixed_record:
+        log.info("reconcile: nothing to do (SERVICE_RECORDS=false, no RR_NAME)")
+        return {"status": "ignored", "reason": "no records to keep"}
     tally = _Tally()
+    running: list[tr.Task] = []
     desired: list[RecordSet] = []
     for cluster in _clusters(events):
         tally.clusters += 1
         try:
-            desired += _desired(events, cluster, tally)
+            tasks = running_tasks(events.ecs, cluster, tally)
+            desired += _desired(events, cluster, tasks, tally)
         except ecs_api.EcsReadError as exc:
             tally.errors.append(str(exc))
             log.error("reconcile: cluster %s skipped: %s", cluster, exc,
                       extra={"cluster": cluster})
+            continue
+        running += tasks
+    tally.running = len(running)
 
-    changes, requests = [], 0
-    if desired:  # no task asks for records: spare the zone read
-        keys = {record.key for record in desired}
-        outcome = converge(events.zone, desired, lambda record: record.key in keys,
-                           dry_run=events.config.dry_run)
-        changes, requests = outcome.changes, outcome.requests
+    changes: list[Change] = []
+    requests = 0
+    fixed = config.fixed_record and any(t.group == config.task_group for t in running)
+    if desired or fixed:  # otherwise spare the zone read: Route 53 is the scarce API
+        listing = list(events.zone.records())
+        if fixed:
+            desired += _fixed(events, running, listing, tally)
+        changes, requests = _apply(events, desired, listing, tally)
     summary = {
         "status": "ok", "reason": "reconcile", "clusters": tally.clusters,
         "running": tally.running, "with_records": tally.with_records,

@@ -8,15 +8,20 @@ import uuid
 from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from ecssd_agent.aws.ecs import DESCRIBE_BATCH
 from health_lambda.task_reconcile import ReconcileIncomplete
 from tests.integration.test_task_events_world import (
     CLUSTER,
+    XRAY_GROUP,
+    XRAY_NAME,
     ZONE,
     Lambda,
     World,
     env,
+    fixed_lambda,
+    task_id,
     task_name,
     world,
 )
@@ -140,3 +145,57 @@ def test_a_cluster_that_cannot_be_read_deletes_nothing_and_fails_the_run(world: 
 
     # The cluster that could be read was reconciled; nothing anywhere was deleted.
     assert world.answers(TIME, "SRV") == {f"1 1 8080 {task_name(t)}" for t in (kept, lost)}
+
+
+def test_a_task_whose_records_route53_refuses_does_not_keep_the_others_out(world: World) -> None:
+    """Route 53 refuses every batch holding one task's records (a record set someone made by
+    hand conflicts with them): the batch of all tasks fails, so the tasks are applied one by
+    one; the others get their records, the refused one fails the run."""
+    handler = Lambda(world)
+    time_service(world)
+    poisoned, *others = run_many(world, "time", 3)
+    route53 = handler.clients.client("route53")
+    refused: list[int] = []
+
+    def refuse(params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+        if task_id(poisoned).encode() not in params["body"]:
+            return None  # sent to the moto server as usual
+        refused.append(1)
+        message = (f"RRSet of type A with DNS name {TIME} is not permitted because a "
+                   f"conflicting RRSet of type CNAME with the same DNS name already exists")
+        return (AWSResponse("", 400, {}, None),
+                {"Error": {"Code": "InvalidChangeBatch", "Message": message},
+                 "ResponseMetadata": {"HTTPStatusCode": 400}})
+
+    route53.meta.events.register("before-call.route53.ChangeResourceRecordSets", refuse)
+
+    with pytest.raises(ReconcileIncomplete, match=f"task {task_id(poisoned)}"):
+        handler(schedule())
+
+    assert len(refused) == 3 + 3  # all tasks' batch, 3 tries; then its own, 3 tries
+    assert world.answers(TIME, "SRV") == {f"1 1 8080 {task_name(t)}" for t in others}
+    assert task_id(poisoned) not in {r["SetIdentifier"].split(":")[3] for r in world.records()}
+
+
+def test_a_missing_fixed_name_points_at_the_newest_running_task_of_its_group(
+        world: World) -> None:
+    handler = fixed_lambda(world, service_records=False)
+    world.container_instance("127.0.0.2")
+    world.container_instance("127.0.0.3")
+    world.task_definition("xray-daemon", [{"name": "xray-daemon", "image": "xray", "memory": 256,
+                                           "cpu": 128}], mode="bridge")
+    world.start_on("127.0.0.2", "xray-daemon", group="service:something-else")
+    world.start_on("127.0.0.3", "xray-daemon", group=XRAY_GROUP)  # its RUNNING event is lost
+
+    summary = handler(schedule())
+
+    assert summary["changes"] == summary["requests"] == 1, summary
+    assert world.answers(XRAY_NAME, "A") == {"127.0.0.3"}
+    again = handler(schedule())
+    assert again["changes"] == 0 and again["requests"] == 0
+
+    # A name someone holds is the event path's: a newer daemon whose event is lost too does
+    # not take it over here (the one holding it still runs and serves).
+    world.start_on("127.0.0.2", "xray-daemon", group=XRAY_GROUP)
+    assert handler(schedule())["changes"] == 0
+    assert world.answers(XRAY_NAME, "A") == {"127.0.0.3"}
