@@ -271,7 +271,7 @@ class TaskEvents:
         if not tr.declares_services(task, definition):
             return None
         if not self.config.bridge_records and tr.network_mode(task, definition) != "awsvpc":
-            log.info("bridge/host-mode task left to the host agent (BRIDGE_RECORDS=false)",
+            log.debug("bridge/host-mode task left to the host agent (BRIDGE_RECORDS=false)",
                      extra=extra)
             return None
         return definition

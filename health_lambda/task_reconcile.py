@@ -26,9 +26,12 @@ description) is skipped and logged; it is looked at again next period. A failed 
 for a cluster skips that cluster, the others are still reconciled, and the run then raises
 :class:`ReconcileIncomplete`, so the failure shows in the function's error metric and its
 on-failure queue. A Route 53 error raises (after botocore's retries): nothing was decided on
-it, and the next period starts from a fresh read. A task that stops between the listing and
-the write can get its records back for a moment; the health sweep deletes records of tasks
-that are gone, as it does for the same window of the event path.
+it, and the next period starts from a fresh read. When Route 53 keeps refusing the batch of
+all tasks (a record of one task conflicts with a record set made by hand), the records are
+applied task by task, so one task's conflict never keeps the others unregistered; the
+refused tasks fail the run. A task that stops between the listing and the write can get its
+records back for a moment; the health sweep deletes records of tasks that are gone, as it
+does for the same window of the event path.
 """
 
 from __future__ import annotations
@@ -43,13 +46,15 @@ from ecssd_agent import task_records as tr
 from ecssd_agent.aws import ecs as ecs_api
 from ecssd_agent.model import Change, RecordSet
 from ecssd_agent.plan import Owns
-from ecssd_agent.reconcile import NotConverged, Read, converge
-from health_lambda.task_events import TaskEvents, TaskStateUnknown
+from ecssd_agent.reconcile import NotConverged, converge
+from health_lambda.task_events import TaskEvents, TaskStateUnknown, _first_then
 
 log = logging.getLogger(__name__)
 
+
 class ReconcileIncomplete(RuntimeError):
-    """Some clusters could not be read: what could be was applied; Lambda reports a failure."""
+    """Some clusters could not be read or some tasks' records were refused: the rest was
+    applied, and Lambda reports a failure."""
 
 
 @dataclass
@@ -128,11 +133,6 @@ def _exactly(records: Sequence[RecordSet]) -> Owns:
     """Own exactly these record sets' keys: the plan can add or correct them, delete nothing."""
     keys = {record.key for record in records}
     return lambda record: record.key in keys
-
-
-def _first_then(listing: Sequence[RecordSet], reread: Read) -> Read:
-    pending = [listing]
-    return lambda: pending.pop() if pending else reread()
 
 
 def _apply(events: TaskEvents, desired: Sequence[RecordSet], listing: Sequence[RecordSet],
