@@ -59,6 +59,8 @@ from ecssd_agent.records import routed, srv_value
 
 SOURCE = "aws.ecs"
 DETAIL_TYPE = "ECS Task State Change"
+SCHEDULE_SOURCE = "aws.events"  # an EventBridge schedule's invocation: the periodic reconcile
+SCHEDULE_DETAIL_TYPE = "Scheduled Event"
 RUNNING = "RUNNING"
 STOPPED = "STOPPED"
 #: lastStatus values after RUNNING: the task is on its way out, its records must go.
@@ -128,72 +130,136 @@ class Task:
 
 
 # --- parsing -----------------------------------------------------------------------------
+#
+# An event is outside input: every field read here is checked for its type, and a wrong one
+# refuses the whole event with one MalformedEvent naming the field's path (for example
+# "detail.containers[2] is not an object"), never an AttributeError from deep inside. A null
+# is taken as an absent field. Fields this module does not read are not looked at, so a new
+# field in ECS's events never refuses one.
 
-def _text(data: Mapping[str, Any], key: str, required: bool = False) -> str:
-    value = data.get(key)
-    if value is None or value == "":
-        if required:
-            raise MalformedEvent(f"missing {key!r}")
-        return ""
-    if not isinstance(value, str):
-        raise MalformedEvent(f"{key!r} is not a string: {value!r}")
+def _object(value: Any, path: str) -> Mapping[str, Any]:
+    """``value`` as an object; null is an empty one."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise MalformedEvent(f"{path} is not an object: {_shown(value)}")
     return value
 
 
-def _timestamp(value: Any) -> datetime | None:
+def _objects(value: Any, path: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """A list of objects, each with its path; null is an empty list."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MalformedEvent(f"{path} is not a list: {_shown(value)}")
+    out = []
+    for index, item in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(item, Mapping):
+            raise MalformedEvent(f"{where} is not an object: {_shown(item)}")
+        out.append((where, item))
+    return out
+
+
+def _text(data: Mapping[str, Any], key: str, path: str, required: bool = False) -> str:
+    value = data.get(key)
+    if value is None or value == "":
+        if required:
+            raise MalformedEvent(f"{path}.{key} is missing")
+        return ""
+    if not isinstance(value, str):
+        raise MalformedEvent(f"{path}.{key} is not a string: {_shown(value)}")
+    return value
+
+
+def _whole(data: Mapping[str, Any], key: str, path: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedEvent(f"{path}.{key} is not a whole number: {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A wrong value, short enough for a log line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _timestamp(data: Mapping[str, Any], key: str, path: str) -> datetime | None:
     """An event's ISO 8601 string or boto3's datetime -> an aware datetime (None if absent)."""
+    value = data.get(key)
+    if value is None or value == "":
+        return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if isinstance(value, str) and value:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    return None
+    if not isinstance(value, str):
+        raise MalformedEvent(f"{path}.{key} is not a timestamp: {_shown(value)}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise MalformedEvent(f"{path}.{key} is not a timestamp: {_shown(value)}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def _bindings(raw: Any) -> tuple[Binding, ...]:
+def _bindings(raw: Any, path: str) -> tuple[Binding, ...]:
+    """Bound ports; a binding of a port range (no containerPort/hostPort) is not one."""
     found: list[Binding] = []
-    for item in raw if isinstance(raw, list) else []:
-        if not isinstance(item, Mapping):
-            continue
-        container_port, host_port = item.get("containerPort"), item.get("hostPort")
-        protocol = str(item.get("protocol") or "tcp").lower()
-        if isinstance(container_port, int) and isinstance(host_port, int) and host_port > 0:
+    for where, item in _objects(raw, path):
+        container_port = _whole(item, "containerPort", where)
+        host_port = _whole(item, "hostPort", where)
+        protocol = (_text(item, "protocol", where) or "tcp").lower()
+        if container_port is not None and host_port is not None and host_port > 0:
             found.append(Binding(container_port, host_port, protocol))
     return tuple(found)
 
 
-def _eni_ip(detail: Mapping[str, Any]) -> str:
-    for attachment in detail.get("attachments") or []:
-        if not isinstance(attachment, Mapping) or attachment.get("type") not in ENI_ATTACHMENT_TYPES:
+def _containers(detail: Mapping[str, Any], path: str) -> tuple[tuple[TaskContainer, ...], str]:
+    """The task's containers, and the ENI address their network interfaces show (if any)."""
+    containers = []
+    interface_ip = ""
+    for where, raw in _objects(detail.get("containers"), f"{path}.containers"):
+        containers.append(TaskContainer(
+            name=_text(raw, "name", where, required=True),
+            runtime_id=_text(raw, "runtimeId", where),
+            last_status=_text(raw, "lastStatus", where),
+            bindings=_bindings(raw.get("networkBindings"), f"{where}.networkBindings"),
+        ))
+        for inner, interface in _objects(raw.get("networkInterfaces"),
+                                         f"{where}.networkInterfaces"):
+            interface_ip = interface_ip or _text(interface, "privateIpv4Address", inner)
+    return tuple(containers), interface_ip
+
+
+def _attachment_ip(detail: Mapping[str, Any], path: str) -> str:
+    """The private IPv4 address of the task's ENI attachment ("" when it has none)."""
+    found = ""
+    for where, attachment in _objects(detail.get("attachments"), f"{path}.attachments"):
+        if _text(attachment, "type", where) not in ENI_ATTACHMENT_TYPES:
             continue
-        for pair in attachment.get("details") or []:
-            if isinstance(pair, Mapping) and pair.get("name") == "privateIPv4Address":
-                return str(pair.get("value") or "")
-    for container in detail.get("containers") or []:  # the same address, per container
-        for interface in (container or {}).get("networkInterfaces") or []:
-            if isinstance(interface, Mapping) and interface.get("privateIpv4Address"):
-                return str(interface["privateIpv4Address"])
-    return ""
+        for inner, pair in _objects(attachment.get("details"), f"{where}.details"):
+            if _text(pair, "name", inner) == "privateIPv4Address":
+                found = found or _text(pair, "value", inner)
+    return found
 
 
-def _env_overrides(detail: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-    overrides = detail.get("overrides")
+def _env_overrides(detail: Mapping[str, Any], path: str) -> dict[str, dict[str, str]]:
+    overrides = _object(detail.get("overrides"), f"{path}.overrides")
     out: dict[str, dict[str, str]] = {}
-    if not isinstance(overrides, Mapping):
-        return out
-    for item in overrides.get("containerOverrides") or []:
-        if isinstance(item, Mapping) and isinstance(item.get("name"), str):
-            env = _environment(item.get("environment"))
-            if env:
-                out[item["name"]] = env
+    for where, item in _objects(overrides.get("containerOverrides"),
+                                f"{path}.overrides.containerOverrides"):
+        name = _text(item, "name", where)
+        env = {}
+        for inner, pair in _objects(item.get("environment"), f"{where}.environment"):
+            env[_text(pair, "name", inner, required=True)] = _text(pair, "value", inner)
+        if name and env:
+            out[name] = env
     return out
 
 
 def _environment(pairs: Any) -> dict[str, str]:
-    """ECS's ``[{"name": K, "value": V}, ...]`` -> a dict."""
+    """A task definition's ``[{"name": K, "value": V}, ...]`` -> a dict (API data: lenient)."""
     env: dict[str, str] = {}
     for pair in pairs if isinstance(pairs, list) else []:
         if isinstance(pair, Mapping) and isinstance(pair.get("name"), str):
@@ -201,57 +267,56 @@ def _environment(pairs: Any) -> dict[str, str]:
     return env
 
 
-def parse_task(detail: Mapping[str, Any]) -> Task:
-    """A task description (an event's ``detail`` or a DescribeTasks task) -> :class:`Task`."""
+def parse_task(detail: Any, path: str = "task") -> Task:
+    """A task description (an event's ``detail`` or a DescribeTasks task) -> :class:`Task`.
+
+    ``path`` is how error messages name the description (``detail`` in an event).
+    """
     if not isinstance(detail, Mapping):
-        raise MalformedEvent("the task description is not an object")
-    arn = _text(detail, "taskArn", required=True)
+        raise MalformedEvent(f"{path} is not an object: {_shown(detail)}")
+    arn = _text(detail, "taskArn", path, required=True)
     task = naming.task_id(arn)
-    cluster = naming.cluster_name(_text(detail, "clusterArn", required=True))
+    cluster = naming.cluster_name(_text(detail, "clusterArn", path, required=True))
     if not task or not cluster:
-        raise MalformedEvent(f"cannot tell the task id and cluster from {arn!r}")
-    containers = []
-    for raw in detail.get("containers") or []:
-        if isinstance(raw, Mapping) and isinstance(raw.get("name"), str):
-            containers.append(TaskContainer(
-                name=raw["name"],
-                runtime_id=str(raw.get("runtimeId") or ""),
-                last_status=str(raw.get("lastStatus") or ""),
-                bindings=_bindings(raw.get("networkBindings")),
-            ))
-    version = detail.get("version")
+        raise MalformedEvent(f"cannot tell the task id and cluster from {path}.taskArn {arn!r}")
+    containers, interface_ip = _containers(detail, path)
     return Task(
         arn=arn,
         id=task,
         cluster=cluster,
-        last_status=_text(detail, "lastStatus", required=True),
-        desired_status=_text(detail, "desiredStatus", required=True),
-        group=_text(detail, "group"),
-        launch_type=_text(detail, "launchType"),
-        task_definition_arn=_text(detail, "taskDefinitionArn"),
-        container_instance_arn=_text(detail, "containerInstanceArn"),
-        eni_ip=_eni_ip(detail),
-        containers=tuple(containers),
-        env_overrides=_env_overrides(detail),
-        started_at=_timestamp(detail.get("startedAt")),
-        created_at=_timestamp(detail.get("createdAt")),
-        version=version if isinstance(version, int) and not isinstance(version, bool) else None,
+        last_status=_text(detail, "lastStatus", path, required=True),
+        desired_status=_text(detail, "desiredStatus", path, required=True),
+        group=_text(detail, "group", path),
+        launch_type=_text(detail, "launchType", path),
+        task_definition_arn=_text(detail, "taskDefinitionArn", path),
+        container_instance_arn=_text(detail, "containerInstanceArn", path),
+        eni_ip=_attachment_ip(detail, path) or interface_ip,  # the same address, per container
+        containers=containers,
+        env_overrides=_env_overrides(detail, path),
+        started_at=_timestamp(detail, "startedAt", path),
+        created_at=_timestamp(detail, "createdAt", path),
+        version=_whole(detail, "version", path),
     )
+
+
+def is_schedule(event: Any) -> bool:
+    """Whether ``event`` is an EventBridge schedule's invocation (not a task state change)."""
+    return (isinstance(event, Mapping) and event.get("source") == SCHEDULE_SOURCE
+            and event.get("detail-type") == SCHEDULE_DETAIL_TYPE)
 
 
 def parse_event(event: Any) -> Task:
     """An EventBridge "ECS Task State Change" event -> :class:`Task`; else MalformedEvent."""
     if not isinstance(event, Mapping):
-        raise MalformedEvent("the event is not an object")
+        raise MalformedEvent(f"the event is not an object: {_shown(event)}")
     if event.get("source") != SOURCE or event.get("detail-type") != DETAIL_TYPE:
         raise MalformedEvent(
             f"not an {DETAIL_TYPE!r} event from {SOURCE} "
-            f"(source={event.get('source')!r}, detail-type={event.get('detail-type')!r})"
+            f"(source={_shown(event.get('source'))}, detail-type={_shown(event.get('detail-type'))})"
         )
-    detail = event.get("detail")
-    if not isinstance(detail, Mapping):
+    if event.get("detail") is None:
         raise MalformedEvent("the event has no 'detail' object")
-    return parse_task(detail)
+    return parse_task(event["detail"], "detail")
 
 
 # --- ownership and names -----------------------------------------------------------------

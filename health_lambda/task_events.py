@@ -25,8 +25,14 @@ stopped (DescribeTasks) and removes rather than resurrects. The window between t
 and the write is closed by the health sweep, which deletes records whose task is gone (the
 SetIdentifier names the task).
 
-Malformed events and events of other clusters are logged and answered with a summary; an AWS
-error raises, so Lambda retries the event (at-least-once on our side too).
+Malformed events and events of other clusters are logged and answered with a summary (a
+malformed one with one refusal naming the field, see :func:`ecssd_agent.task_records.parse_task`);
+an AWS error raises, so Lambda retries the event (at-least-once on our side too), and an
+event that still fails goes to the stack's on-failure queue.
+
+Invoked by an EventBridge schedule instead, the function reconciles: every RUNNING task
+without its records gets them (:mod:`health_lambda.task_reconcile`), so a lost event heals
+within one period.
 """
 
 from __future__ import annotations
@@ -116,7 +122,12 @@ def configure(config: TaskEventConfig | None = None, clients: Clients | None = N
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
-    """EventBridge target: handle one ECS Task State Change event; returns a summary."""
+    """EventBridge target: handle one ECS Task State Change event, or (invoked by the
+    schedule) reconcile every running task's records; returns a summary."""
+    if tr.is_schedule(event):
+        from health_lambda import task_reconcile  # builds on this module: imported on use
+
+        return task_reconcile.run(TaskEvents(runtime()))
     return TaskEvents(runtime()).handle(event)
 
 
@@ -254,17 +265,37 @@ class TaskEvents:
 
     # -- reconcile ---------------------------------------------------------------------
 
+    def _declared(self, task: tr.Task, extra: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The task's definition when it declares services this function registers, else None."""
+        if not self.config.service_records or not task.task_definition_arn:
+            return None
+        definition = self.rt.task_definition(task.task_definition_arn, task.cluster)
+        if not tr.declares_services(task, definition):
+            return None
+        if not self.config.bridge_records and tr.network_mode(task, definition) != "awsvpc":
+            log.debug("bridge/host-mode task left to the host agent (BRIDGE_RECORDS=false)",
+                     extra=extra)
+            return None
+        return definition
+
+    def desired_records(self, task: tr.Task, extra: Mapping[str, Any]) -> list[RecordSet]:
+        """The service records a running task should have, by the event path's own rules
+        (the periodic reconcile's question: :mod:`health_lambda.task_reconcile`)."""
+        definition = self._declared(task, extra)
+        return [] if definition is None else self._service_records(task, definition, extra)
+
+    def know_hosts(self, cluster: str, container_instance_arns: Iterable[str]) -> None:
+        """Look up many container instances' IPs at once (DescribeContainerInstances 100 a
+        call) instead of one by one as tasks need them. Raises EcsReadError."""
+        wanted = sorted({a for a in container_instance_arns if a and a not in self._hosts})
+        if wanted:
+            hosts = ecs_api.instance_hosts(self.ecs, self.rt.clients.client("ec2"), cluster, wanted)
+            self._hosts.update({arn: h.private_ip for arn, h in hosts.items() if h.private_ip})
+
     def _reconcile(self, task: tr.Task, fixed: bool, extra: Mapping[str, Any]) -> dict[str, Any]:
-        definition: Mapping[str, Any] = {}
-        services = False
-        if self.config.service_records and task.task_definition_arn:
-            definition = self.rt.task_definition(task.task_definition_arn, task.cluster)
-            services = tr.declares_services(task, definition)
-            if services and not self.config.bridge_records \
-                    and tr.network_mode(task, definition) != "awsvpc":
-                log.info("bridge/host-mode task left to the host agent (BRIDGE_RECORDS=false)",
-                         extra=extra)
-                services = False
+        declared = self._declared(task, extra)
+        definition: Mapping[str, Any] = declared or {}
+        services = declared is not None
         if not services and not fixed:  # spares the zone read: Route 53 is the scarce API
             log.debug("no records to keep for the task", extra=extra)
             return _summary("ignored", "no services declared", task)
@@ -314,8 +345,7 @@ class TaskEvents:
                     log.info("fixed record %s stays with newer task %s", name, holder.id,
                              extra=extra)
                     return [], None
-            ip = self._address(task, self._mode(task))
-            return [tr.fixed_record(name, task, ip, self.config.routing, self.config.ttl)], owns_fixed
+            return [self.fixed_record_for(task)], owns_fixed
 
         # REMOVE: only a record set this task holds is ours to remove or repoint.
         if len(holders) == len(others):
@@ -328,9 +358,16 @@ class TaskEvents:
             log.info("fixed record %s removed: no other running task of group %s", name,
                      self.config.task_group, extra=extra)
             return [], owns_fixed
-        ip = self._address(successor, self._mode(successor))
+        record = self.fixed_record_for(successor)
         log.info("fixed record %s repointed to task %s", name, successor.id, extra=extra)
-        return [tr.fixed_record(name, successor, ip, self.config.routing, self.config.ttl)], owns_fixed
+        return [record], owns_fixed
+
+    def fixed_record_for(self, task: tr.Task) -> RecordSet:
+        """``RR_NAME`` pointed at ``task``; raises TaskStateUnknown when its address is not
+        known (also used by the reconcile when no task holds the name)."""
+        name = naming.record_name(self.config.rr_name, self.zone.zone.name)
+        ip = self._address(task, self._mode(task))
+        return tr.fixed_record(name, task, ip, self.config.routing, self.config.ttl)
 
     def _mode(self, task: tr.Task) -> str:
         """awsvpc when the task has an ENI; otherwise it is reached at its host's address."""

@@ -382,3 +382,18 @@ def task_definition_document(ecs: Any, arn: str, cluster: str = "") -> Mapping[s
                      taskDefinition=arn)
     document: Mapping[str, Any] = response["taskDefinition"]
     return document
+
+
+def describe_task_documents(ecs: Any, cluster: str, tasks: Iterable[str]) -> list[Mapping[str, Any]]:
+    """DescribeTasks' task entries as the API returns them, 100 tasks a call, for a caller that
+    hands them to the pure parser the task events go through (:func:`ecssd_agent.task_records.
+    parse_task`), so a task read here and a task read from its event give the same records.
+    Tasks ECS does not return are simply absent. Raises :class:`EcsReadError`. Added by the
+    task-events Lambda's periodic reconcile (issue 14).
+    """
+    found: list[Mapping[str, Any]] = []
+    for chunk in _chunks(sorted(set(tasks)), DESCRIBE_BATCH):
+        page = _call("describe_tasks", cluster, ecs.describe_tasks, cluster=cluster,
+                     tasks=list(chunk))
+        found.extend(page.get("tasks", []))
+    return found

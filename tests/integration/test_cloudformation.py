@@ -91,8 +91,11 @@ MANAGED_POLICIES: dict[str, str] = {
     "service-role/AWSLambdaVPCAccessExecutionRole": "logs and ENIs for a function in a VPC",
     "AWSXRayDaemonWriteAccess": "xray:PutTraceSegments/PutTelemetryRecords; no resource types",
 }
-#: Resource types moto's CloudFormation (5.2.x) cannot create. Empty: the whole stack deploys.
-KNOWN_UNSUPPORTED: frozenset[str] = frozenset()
+#: Resource types moto's CloudFormation (5.2.x) cannot create: the task-events Lambda's
+#: on-failure destination and its alarm (checked on the template instead:
+#: test_task_events_failures_go_to_an_alarmed_queue). Everything else deploys.
+KNOWN_UNSUPPORTED: frozenset[str] = frozenset({"AWS::Lambda::EventInvokeConfig",
+                                               "AWS::CloudWatch::Alarm"})
 
 # --- reading the template ------------------------------------------------------------------
 
@@ -302,7 +305,8 @@ def test_scoped_statements_name_this_stacks_zone_and_cluster(template: dict[str,
         if "dynamodb" in services:
             assert named == {"HostTable"}, f"{stmt.role}/{stmt.sid} is not this table only"
         if "sqs" in services:
-            assert named == {"ChangeQueue"}, f"{stmt.role}/{stmt.sid} is not this queue only"
+            queue = "TaskEventsFailureQueue" if stmt.role == "TaskEventsRole" else "ChangeQueue"
+            assert named == {queue}, f"{stmt.role}/{stmt.sid} is not this queue only"
 
 
 def test_stop_task_is_conditioned_on_the_cluster(template: dict[str, Any]) -> None:
@@ -372,15 +376,29 @@ def test_agent_runs_as_a_daemon_with_the_docker_socket(template: dict[str, Any])
             assert env["ECSSD_HOSTED_ZONE_ID"] == ""
 
 
+def _port(value: Any) -> Any:
+    return value["Ref"] if isinstance(value, dict) else value
+
+
+def _ingress(template: Mapping[str, Any], group: str) -> dict[tuple[str, Any, Any], set[str]]:
+    """The group's ingress rules: (protocol, from, to) -> the source groups; a port given by
+    a parameter is the parameter's name."""
+    sources: dict[tuple[str, Any, Any], set[str]] = {}
+    for rule in (r["Properties"] for r in resources_of(
+            template, "AWS::EC2::SecurityGroupIngress").values()):
+        assert "CidrIp" not in rule, "task ports are never open to an address range"
+        if rule["GroupId"] == {"Ref": group}:
+            key = (rule["IpProtocol"], _port(rule["FromPort"]), _port(rule["ToPort"]))
+            sources.setdefault(key, set()).add(rule["SourceSecurityGroupId"]["Ref"])
+    return sources
+
+
 def test_instance_ports_open_only_to_the_alb_the_sweep_and_each_other(
         template: dict[str, Any]) -> None:
-    ingress = resources_of(template, "AWS::EC2::SecurityGroupIngress").values()
-    sources: dict[tuple[str, int, int], set[str]] = {}
-    for rule in (r["Properties"] for r in ingress):
-        assert rule["GroupId"] == {"Ref": "InstanceSecurityGroup"}
-        assert "CidrIp" not in rule, "instance ports are never open to an address range"
-        sources.setdefault((rule["IpProtocol"], rule["FromPort"], rule["ToPort"]), set()).add(
-            rule["SourceSecurityGroupId"]["Ref"])
+    groups = {r["Properties"]["GroupId"]["Ref"] for r in resources_of(
+        template, "AWS::EC2::SecurityGroupIngress").values()}
+    assert groups == {"InstanceSecurityGroup", "TaskSecurityGroup"}
+    sources = _ingress(template, "InstanceSecurityGroup")
     assert sources == {
         ("tcp", 32768, 65535): {"LoadBalancerSecurityGroup", "SweepSecurityGroup",
                                 "InstanceSecurityGroup"},
@@ -393,6 +411,27 @@ def test_instance_ports_open_only_to_the_alb_the_sweep_and_each_other(
     assert sweep["VpcConfig"]["SecurityGroupIds"] == [{"Ref": "SweepSecurityGroup"}]
 
 
+def test_the_sweep_reaches_awsvpc_tasks_that_attach_the_task_group(
+        template: dict[str, Any]) -> None:
+    """awsvpc/Fargate tasks (registered at their ENI address by the task-events Lambda) are
+    checked on their container ports: the sweep's group may go there and the task group lets
+    it in, on the same ports; a service attaches the group through the stack's export."""
+    ports = ("TaskPortFrom", "TaskPortTo")
+    assert _ingress(template, "TaskSecurityGroup") == {
+        ("tcp", *ports): {"SweepSecurityGroup", "InstanceSecurityGroup", "TaskSecurityGroup"}}
+    res = template["Resources"]
+    egress = [(r["IpProtocol"], _port(r["FromPort"]), _port(r["ToPort"]))
+              for r in res["SweepSecurityGroup"]["Properties"]["SecurityGroupEgress"]
+              if r.get("DestinationSecurityGroupId") == {"Ref": "TaskSecurityGroup"}]
+    assert egress == [("tcp", *ports)]
+    assert "SecurityGroupIngress" not in res["TaskSecurityGroup"]["Properties"]
+    params = template["Parameters"]
+    assert (params["TaskPortFrom"]["Default"], params["TaskPortTo"]["Default"]) == (1, 65535)
+    output = template["Outputs"]["TaskSecurityGroupId"]
+    assert output["Value"] == {"Ref": "TaskSecurityGroup"}
+    assert output["Export"]["Name"] == {"Fn::Sub": "${AWS::StackName}-TaskSecurityGroupId"}
+
+
 def test_schedule_and_task_state_rule(template: dict[str, Any]) -> None:
     res = template["Resources"]
     assert res["SweepSchedule"]["Properties"]["ScheduleExpression"] == "rate(5 minutes)"
@@ -400,11 +439,48 @@ def test_schedule_and_task_state_rule(template: dict[str, Any]) -> None:
     pattern = res["TaskEventsRule"]["Properties"]["EventPattern"]
     assert pattern == {"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"],
                        "detail": {"clusterArn": [{"Fn::GetAtt": ["Cluster", "Arn"]}]}}
+    # The reconcile runs as often as the sweep: a task is registered or cleaned up within one.
+    reconcile = res["TaskReconcileSchedule"]["Properties"]
+    assert reconcile["ScheduleExpression"] == res["SweepSchedule"]["Properties"][
+        "ScheduleExpression"]
+    (target,) = reconcile["Targets"]  # no Input: the function sees the "Scheduled Event"
+    assert refs(target) == {"TaskEventsFunction"} and "Input" not in target
     for permission, rule in (("SweepPermission", "SweepSchedule"),
-                             ("TaskEventsPermission", "TaskEventsRule")):
+                             ("TaskEventsPermission", "TaskEventsRule"),
+                             ("TaskReconcilePermission", "TaskReconcileSchedule")):
         props = res[permission]["Properties"]
         assert props["Principal"] == "events.amazonaws.com"
         assert props["SourceArn"] == {"Fn::GetAtt": [rule, "Arn"]}
+
+
+def test_task_events_failures_go_to_an_alarmed_queue(template: dict[str, Any]) -> None:
+    """An event the task-events Lambda still fails on after its retries is kept (with the
+    error) in a queue the function's role may send to, and an alarm watches that queue."""
+    res = template["Resources"]
+    (config,) = resources_of(template, "AWS::Lambda::EventInvokeConfig").values()
+    props = config["Properties"]
+    assert props["FunctionName"] == {"Ref": "TaskEventsFunction"}
+    assert props["Qualifier"] == "$LATEST"
+    assert props["MaximumRetryAttempts"] == 2
+    assert 60 <= props["MaximumEventAgeInSeconds"] <= 21600
+    assert props["DestinationConfig"] == {"OnFailure": {"Destination": {
+        "Fn::GetAtt": ["TaskEventsFailureQueue", "Arn"]}}}
+    (send,) = [s for s in statements(template) if "sqs:SendMessage" in s.actions
+               and s.role == "TaskEventsRole"]
+    assert send.actions == ("sqs:SendMessage",) and refs(list(send.resources)) == {
+        "TaskEventsFailureQueue"}
+    queue = res["TaskEventsFailureQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True and queue["MessageRetentionPeriod"] == 1209600
+    (alarm,) = resources_of(template, "AWS::CloudWatch::Alarm").values()
+    alarm = alarm["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == (
+        "AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {
+        "Fn::GetAtt": ["TaskEventsFailureQueue", "QueueName"]}}]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}],
+                                                {"Ref": "AWS::NoValue"}]}
 
 
 # --- consistency with the code -------------------------------------------------------------
@@ -658,7 +734,9 @@ def test_stack_is_created_in_moto_and_is_what_it_says(aws: MotoServer, tmp_path:
     the tests above instead): a hosted zone's VPCs (every CloudFormation zone is public), a
     VPC's DNS attributes, a service's SchedulingStrategy, LoadBalancers and
     DeploymentConfiguration, a task definition's NetworkMode and TaskRoleArn, managed
-    policy attachments; and it gives inline policies back as Python text, not JSON. What a
+    policy attachments, a security group's inline egress rules (the sweep's egress to the
+    task group is checked on the template); and it gives inline policies back as Python
+    text, not JSON. What a
     role allows is checked on the template and by running the code against its roles.
     """
     stack = deploy(aws, tmp_path)
@@ -728,6 +806,19 @@ def test_stack_is_created_in_moto_and_is_what_it_says(aws: MotoServer, tmp_path:
     assert json.loads(rule["EventPattern"])["detail"]["clusterArn"] == [cluster_arn]
     (target,) = events.list_targets_by_rule(Rule=phys["TaskEventsRule"])["Targets"]
     assert target["Arn"] == events_fn["FunctionArn"]
+    (target,) = events.list_targets_by_rule(Rule=phys["TaskReconcileSchedule"])["Targets"]
+    assert target["Arn"] == events_fn["FunctionArn"]
+
+    # awsvpc tasks: the group services attach lets the sweep (and callers) in on task ports.
+    assert out["TaskSecurityGroupId"] == phys["TaskSecurityGroup"]
+    (task_sg,) = ec2.describe_security_groups(
+        GroupIds=[phys["TaskSecurityGroup"]])["SecurityGroups"]
+    assert [(p["FromPort"], p["ToPort"], p["IpRanges"]) for p in task_sg["IpPermissions"]] == [
+        (1, 65535, [])]
+    assert {g["GroupId"] for g in task_sg["IpPermissions"][0]["UserIdGroupPairs"]} == {
+        phys["SweepSecurityGroup"], phys["InstanceSecurityGroup"], phys["TaskSecurityGroup"]}
+    assert out["TaskEventsFailureQueueUrl"].endswith("/" + phys["TaskEventsFailureQueue"]
+                                                     .rsplit("/", 1)[-1])
 
     elb = stack.client("elbv2")
     (listener,) = elb.describe_listeners(LoadBalancerArn=phys["LoadBalancer"])["Listeners"]
@@ -1065,6 +1156,15 @@ def test_lambdas_need_no_more_than_their_roles_allow(
                     zone_id, cluster)
         xray = [r for r in zone.records() if r.name == "xray.servicediscovery.internal."]
         assert [r.values for r in xray] == [(host.ip,)], result
+
+        # The same function invoked by its schedule: the reconcile reads the whole cluster.
+        result = task_events.lambda_handler({"source": "aws.events", "detail-type":
+                                             "Scheduled Event", "detail": {}}, None)
+        assert result["reason"] == "reconcile" and result["errors"] == [], result
+        calls = proxy.take()
+        assert {"ecs:ListTasks", "ecs:DescribeTasks"} <= {c.action for c in calls}
+        check_calls(calls, role_actions(stack.template, "TaskEventsRole", conditions),
+                    zone_id, cluster)
     finally:
         sweep_handler.reset()
         task_events.configure(None)

@@ -331,7 +331,9 @@ def test_direct_stack_in_moto_has_no_table_queue_or_writer(aws: MotoServer,
     assert not QUEUED_OUTPUTS & set(stack.outputs)
     assert stack.outputs["AgentWriteMode"] == "direct"
     assert stack.client("dynamodb").list_tables()["TableNames"] == []
-    assert stack.client("sqs").list_queues().get("QueueUrls", []) == []
+    # No change queue: only the task-events Lambda's on-failure queue, in both modes.
+    (queue,) = stack.client("sqs").list_queues().get("QueueUrls", [])
+    assert queue.rsplit("/", 1)[-1] == stack.outputs["TaskEventsFailureQueueUrl"].rsplit("/", 1)[-1]
     lam = stack.client("lambda")
     assert lam.list_event_source_mappings()["EventSourceMappings"] == []
     functions = {f["FunctionName"] for f in lam.list_functions()["Functions"]}

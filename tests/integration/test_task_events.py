@@ -3,6 +3,10 @@ documented shape built from DescribeTasks output, the handler called as Lambda w
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+
 import pytest
 from botocore.stub import Stubber
 
@@ -29,6 +33,8 @@ from tests.support.env import REGION
 __all__ = ["world"]  # the fixture
 
 TIME = "time.sd.internal."
+SAMPLE = json.loads((Path(__file__).resolve().parents[1] / "events" /
+                     "ecs_task_running_fargate.json").read_text())
 WEB = "simple-service.sd.internal."
 
 
@@ -305,18 +311,47 @@ def test_fixed_record_and_service_records_together(world: World) -> None:
     {"source": "aws.ecs", "detail-type": "ECS Container Instance State Change", "detail": {}},
     {"source": "aws.ecs", "detail-type": "ECS Task State Change",
      "detail": {"taskArn": "arn:aws:ecs:us-east-1:1:task/apps/abc", "lastStatus": "RUNNING"}},
+    *({**SAMPLE, "detail": {**SAMPLE["detail"], key: value}} for key, value in (
+        ("containers", 5), ("containers", "FargateApp"), ("containers", [{"name": "a"}, 3]),
+        ("containers", [{"name": "a", "networkBindings": 80}]), ("attachments", {"eni": 1}),
+        ("attachments", [{"type": "eni", "details": [7]}]), ("overrides", "none"),
+        ("overrides", {"containerOverrides": {"name": "a"}}), ("startedAt", []),
+        ("version", 4.5))),
 ])
-def test_malformed_events_are_logged_and_ignored(event: object,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
-    clients = Clients(region=REGION)  # no endpoint at all: any AWS request would fail
+def test_malformed_events_are_logged_and_ignored(event: object, caplog: pytest.LogCaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """One logged refusal naming what is wrong, no traceback, not a single AWS request."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    clients = Clients(region=REGION)
     task_events.configure(TaskEventConfig(hosted_zone_id="Z0NOTUSED"), clients)
     try:
         summary = task_events.lambda_handler(event, None)
     finally:
         task_events.configure()
     assert summary["status"] == "ignored" and summary["reason"].startswith("malformed")
-    assert any("ignored an event" in r.getMessage() for r in caplog.records)
+    (refusal,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "ignored an event" in refusal.getMessage() and refusal.exc_info is None
+    assert summary["reason"] == f"malformed: {refusal.getMessage().split(': ', 1)[1]}"
     assert clients.stats.snapshot() == {}  # not a single AWS request
+
+
+def test_a_malformed_event_leaves_every_record_alone(world: World) -> None:
+    handler = Lambda(world)
+    time_service(world)
+    registered, other = world.run_fargate("time"), world.run_fargate("time")
+    handler(world.event(registered["taskArn"]))
+    records = world.records()
+    before = handler.clients.stats.snapshot()
+
+    for broken in ({"containers": [{"name": "time"}, "sidecar"]}, {"desiredStatus": 0},
+                   {"attachments": 7}):
+        for task in (registered, other):
+            summary = handler(world.event(task["taskArn"], **broken))
+            assert summary["status"] == "ignored", summary
+    assert world.records() == records and handler.clients.stats.snapshot() == before
+
+    handler(world.event(other["taskArn"]))  # its next good event registers it as usual
+    assert world.answers(TIME, "SRV") == {f"1 1 8080 {task_name(t)}" for t in (registered, other)}
 
 
 def test_other_clusters_and_pending_tasks_are_ignored(world: World) -> None:

@@ -119,19 +119,123 @@ def _without(data: dict[str, Any], key: str) -> dict[str, Any]:
      "not an 'ECS Task State Change' event"),
     ({"source": "aws.ec2", "detail-type": "ECS Task State Change", "detail": {}}, "not an"),
     (_without(event("ecs_task_running_fargate.json"), "detail"), "no 'detail' object"),
-    ({**event("ecs_task_running_fargate.json"), "detail": "RUNNING"}, "no 'detail' object"),
+    ({**event("ecs_task_running_fargate.json"), "detail": "RUNNING"},
+     "detail is not an object: 'RUNNING'"),
     ({**event("ecs_task_running_fargate.json"),
-      "detail": _without(event("ecs_task_running_fargate.json")["detail"], "taskArn")}, "'taskArn'"),
+      "detail": _without(event("ecs_task_running_fargate.json")["detail"], "taskArn")},
+     "detail.taskArn is missing"),
     ({**event("ecs_task_running_fargate.json"),
       "detail": {**event("ecs_task_running_fargate.json")["detail"], "lastStatus": 3}},
-     "'lastStatus' is not a string"),
+     "detail.lastStatus is not a string: 3"),
     ({**event("ecs_task_running_fargate.json"),
       "detail": _without(event("ecs_task_running_fargate.json")["detail"], "clusterArn")},
-     "'clusterArn'"),
+     "detail.clusterArn is missing"),
 ])
 def test_malformed_events_are_refused_with_a_reason(bad: Any, reason: str) -> None:
     with pytest.raises(tr.MalformedEvent, match=reason.replace("(", r"\(")):
         tr.parse_event(bad)
+
+
+# --- malformed events: each field in turn replaced by each wrong type -----------------------
+
+_DELETED = object()
+#: What a field can wrongly be: null, a number, a flag, a string, a list (empty, of a number),
+#: an object (empty, of a number), or absent.
+WRONG: list[Any] = [None, 7, 1.5, True, "x", "", [], [7], {}, {"x": 7}, _DELETED]
+
+
+def _paths(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every field and list item of a JSON value, parents before children."""
+    found: list[tuple[str | int, ...]] = [path] if path else []
+    items = value.items() if isinstance(value, dict) else \
+        enumerate(value) if isinstance(value, list) else []
+    for key, inner in items:
+        found += _paths(inner, (*path, key))
+    return found
+
+
+def _shown(path: tuple[str | int, ...]) -> str:
+    """("detail", "containers", 2) -> "detail.containers[2]", as the refusals name fields."""
+    text = ""
+    for key in path:
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else key)
+    return text
+
+
+def _mutated(data: Any, path: tuple[str | int, ...], replacement: Any) -> Any:
+    copy = json.loads(json.dumps(data))
+    parent = copy
+    for key in path[:-1]:
+        parent = parent[key]
+    if replacement is _DELETED:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = replacement
+    return copy
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EVENTS.glob("*.json")))
+def test_every_wrong_shape_of_every_field_is_one_refusal_naming_it(name: str) -> None:
+    """Fuzz-like, over the sample events: replace each field (and list item) in turn by each
+    wrong type, or remove it. Parsing either succeeds (the field is not read, or null means
+    absent) or refuses with a MalformedEvent whose message names the field; never another
+    exception (an AttributeError or TypeError would be a traceback instead of a refusal)."""
+    original = event(name)
+    tr.parse_event(original)
+    problems: list[str] = []
+    refused = 0
+    for path in _paths(original):
+        for replacement in WRONG:
+            bad = _mutated(original, path, replacement)
+            what = f"{_shown(path)} = {'(removed)' if replacement is _DELETED else repr(replacement)}"
+            try:
+                tr.parse_event(bad)
+            except tr.MalformedEvent as exc:
+                refused += 1
+                if _shown(path) not in str(exc):
+                    problems.append(f"{what}: the refusal does not name the field: {exc}")
+            except Exception as exc:  # any other exception is the failure
+                problems.append(f"{what}: {type(exc).__name__}: {exc}")
+    assert problems == [], "\n".join(problems)
+    assert refused > 50  # the read fields were really exercised
+
+
+@pytest.mark.parametrize("field, value, refusal", [
+    ("containers", 5, "detail.containers is not a list: 5"),
+    ("containers", {"name": "x"}, "detail.containers is not a list: {'name': 'x'}"),
+    ("containers", "FargateApp", "detail.containers is not a list: 'FargateApp'"),
+    ("containers", [{"name": "a"}, {"name": "b"}, "c"], "detail.containers[2] is not an object: 'c'"),
+    ("containers", [{"name": 7}], "detail.containers[0].name is not a string: 7"),
+    ("containers", [{"name": "a", "networkBindings": {}}],
+     "detail.containers[0].networkBindings is not a list: {}"),
+    ("containers", [{"name": "a", "networkBindings": [{"containerPort": "80", "hostPort": 80}]}],
+     "detail.containers[0].networkBindings[0].containerPort is not a whole number: '80'"),
+    ("containers", [{"name": "a", "networkInterfaces": [None]}],
+     "detail.containers[0].networkInterfaces[0] is not an object: None"),
+    ("attachments", "eni", "detail.attachments is not a list: 'eni'"),
+    ("attachments", [{"type": "eni", "details": 3}], "detail.attachments[0].details is not a list: 3"),
+    ("overrides", [], "detail.overrides is not an object: []"),
+    ("overrides", {"containerOverrides": [{"name": "a", "environment": [{"name": 1}]}]},
+     "detail.overrides.containerOverrides[0].environment[0].name is not a string: 1"),
+    ("startedAt", "yesterday", "detail.startedAt is not a timestamp: 'yesterday'"),
+    ("startedAt", 1579802278, "detail.startedAt is not a timestamp: 1579802278"),
+    ("version", "4", "detail.version is not a whole number: '4'"),
+    ("group", ["service:x"], "detail.group is not a string: ['service:x']"),
+])
+def test_named_malformed_shapes(field: str, value: Any, refusal: str) -> None:
+    bad = _mutated(event("ecs_task_running_fargate.json"), ("detail", field), value)
+    with pytest.raises(tr.MalformedEvent) as refused:
+        tr.parse_event(bad)
+    assert str(refused.value) == refusal
+
+
+def test_null_optional_fields_are_absent_ones() -> None:
+    sample = event("ecs_task_running_fargate.json")
+    for field in ("containers", "attachments", "overrides", "startedAt", "version", "group"):
+        sample["detail"][field] = None
+    task = tr.parse_event(sample)
+    assert (task.containers, task.eni_ip, task.env_overrides, task.started_at, task.version,
+            task.group) == ((), "", {}, None, None, "")
 
 
 # --- names and ownership -----------------------------------------------------------------

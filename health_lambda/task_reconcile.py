@@ -1,0 +1,220 @@
+"""The task-events Lambda's periodic reconcile: RUNNING tasks without their records get them.
+
+Why: EventBridge hands each "ECS Task State Change" event to the Lambda asynchronously, and
+an event can still be lost after Lambda's retries (it then lands in the on-failure queue of
+the stack). An ``awsvpc``/Fargate task has no host agent to register it, so a lost RUNNING
+event would leave it without records for as long as it runs. The same function is therefore
+also invoked by an EventBridge schedule (the health sweep's period), and then:
+
+1. lists the RUNNING tasks of ``ECS_CLUSTERS`` (every cluster when empty) through
+   paginators, and describes them 100 at a time;
+2. computes each running task's desired records with the event path's own code
+   (:meth:`health_lambda.task_events.TaskEvents.desired_records`: the same task parser,
+   task definitions cached by ARN, the same ``SERVICE_<port>_NAME`` rules);
+3. with ``RR_NAME``/``TASK_GROUP``: when no A record set is at the fixed name at all, points
+   it at the newest running task of the group (a name someone holds is the event path's);
+4. plans all of it against one zone listing, owning exactly the keys of those desired
+   record sets, and applies the result in as few ChangeResourceRecordSets requests as Route
+   53's limits allow (one for many tasks; never one per record).
+
+It only adds what is missing (or corrects a value that differs): because it owns nothing but
+the record sets it wants, the plan can never delete a record. Records of stopped tasks are
+removed by the event path and by the health sweep, which have the evidence for it.
+
+Errors: a task whose state is not known well enough (no ENI address yet, a malformed
+description) is skipped and logged; it is looked at again next period. A failed ECS call
+for a cluster skips that cluster, the others are still reconciled, and the run then raises
+:class:`ReconcileIncomplete`, so the failure shows in the function's error metric and its
+on-failure queue. A Route 53 error raises (after botocore's retries): nothing was decided on
+it, and the next period starts from a fresh read. When Route 53 keeps refusing the batch of
+all tasks (a record of one task conflicts with a record set made by hand), the records are
+applied task by task, so one task's conflict never keeps the others unregistered; the
+refused tasks fail the run. A task that stops between the listing and the write can get its
+records back for a moment; the health sweep deletes records of tasks that are gone, as it
+does for the same window of the event path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ecssd_agent import naming
+from ecssd_agent import task_records as tr
+from ecssd_agent.aws import ecs as ecs_api
+from ecssd_agent.model import Change, RecordSet
+from ecssd_agent.plan import Owns
+from ecssd_agent.reconcile import NotConverged, converge
+from health_lambda.task_events import TaskEvents, TaskStateUnknown, _first_then
+
+log = logging.getLogger(__name__)
+
+
+class ReconcileIncomplete(RuntimeError):
+    """Some clusters could not be read or some tasks' records were refused: the rest was
+    applied, and Lambda reports a failure."""
+
+
+@dataclass
+class _Tally:
+    clusters: int = 0
+    running: int = 0  # RUNNING tasks described
+    with_records: int = 0  # of them, tasks that should have records
+    skipped: list[str] = field(default_factory=list)  # "<task>: why"
+    errors: list[str] = field(default_factory=list)  # clusters not read, tasks refused
+
+
+def running_tasks(ecs: Any, cluster: str, tally: _Tally) -> list[tr.Task]:
+    """The cluster's tasks that run and are meant to (ListTasks, then DescribeTasks by 100).
+
+    Raises EcsReadError. A description the parser refuses is skipped, named in ``tally``.
+    """
+    arns = ecs_api.list_tasks(ecs, cluster, "RUNNING")
+    tasks = []
+    for document in ecs_api.describe_task_documents(ecs, cluster, arns) if arns else []:
+        try:
+            task = tr.parse_task(document)
+        except tr.MalformedEvent as exc:
+            tally.skipped.append(f"{cluster}: {exc}")
+            log.warning("skipped a task of cluster %s: %s", cluster, exc)
+            continue
+        if task.phase is tr.Phase.REGISTER:
+            tasks.append(task)
+    return tasks
+
+
+def _desired(events: TaskEvents, cluster: str, tasks: Sequence[tr.Task],
+             tally: _Tally) -> list[RecordSet]:
+    """The service records the running tasks of one cluster should have. Raises
+    EcsReadError when the cluster's hosts cannot be read."""
+    config = events.config
+    if config.service_records and config.bridge_records and tasks:
+        # the hosts of bridge/host-mode tasks, 100 a call rather than one by one
+        events.know_hosts(cluster, (t.container_instance_arn for t in tasks if not t.eni_ip))
+    desired: list[RecordSet] = []
+    for task in tasks:
+        extra = {"task": task.id, "cluster": task.cluster, "task_version": task.version}
+        try:
+            records = events.desired_records(task, extra)
+        except (ecs_api.EcsReadError, TaskStateUnknown) as exc:
+            tally.skipped.append(f"{task.id}: {exc}")
+            log.warning("skipped task %s: %s", task.id, exc, extra=extra)
+            continue
+        tally.with_records += bool(records)
+        desired += records
+    return desired
+
+
+def _fixed(events: TaskEvents, tasks: Iterable[tr.Task], listing: Sequence[RecordSet],
+           tally: _Tally) -> list[RecordSet]:
+    """``RR_NAME`` -> the newest running task of ``TASK_GROUP``, only when no A record set is
+    at that name: a name held by a task (or by hand) is left to the event path and the
+    sweep, which know who should hold it."""
+    config = events.config
+    name = naming.record_name(config.rr_name, events.zone.zone.name)
+    if any(r.name == name and r.type == "A" for r in listing):
+        return []
+    newest = tr.newest(t for t in tasks if t.group == config.task_group)
+    if newest is None:
+        return []
+    try:
+        record = events.fixed_record_for(newest)
+    except (ecs_api.EcsReadError, TaskStateUnknown) as exc:
+        tally.skipped.append(f"{newest.id}: {exc}")
+        log.warning("fixed record %s: skipped task %s: %s", name, newest.id, exc)
+        return []
+    log.info("reconcile: fixed record %s is missing; pointing it at task %s", name, newest.id)
+    return [record]
+
+
+def _exactly(records: Sequence[RecordSet]) -> Owns:
+    """Own exactly these record sets' keys: the plan can add or correct them, delete nothing."""
+    keys = {record.key for record in records}
+    return lambda record: record.key in keys
+
+
+def _apply(events: TaskEvents, desired: Sequence[RecordSet], listing: Sequence[RecordSet],
+           tally: _Tally) -> tuple[list[Change], int]:
+    """Apply what is missing for every task at once; task by task when Route 53 keeps
+    refusing that batch. Returns the changes applied and the change requests made."""
+    zone, dry_run = events.zone, events.config.dry_run
+    try:
+        outcome = converge(zone, desired, _exactly(desired), read=_first_then(listing, zone.records),
+                           dry_run=dry_run)
+        return outcome.changes, outcome.requests
+    except NotConverged as exc:
+        log.warning("reconcile: Route 53 refused the batch of every task (%s); applying the "
+                    "tasks one by one", exc)
+    by_task: dict[str, list[RecordSet]] = {}
+    for record in desired:
+        owner = naming.parse_set_identifier(record.set_identifier)
+        by_task.setdefault(owner.task if owner else "", []).append(record)
+    changes: list[Change] = []
+    requests = 0
+    listing = list(zone.records())
+    for task_id, records in by_task.items():
+        try:
+            outcome = converge(zone, records, _exactly(records),
+                               read=_first_then(listing, zone.records), dry_run=dry_run)
+        except NotConverged as exc:
+            tally.errors.append(f"task {task_id}: {exc}")
+            log.error("reconcile: the records of task %s were refused: %s", task_id, exc,
+                      extra={"task": task_id})
+            continue
+        changes += outcome.changes
+        requests += outcome.requests
+    return changes, requests
+
+
+def _clusters(events: TaskEvents) -> Sequence[str]:
+    if events.config.clusters:
+        return events.config.clusters
+    return [naming.cluster_name(arn) for arn in ecs_api.list_clusters(events.ecs)]
+
+
+def run(events: TaskEvents) -> dict[str, Any]:
+    """One reconcile over every cluster; returns a summary (raises ReconcileIncomplete)."""
+    config = events.config
+    if not config.service_records and not config.fixed_record:
+        log.info("reconcile: nothing to do (SERVICE_RECORDS=false, no RR_NAME)")
+        return {"status": "ignored", "reason": "no records to keep"}
+    tally = _Tally()
+    running: list[tr.Task] = []
+    desired: list[RecordSet] = []
+    for cluster in _clusters(events):
+        tally.clusters += 1
+        try:
+            tasks = running_tasks(events.ecs, cluster, tally)
+            desired += _desired(events, cluster, tasks, tally)
+        except ecs_api.EcsReadError as exc:
+            tally.errors.append(str(exc))
+            log.error("reconcile: cluster %s skipped: %s", cluster, exc,
+                      extra={"cluster": cluster})
+            continue
+        running += tasks
+    tally.running = len(running)
+
+    changes: list[Change] = []
+    requests = 0
+    fixed = config.fixed_record and any(t.group == config.task_group for t in running)
+    if desired or fixed:  # otherwise spare the zone read: Route 53 is the scarce API
+        listing = list(events.zone.records())
+        if fixed:
+            desired += _fixed(events, running, listing, tally)
+        changes, requests = _apply(events, desired, listing, tally)
+    summary = {
+        "status": "ok", "reason": "reconcile", "clusters": tally.clusters,
+        "running": tally.running, "with_records": tally.with_records,
+        "skipped": tally.skipped, "errors": tally.errors, "changes": len(changes),
+        "requests": requests, "records": [c.record.describe() for c in changes],
+        "actions": [c.action.value for c in changes],
+    }
+    log.info("reconcile: %d running task(s) in %d cluster(s), %d with records; %d change(s) "
+             "in %d change request(s)", tally.running, tally.clusters, tally.with_records,
+             len(changes), requests,
+             extra={k: summary[k] for k in ("running", "with_records", "changes", "requests")})
+    if tally.errors:
+        raise ReconcileIncomplete("; ".join(tally.errors))
+    return summary
