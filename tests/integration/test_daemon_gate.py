@@ -82,7 +82,9 @@ def test_an_unhealthy_container_is_withdrawn_at_once_and_back_when_healthy(
     start_agent(agents, aws, docker_engine, "--coalesce", "0.25")
     web = containers.run(env=service_env("web"), ports=PORTS, cmd=healthy_after(0),
                          extra_args=HEALTH_ARGS)
-    wait_for(lambda: web[:12] in zone.srv(HOST), timeout=20, what="web's record once healthy")
+    wait_for(lambda: health(docker_engine, web) == "healthy", timeout=20,
+             what="Docker to report web healthy")
+    wait_for(lambda: web[:12] in zone.srv(HOST), timeout=5, what="web's record once healthy")
     set_state(docker_engine, web, "broken")
     wait_for(lambda: health(docker_engine, web) == "unhealthy", timeout=15,
              what="Docker to report web unhealthy")
