@@ -19,6 +19,8 @@ ECS_CLUSTERS      ""           comma-separated cluster names or ARNs to act on; 
 SERVICE_RECORDS   true         register SERVICE_<port>_NAME / discovery.service.name services
 BRIDGE_RECORDS    true         also for bridge/host-mode tasks on EC2 (turn off where the
                                per-host agent registers them, or both would answer)
+HEALTH_GATE       true         a container with a healthCheck gets records only while ECS
+                               reports it HEALTHY (withdrawn when UNHEALTHY)
 DRY_RUN           false        log the changes, make none
 LOG_LEVEL         info         logging level
 ================  ===========  ==================================================================
@@ -53,6 +55,8 @@ class TaskEventConfig:
                                     env="SERVICE_RECORDS")
     bridge_records: bool = setting(True, "also for bridge/host-mode tasks on EC2",
                                    env="BRIDGE_RECORDS")
+    health_gate: bool = setting(True, "records only for HEALTHY health-checked containers",
+                                env="HEALTH_GATE")
     dry_run: bool = setting(False, "log the changes, make none", env="DRY_RUN")
     log_level: str = setting("info", "logging level", env="LOG_LEVEL")
 

@@ -79,6 +79,7 @@ class Ec2Instance:
 class TaskContainer:
     name: str
     runtime_id: str = ""  # the Docker container id (absent in some describes, e.g. moto)
+    health_status: str = ""  # HEALTHY, UNHEALTHY, UNKNOWN; "" when not reported
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,8 @@ def _task(raw: Mapping[str, Any]) -> EcsTask:
         started_at=raw.get("startedAt"),
         created_at=raw.get("createdAt"),
         eni_ips=tuple(eni_ips),
-        containers=tuple(TaskContainer(c.get("name", ""), c.get("runtimeId", "") or "")
+        containers=tuple(TaskContainer(c.get("name", ""), c.get("runtimeId", "") or "",
+                                       c.get("healthStatus", "") or "")
                          for c in raw.get("containers", [])),
         version=int(raw.get("version", 0) or 0),
     )
