@@ -78,6 +78,9 @@ RESYNC_JITTER = 0.1
 ENDING_GRACE = 180.0
 #: Shutdown: how long to wait for the change in flight and the deregistration.
 SHUTDOWN_GRACE = 8.0
+#: Start-up waits this long at most for the drain watch's first check, so that an agent
+#: restarted on a DRAINING host does not publish the records the drain withdrew.
+DRAIN_FIRST_WAIT = 3.0
 #: After Route 53 answers Throttling (the ACCOUNT is over its budget), for this long the
 #: budgeted resync reads wait and batches of events gather for at least PRESSURE_WINDOW, so
 #: this host's next change requests carry more and come less often.
@@ -240,6 +243,9 @@ class Daemon:
             self.task_events.start()
         if self.drain is not None:
             self.drain.start()
+            if not self.drain.first_check.wait(DRAIN_FIRST_WAIT):
+                log.warning("no answer about this host's container instance status within "
+                            "%.0fs; starting without it", DRAIN_FIRST_WAIT)
         self._worker = threading.Thread(target=self._run_loop, name="reconcile", daemon=True)
         self._worker.start()
         self._stream.start()

@@ -63,6 +63,7 @@ class DrainWatch:
         self._problem = ""  # the last failure logged, so a lasting one is logged once
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self.first_check = threading.Event()  # set once the first check is over, answer or not
         self.checks = 0  # checks that got an answer (tests read it)
 
     def start(self) -> None:
@@ -76,7 +77,10 @@ class DrainWatch:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self.tick()
+            try:
+                self.tick()
+            finally:
+                self.first_check.set()
             self._stopping.wait(self.interval * self._rng.uniform(1 - JITTER, 1 + JITTER))
 
     def tick(self) -> bool | None:

@@ -185,6 +185,20 @@ def service_env(name: str) -> dict[str, str]:
     return {f"SERVICE_{HEALTH_PORT}_NAME": name}
 
 
+#: A health check a test steers from outside: healthy while /tmp/state says "ok" (shell
+#: built-ins only: the busybox image has no ``test`` or ``rm`` applet). Checked every second;
+#: "starting" until the first success (failures in the start period do not count), then
+#: one failure makes the container unhealthy.
+HEALTH_ARGS = ("--health-cmd", 'test "$(cat /tmp/state 2>/dev/null)" = ok',
+               "--health-interval", "1s", "--health-timeout", "2s", "--health-retries", "1",
+               "--health-start-period", "60s")
+
+
+def healthy_after(seconds: float) -> list[str]:
+    """A web server whose health check passes ``seconds`` after it starts."""
+    return ["sh", "-c", f"sleep {seconds}; echo ok > /tmp/state; exec httpd -f -p 8081 -h /www"]
+
+
 def create_containers(api: Any, image: str, count: int, label: str,
                       env: Mapping[str, str] | None = None,
                       command: Sequence[str] = HTTPD_CMD, workers: int = 8) -> list[str]:

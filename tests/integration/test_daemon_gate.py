@@ -10,12 +10,14 @@ import time
 from typing import Any
 
 from tests.integration.daemon_world import (
+    HEALTH_ARGS,
     HOST,
     AgentProcess,
     FakeEcsAgent,
     Zone,
     agents,
     ecs_agent,
+    healthy_after,
     service_env,
     start_agent,
     zone,
@@ -25,20 +27,8 @@ from tests.support.poll import wait_for
 
 __all__ = ["agents", "ecs_agent", "zone"]  # fixtures
 
-#: A health check the test steers from outside: healthy while /tmp/state says "ok" (shell
-#: built-ins only: the busybox image has no ``test`` or ``rm`` applet). Checked every second;
-#: "starting" until the first success (failures in the start period do not count), then
-#: one failure makes the container unhealthy.
-HEALTH_ARGS = ("--health-cmd", 'test "$(cat /tmp/state 2>/dev/null)" = ok',
-               "--health-interval", "1s", "--health-timeout", "2s", "--health-retries", "1",
-               "--health-start-period", "60s")
 PORTS = ["127.0.0.1::8081"]
 AMI = "ami-12c6146b"  # any id: moto accepts it
-
-
-def healthy_after(seconds: float) -> list[str]:
-    """A web server whose health check passes ``seconds`` after it starts."""
-    return ["sh", "-c", f"sleep {seconds}; echo ok > /tmp/state; exec httpd -f -p 8081 -h /www"]
 
 
 def health(engine: Any, container_id: str) -> str:
@@ -152,3 +142,21 @@ def test_draining_withdraws_the_service_records_and_active_brings_them_back(
     wait_for(lambda: {web[:12], api[:12], late[:12]} <= set(zone.srv(HOST)), timeout=5,
              what="the service records back once ACTIVE")
     assert agent.metrics()[("ecssd_instance_draining", ())] == 0
+
+
+def test_an_agent_started_on_a_draining_host_publishes_only_its_a_record(
+        aws: Any, zone: Zone, docker_engine: Any, containers: Containers,
+        agents: list[AgentProcess], ecs_agent: FakeEcsAgent) -> None:
+    cluster = f"drain-{time.monotonic_ns()}"
+    arn = register_container_instance(aws, cluster)
+    ecs_agent.cluster, ecs_agent.container_instance_arn = cluster, arn
+    aws.client("ecs").update_container_instances_state(cluster=cluster, containerInstances=[arn],
+                                                       status="DRAINING")
+    web = containers.run(env=service_env("web"), ports=PORTS)
+    # a restart during a drain: the startup must not bring back what the drain withdrew
+    agent = start_agent(agents, aws, docker_engine, "--ecs-agent-url", ecs_agent.url,
+                        "--drain-check", "30")
+    assert set(zone.owned(HOST)) == {f"ecssd:h:{HOST}"}
+    assert agent.change_requests() == 1  # the A record's creation, nothing else
+    assert agent.metrics()[("ecssd_instance_draining", ())] == 1
+    assert web[:12] not in zone.srv(HOST)
