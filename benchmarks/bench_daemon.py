@@ -12,7 +12,7 @@ The real ``ecssd-agent`` process (default settings) against a moto server in its
   timestamp, read from the engine's event stream) to the SRV record listed, one lone
   container at a time, after a lull. Both times are this machine's wall clock. (Healthy
   events that trickle in within the coalescer's burst cap of a change request wait like
-  starts in a burst: up to 4.5 s windows.)
+  starts in a burst: up to 9 s.)
 - change requests per burst: 50 containers created, then started together from 16 threads;
   ChangeResourceRecordSets requests counted by the agent itself (``/metrics``: every HTTP
   attempt botocore sent) between the first start and the 50th record listed. Also the
@@ -124,7 +124,7 @@ def _health_latencies(engine: Any, zone: Any, host: str, count: int) -> list[flo
     reader.start()
     found: list[float] = []
     # After the previous figure's removals the coalescer is in burst mode (a trickle of events
-    # within its grown cap keeps it there: up to 9 s windows); a lull resets it, and PAUSE
+    # within its grown cap keeps it there: batches of up to 9 s); a lull resets it, and PAUSE
     # between samples keeps each healthy event a lone one.
     time.sleep(QUIET)
     try:
@@ -137,8 +137,13 @@ def _health_latencies(engine: Any, zone: Any, host: str, count: int) -> list[flo
             def listed(short: str = cid[:12]) -> float | None:
                 return time.time() if short in zone.srv(host) else None
 
-            seen = wait_for(listed, timeout=30, what=f"record of health-checked container {i}",
-                            interval=0.01, max_interval=0.02)
+            try:
+                seen = wait_for(listed, timeout=30, interval=0.01, max_interval=0.02,
+                                what=f"record of health-checked container {i}")
+            except AssertionError as exc:
+                state = engine.client().api.inspect_container(cid)["State"]
+                raise AssertionError(f"{exc}; Docker says {state.get('Health')!r}; healthy "
+                                     f"event seen: {cid in healthy_at}") from exc
             def reported(container: str = cid) -> float | None:
                 return healthy_at.get(container)
 
