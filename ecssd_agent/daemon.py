@@ -224,10 +224,11 @@ class Daemon:
             self._cond.notify()
         self.status.draining(draining)
         if draining:
-            log.warning("this host's container instance is DRAINING: withdrawing its service "
-                        "records (the host's A record stays)", extra={"draining": True})
+            log.warning("this host's container instance is DRAINING (or being deregistered): "
+                        "withdrawing its service records (the host's A record stays)",
+                        extra={"draining": True})
         else:
-            log.info("this host's container instance is no longer DRAINING: publishing its "
+            log.info("this host's container instance is ACTIVE again: publishing its "
                      "service records again", extra={"draining": False})
 
     def _on_disconnect(self, reason: str) -> None:

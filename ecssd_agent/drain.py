@@ -33,7 +33,10 @@ from ecssd_agent.ecs_introspection import (
 
 log = logging.getLogger(__name__)
 
-DRAINING = "DRAINING"
+#: Statuses whose instance is leaving: DRAINING, and the deregistration that may follow it
+#: (the health sweep deletes the records of hosts that are no longer container instances:
+#: publishing them again would only make them flap).
+LEAVING = frozenset({"DRAINING", "DEREGISTERING", "INACTIVE"})
 JITTER = 0.1
 
 
@@ -41,8 +44,9 @@ class DrainWatch:
     """Checks the container instance status every ``interval`` seconds in its own thread.
 
     ``on_status(draining)`` is called (in the watch's thread; it must be quick) after every
-    check that got an answer: True while the status is DRAINING, False for any other status
-    ECS reports. A check without an answer calls nothing.
+    check that got an answer: True while the status is DRAINING (or the instance is being
+    deregistered), False for any other status ECS reports (ACTIVE, REGISTERING). A check
+    without an answer calls nothing.
     """
 
     def __init__(
@@ -91,7 +95,8 @@ class DrainWatch:
         return draining
 
     def check(self) -> bool | None:
-        """True: DRAINING; False: another status; None: unknown (logged once per cause)."""
+        """True: leaving (DRAINING); False: another status; None: unknown (logged once per
+        cause)."""
         try:
             if self._identity is None:  # it never changes while the ECS agent runs
                 self._identity = self.introspection.instance()
@@ -115,7 +120,7 @@ class DrainWatch:
         if self._problem:
             log.info("container instance status readable again: %s", status)
             self._problem = ""
-        return status == DRAINING
+        return status in LEAVING
 
     def _unknown(self, problem: str) -> None:
         kind = problem.split(":", 1)[0]

@@ -71,8 +71,8 @@ class Settings:
     drain_check: float = _opt(60.0, "seconds between checks of this host's ECS container "
                                     "instance status (the ECS agent's introspection API, then "
                                     "one DescribeContainerInstances; jittered by 10%%); while "
-                                    "it is DRAINING the host's service records are withdrawn, "
-                                    "its A record stays. 0: off")
+                                    "it is DRAINING (or deregistering) the host's service "
+                                    "records are withdrawn, its A record stays. 0: off")
     status_port: int = _opt(0, "serve /healthz (200 when the Docker event stream is connected "
                                "and the last reconcile succeeded, else 503) and /metrics "
                                "(Prometheus) on this port (0: off)")

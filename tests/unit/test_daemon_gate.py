@@ -285,3 +285,22 @@ def test_introspection_names_the_container_instance() -> None:
         fake.close()
     with pytest.raises(IntrospectionUnavailable):
         EcsIntrospection("http://127.0.0.1:9", timeout=1).instance()
+
+
+@pytest.mark.parametrize(("status", "leaving"), [
+    ("ACTIVE", False), ("REGISTERING", False), ("DRAINING", True), ("DEREGISTERING", True),
+    ("INACTIVE", True),
+])
+def test_which_statuses_withdraw(status: str, leaving: bool) -> None:
+    arn = "arn:aws:ecs:us-east-1:123456789012:container-instance/prod/1"
+    ecs = boto3.client("ecs", region_name="us-east-1")
+    stubber = Stubber(ecs)
+    stubber.add_response("describe_container_instances",
+                         {"containerInstances": [{"containerInstanceArn": arn, "status": status}],
+                          "failures": []},
+                         {"cluster": "prod", "containerInstances": [arn]})
+    stubber.activate()
+    watch = DrainWatch(Introspection(InstanceIdentity("prod", arn)),  # type: ignore[arg-type]
+                       lambda: ecs, interval=30.0)
+    assert watch.check() is leaving
+    stubber.assert_no_pending_responses()
