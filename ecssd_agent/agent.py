@@ -79,6 +79,11 @@ class Agent:
         self._gate(withheld)
         return found
 
+    @property
+    def withheld(self) -> int:
+        """Running containers the health gate holds back (as of the last desired state)."""
+        return len(self._withheld)
+
     def _gate(self, withheld: dict[str, str]) -> None:
         """Log the containers the health gate holds back, when that changes."""
         for container_id, health in withheld.items():

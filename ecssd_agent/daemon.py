@@ -380,6 +380,8 @@ class Daemon:
                 raise DockerUnavailable("no complete list of the containers yet")
             # draining: the host's A record only (clients holding an SRV answer still reach it)
             desired = self.agent.desired([] if work.draining else self._view.values())
+            if not work.draining:
+                self.status.containers_withheld.set(self.agent.withheld)
             published = False
             if self.agent.publisher is not None:  # queued mode: the zone writer applies it
                 outcome = Outcome()

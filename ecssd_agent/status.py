@@ -81,6 +81,10 @@ class Status:
                                   "Unix time of the last successful reconcile", registry=r)
         self.docker_connected = Gauge("ecssd_docker_connected",
                                       "1 while the Docker event stream is connected", registry=r)
+        self.containers_withheld = Gauge(
+            "ecssd_containers_withheld",
+            "Running containers with a health check that Docker does not report healthy "
+            "(starting or unhealthy): not published", registry=r)
         self.instance_draining = Gauge("ecssd_instance_draining",
                                        "1 while this host's ECS container instance is DRAINING "
                                        "(its service records withdrawn)", registry=r)

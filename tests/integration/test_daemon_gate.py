@@ -59,6 +59,7 @@ def test_a_container_with_a_health_check_is_published_once_healthy(
     wait_for(lambda: reconciles(agent, "resync") > resyncs, timeout=5, what="a resync")
     assert health(docker_engine, slow) == "starting"  # (else the next check means nothing)
     assert slow[:12] not in zone.srv(HOST)
+    assert agent.metrics()[("ecssd_containers_withheld", ())] == 1
     wait_for(lambda: health(docker_engine, slow) == "healthy", timeout=20,
              what="Docker to report slow healthy")
     wait_for(lambda: slow[:12] in zone.srv(HOST), timeout=5,
