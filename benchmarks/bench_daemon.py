@@ -7,6 +7,12 @@ The real ``ecssd-agent`` process (default settings) against a moto server in its
   the zone, over 50 containers started one at a time. Each start follows a pause longer than
   the base coalescing cap (1 s), so each is a lone event, which is what this figure is about;
   bursts are the next figure's.
+- health-gated latency: a container with a Docker health check (passing 1 s after start) is
+  published only once healthy; from the engine's ``health_status: healthy`` event (its own
+  timestamp, read from the engine's event stream) to the SRV record listed, one lone
+  container at a time, after a lull. Both times are this machine's wall clock. (Healthy
+  events that trickle in within the coalescer's burst cap of a change request wait like
+  starts in a burst: up to 9 s.)
 - change requests per burst: 50 containers created, then started together from 16 threads;
   ChangeResourceRecordSets requests counted by the agent itself (``/metrics``: every HTTP
   attempt botocore sent) between the first start and the 50th record listed. Also the
@@ -22,6 +28,7 @@ import os
 import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +103,60 @@ def _latencies(engine: Any, zone: Any, host: str, count: int) -> list[float]:
     return found
 
 
+def _health_latencies(engine: Any, zone: Any, host: str, count: int) -> list[float]:
+    """Seconds from Docker's ``health_status: healthy`` event to the record being listed."""
+    from tests.integration.daemon_world import HEALTH_ARGS, healthy_after, service_env
+    from tests.support.images import run_container
+    from tests.support.poll import wait_for
+
+    healthy_at: dict[str, float] = {}  # container id -> the engine's event time (epoch s)
+    stream = engine.client().api.events(
+        decode=True, since=int(time.time()) - 1,
+        filters={"type": "container", "event": "health_status"})
+
+    def follow() -> None:
+        with contextlib.suppress(Exception):  # ends when the stream is closed
+            for event in stream:
+                if str(event.get("Action", "")).endswith(": healthy"):
+                    healthy_at[event["Actor"]["ID"]] = event["timeNano"] / 1e9
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    found: list[float] = []
+    # After the previous figure's removals the coalescer is in burst mode (a trickle of events
+    # within its grown cap keeps it there: batches of up to 9 s); a lull resets it, and PAUSE
+    # between samples keeps each healthy event a lone one.
+    time.sleep(QUIET)
+    try:
+        for i in range(count):
+            time.sleep(PAUSE)  # a lull: this is a lone event
+            cid = run_container(engine, env=service_env(f"hc{i}"), ports=["127.0.0.1::8081"],
+                                labels={"ecssd.test": LABEL}, cmd=healthy_after(1),
+                                extra_args=HEALTH_ARGS)
+
+            def listed(short: str = cid[:12]) -> float | None:
+                return time.time() if short in zone.srv(host) else None
+
+            try:
+                seen = wait_for(listed, timeout=30, interval=0.01, max_interval=0.02,
+                                what=f"record of health-checked container {i}")
+            except AssertionError as exc:
+                state = engine.client().api.inspect_container(cid)["State"]
+                raise AssertionError(f"{exc}; Docker says {state.get('Health')!r}; healthy "
+                                     f"event seen: {cid in healthy_at}") from exc
+            def reported(container: str = cid) -> float | None:
+                return healthy_at.get(container)
+
+            event_time = wait_for(reported, timeout=10, what=f"the healthy event of container {i}")
+            if seen < event_time:
+                raise AssertionError(f"container {i} was listed {event_time - seen:.3f} s "
+                                     "before Docker reported it healthy")
+            found.append(seen - event_time)
+    finally:
+        stream.close()
+    return found
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     from tests.support.env import apply_safe_env
 
@@ -121,6 +182,7 @@ def _run(quick: bool) -> list[dict[str, Any]]:
     from tests.support.poll import wait_for
 
     lone, burst_size, registered = (10, 50, 100) if quick else (50, 50, 200)
+    gated = 5 if quick else 20
     host, host_ip = "ip-127-0-0-1", "127.0.0.1"
     moto = MotoProcess()
     agents: list[AgentProcess] = []
@@ -158,6 +220,18 @@ def _run(quick: bool) -> list[dict[str, Any]]:
                                  round(_percentile(latencies, 0.95), 3), "s", "",
                                  f"max {max(latencies):.3f} s; {changes} change requests and "
                                  f"{lists} zone listings for {lone} starts"))
+
+                # 1b. health-gated containers: from Docker's healthy event to the record
+                health = _health_latencies(engine, zone, host, gated)
+                remove_labelled(api, LABEL)
+                wait_for(lambda: not zone.srv(host), timeout=60, what="gated records to go")
+                rows.append(_row("healthy-event-to-record latency p50",
+                                 round(statistics.median(health), 3), "s", "< 0.5 s",
+                                 f"{gated} lone health-checked containers: Docker's "
+                                 "health_status: healthy -> record listed; coalesce 0.25 s"))
+                rows.append(_row("healthy-event-to-record latency p95",
+                                 round(_percentile(health, 0.95), 3), "s", "",
+                                 f"max {max(health):.3f} s, min {min(health):.3f} s"))
 
                 # 2. a burst of starts (from a quiet agent), then of removals
                 ids = create_containers(api, image, burst_size, label=LABEL)

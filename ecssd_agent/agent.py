@@ -54,6 +54,7 @@ class Agent:
         self.dry_run = dry_run
         self.owns = owned_by_host(host.label)
         self._reported: set[str] = set()
+        self._withheld: dict[str, str] = {}  # container id -> health, while not published
 
     @property
     def zone(self) -> Route53Zone:
@@ -62,15 +63,35 @@ class Agent:
         return self._zone
 
     def instances(self, containers: Iterable[Container]) -> list[ServiceInstance]:
-        """Service instances of the containers; each new problem is logged once."""
+        """Service instances of the publishable containers (the health gate: no health check,
+        or healthy); each new problem and each change of a container's gate is logged once."""
         found: list[ServiceInstance] = []
         problems: list[Problem] = []
+        withheld: dict[str, str] = {}
         for container in containers:
+            if not container.publishable:
+                withheld[container.id] = container.health
+                continue
             instances, bad = service_instances(container)
             found.extend(instances)
             problems.extend(bad)
         self._report(problems)
+        self._gate(withheld)
         return found
+
+    @property
+    def withheld(self) -> int:
+        """Running containers the health gate holds back (as of the last desired state)."""
+        return len(self._withheld)
+
+    def _gate(self, withheld: dict[str, str]) -> None:
+        """Log the containers the health gate holds back, when that changes."""
+        for container_id, health in withheld.items():
+            if self._withheld.get(container_id) != health:
+                log.info("container %s is %s: its records wait until Docker reports it "
+                         "healthy", container_id[:12], health,
+                         extra={"container_id": container_id[:12], "health": health})
+        self._withheld = withheld
 
     def desired(self, containers: Iterable[Container]) -> list[RecordSet]:
         records, problems = host_records(

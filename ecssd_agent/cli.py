@@ -71,7 +71,8 @@ def build_agent(settings: Settings, clients: Clients | None = None) -> tuple[Age
                               host.label, zone_name)
         log.info("host %s (%s), zone %s, queued mode: publishing to %s for the zone writer",
                  host.label, host.ip, zone_name, settings.host_table)
-        agent = Agent(None, DockerSource(settings.docker_host or None), host,
+        docker = DockerSource(settings.docker_host or None, health_gate=settings.health_gate)
+        agent = Agent(None, docker, host,
                       routing=Routing(settings.routing), ttl=settings.ttl,
                       dry_run=settings.dry_run, publisher=publisher)
         return agent, clients
@@ -84,7 +85,8 @@ def build_agent(settings: Settings, clients: Clients | None = None) -> tuple[Age
     # daemon.THROTTLED_RETRY_MAX); one-shot modes keep botocore's retries.
     writer = clients.client("route53", max_attempts=1) if settings.mode == "daemon" else None
     agent = Agent(Route53Zone(route53, zone, write_client=writer),
-                  DockerSource(settings.docker_host or None), host,
+                  DockerSource(settings.docker_host or None, health_gate=settings.health_gate),
+                  host,
                   routing=Routing(settings.routing), ttl=settings.ttl, dry_run=settings.dry_run)
     return agent, clients
 

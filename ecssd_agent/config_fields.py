@@ -125,7 +125,10 @@ def build_parser(cls: type[Any], env_name: Callable[[str], str], default_domain:
         default = f.default if f.default is not MISSING else None
         helptext = f"{meta['help']} (env {env_name(f.name)}; default {default!r})"
         flags = [flag_of(f), *meta.get("legacy", ())]
-        if str(f.type) == "bool":
+        if str(f.type) == "bool" and default is True:  # on by default: --no-<flag> turns it off
+            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=helptext)
+        elif str(f.type) == "bool":
             parser.add_argument(*flags, dest=f.name, action="store_true", default=None,
                                 help=helptext)
         else:

@@ -25,6 +25,13 @@ instead of converged, and the agent makes no Route 53 request at all. Events pub
 when the desired state changed; resyncs, retries and startup always publish (a hint lost on
 the way is so re-sent).
 
+Two more inputs decide what is published. The health gate: a container with a Docker
+HEALTHCHECK is published only while Docker reports it healthy; ``health_status`` events
+wake the loop like any other (an ``unhealthy`` one as quickly as a stop), and relists see
+the same health, so a resync never publishes a container that is still "starting". The
+drain watch (``ecssd_agent.drain``): while ECS drains this host's container instance, the
+host publishes its A record only, so clients leave before ECS stops the tasks.
+
 Errors never end the process: an engine that cannot be reached keeps every container's
 previous state (unknown is not gone), an AWS error keeps the desired state and retries with
 backoff. Only SIGTERM/SIGINT do, after the change in flight (and, with
@@ -50,6 +57,7 @@ from ecssd_agent.aws.eventbridge import TaskEventSender
 from ecssd_agent.coalescer import Coalescer
 from ecssd_agent.docker_events import ContainerEvent, EventSource, EventStream
 from ecssd_agent.docker_source import DockerUnavailable
+from ecssd_agent.drain import DrainWatch
 from ecssd_agent.ecs_introspection import EcsIntrospection, IntrospectionUnavailable
 from ecssd_agent.model import Action, Change, Container, RecordSet
 from ecssd_agent.reconcile import NotConverged, Outcome, Read, converge
@@ -70,6 +78,9 @@ RESYNC_JITTER = 0.1
 ENDING_GRACE = 180.0
 #: Shutdown: how long to wait for the change in flight and the deregistration.
 SHUTDOWN_GRACE = 8.0
+#: Start-up waits this long at most for the drain watch's first check, so that an agent
+#: restarted on a DRAINING host does not publish the records the drain withdrew.
+DRAIN_FIRST_WAIT = 3.0
 #: After Route 53 answers Throttling (the ACCOUNT is over its budget), for this long the
 #: budgeted resync reads wait and batches of events gather for at least PRESSURE_WINDOW, so
 #: this host's next change requests carry more and come less often.
@@ -92,12 +103,13 @@ Key = tuple[str, str, "str | None"]
 class Work:
     """What one reconcile has to do, taken from the shared state under the lock."""
 
-    kind: str  # "startup" | "relist" | "resync" | "event" | "retry"
+    kind: str  # "startup" | "relist" | "resync" | "event" | "retry" | "drain"
     dirty: dict[str, float] = field(default_factory=dict)  # container id -> first event time
     ending: dict[str, float] = field(default_factory=dict)  # deregistered early: id -> since
     relist: bool = False  # list every container (startup, reconnect, resync)
     read_zone: bool = False  # read the zone (name-scoped) instead of planning on the known state
     unknown: set[str] = field(default_factory=set)  # could not be inspected: state kept
+    draining: bool = False  # the container instance is DRAINING: publish the A record only
 
 
 class Daemon:
@@ -113,6 +125,7 @@ class Daemon:
         docker_url: str | None = None,
         status: Status | None = None,
         task_events: TaskEventSender | None = None,
+        drain: DrainWatch | None = None,
         stream_factory: Callable[..., EventSource] = EventStream,
         read_owned: Callable[[], Iterable[RecordSet]] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -123,6 +136,9 @@ class Daemon:
         self.deregister_on_exit = deregister_on_exit
         self.status = status or Status()
         self.task_events = task_events
+        self.drain = drain
+        if drain is not None:
+            drain.on_status = self._on_drain_status
         # read_owned given (tests): every read uses it; else a full listing when nothing is
         # known, name-scoped reads afterwards
         self._custom_read = read_owned
@@ -138,6 +154,8 @@ class Daemon:
         self._relist = False
         self._connected = False
         self._stopping = False
+        self._draining = False  # as the drain watch last said (unknown keeps the last answer)
+        self._drain_changed = False
         # the loop thread's own
         self._view: dict[str, Container] = {}
         self._view_known = False
@@ -171,7 +189,8 @@ class Daemon:
                 self._ending.setdefault(event.container_id, now)
             elif event.starts_container:
                 self._ending.pop(event.container_id, None)
-            self._coalescer.add(now, removal=event.ends_container or event.action == "die")
+            self._coalescer.add(now, removal=event.ends_container or event.action == "die"
+                                or event.turns_unhealthy)
             if now < self._pressure_until:  # Route 53 pushes back: gather longer
                 self._coalescer.window = max(self._coalescer.window, PRESSURE_WINDOW)
                 self._coalescer.cap = max(self._coalescer.cap, PRESSURE_WINDOW)
@@ -195,6 +214,23 @@ class Daemon:
             self._cond.notify()
         self.status.docker_up()
 
+    def _on_drain_status(self, draining: bool) -> None:
+        """The drain watch's answer (only definite ones reach here)."""
+        with self._cond:
+            if draining == self._draining:
+                return
+            self._draining = draining
+            self._drain_changed = True
+            self._cond.notify()
+        self.status.draining(draining)
+        if draining:
+            log.warning("this host's container instance is DRAINING (or being deregistered): "
+                        "withdrawing its service records (the host's A record stays)",
+                        extra={"draining": True})
+        else:
+            log.info("this host's container instance is ACTIVE again: publishing its "
+                     "service records again", extra={"draining": False})
+
     def _on_disconnect(self, reason: str) -> None:
         with self._cond:
             self._connected = False
@@ -206,6 +242,11 @@ class Daemon:
         """Start following events and reconciling (in background threads)."""
         if self.task_events is not None:
             self.task_events.start()
+        if self.drain is not None:
+            self.drain.start()
+            if not self.drain.first_check.wait(DRAIN_FIRST_WAIT):
+                log.warning("no answer about this host's container instance status within "
+                            "%.0fs; starting without it", DRAIN_FIRST_WAIT)
         self._worker = threading.Thread(target=self._run_loop, name="reconcile", daemon=True)
         self._worker.start()
         self._stream.start()
@@ -223,6 +264,8 @@ class Daemon:
         deregistration asked for failed.
         """
         self._stream.stop(timeout=1.0)
+        if self.drain is not None:
+            self.drain.stop(timeout=1.0)
         done = True
         if self._worker is not None:
             self._worker.join(grace)
@@ -287,6 +330,8 @@ class Daemon:
             candidates.append(batch)
         if self._ending:
             candidates.append(min(self._ending.values()) + ENDING_GRACE)
+        if self._drain_changed and self._view_known:  # else the startup relist takes it
+            candidates.append(now)
         return min(candidates)
 
     def _take(self, now: float) -> Work:
@@ -310,6 +355,11 @@ class Daemon:
             if work.kind == "event":
                 work.kind = "startup" if not self._view_known else "relist"
             self._relist = False
+        if self._drain_changed:
+            self._drain_changed = False
+            if work.kind == "event":
+                work.kind = "drain"
+        work.draining = self._draining
         for container_id, since in self._dirty.items():
             work.dirty[container_id] = min(since, work.dirty.get(container_id, since))
         self._dirty.clear()
@@ -328,7 +378,10 @@ class Daemon:
             self._observe(work)
             if not self._view_known:
                 raise DockerUnavailable("no complete list of the containers yet")
-            desired = self.agent.desired(self._view.values())
+            # draining: the host's A record only (clients holding an SRV answer still reach it)
+            desired = self.agent.desired([] if work.draining else self._view.values())
+            if not work.draining:
+                self.status.containers_withheld.set(self.agent.withheld)
             published = False
             if self.agent.publisher is not None:  # queued mode: the zone writer applies it
                 outcome = Outcome()
@@ -624,9 +677,14 @@ def build_daemon(agent: Agent, settings: Settings, clients: Clients, status: Sta
             resolve_arn=_arn_resolver(EcsIntrospection(settings.ecs_agent_url)),
             on_result=status.task_event_result,
         )
+    drain = None
+    if settings.drain_check > 0:
+        drain = DrainWatch(EcsIntrospection(settings.ecs_agent_url),
+                           lambda: clients.client("ecs"), settings.drain_check)
     return Daemon(agent, coalesce=settings.coalesce, resync=settings.resync,
                   deregister_on_exit=settings.deregister_on_exit,
-                  docker_url=settings.docker_host or None, status=status, task_events=sender)
+                  docker_url=settings.docker_host or None, status=status, task_events=sender,
+                  drain=drain)
 
 
 def _build_until_stopped(

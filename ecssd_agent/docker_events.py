@@ -26,11 +26,15 @@ import requests
 log = logging.getLogger(__name__)
 
 #: Container lifecycle actions that can change what a container publishes. Everything else
-#: (create, exec_*, attach, resize, top, ...) is filtered out by the engine: health checks
-#: alone would otherwise wake the daemon every few seconds per container.
+#: (create, exec_*, attach, resize, top, ...) is filtered out by the engine: the exec events
+#: of health checks alone would otherwise wake the daemon every few seconds per container.
+#: ``health_status`` is the exception that matters: the engine sends it only when a
+#: container's health CHANGES (``health_status: healthy`` / ``unhealthy``), not per check,
+#: and it is what the health gate waits for. The engine matches it against
+#: "health_status: <status>" by prefix.
 LIFECYCLE_ACTIONS: tuple[str, ...] = (
     "start", "restart", "kill", "stop", "die", "oom", "destroy",
-    "pause", "unpause", "rename", "update",
+    "pause", "unpause", "rename", "update", "health_status",
 )  # fmt: skip
 
 #: Signals whose ``kill`` means "this container is going away" (SIGINT, SIGQUIT, SIGKILL,
@@ -50,6 +54,7 @@ class ContainerEvent:
     action: str  # "start", "die", "kill", ...
     attributes: Mapping[str, str] = field(default_factory=dict)  # labels, name, signal, ...
     time_ns: int = 0  # when the engine saw it (0 if it did not say)
+    detail: str = ""  # what followed the colon: "healthy" of "health_status: healthy"
 
     @property
     def ends_container(self) -> bool:
@@ -62,6 +67,11 @@ class ContainerEvent:
     def starts_container(self) -> bool:
         return self.action in ("start", "restart", "unpause")
 
+    @property
+    def turns_unhealthy(self) -> bool:
+        """``health_status: unhealthy``: the health gate withdraws the container's records."""
+        return self.action == "health_status" and self.detail == "unhealthy"
+
 
 def parse_event(raw: Mapping[str, Any]) -> ContainerEvent | None:
     """A decoded ``/events`` message -> ContainerEvent; None for non-container messages."""
@@ -72,11 +82,11 @@ def parse_event(raw: Mapping[str, Any]) -> ContainerEvent | None:
     action = str(raw.get("Action") or raw.get("status") or "")
     if not container_id or not action:
         return None
-    # "health_status: healthy", "exec_start: sh" -> the verb before the colon
-    action = action.split(":", 1)[0].strip()
+    # "health_status: healthy", "exec_start: sh" -> the verb before the colon, and the rest
+    action, _, detail = action.partition(":")
     time_ns = raw.get("timeNano") or int(raw.get("time") or 0) * 1_000_000_000
     attributes = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
-    return ContainerEvent(container_id, action, attributes, int(time_ns))
+    return ContainerEvent(container_id, action.strip(), attributes, int(time_ns), detail.strip())
 
 
 class EventSource(Protocol):

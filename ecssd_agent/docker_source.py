@@ -24,8 +24,24 @@ class DockerUnavailable(RuntimeError):
     """The engine did not answer: the state of the containers is unknown, not empty."""
 
 
-def to_container(inspect: Mapping[str, Any]) -> Container:
-    """``docker inspect`` output -> Container."""
+def health_status(inspect: Mapping[str, Any]) -> str:
+    """Docker's health status of a container; "" when it has no health check.
+
+    ``State.Health`` is what the engine reports. A check disabled with ``--no-healthcheck``
+    (``Test: ["NONE"]``) still leaves a ``State.Health`` stuck at "starting", so the config
+    is asked first; a configured check the state does not show yet counts as "starting".
+    """
+    test = ((inspect.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
+    if test and test[0] == "NONE":
+        return ""
+    health = (inspect.get("State") or {}).get("Health")
+    if isinstance(health, Mapping):
+        return str(health.get("Status") or "starting")
+    return "starting" if test else ""
+
+
+def to_container(inspect: Mapping[str, Any], health_gate: bool = True) -> Container:
+    """``docker inspect`` output -> Container (``health`` left "" without the health gate)."""
     config = inspect.get("Config") or {}
     state = inspect.get("State") or {}
     host_config = inspect.get("HostConfig") or {}
@@ -42,15 +58,22 @@ def to_container(inspect: Mapping[str, Any]) -> Container:
         ports=ports,
         network_mode=str(host_config.get("NetworkMode") or "bridge"),
         running=running,
+        health=health_status(inspect) if health_gate else "",
     )
 
 
 class DockerSource:
-    """Reads containers from one engine (``unix:///var/run/docker.sock`` by default)."""
+    """Reads containers from one engine (``unix:///var/run/docker.sock`` by default).
 
-    def __init__(self, base_url: str | None = None, timeout: int = 30) -> None:
+    ``health_gate``: report each container's health status, so that one with a health
+    check is published only while healthy (see ``Container.publishable``).
+    """
+
+    def __init__(self, base_url: str | None = None, timeout: int = 30,
+                 health_gate: bool = True) -> None:
         self.base_url = base_url
         self.timeout = timeout
+        self.health_gate = health_gate
         self._client: Any = None
 
     @property
@@ -80,7 +103,7 @@ class DockerSource:
     def inspect(self, container_id: str) -> Container | None:
         """The container, or None when the engine says it does not exist (any more)."""
         try:
-            return to_container(self.api.inspect_container(container_id))
+            return to_container(self.api.inspect_container(container_id), self.health_gate)
         except docker.errors.NotFound:
             return None
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:

@@ -110,7 +110,9 @@ class Container:
     """What the agent needs to know about one container, independent of the Docker API.
 
     ``ports`` maps a container port spec (``"8081/tcp"``) to the host ports it is published
-    on (empty when exposed but not published).
+    on (empty when exposed but not published). ``health`` is Docker's health status
+    ("starting", "healthy", "unhealthy"), or "" when the container has no health check (or
+    the agent runs without the health gate).
     """
 
     id: str
@@ -120,6 +122,13 @@ class Container:
     ports: Mapping[str, tuple[int, ...]]
     network_mode: str = "bridge"
     running: bool = True
+    health: str = ""
+
+    @property
+    def publishable(self) -> bool:
+        """No health check, or a healthy one: a "starting" or "unhealthy" container would
+        receive traffic it cannot serve, so its records wait (the health gate)."""
+        return self.health in ("", "healthy")
 
 
 @dataclass(frozen=True)

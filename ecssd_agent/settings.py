@@ -71,6 +71,15 @@ class Settings:
     ecs_agent_url: str = _opt("http://127.0.0.1:51678", "ECS agent introspection API, for the "
                                                         "task ARN of containers without ECS "
                                                         "labels")
+    health_gate: bool = _opt(True, "publish a container that has a Docker HEALTHCHECK only "
+                                   "while Docker reports it healthy (withdraw it when "
+                                   "unhealthy); --no-health-gate publishes it as soon as it "
+                                   "runs. Containers without a health check are not affected")
+    drain_check: float = _opt(60.0, "seconds between checks of this host's ECS container "
+                                    "instance status (the ECS agent's introspection API, then "
+                                    "one DescribeContainerInstances; jittered by 10%%); while "
+                                    "it is DRAINING (or deregistering) the host's service "
+                                    "records are withdrawn, its A record stays. 0: off")
     status_port: int = _opt(0, "serve /healthz (200 when the Docker event stream is connected "
                                "and the last reconcile succeeded, else 503) and /metrics "
                                "(Prometheus) on this port (0: off)")
@@ -130,6 +139,9 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         raise SettingsError(f"--ttl / ECSSD_TTL: {settings.ttl} is out of range")
     if settings.resync <= 0 or settings.coalesce < 0:
         raise SettingsError("--resync must be > 0 and --coalesce >= 0")
+    if settings.drain_check < 0:
+        raise SettingsError(f"--drain-check / ECSSD_DRAIN_CHECK: {settings.drain_check} must be "
+                            ">= 0 seconds (0: off)")
     if not 0 <= settings.status_port <= 65535:
         raise SettingsError(f"--status-port / ECSSD_STATUS_PORT: {settings.status_port} is not "
                             "a port number")

@@ -81,6 +81,13 @@ class Status:
                                   "Unix time of the last successful reconcile", registry=r)
         self.docker_connected = Gauge("ecssd_docker_connected",
                                       "1 while the Docker event stream is connected", registry=r)
+        self.containers_withheld = Gauge(
+            "ecssd_containers_withheld",
+            "Running containers with a health check that Docker does not report healthy "
+            "(starting or unhealthy): not published", registry=r)
+        self.instance_draining = Gauge("ecssd_instance_draining",
+                                       "1 while this host's ECS container instance is DRAINING "
+                                       "(its service records withdrawn)", registry=r)
         self.task_events = Counter("ecssd_task_events", "EventBridge task events by outcome",
                                    ["outcome"], registry=r)
         if stats is not None:
@@ -114,6 +121,9 @@ class Status:
             self._reconcile_error = error
         self.reconciles.labels(kind, "error").inc()
         self.reconcile_duration.labels(kind).observe(seconds)
+
+    def draining(self, draining: bool) -> None:
+        self.instance_draining.set(1 if draining else 0)
 
     def task_event_result(self, outcome: str, n: int) -> None:
         if n:

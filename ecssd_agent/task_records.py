@@ -29,6 +29,10 @@ Names and ownership (see :mod:`ecssd_agent.naming` for the SetIdentifier scheme)
   (a ``discovery.service.name`` service takes those of its first port).
   In bridge mode the SRV carries the host port from the event's ``networkBindings``; an A
   record would suggest the container port, so none is written.
+- The health gate: a container whose definition has a ``healthCheck`` gets records only
+  while the task description shows it ``HEALTHY`` (ECS sends a Task State Change when a
+  container's health changes, so an ``UNHEALTHY`` one loses them, a ``HEALTHY`` one gets
+  them back). ``UNKNOWN`` (not checked yet) and a missing status count as not healthy.
 - The fixed record (``RR_NAME``, e.g. the X-Ray daemon's ``xray.<zone>``) is an A record set
   owned by the one task currently serving it (``Owner(kind="t", cluster, task, port="")``):
   exactly one record set at that name, whose SetIdentifier says which task it points at, so
@@ -66,6 +70,7 @@ STOPPED = "STOPPED"
 #: lastStatus values after RUNNING: the task is on its way out, its records must go.
 LEAVING_STATUSES = frozenset({"DEACTIVATING", "STOPPING", "DEPROVISIONING", STOPPED})
 DISCOVERY_LABEL = "discovery.service.name"
+HEALTHY = "HEALTHY"
 TASK_LEVEL = "task"  # <task id>.task.<zone>
 ENI_ATTACHMENT_TYPES = frozenset({"eni", "ElasticNetworkInterface"})  # event / DescribeTasks
 
@@ -95,6 +100,7 @@ class TaskContainer:
     runtime_id: str = ""
     last_status: str = ""
     bindings: tuple[Binding, ...] = ()
+    health_status: str = ""  # HEALTHY, UNHEALTHY, UNKNOWN; "" when not reported
 
 
 @dataclass(frozen=True)
@@ -225,6 +231,7 @@ def _containers(detail: Mapping[str, Any], path: str) -> tuple[tuple[TaskContain
             runtime_id=_text(raw, "runtimeId", where),
             last_status=_text(raw, "lastStatus", where),
             bindings=_bindings(raw.get("networkBindings"), f"{where}.networkBindings"),
+            health_status=_text(raw, "healthStatus", where),
         ))
         for inner, interface in _objects(raw.get("networkInterfaces"),
                                          f"{where}.networkInterfaces"):
@@ -419,6 +426,20 @@ def container_model(task: Task, definition: Mapping[str, Any], mode: str) -> Con
     )
 
 
+def health_checked(definition: Mapping[str, Any]) -> bool:
+    """Whether a container definition has a health check (a ``healthCheck`` with a command)."""
+    check = definition.get("healthCheck")
+    return isinstance(check, Mapping) and bool(check.get("command"))
+
+
+def withheld(task: Task, definition: Mapping[str, Any]) -> bool:
+    """The health gate: a health-checked container not (yet, or no longer) shown HEALTHY."""
+    if not health_checked(definition):
+        return False
+    running = task.container(definition["name"])
+    return running is None or running.health_status != HEALTHY
+
+
 def declares_services(task: Task, task_definition: Mapping[str, Any]) -> bool:
     """Whether any container asks for records: decides if a zone read is worth it at all."""
     for definition in container_definitions(task_definition):
@@ -473,17 +494,21 @@ def service_records(
     zone: str,
     routing: Routing,
     ttl: int,
+    health_gate: bool = True,
 ) -> tuple[list[RecordSet], list[Problem]]:
     """The record sets a running task should have for the services it declares.
 
     ``ip`` is the task's address: its ENI IP in awsvpc, the host's private IP in bridge or
     host mode. A service that cannot be registered becomes a problem; the others are kept.
+    With ``health_gate``, a container :func:`withheld` declares nothing for now.
     """
     mode = network_mode(task, task_definition)
     target = task_record_name(task.id, zone)
     out = _Collector(zone, routing, ttl)
     problems: list[Problem] = []
     for definition in container_definitions(task_definition):
+        if health_gate and withheld(task, definition):
+            continue
         container = container_model(task, definition, mode)
         instances, bad = service_instances(container)
         problems.extend(bad)

@@ -22,6 +22,8 @@ BRIDGE_RECORDS    true         also for bridge/host-mode tasks on EC2 (turn off 
 ASSUME_ROLE_ARN   ""           the zone lives in another account: Route 53 requests are signed
                                as this IAM role (STS AssumeRole); ECS and EC2 stay local
 ASSUME_ROLE_EXTERNAL_ID ""     the ExternalId the role's trust policy asks for
+HEALTH_GATE       true         a container with a healthCheck gets records only while ECS
+                               reports it HEALTHY (withdrawn when UNHEALTHY)
 DRY_RUN           false        log the changes, make none
 LOG_LEVEL         info         logging level
 ================  ===========  ==================================================================
@@ -61,6 +63,8 @@ class TaskEventConfig:
                                    env="ASSUME_ROLE_ARN")
     assume_role_external_id: str = setting("", "the ExternalId the role's trust policy asks for",
                                            env="ASSUME_ROLE_EXTERNAL_ID")
+    health_gate: bool = setting(True, "records only for HEALTHY health-checked containers",
+                                env="HEALTH_GATE")
     dry_run: bool = setting(False, "log the changes, make none", env="DRY_RUN")
     log_level: str = setting("info", "logging level", env="LOG_LEVEL")
 

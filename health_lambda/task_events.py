@@ -142,6 +142,18 @@ def _summary(status: str, reason: str, task: tr.Task | None = None, **more: Any)
     return out
 
 
+def _current_health(task: tr.Task, found: ecs_api.EcsTask) -> tuple[tr.TaskContainer, ...]:
+    """The event's containers, with the health DescribeTasks reports when the task has changed
+    since the event (a newer version: every health change is one), so that a late HEALTHY
+    event cannot bring back the records a newer UNHEALTHY one withdrew. Otherwise the event
+    is the task's current state and its health stands."""
+    if not (found.version and task.version and found.version > task.version):
+        return task.containers
+    now = {c.name: c.health_status for c in found.containers if c.health_status}
+    return tuple(replace(c, health_status=now.get(c.name, c.health_status))
+                 for c in task.containers)
+
+
 def _from_described(found: ecs_api.EcsTask) -> tr.Task:
     return tr.Task(
         arn=found.arn, id=found.id, cluster=naming.cluster_name(found.cluster_arn),
@@ -212,6 +224,7 @@ class TaskEvents:
                 f"DescribeTasks shows task {task.id} at version {found.version}, older than "
                 f"the event's {task.version}: ECS has not caught up yet")
         now = replace(task, last_status=found.last_status, desired_status=found.desired_status,
+                      containers=_current_health(task, found),
                       started_at=task.started_at or found.started_at,
                       created_at=task.created_at or found.created_at,
                       eni_ip=task.eni_ip or (found.eni_ips[0] if found.eni_ips else ""),
@@ -254,7 +267,7 @@ class TaskEvents:
         mode = tr.network_mode(task, definition)
         records, problems = tr.service_records(
             task, definition, self._address(task, mode), self.zone.zone.name,
-            self.config.routing, self.config.ttl)
+            self.config.routing, self.config.ttl, health_gate=self.config.health_gate)
         for problem in problems:
             log.warning("skipped %s", problem, extra={**extra, "variable": problem.variable})
         return records

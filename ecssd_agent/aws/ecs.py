@@ -250,6 +250,18 @@ def instance_hosts(
     return hosts
 
 
+def container_instance_status(ecs: Any, cluster: str, arn: str) -> str:
+    """One container instance's ECS status (ACTIVE, DRAINING, ...): the drain watch's one
+    call. "" when ECS describes no such instance (a failure entry: nothing is known of it).
+    Raises :class:`EcsReadError`."""
+    page = _call("describe_container_instances", cluster, ecs.describe_container_instances,
+                 cluster=cluster, containerInstances=[arn])
+    for ci in page.get("containerInstances", []):
+        if ci.get("containerInstanceArn") == arn:
+            return str(ci.get("status", "") or "")
+    return ""
+
+
 # --- tasks -------------------------------------------------------------------------------
 
 def list_tasks(ecs: Any, cluster: str, desired_status: str = "RUNNING") -> list[str]:

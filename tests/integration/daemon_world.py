@@ -13,16 +13,20 @@ Used by tests/integration/test_daemon*.py and benchmarks/bench_daemon.py.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import docker.errors
 import pytest
@@ -181,6 +185,20 @@ def service_env(name: str) -> dict[str, str]:
     return {f"SERVICE_{HEALTH_PORT}_NAME": name}
 
 
+#: A health check a test steers from outside: healthy while /tmp/state says "ok" (shell
+#: built-ins only: the busybox image has no ``test`` or ``rm`` applet). Checked every second;
+#: "starting" until the first success (failures in the start period do not count), then
+#: one failure makes the container unhealthy.
+HEALTH_ARGS = ("--health-cmd", 'test "$(cat /tmp/state 2>/dev/null)" = ok',
+               "--health-interval", "1s", "--health-timeout", "2s", "--health-retries", "1",
+               "--health-start-period", "60s")
+
+
+def healthy_after(seconds: float) -> list[str]:
+    """A web server whose health check passes ``seconds`` after it starts."""
+    return ["sh", "-c", f"sleep {seconds}; echo ok > /tmp/state; exec httpd -f -p 8081 -h /www"]
+
+
 def create_containers(api: Any, image: str, count: int, label: str,
                       env: Mapping[str, str] | None = None,
                       command: Sequence[str] = HTTPD_CMD, workers: int = 8) -> list[str]:
@@ -272,7 +290,62 @@ def route53_recreate_fix() -> Iterator[None]:
         models.ChangeList.__contains__ = original_contains  # type: ignore[method-assign]
 
 
+class FakeEcsAgent:
+    """The ECS agent's introspection API on 127.0.0.1: every container belongs to a task, and
+    ``/v1/metadata`` names ``cluster`` and ``container_instance_arn`` once a test sets them
+    (until then it answers as an agent that has not registered the instance yet)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.cluster = ""
+        self.container_instance_arn = ""
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                if url.path == "/v1/metadata":
+                    body = json.dumps({"Cluster": outer.cluster, "Version": "Agent/1.80.0",
+                                       "ContainerInstanceArn": outer.container_instance_arn
+                                       or None}).encode()
+                    self._send(200, body)
+                    return
+                docker_id = parse_qs(url.query).get("dockerid", [""])[0]
+                outer.asked.append(docker_id)
+                body = json.dumps({"Arn": FakeEcsAgent.arn(docker_id), "KnownStatus": "RUNNING",
+                                   "Containers": [{"DockerId": docker_id}]}).encode()
+                self._send(200 if url.path == "/v1/tasks" and docker_id else 400, body)
+
+            def _send(self, code: int, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def arn(docker_id: str) -> str:
+        return f"arn:aws:ecs:us-east-1:123456789012:task/prod/{docker_id[:32]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 # --- fixtures (imported by the test modules) ------------------------------------------------
+
+@pytest.fixture
+def ecs_agent() -> Iterator[FakeEcsAgent]:
+    fake = FakeEcsAgent()
+    yield fake
+    fake.close()
+
 
 @pytest.fixture
 def zone(aws: Any) -> Iterator[Zone]:

@@ -7,19 +7,16 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
-
-import pytest
 
 from tests.integration.daemon_world import (
     HOST,
     ZONE,
     AgentProcess,
+    FakeEcsAgent,
     Zone,
     agents,
+    ecs_agent,
     service_env,
     start_agent,
     zone,
@@ -30,7 +27,7 @@ from tests.support.poll import wait_for
 OTHER, OTHER_IP = "ip-127-0-0-9", "127.0.0.9"
 TARGET = f"{HOST}.{ZONE}."
 TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/prod/0123456789abcdef0123456789abcdef"
-__all__ = ["agents", "zone"]  # fixtures
+__all__ = ["agents", "ecs_agent", "zone"]  # fixtures
 
 
 def srv_port(zone: Zone, container_id: str) -> int | None:
@@ -162,48 +159,6 @@ def test_sigterm_without_deregistration_keeps_the_records(aws: Any, zone: Zone,
 
 
 # --- EventBridge ---------------------------------------------------------------------------
-
-class FakeEcsAgent:
-    """The ECS agent's introspection API on 127.0.0.1: every container belongs to a task."""
-
-    def __init__(self) -> None:
-        self.asked: list[str] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urlparse(self.path)
-                docker_id = parse_qs(url.query).get("dockerid", [""])[0]
-                outer.asked.append(docker_id)
-                body = json.dumps({"Arn": FakeEcsAgent.arn(docker_id), "KnownStatus": "RUNNING",
-                                   "Containers": [{"DockerId": docker_id}]}).encode()
-                self.send_response(200 if url.path == "/v1/tasks" and docker_id else 400)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @staticmethod
-    def arn(docker_id: str) -> str:
-        return f"arn:aws:ecs:us-east-1:123456789012:task/prod/{docker_id[:32]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def ecs_agent() -> Iterator[FakeEcsAgent]:
-    fake = FakeEcsAgent()
-    yield fake
-    fake.close()
-
 
 def test_task_events_reach_eventbridge(aws: Any, zone: Zone, docker_engine: Any,
                                        containers: Containers, agents: list[AgentProcess],

@@ -474,3 +474,88 @@ def test_config_defaults_and_fixed_mode() -> None:
 def test_config_errors_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(task_event_config.ConfigError, match=variable):
         task_event_config.load(env)
+
+
+# --- the health gate ---------------------------------------------------------------------
+
+HEALTH_CHECK = {"command": ["CMD-SHELL", "curl -f http://localhost:8080/ || exit 1"],
+                "interval": 5, "retries": 2}
+
+
+def checked(name: str = "FargateApp", port: int = 8080, service: str = "time") -> dict[str, Any]:
+    return {**container(name, env={f"SERVICE_{port}_NAME": service}, ports=[(port, "tcp")]),
+            "healthCheck": HEALTH_CHECK}
+
+
+def health(**status: str) -> tr.Task:
+    """The Fargate event with these containers (name -> healthStatus; "": none reported)."""
+    raw = event("ecs_task_running_fargate.json")
+    del raw["detail"]["overrides"]
+    raw["detail"]["containers"] = [{"name": name, "lastStatus": "RUNNING",
+                                    **({"healthStatus": s} if s else {})}
+                                   for name, s in status.items()]
+    return tr.parse_event(raw)
+
+
+def test_parses_the_container_health_status() -> None:
+    raw = event("ecs_task_running_fargate.json")
+    raw["detail"]["containers"][0]["healthStatus"] = "UNHEALTHY"
+    assert tr.parse_event(raw).containers[0].health_status == "UNHEALTHY"
+    assert fargate().containers[0].health_status == ""  # not reported: not known healthy
+
+
+@pytest.mark.parametrize("status", ["UNKNOWN", "UNHEALTHY", ""])
+def test_a_health_checked_container_not_healthy_gets_no_records(status: str) -> None:
+    task = health(FargateApp=status)
+    assert records(task, definition(checked())) == ({}, [])
+    # and the records it had are withdrawn (UNHEALTHY after HEALTHY), nothing else
+    had, _ = tr.service_records(health(FargateApp="HEALTHY"), definition(checked()),
+                                "10.0.0.139", ZONE, Routing.WEIGHTED, 0)
+    desired, _ = tr.service_records(task, definition(checked()), "10.0.0.139", ZONE,
+                                    Routing.WEIGHTED, 0)
+    changes = plan(had, desired, tr.owned_by_task(task.cluster, task.id))
+    assert had and {(c.action.value, c.record) for c in changes} == {("DELETE", r) for r in had}
+
+
+def test_a_healthy_container_and_one_without_a_check_get_their_records() -> None:
+    task = health(FargateApp="HEALTHY", sidecar="")
+    td = definition(checked(), container("sidecar", env={"SERVICE_9000_NAME": "side"},
+                                         ports=[(9000, "tcp")]))
+    found, problems = records(task, td)
+    assert problems == []
+    assert {("time.sd.internal.", "SRV"), ("side.sd.internal.", "SRV"), (TARGET, "A")} <= set(found)
+
+
+def test_one_unhealthy_container_withdraws_only_its_own_services() -> None:
+    task = health(FargateApp="UNHEALTHY", sidecar="")
+    td = definition(checked(), container("sidecar", env={"SERVICE_9000_NAME": "side"},
+                                         ports=[(9000, "tcp")]))
+    found, _ = records(task, td)
+    assert set(found) == {("side.sd.internal.", "SRV"), ("side.sd.internal.", "A"), (TARGET, "A")}
+
+
+def test_without_the_health_gate_health_is_not_asked() -> None:
+    task = health(FargateApp="UNHEALTHY")
+    found, _ = tr.service_records(task, definition(checked()), "10.0.0.139", ZONE,
+                                  Routing.WEIGHTED, 0, health_gate=False)
+    assert ("time.sd.internal.", "SRV") in {(r.name, r.type) for r in found}
+    assert task_event_config.load({"DOMAIN": "sd.internal"}).health_gate is True
+    assert task_event_config.load({"DOMAIN": "sd.internal", "HEALTH_GATE": "false"}).health_gate \
+        is False
+    with pytest.raises(task_event_config.ConfigError, match="HEALTH_GATE"):
+        task_event_config.load({"DOMAIN": "sd.internal", "HEALTH_GATE": "maybe"})
+
+
+def test_a_late_healthy_event_does_not_beat_a_newer_describe() -> None:
+    from ecssd_agent.aws.ecs import EcsTask, TaskContainer
+    from health_lambda.task_events import _current_health
+
+    late = replace(health(FargateApp="HEALTHY"), version=5)
+
+    def described(version: int) -> EcsTask:
+        return EcsTask(arn=late.arn, cluster_arn="c", last_status="RUNNING",
+                       desired_status="RUNNING", task_definition_arn="td", version=version,
+                       containers=(TaskContainer("FargateApp", "", "UNHEALTHY"),))
+
+    assert [c.health_status for c in _current_health(late, described(6))] == ["UNHEALTHY"]
+    assert [c.health_status for c in _current_health(late, described(5))] == ["HEALTHY"]
