@@ -232,10 +232,12 @@ def test_each_role_has_exactly_what_its_mode_needs(template: dict[str, Any],
     queued = condition_values(template, {"AgentSendEvents": send_events})
     direct = condition_values(template, {"AgentSendEvents": send_events,
                                          "AgentWriteMode": "direct"})
+    # Both modes: the drain watch reads this host's container instance status.
+    drain = {"ecs:DescribeContainerInstances"}
     # Queued: the agent makes no Route 53 request, it publishes (one item, one message).
     assert role_actions(template, "AgentTaskRole", queued) == {
-        "dynamodb:PutItem", "sqs:SendMessage"} | events
-    assert role_actions(template, "AgentTaskRole", direct) == ROUTE53_WRITE | events
+        "dynamodb:PutItem", "sqs:SendMessage"} | events | drain
+    assert role_actions(template, "AgentTaskRole", direct) == ROUTE53_WRITE | events | drain
     assert role_actions(template, "ZoneWriterRole", queued) == WRITER_ACTIONS
     # The sweep tells the zone writer which hosts' records it deleted (queued mode only).
     sweep_queued = role_actions(template, "SweepRole", queued)
