@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ecssd_agent.aws.assume_role import ZoneRole, zone_role
-from ecssd_agent.config_fields import SettingsError, from_env, setting
-from ecssd_agent.settings import DEFAULT_DOMAIN
+from ecssd_agent.config_fields import DEFAULT_DOMAIN, SettingsError, from_env, setting
 
 
 def _env(name: str, default: Any, help: str) -> Any:

@@ -95,9 +95,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ecssd_agent import naming
-from ecssd_agent.model import Owner, RecordSet
-from ecssd_agent.records import parse_srv
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Owner, RecordSet
+from ecssd_agent.core.records import parse_srv
 from health_lambda.task_evidence import (
     TaskView,
     check_path,

@@ -41,12 +41,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecssd_agent import naming
-from ecssd_agent import task_records as tr
 from ecssd_agent.aws import ecs as ecs_api
-from ecssd_agent.model import Change, RecordSet
-from ecssd_agent.plan import Owns
-from ecssd_agent.reconcile import NotConverged, converge
+from ecssd_agent.core import naming
+from ecssd_agent.core import task_records as tr
+from ecssd_agent.core.model import Change, RecordSet
+from ecssd_agent.core.plan import Owns
+from ecssd_agent.sync.reconcile import NotConverged, converge
 from health_lambda.task_events import TaskEvents, TaskStateUnknown, _first_then
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecssd_agent import naming
 from ecssd_agent.aws.change_queue import ChangeQueue, Hint, QueueError, verify_hints
-from ecssd_agent.model import RecordSet
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import RecordSet
 
 log = logging.getLogger(__name__)
 

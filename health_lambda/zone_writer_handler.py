@@ -5,7 +5,7 @@ seconds, ``ReportBatchItemFailures``): the mapping gathers the hints of many hos
 invocation, so one write carries a whole burst. On an AWS error every hint of the batch is
 reported failed and SQS delivers it again; a message that is not a hint is logged and dropped
 (delivering it again cannot help). The health sweep's verify hints come on the same queue
-(see :mod:`ecssd_agent.zone_writer`). Settings and clients are built on first use, never at
+(see :mod:`ecssd_agent.writer.zone_writer`). Settings and clients are built on first use, never at
 import time.
 """
 
@@ -24,9 +24,9 @@ from ecssd_agent import logs
 from ecssd_agent.aws.change_queue import ChangeQueue, QueueError
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import StoreError
-from ecssd_agent.writer_cli import build_writer
-from ecssd_agent.writer_settings import load_lambda_settings
-from ecssd_agent.zone_writer import WriterInterrupted, ZoneWriter, read_hints
+from ecssd_agent.writer.cli import build_writer
+from ecssd_agent.writer.settings import load_lambda_settings
+from ecssd_agent.writer.zone_writer import WriterInterrupted, ZoneWriter, read_hints
 
 log = logging.getLogger("health_lambda.zone_writer")
 summary_log = logging.getLogger("health_lambda.zone_writer.summary")

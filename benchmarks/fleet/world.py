@@ -48,8 +48,8 @@ from benchmarks.fleet.route53 import (
 )
 from benchmarks.fleet.writer import QueuedWriter, WriterConfig, WriterCosts, WriterSummary
 from ecssd_agent.aws.route53 import batches, from_wire
-from ecssd_agent.model import Action, Change, RecordSet
-from ecssd_agent.plan import plan
+from ecssd_agent.core.model import Action, Change, RecordSet
+from ecssd_agent.core.plan import plan
 
 ZONE = "servicediscovery.internal."
 SOA = "ns-1.awsdns-00.com. hostmaster. 1 7200 900 1209600 86400"

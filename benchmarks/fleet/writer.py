@@ -1,8 +1,8 @@
 """The queued mode in the simulation: the table, the queue, the Lambda event source mapping,
 and the REAL zone writer Lambda (``health_lambda.zone_writer_handler.lambda_handler`` calling
-``ecssd_agent.zone_writer.ZoneWriter.write``) running in virtual time.
+``ecssd_agent.writer.zone_writer.ZoneWriter.write``) running in virtual time.
 
-Agents in queued mode publish through the real :class:`~ecssd_agent.publish.Publisher` into
+Agents in queued mode publish through the real :class:`~ecssd_agent.writer.publish.Publisher` into
 a :class:`~ecssd_agent.aws.host_store.HostStore` kept in memory (:class:`SimHostStore`) and the
 real :class:`~ecssd_agent.aws.change_queue.ChangeQueue` (its SQS client is :class:`SimSQS`).
 The writer is not a re-implementation: each invocation runs the Lambda handler itself, with
@@ -76,15 +76,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 from benchmarks.fleet.engine import Body, Call, Instruction, Sleep
 from benchmarks.fleet.retry import BotocoreClient, RetryPolicy
 from benchmarks.fleet.route53 import CHANGE, GET_ZONE, LIST, Response
-from ecssd_agent import naming, zone_writer
 from ecssd_agent.aws.change_queue import ChangeQueue
 from ecssd_agent.aws.host_store import GET_BATCH, LEASE_HOST, WRITE_BATCH, HostStore, StoreError
 from ecssd_agent.aws.route53 import Route53Zone, Zone, from_wire
-from ecssd_agent.host_state import Applied, Published
-from ecssd_agent.model import Action, Change, RecordSet
-from ecssd_agent.publish import Publisher
-from ecssd_agent.writer_settings import WriterSettings
-from ecssd_agent.zone_writer import WriteOutcome, WriterInterrupted, ZoneWriter
+from ecssd_agent.core import naming
+from ecssd_agent.core.host_state import Applied, Published
+from ecssd_agent.core.model import Action, Change, RecordSet
+from ecssd_agent.writer import zone_writer
+from ecssd_agent.writer.publish import Publisher
+from ecssd_agent.writer.settings import WriterSettings
+from ecssd_agent.writer.zone_writer import WriteOutcome, WriterInterrupted, ZoneWriter
 from health_lambda import zone_writer_handler
 
 if TYPE_CHECKING:
@@ -847,7 +848,7 @@ _LOG_FILTER = _DropWorkerLogs()
 
 
 def _quiet_worker_logs() -> None:
-    for name in ("ecssd_agent.zone_writer", "ecssd_agent.aws.route53", zone_writer_handler.log.name,
+    for name in ("ecssd_agent.writer.zone_writer", "ecssd_agent.aws.route53", zone_writer_handler.log.name,
                  zone_writer_handler.summary_log.name):
         logger = logging.getLogger(name)
         if _LOG_FILTER not in logger.filters:

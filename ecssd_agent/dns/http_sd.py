@@ -48,10 +48,10 @@ from typing import Any
 
 import dns.exception
 
-from ecssd_agent import naming
+from ecssd_agent.core import naming
+from ecssd_agent.core.records import parse_srv
 from ecssd_agent.dns import wire
 from ecssd_agent.dns.view import ZoneView, deterministic
-from ecssd_agent.records import parse_srv
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ import dns.query
 import dns.rcode
 import pytest
 
-from ecssd_agent.agent import Agent
+from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
+from ecssd_agent.core.model import Container, Host, Routing
 from ecssd_agent.dns.client import ServiceResolver
-from ecssd_agent.model import Container, Host, Routing
 from tests.integration.test_dns_server import STARTUP_TIMEOUT, FakeDocker, ecssd_dns, free_port
 from tests.support.poll import wait_for
 

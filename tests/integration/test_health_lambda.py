@@ -17,10 +17,10 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from ecssd_agent import naming
 from ecssd_agent.aws.clients import Clients
-from ecssd_agent.model import Action, Change, Owner, RecordSet, Routing
-from ecssd_agent.records import routed, srv_value
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Action, Change, Owner, RecordSet, Routing
+from ecssd_agent.core.records import routed, srv_value
 from health_lambda import handler
 from tests.integration.sweep_world import ERROR, HANG, OK, REFUSE, HttpFleet, SweepWorld, keys
 from tests.support.moto_server import MotoServer

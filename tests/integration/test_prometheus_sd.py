@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
+from ecssd_agent.core.model import Action, Change, Host, Owner, Routing, ServiceInstance
+from ecssd_agent.core.records import host_records, routed, srv_value
 from ecssd_agent.dns.http_sd import PATH
-from ecssd_agent.model import Action, Change, Host, Owner, Routing, ServiceInstance
-from ecssd_agent.records import host_records, routed, srv_value
 from tests.support.env import skip_or_fail
 from tests.support.poll import wait_for
 

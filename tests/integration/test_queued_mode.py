@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
-from ecssd_agent.model import Action, Change
+from ecssd_agent.core.model import Action, Change
 from health_lambda import writer_hints
 from tests.integration.daemon_world import (
     HOST,
@@ -42,7 +42,7 @@ def writer_command() -> list[str]:
     agent = agent_command()
     if agent[0].endswith("ecssd-agent"):
         return [agent[0][: -len("ecssd-agent")] + "ecssd-writer"]
-    return [agent[0], "-m", "ecssd_agent.writer_cli"]
+    return [agent[0], "-m", "ecssd_agent.writer.cli"]
 
 
 @pytest.fixture

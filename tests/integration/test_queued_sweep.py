@@ -2,8 +2,8 @@
 
 Real parts: a moto server (ECS, EC2, Route 53, DynamoDB, SQS), real HTTP servers for the
 health checks, the real sweep handler, the agent's own code publishing each host's state
-(:class:`~ecssd_agent.agent.Agent` with a :class:`~ecssd_agent.publish.Publisher`) and the
-real zone writer polling the queue (:class:`~ecssd_agent.writer_cli.Poller`, what
+(:class:`~ecssd_agent.agent.host_agent.Agent` with a :class:`~ecssd_agent.writer.publish.Publisher`) and the
+real zone writer polling the queue (:class:`~ecssd_agent.writer.cli.Poller`, what
 ``ecssd-writer --once`` runs).
 
 With STOP_UNHEALTHY=false the sweep deletes an unhealthy instance's record and leaves its
@@ -20,15 +20,15 @@ from typing import Any
 
 import pytest
 
-from ecssd_agent.agent import Agent
+from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.aws.change_queue import ChangeQueue, Hint, parse_hint
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import HostStore
-from ecssd_agent.model import Host, Routing
-from ecssd_agent.publish import Publisher
-from ecssd_agent.writer_cli import Poller, build_writer
-from ecssd_agent.writer_settings import WriterSettings
-from ecssd_agent.zone_writer import WriteOutcome
+from ecssd_agent.core.model import Host, Routing
+from ecssd_agent.writer.cli import Poller, build_writer
+from ecssd_agent.writer.publish import Publisher
+from ecssd_agent.writer.settings import WriterSettings
+from ecssd_agent.writer.zone_writer import WriteOutcome
 from tests.integration.daemon_world import route53_recreate_fix
 from tests.integration.sweep_world import ERROR, OK, SweepWorld, WorldHost, _FakeDocker
 from tests.integration.test_health_lambda import fleet, session, sweep, world

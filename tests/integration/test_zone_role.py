@@ -32,19 +32,20 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from ecssd_agent import cli, naming
-from ecssd_agent import settings as agent_settings
+from ecssd_agent.agent import cli
+from ecssd_agent.agent import settings as agent_settings
 from ecssd_agent.aws.assume_role import ZoneRole, role_credentials
 from ecssd_agent.aws.change_queue import ChangeQueue
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import HostStore
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.config_fields import SettingsError
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Action, Change, Host, Routing, ServiceInstance
+from ecssd_agent.core.records import host_records
 from ecssd_agent.dns.http_sd import PATH
-from ecssd_agent.model import Action, Change, Host, Routing, ServiceInstance
-from ecssd_agent.publish import Publisher
-from ecssd_agent.records import host_records
-from ecssd_agent.writer_settings import load_lambda_settings
+from ecssd_agent.writer.publish import Publisher
+from ecssd_agent.writer.settings import load_lambda_settings
 from health_lambda import handler, task_event_config, task_events, zone_writer_handler
 from health_lambda.config import SweepSettings
 from tests.support.env import FAKE_AWS_ENV, REGION

@@ -16,21 +16,21 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from ecssd_agent.agent import Agent
-from ecssd_agent.aws.clients import Clients
-from ecssd_agent.aws.route53 import Route53Zone, find_zone
-from ecssd_agent.coalescer import CAP_FACTOR
-from ecssd_agent.daemon import Daemon
-from ecssd_agent.docker_events import LIFECYCLE_ACTIONS, parse_event
-from ecssd_agent.docker_source import to_container
-from ecssd_agent.drain import DrainWatch
-from ecssd_agent.ecs_introspection import (
+from ecssd_agent.agent.daemon import Daemon
+from ecssd_agent.agent.docker_events import LIFECYCLE_ACTIONS, parse_event
+from ecssd_agent.agent.docker_source import to_container
+from ecssd_agent.agent.drain import DrainWatch
+from ecssd_agent.agent.ecs_introspection import (
     EcsIntrospection,
     InstanceIdentity,
     IntrospectionUnavailable,
 )
-from ecssd_agent.settings import SettingsError, load
-from ecssd_agent.status import Status
+from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.settings import SettingsError, load
+from ecssd_agent.agent.status import Status
+from ecssd_agent.aws.clients import Clients
+from ecssd_agent.aws.route53 import Route53Zone, find_zone
+from ecssd_agent.core.coalescer import CAP_FACTOR
 from tests.integration.daemon_world import FakeEcsAgent, route53_recreate_fix
 from tests.unit.test_daemon_loop import (
     HOST,
@@ -244,7 +244,7 @@ def test_an_unknown_status_changes_nothing(drain_world: DrainWorld,
                                  "internal error", http_status_code=500)
     stubber.activate()
     w.watch._ecs = lambda: failing
-    caplog.set_level(logging.WARNING, logger="ecssd_agent.drain")
+    caplog.set_level(logging.WARNING, logger="ecssd_agent.agent.drain")
     assert w.watch.tick() is None and w.watch.tick() is None
     stubber.assert_no_pending_responses()
     assert w.daemon.poll() is None and w.records() == published

@@ -37,12 +37,12 @@ from benchmarks.fleet.route53 import (
 )
 from benchmarks.fleet.world import World
 from benchmarks.fleet.writer import LEASE_KEY, SimHostStore, condition_holds
-from ecssd_agent.agent import owned_by_host
+from ecssd_agent.agent.host_agent import owned_by_host
 from ecssd_agent.aws.route53 import from_wire
-from ecssd_agent.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
-from ecssd_agent.records import host_records, routed
-from ecssd_agent.zone_reads import NameScan
-from ecssd_agent.zone_writer import LEASE_SECONDS
+from ecssd_agent.core.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.records import host_records, routed
+from ecssd_agent.sync.zone_reads import NameScan
+from ecssd_agent.writer.zone_writer import LEASE_SECONDS
 
 ZONE = "sd.internal."
 QUIET = Limits(name="test", propagation=(1.0, 1.0))

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from ecssd_agent import naming
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.records import host_records, routed, srv_value
 from ecssd_agent.dns.http_sd import PATH, Document, HttpSdServer, target_groups
 from ecssd_agent.dns.view import ZoneView, unavailable
-from ecssd_agent.model import Host, Owner, RecordSet, Routing, ServiceInstance
-from ecssd_agent.records import host_records, routed, srv_value
 
 Z = "sd.internal."
 TASK = "0123456789abcdef0123456789abcdef"

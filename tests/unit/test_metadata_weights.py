@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from ecssd_agent import task_records as tr
-from ecssd_agent.agent import Agent
-from ecssd_agent.metadata import service_instances
-from ecssd_agent.model import Container, Host, Routing
+from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.core import task_records as tr
+from ecssd_agent.core.metadata import service_instances
+from ecssd_agent.core.model import Container, Host, Routing
 
 CID = "feed" * 15 + "abcd"
 
@@ -111,7 +111,7 @@ def test_the_agent_warns_once_per_bad_variable(caplog: pytest.LogCaptureFixture)
     agent = Agent(None, _Docker([container({"SERVICE_8081_WEIGHT": "ten"})]),  # type: ignore[arg-type]
                   Host("ip-10-0-0-12", "10.0.0.12"), Routing.WEIGHTED,
                   publisher=_Publisher())  # type: ignore[arg-type]
-    with caplog.at_level(logging.WARNING, logger="ecssd_agent.agent"):
+    with caplog.at_level(logging.WARNING, logger="ecssd_agent.agent.host_agent"):
         for _ in range(3):
             names = {r.name for r in agent.desired(agent.docker.containers())}
     assert names == {"ip-10-0-0-12.servicediscovery.internal.",

@@ -13,10 +13,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from ecssd_agent.agent import Agent
+from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.aws.route53 import Route53Zone, find_zone, from_wire, to_wire
-from ecssd_agent.model import Action, Container, Host, Owner, RecordSet, Routing, ServiceInstance
-from ecssd_agent.records import host_records, parse_srv, routed, srv_value
+from ecssd_agent.core.model import Action, Container, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.records import host_records, parse_srv, routed, srv_value
 
 ZONE = "servicediscovery.internal."
 HOST = Host("ip-10-0-0-12", "10.0.0.12")

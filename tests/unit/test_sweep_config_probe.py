@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import pytest
 
-from ecssd_agent.settings import SettingsError
+from ecssd_agent.agent.settings import SettingsError
 from health_lambda.config import SweepSettings
 from health_lambda.probe import check, check_once, probe_all
 from health_lambda.sweep import Target

@@ -17,10 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ecssd_agent import naming
-from ecssd_agent.model import Owner, RecordSet, Routing
-from ecssd_agent.records import routed, srv_value
-from ecssd_agent.settings import SettingsError
+from ecssd_agent.agent.settings import SettingsError
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Owner, RecordSet, Routing
+from ecssd_agent.core.records import routed, srv_value
 from health_lambda.config import SweepSettings
 from health_lambda.probe import check
 from health_lambda.runner import empty_summary, rules_of

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from ecssd_agent import naming
-from ecssd_agent.model import Owner, RecordSet
-from ecssd_agent.settings import SettingsError
+from ecssd_agent.agent.settings import SettingsError
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Owner, RecordSet
 from health_lambda.config import SweepSettings
 from health_lambda.writer_hints import hints_for, send
 

@@ -24,12 +24,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ecssd_agent.aws.ecs import EcsReadError, container_instance_status
-from ecssd_agent.ecs_introspection import (
+from ecssd_agent.agent.ecs_introspection import (
     EcsIntrospection,
     InstanceIdentity,
     IntrospectionUnavailable,
 )
+from ecssd_agent.aws.ecs import EcsReadError, container_instance_status
 
 log = logging.getLogger(__name__)
 

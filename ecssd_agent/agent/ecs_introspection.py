@@ -5,7 +5,7 @@ Containers started by ECS carry the task ARN as a label (``com.amazonaws.ecs.tas
 this API is the fallback for the rest (older agents, containers whose labels were stripped).
 It only ever serves the EventBridge task events, never registration: a record's ownership
 must not depend on a local HTTP service being up. ``/v1/metadata`` names this host's
-cluster and container instance, for the drain watch (:mod:`ecssd_agent.drain`), which
+cluster and container instance, for the drain watch (:mod:`ecssd_agent.agent.drain`), which
 treats an agent that does not answer as "status unknown": nothing changes.
 """
 

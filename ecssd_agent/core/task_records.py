@@ -3,11 +3,11 @@
 A per-host agent sees containers through Docker; the task-events Lambda sees *tasks* through
 "ECS Task State Change" events and DescribeTasks, whose task descriptions have one shape
 (:func:`parse_task` reads both). What a task declares lives in its task definition's
-container definitions, which are turned into :class:`~ecssd_agent.model.Container` values so
+container definitions, which are turned into :class:`~ecssd_agent.core.model.Container` values so
 that ``SERVICE_<port>_NAME`` is read by the very parser the agent uses
-(:func:`ecssd_agent.metadata.service_instances`), not by a second copy of it.
+(:func:`ecssd_agent.core.metadata.service_instances`), not by a second copy of it.
 
-Names and ownership (see :mod:`ecssd_agent.naming` for the SetIdentifier scheme):
+Names and ownership (see :mod:`ecssd_agent.core.naming` for the SetIdentifier scheme):
 
 - Every record set written for a task is owned by ``Owner(kind="t", cluster, task, port)``,
   so "everything of task X" is an exact SetIdentifier test (:func:`owned_by_task`) and the
@@ -24,7 +24,7 @@ Names and ownership (see :mod:`ecssd_agent.naming` for the SetIdentifier scheme)
   or multivalue ``A calc.<zone>`` -> task IP (owner port ``""``), one record set per task, as
   the ``discovery.service.name`` agent did. ``SERVICE_<port>_WEIGHT`` and ``_PRIORITY`` of
   the container definition (environment or dockerLabels) are read by the agent's parser and
-  written as the agent writes them (:mod:`ecssd_agent.records`); the service's A record
+  written as the agent writes them (:mod:`ecssd_agent.core.records`); the service's A record
   takes the weight too, so a canary task gets its share of A answers as of SRV answers
   (a ``discovery.service.name`` service takes those of its first port).
   In bridge mode the SRV carries the host port from the event's ``networkBindings``; an A
@@ -47,8 +47,8 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from ecssd_agent import naming
-from ecssd_agent.metadata import (
+from ecssd_agent.core import naming
+from ecssd_agent.core.metadata import (
     ECS_CLUSTER,
     ECS_CONTAINER_NAME,
     ECS_TASK_ARN,
@@ -57,9 +57,9 @@ from ecssd_agent.metadata import (
     merged_metadata,
     service_instances,
 )
-from ecssd_agent.model import DEFAULT_WEIGHT, Container, Owner, RecordSet, Routing
-from ecssd_agent.plan import Owns
-from ecssd_agent.records import routed, srv_value
+from ecssd_agent.core.model import DEFAULT_WEIGHT, Container, Owner, RecordSet, Routing
+from ecssd_agent.core.plan import Owns
+from ecssd_agent.core.records import routed, srv_value
 
 SOURCE = "aws.ecs"
 DETAIL_TYPE = "ECS Task State Change"
