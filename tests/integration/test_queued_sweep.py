@@ -38,7 +38,11 @@ __all__ = ["fleet", "session", "sweep", "world"]  # fixtures
 
 TABLE = "ecssd-hosts"
 #: Decisive sweeps: tasks started just now are judged, any share of records may go.
-SWEEP_ENV = {"GRACE_SECONDS": "0", "MAX_DELETE_FRACTION": "1", "STOP_UNHEALTHY": "false"}
+# These tests are about the hints that follow deletions, not the guards that refuse them
+# (tests/integration/test_health_lambda.py and tests/unit/test_sweep_guards.py): most of
+# their instances fail on purpose.
+SWEEP_ENV = {"GRACE_SECONDS": "0", "MAX_DELETE_FRACTION": "1", "PROBE_OUTAGE_FRACTION": "1",
+             "STOP_UNHEALTHY": "false"}
 
 
 class Queued:
