@@ -28,6 +28,8 @@ from ecssd_agent.sync.zone_reads import ReadSchedule, owned_records_by_names, zo
 from ecssd_agent.writer.publish import Publisher
 
 Key = tuple[str, str, "str | None"]
+#: The daemon's default resync period (seconds), the read floor until a daemon attaches.
+DEFAULT_RESYNC = 300.0
 
 
 @dataclass
@@ -94,7 +96,9 @@ class DirectSink:
     change) and reads the zone only when it must: a full listing when nothing is known
     (startup, or --deregister-on-exit before anything), a name-scoped read when the daemon
     asks for one (a budgeted resync: ``ReadSchedule``), when the known state is doubtful, or
-    after a batch Route 53 rejected. ``read_owned`` (tests) replaces every read.
+    after a batch Route 53 rejected. ``full`` changes nothing here: the known state is exact
+    after every applied change, and a read is what ``read_zone`` asks for. ``read_owned``
+    (tests) replaces every read.
     """
 
     def __init__(self, zone: Route53Zone, *,
@@ -104,8 +108,9 @@ class DirectSink:
         self._custom_read = read_owned
         self._owned: dict[Key, RecordSet] | None = None
         self._stale = False  # _owned may be wrong (ambiguous error): read before planning
+        # the daemon's pacing (attach); the one-shot modes never read on a budget
         self._clock: Callable[[], float] = time.monotonic
-        self._schedule = ReadSchedule(300.0)
+        self._schedule = ReadSchedule(DEFAULT_RESYNC)
         self._schedule_started = False
         self.zone_reads = 0  # reads of the zone (full or name-scoped)
         self.full_reads = 0  # full listings of the zone
@@ -269,7 +274,8 @@ class QueuedSink:
     (:mod:`ecssd_agent.writer.publish`); no Route 53 request at all, so nothing to read,
     learn or be throttled by. An event publishes only a changed state; a full reconcile
     always publishes (a hint lost on the way is so re-sent); a one-shot removal asks the
-    writer to read the zone (``verify``), as nothing earlier can be trusted."""
+    writer to read the zone (``verify``), as nothing earlier can be trusted. ``read_zone`` is
+    the writer's business here (it reads a host's names when it must)."""
 
     def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher
@@ -315,4 +321,4 @@ class QueuedSink:
 
     @property
     def owned(self) -> int:
-        return 0  # the zone writer owns the record sets' application, not this agent
+        return 0  # this agent keeps no view of the zone: the zone writer does
