@@ -39,11 +39,12 @@ import requests
 from benchmarks import moto_paging
 from ecssd_agent.agent.docker_source import DockerSource
 from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.sink import DirectSink
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.core.model import Action, Change, Container, Host, RecordSet, Routing, ServiceInstance
 from ecssd_agent.core.records import host_records
-from ecssd_agent.sync.reconcile import converge
+from ecssd_agent.sync.reconcile import Outcome, converge
 from ecssd_agent.sync.zone_reads import owned_records_by_names
 
 AREA = "reconcile"
@@ -269,7 +270,7 @@ def fake_two_hundred(moto: Moto, zone_id: str, why: str, goal: str) -> list[dict
     """No engine: the Agent class with 200 fake containers (same planning and batching)."""
     clients = moto.clients()
     client = clients.client("route53")
-    agent = Agent(Route53Zone(client, find_zone(client, DOMAIN, zone_id)),
+    agent = Agent(DirectSink(Route53Zone(client, find_zone(client, DOMAIN, zone_id))),
                   FakeDocker(fake_containers(CONTAINERS)), Host("bench-host", "127.0.0.1"))
     started = time.perf_counter()
     outcome = agent.sync()
@@ -341,21 +342,22 @@ def zone_cost(moto: Moto, total: int) -> list[dict[str, Any]]:
         # set identical to one created and deleted before when any record set sorts after it.
         mine = fake_containers(20, offset=10**6 * (number + 1), services=services[:20])
         clients = moto.clients()
-        agent = Agent(Route53Zone(clients.client("route53"), zone), FakeDocker(mine),
-                      Host(f"bench-host-{number + 1}", "127.0.0.1"))
+        sink = DirectSink(Route53Zone(clients.client("route53"), zone))
+        agent = Agent(sink, FakeDocker(mine), Host(f"bench-host-{number + 1}", "127.0.0.1"))
         names = {r.name for r in agent.desired(mine)}
 
-        def read(agent: Agent = agent, names: set[str] = names) -> list[RecordSet]:
-            return owned_records_by_names(agent.zone, names, agent.owns).records
+        def read(agent: Agent = agent, sink: DirectSink = sink,
+                 names: set[str] = names) -> list[RecordSet]:
+            return owned_records_by_names(sink.zone, names, agent.owns).records
 
         figures = []
         for _phase in ("register", "resync"):
             before = clients.stats.by_operation()
             started = time.perf_counter()
             if strategy.startswith("full"):
-                outcome = agent.sync()
+                outcome: Outcome = agent.sync()
             else:
-                outcome = converge(agent.zone, agent.desired(mine), agent.owns, read=read)
+                outcome = converge(sink.zone, agent.desired(mine), agent.owns, read=read)
             seconds = time.perf_counter() - started
             after = clients.stats.by_operation()
             lists = after.get("ListResourceRecordSets", 0) - before.get("ListResourceRecordSets", 0)

@@ -58,8 +58,8 @@ CONVERGE_ATTEMPTS: int = (converge.__kwdefaults__ or {}).get("attempts", 3)
 class DaemonPolicy:
     """How a daemon reads and writes; the fleet simulation compares these.
 
-    ``read``: what a zone read is: ``full`` lists the whole zone (the daemon's default
-    ``_list_owned``), ``names`` lists only this host's names (``zone_reads.NameScan``).
+    ``read``: what a zone read is: ``full`` lists the whole zone (the direct sink's
+    full read, ``DirectSink._read``), ``names`` lists only this host's names (``zone_reads.NameScan``).
     ``resync_reads``: ``always`` reads the zone on every resync (the daemon before issue 10);
     ``budget`` reads it only when ``zone_reads.read_interval`` says the fleet can afford it and
     otherwise plans on the known state. ``startup``: ``read`` reads before the first plan;
@@ -357,7 +357,7 @@ class SimHost:
         return (yield from self._converge())
 
     def _publish(self) -> Work:
-        """Queued mode, as ``Daemon._reconcile`` with a publisher: publish the whole desired
+        """Queued mode, as ``Daemon._reconcile`` with a ``QueuedSink``: publish the whole desired
         state (``force`` unless the batch is only events), no Route 53 request. The PutItem
         and SendMessage take ``publish_latency``; a host that dies meanwhile publishes
         nothing."""
@@ -455,7 +455,7 @@ class SimHost:
         return names
 
     def _read(self, only: set[str] | None = None) -> Work:
-        """The daemon's ``read_owned``: the whole zone, or this host's names (``only`` those
+        """The direct sink's read (``DirectSink._read``): the whole zone, or this host's names (``only`` those
         after a rejection: the names the rejected plan touched)."""
         first = self.policy.startup == "full" and self.known is None
         if self.policy.read == "full" or first:
@@ -464,7 +464,7 @@ class SimHost:
                 return False
             self.known = {r.key: r for r in records if self.owns(r)}
             self.reads += 1
-            if first and self.policy.resync_reads == "budget":  # as Daemon._sized
+            if first and self.policy.resync_reads == "budget":  # as DirectSink._sized
                 size = yield from self._zone_size()
                 if size is None:
                     return False

@@ -17,6 +17,7 @@ from ecssd_agent.agent import daemon
 from ecssd_agent.agent.docker_source import DockerSource, DockerUnavailable
 from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.agent.settings import Settings, SettingsError, load
+from ecssd_agent.agent.sink import Delivery, DirectSink, QueuedSink, Sink
 from ecssd_agent.aws.change_queue import ChangeQueue
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import HostStore
@@ -24,7 +25,7 @@ from ecssd_agent.aws.imds import Imds, MetadataUnavailable
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.core import naming
 from ecssd_agent.core.model import Host, Routing
-from ecssd_agent.sync.reconcile import NotConverged, Outcome
+from ecssd_agent.sync.reconcile import NotConverged
 from ecssd_agent.writer.publish import Publisher
 
 log = logging.getLogger("ecssd_agent")
@@ -63,6 +64,17 @@ def build_agent(settings: Settings, clients: Clients | None = None) -> tuple[Age
     clients = clients or Clients(region=region, retry_mode=settings.aws_retry_mode,
                                  max_attempts=settings.aws_max_attempts,
                                  zone_role=settings.zone_role(f"ecssd-agent-{host.label}"))
+    sink = build_sink(settings, clients, host)
+    agent = Agent(sink, DockerSource(settings.docker_host or None,
+                                     health_gate=settings.health_gate),
+                  host, routing=Routing(settings.routing), ttl=settings.ttl,
+                  dry_run=settings.dry_run)
+    return agent, clients
+
+
+def build_sink(settings: Settings, clients: Clients, host: Host) -> Sink:
+    """Where this agent's output goes: the zone writer's table and queue (queued mode), else
+    the hosted zone itself."""
     if settings.queued:
         try:
             zone_name = naming.zone_fqdn(settings.domain)
@@ -73,11 +85,7 @@ def build_agent(settings: Settings, clients: Clients | None = None) -> tuple[Age
                               host.label, zone_name)
         log.info("host %s (%s), zone %s, queued mode: publishing to %s for the zone writer",
                  host.label, host.ip, zone_name, settings.host_table)
-        docker = DockerSource(settings.docker_host or None, health_gate=settings.health_gate)
-        agent = Agent(None, docker, host,
-                      routing=Routing(settings.routing), ttl=settings.ttl,
-                      dry_run=settings.dry_run, publisher=publisher)
-        return agent, clients
+        return QueuedSink(publisher)
     route53 = clients.client("route53")
     zone = find_zone(route53, settings.domain, settings.hosted_zone_id or None,
                      settings.vpc_id or None)
@@ -86,23 +94,13 @@ def build_agent(settings: Settings, clients: Clients | None = None) -> tuple[Age
     # The daemon retries a throttled write itself, re-planned with everything pending (see
     # daemon.THROTTLED_RETRY_MAX); one-shot modes keep botocore's retries.
     writer = clients.client("route53", max_attempts=1) if settings.mode == "daemon" else None
-    agent = Agent(Route53Zone(route53, zone, write_client=writer),
-                  DockerSource(settings.docker_host or None, health_gate=settings.health_gate),
-                  host,
-                  routing=Routing(settings.routing), ttl=settings.ttl, dry_run=settings.dry_run)
-    return agent, clients
+    return DirectSink(Route53Zone(route53, zone, write_client=writer))
 
 
-def summarize(mode: str, outcome: Outcome, clients: Clients, queued: bool = False) -> None:
+def summarize(mode: str, delivery: Delivery, clients: Clients) -> None:
     requests = clients.stats.by_operation()
-    if queued:
-        log.info("%s done: published this host's desired state for the zone writer; AWS "
-                 "requests %s", mode, requests, extra={"mode": mode, "aws_requests": requests})
-        return
-    log.info("%s done: %d change(s) in %d change request(s); AWS requests %s", mode,
-             len(outcome.changes), outcome.requests, requests,
-             extra={"mode": mode, "changes": len(outcome.changes),
-                    "change_requests": outcome.requests, "aws_requests": requests})
+    log.info("%s done: %s; AWS requests %s", mode, delivery.summary, requests,
+             extra={"mode": mode, **delivery.extra, "aws_requests": requests})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,9 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return daemon.serve(settings, build_agent)
         agent, clients = build_agent(settings)
         if settings.mode == "sync":
-            summarize("sync", agent.sync(), clients, settings.queued)
+            summarize("sync", agent.sync(), clients)
             return EXIT_OK
-        summarize("remove", agent.remove(), clients, settings.queued)
+        summarize("remove", agent.remove(), clients)
         return EXIT_OK
     except (StartupError, ZoneError, DockerUnavailable, NotConverged) as exc:
         log.error("%s", exc)

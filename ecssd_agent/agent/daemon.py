@@ -17,13 +17,15 @@ the periodic resync reads only when the fleet-wide read budget allows
 (``zone_reads.ReadSchedule``) and not while Route 53 throttled this host in the last minute;
 otherwise it plans against what this host knows it owns (updated from every applied change),
 as events do. A batch Route 53 rejects is re-planned on a name-scoped read. An event costs
-exactly one change request and no listing.
+exactly one change request and no listing. That known state and those reads live in the
+direct mode's sink (``ecssd_agent.agent.sink.DirectSink``); the loop only says when a read is
+wanted.
 
-In queued mode (``--host-table`` and ``--change-queue``) the same loop ends differently: the
-desired state of the whole host is published for the zone writer (``ecssd_agent.writer.publish``)
+In queued mode (``--host-table`` and ``--change-queue``) the same loop ends in another sink
+(``QueuedSink``): the desired state of the whole host is published for the zone writer
 instead of converged, and the agent makes no Route 53 request at all. Events publish only
 when the desired state changed; resyncs, retries and startup always publish (a hint lost on
-the way is so re-sent).
+the way is so re-sent). The loop never asks which sink it has.
 
 Two more inputs decide what is published. The health gate: a container with a Docker
 HEALTHCHECK is published only while Docker reports it healthy; ``health_status`` events
@@ -45,7 +47,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -60,9 +62,8 @@ from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.agent.status import Status, StatusServer
 from ecssd_agent.aws.eventbridge import TaskEventSender
 from ecssd_agent.core.coalescer import Coalescer
-from ecssd_agent.core.model import Action, Change, Container, RecordSet
-from ecssd_agent.sync.reconcile import NotConverged, Outcome, Read, converge
-from ecssd_agent.sync.zone_reads import ReadSchedule, owned_records_by_names, zone_record_count
+from ecssd_agent.core.model import Container
+from ecssd_agent.sync.reconcile import NotConverged
 
 if TYPE_CHECKING:
     from ecssd_agent.agent.settings import Settings
@@ -96,8 +97,6 @@ DEFINITE_ERRORS = frozenset({"Throttling", "PriorRequestNotComplete"})
 #: to 20 s): a 20% deployment over 500 hosts converges well within 2 minutes only this way.
 THROTTLED_RETRY_MAX = 8.0
 
-Key = tuple[str, str, "str | None"]
-
 
 @dataclass
 class Work:
@@ -127,11 +126,11 @@ class Daemon:
         task_events: TaskEventSender | None = None,
         drain: DrainWatch | None = None,
         stream_factory: Callable[..., EventSource] = EventStream,
-        read_owned: Callable[[], Iterable[RecordSet]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self.agent = agent
+        self.sink = agent.sink
         self.resync = resync
         self.deregister_on_exit = deregister_on_exit
         self.status = status or Status()
@@ -139,9 +138,6 @@ class Daemon:
         self.drain = drain
         if drain is not None:
             drain.on_status = self._on_drain_status
-        # read_owned given (tests): every read uses it; else a full listing when nothing is
-        # known, name-scoped reads afterwards
-        self._custom_read = read_owned
         self._clock = clock
         self._rng = rng or random.Random()
         self._cond = threading.Condition()
@@ -159,10 +155,6 @@ class Daemon:
         # the loop thread's own
         self._view: dict[str, Container] = {}
         self._view_known = False
-        self._owned: dict[Key, RecordSet] | None = None
-        self._stale = False  # _owned may be wrong (ambiguous error): read before planning
-        self._schedule = ReadSchedule(resync, rng=self._rng)
-        self._schedule_started = False
         self._pressure_until = float("-inf")
         self._retry_at: float | None = None
         self._retry_delay = RETRY_MIN
@@ -171,13 +163,9 @@ class Daemon:
         self._next_resync = clock() + self._resync_interval()
         self._deregistered: bool | None = None
         self._worker: threading.Thread | None = None
-        if agent.publisher is None:
-            self._watch_throttling(agent.zone.client)
-            if agent.zone.write_client is not agent.zone.client:
-                self._watch_throttling(agent.zone.write_client)
+        self.sink.attach(resync=resync, clock=clock, rng=self._rng)
+        self.sink.watch_throttling(lambda: self._throttled(self._clock()))
         self.reconciles = 0  # completed successfully (tests and benchmarks read it)
-        self.zone_reads = 0  # reads of the zone (full or name-scoped)
-        self.full_reads = 0  # full listings of the zone
 
     # --- inputs, from the stream thread --------------------------------------------------
 
@@ -347,7 +335,7 @@ class Daemon:
         if now >= self._next_resync:
             work.kind, work.relist = "resync", True
             # read only when the fleet's read budget allows and Route 53 is not pushing back
-            work.read_zone = work.read_zone or (self._schedule.due(now)
+            work.read_zone = work.read_zone or (self.sink.read_due(now)
                                                 and now >= self._pressure_until)
             self._next_resync = now + self._resync_interval()
         if self._relist and self._connected:
@@ -382,16 +370,8 @@ class Daemon:
             desired = self.agent.desired([] if work.draining else self._view.values())
             if not work.draining:
                 self.status.containers_withheld.set(self.agent.withheld)
-            published = False
-            if self.agent.publisher is not None:  # queued mode: the zone writer applies it
-                outcome = Outcome()
-                if not self.agent.dry_run:
-                    published = self.agent.publisher.publish(desired, force=work.kind != "event")
-            else:
-                outcome = converge(self.agent.zone, desired, self.agent.owns,
-                                   read=self._reader(work.read_zone, desired),
-                                   dry_run=self.agent.dry_run)
-                self._learn(outcome.changes)
+            delivery = self.sink.reconcile(desired, self.agent.owns, full=work.kind != "event",
+                                           read_zone=work.read_zone, dry_run=self.agent.dry_run)
             if work.unknown:
                 raise DockerUnavailable(f"cannot inspect {len(work.unknown)} container(s); "
                                         "kept their previous state")
@@ -400,33 +380,21 @@ class Daemon:
             return
         finished = self._clock()
         self.reconciles += 1
-        if outcome.requests:
+        if delivery.requests:
             with self._cond:
                 self._coalescer.requested(finished)
         self._retry_delay = RETRY_MIN
         self._definite_failures = 0
-        owned = len(self._owned) if self._owned is not None else 0
-        self.status.reconciled(work.kind, finished - started, owned)
+        self.status.reconciled(work.kind, finished - started, self.sink.owned)
         for since in work.dirty.values():
             self.status.event_latency.observe(max(finished - since, 0.0))
         if not self.agent.dry_run:
-            for change in outcome.changes:
+            for change in delivery.changes:
                 self.status.changes.labels(change.action.value).inc()
-        if self.agent.publisher is not None:
-            log.log(logging.INFO if published or work.kind != "event" else logging.DEBUG,
-                    "reconciled (%s): %s %d record set(s) for the zone writer; %d container(s) "
-                    "looked at, %d running", work.kind,
-                    "published" if published else "unchanged, not published", len(desired),
-                    len(work.dirty), len(self._view),
-                    extra={"reconcile": work.kind, "published": published,
-                           "records": len(desired), "seconds": round(finished - started, 3)})
-            return
-        level = logging.INFO if outcome.changes or work.kind != "event" else logging.DEBUG
-        log.log(level, "reconciled (%s): %d change(s) in %d change request(s); %d container(s) "
-                "looked at, %d running with records, %d record set(s) owned", work.kind,
-                len(outcome.changes), outcome.requests, len(work.dirty), len(self._view), owned,
-                extra={"reconcile": work.kind, "changes": len(outcome.changes),
-                       "change_requests": outcome.requests, "owned": owned,
+        level = logging.INFO if delivery.notable or work.kind != "event" else logging.DEBUG
+        log.log(level, "reconciled (%s): %s; %d container(s) looked at, %d running", work.kind,
+                delivery.summary, len(work.dirty), len(self._view),
+                extra={"reconcile": work.kind, **delivery.extra,
                        "seconds": round(finished - started, 3)})
 
     def _observe(self, work: Work) -> None:
@@ -465,86 +433,6 @@ class Daemon:
                 if self._ending.get(container_id) == since:
                     del self._ending[container_id]
 
-    def _reader(self, scheduled: bool, desired: list[RecordSet], size: bool = True) -> Read:
-        """The zone as converge reads it: the known state, unless a read is ``scheduled`` or
-        the known state is missing or doubtful; then (and on every later call: converge calls
-        again after a batch Route 53 rejected) a read of the zone.
-
-        The first read of a reconcile also sizes the zone (one GetHostedZone) to schedule the
-        next budgeted read: the fleet is estimated as zone records / this host's records.
-        """
-        calls = 0
-
-        def read() -> list[RecordSet]:
-            nonlocal calls
-            calls += 1
-            if calls == 1 and not scheduled and not self._stale and self._owned is not None:
-                return list(self._owned.values())
-            names = self._names(desired)
-            requests = self._read(names)
-            if calls == 1 and size:
-                self._sized(desired, names, requests)
-            assert self._owned is not None
-            return list(self._owned.values())
-
-        return read
-
-    def _names(self, desired: Iterable[RecordSet]) -> set[str]:
-        """What a name-scoped read covers: the names this host wants records under, and the
-        names it knows it owns records under (stale ones are found and deleted so)."""
-        names = {r.name for r in desired}
-        if self._owned is not None:
-            names.update(r.name for r in self._owned.values())
-        return names
-
-    def _read(self, names: set[str]) -> int | None:
-        """Read the zone into ``_owned``; the requests it cost (None: not known).
-
-        With no known state at all (startup), the whole zone is listed: that is the only
-        read that finds records left under names this host no longer publishes (a container
-        that went away while the agent was down). Afterwards only ``names`` are read.
-        """
-        requests: int | None = None
-        if self._custom_read is not None:
-            listed = list(self._custom_read())
-        elif self._owned is None:
-            listed = self._list_owned()
-            self.full_reads += 1
-        else:
-            result = owned_records_by_names(self.agent.zone, names, self.agent.owns)
-            listed = result.merged_into(self._owned.values())
-            requests = result.requests
-        self.zone_reads += 1
-        self._owned = {r.key: r for r in listed}
-        self._stale = False
-        return requests
-
-    def _sized(self, desired: list[RecordSet], names: set[str], requests: int | None) -> None:
-        """Schedule the next budgeted read after this one (see zone_reads.ReadSchedule)."""
-        count = zone_record_count(self.agent.zone)
-        now = self._clock()
-        if not self._schedule_started or requests is None:
-            # the first (full) read: the next one at a random point of the interval, so
-            # hosts that start together do not read together
-            self._schedule.start(now, count, len(desired), len(names))
-            self._schedule_started = True
-        else:
-            self._schedule.done(now, count, len(desired), requests + 1)
-
-    def _list_owned(self) -> list[RecordSet]:
-        """The record sets this host owns, from a full listing of the zone."""
-        return [r for r in self.agent.zone.records() if self.agent.owns(r)]
-
-    def _learn(self, changes: Iterable[Change]) -> None:
-        """Apply the changes just made to the known state (a dry run changed nothing)."""
-        if self._owned is None or self.agent.dry_run:
-            return
-        for change in changes:
-            if change.action is Action.DELETE:
-                self._owned.pop(change.record.key, None)
-            else:
-                self._owned[change.record.key] = change.record
-
     def _failed(self, work: Work, exc: Exception, started: float) -> None:
         now = self._clock()
         code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
@@ -552,7 +440,7 @@ class Daemon:
         if code == "Throttling":
             self._throttled(now)
         if not definite and not isinstance(exc, DockerUnavailable):
-            self._stale = True  # a write may have half-happened: read the zone next time
+            self.sink.doubt()  # a write may have half-happened: read the zone next time
         if definite:
             delay = self._rng.uniform(0, min(2.0 ** self._definite_failures, THROTTLED_RETRY_MAX))
             self._definite_failures += 1
@@ -572,21 +460,6 @@ class Daemon:
         log.error("reconcile (%s) failed, retrying in %.1fs: %s", work.kind, delay, exc,
                   extra={"reconcile": work.kind, "retry_in": delay})
 
-    def _watch_throttling(self, client: object) -> None:
-        """See every Throttling answer, also those botocore retries by itself (its standard
-        retries hide them from the caller until they run out): back pressure starts at once."""
-        meta = getattr(client, "meta", None)
-        events = getattr(meta, "events", None)
-        if events is None:  # not a botocore client (a test double)
-            return
-        events.register("needs-retry.route53", self._on_attempt,
-                        unique_id=f"ecssd-daemon-throttling-{id(self)}")
-
-    def _on_attempt(self, response: object = None, **_kwargs: object) -> None:
-        parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else None
-        if isinstance(parsed, dict) and parsed.get("Error", {}).get("Code") == "Throttling":
-            self._throttled(self._clock())
-
     def _throttled(self, now: float) -> None:
         """Route 53 answered Throttling: the account is over its budget. For a minute, gather
         events longer (fewer, fuller change requests) and let budgeted reads wait."""
@@ -604,29 +477,14 @@ class Daemon:
 
     def _deregister(self) -> None:
         """--deregister-on-exit: delete every record set this host owns."""
-        if self.agent.publisher is not None:
-            try:
-                if not self.agent.dry_run:
-                    self.agent.publisher.publish([], force=True)
-            except (ClientError, BotoCoreError) as exc:
-                self._deregistered = False
-                log.error("deregistration on exit failed: %s", exc)
-                return
-            self._deregistered = True
-            log.info("deregistered on exit: published an empty state for the zone writer")
-            return
         try:
-            outcome = converge(self.agent.zone, [], self.agent.owns, read=self._reader(False, [], size=False),
-                               dry_run=self.agent.dry_run)
+            delivery = self.sink.deregister(self.agent.owns, dry_run=self.agent.dry_run)
         except (NotConverged, ClientError, BotoCoreError) as exc:
             self._deregistered = False
             log.error("deregistration on exit failed: %s", exc)
             return
-        self._learn(outcome.changes)
         self._deregistered = True
-        log.info("deregistered on exit: %d record set(s) deleted in %d change request(s)",
-                 len(outcome.changes), outcome.requests,
-                 extra={"changes": len(outcome.changes), "change_requests": outcome.requests})
+        log.info("deregistered on exit: %s", delivery.summary, extra=delivery.extra)
 
 
 # --- wiring (the CLI's daemon mode) ---------------------------------------------------------

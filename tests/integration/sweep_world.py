@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.sink import DirectSink
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.core.metadata import ECS_CLUSTER, ECS_CONTAINER_NAME, ECS_TASK_ARN
 from ecssd_agent.core.model import Container, Host, RecordSet, Routing
@@ -230,7 +231,7 @@ class SweepWorld:
     def sync(self, hosts: Iterable[WorldHost] | None = None) -> None:
         """Each host's agent writes its records (one converge per host)."""
         for host in hosts if hosts is not None else self.hosts:
-            agent = Agent(self.zone, _FakeDocker(host),  # type: ignore[arg-type]
+            agent = Agent(DirectSink(self.zone), _FakeDocker(host),  # type: ignore[arg-type]
                           Host(host.label, host.ip), Routing.WEIGHTED, ttl=0)
             agent.sync()
 

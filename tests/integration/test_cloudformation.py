@@ -46,6 +46,7 @@ import pytest
 
 from ecssd_agent.agent import settings as agent_settings
 from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.sink import DirectSink
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.core.metadata import ECS_CLUSTER, ECS_CONTAINER_NAME, ECS_TASK_ARN
@@ -1100,11 +1101,11 @@ def test_lambdas_need_no_more_than_their_roles_allow(
                          ECS_CONTAINER_NAME: "time"}, ports={"8082/tcp": (port,)})
 
     # Records as the agents write them: this host's, and those of a host that is gone.
-    Agent(zone, _Docker([time_container(healthy_task, healthy_port),  # type: ignore[arg-type]
+    Agent(DirectSink(zone), _Docker([time_container(healthy_task, healthy_port),  # type: ignore[arg-type]
                          time_container(sick_task, sick_port)]),
           Host(host.label, host.ip), Routing.WEIGHTED).sync()
     gone = time_container(f"arn:aws:ecs:{REGION}:123456789012:task/{cluster}/{'f' * 32}", 40000)
-    Agent(zone, _Docker([gone]), Host("ip-127-0-33-99", "127.0.33.99"),  # type: ignore[arg-type]
+    Agent(DirectSink(zone), _Docker([gone]), Host("ip-127-0-33-99", "127.0.33.99"),  # type: ignore[arg-type]
           Routing.WEIGHTED).sync()
     assert proxy.take() == []  # the set-up talked to moto directly
 

@@ -34,6 +34,7 @@ import dns.resolver
 import pytest
 
 from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.sink import DirectSink
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.core.model import Action, Change, Container, Host, RecordSet, Routing
 from ecssd_agent.core.records import srv_value
@@ -66,7 +67,7 @@ def container(n: int, service: str, host_port: int) -> Container:
 
 def sync_host(zone: Route53Zone, label: str, ip: str, containers: list[Container],
               routing: Routing = Routing.WEIGHTED) -> None:
-    agent = Agent(zone, FakeDocker(containers), Host(label, ip), routing=routing)  # type: ignore[arg-type]
+    agent = Agent(DirectSink(zone), FakeDocker(containers), Host(label, ip), routing=routing)  # type: ignore[arg-type]
     agent.sync()
 
 

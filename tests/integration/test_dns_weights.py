@@ -27,6 +27,7 @@ import dns.rcode
 import pytest
 
 from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.sink import DirectSink
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.core.model import Container, Host, Routing
 from ecssd_agent.dns.client import ServiceResolver
@@ -80,12 +81,12 @@ def server(moto_server, tmp_path_factory) -> Iterator[Server]:
     for n, (label, ip, host_port, weight) in enumerate(WEIGHTED):
         containers = [calc(n, host_port, {"SERVICE_8081_NAME": "_calc._tcp",
                                           "SERVICE_8081_WEIGHT": weight})]
-        Agent(zone, FakeDocker(containers), Host(label, ip)).sync()  # type: ignore[arg-type]
+        Agent(DirectSink(zone), FakeDocker(containers), Host(label, ip)).sync()  # type: ignore[arg-type]
     for n, (label, ip, host_port, priority, weight) in enumerate(TIERED, start=10):
         env = {"SERVICE_8081_NAME": "tiered", "SERVICE_8081_PRIORITY": priority}
         if weight is not None:
             env["SERVICE_8081_WEIGHT"] = weight
-        Agent(zone, FakeDocker([calc(n, host_port, env)]), Host(label, ip),  # type: ignore[arg-type]
+        Agent(DirectSink(zone), FakeDocker([calc(n, host_port, env)]), Host(label, ip),  # type: ignore[arg-type]
               routing=Routing.MULTIVALUE).sync()
 
     port = free_port()

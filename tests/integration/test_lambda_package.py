@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.sink import DirectSink
 from ecssd_agent.aws.change_queue import Hint, hint_body
 from ecssd_agent.aws.host_store import HostStore
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
@@ -275,7 +276,7 @@ def world(aws: MotoServer) -> Iterator[World]:
         def containers(self) -> list[Container]:
             return [gone]
 
-    Agent(zone, Docker(), Host("ip-127-0-9-9", "127.0.9.9"),  # type: ignore[arg-type]
+    Agent(DirectSink(zone), Docker(), Host("ip-127-0-9-9", "127.0.9.9"),  # type: ignore[arg-type]
           Routing.WEIGHTED).sync()
     yield World(aws, zone_id, zone, host_ip, str(xray))
 

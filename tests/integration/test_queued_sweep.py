@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.sink import QueuedSink
 from ecssd_agent.aws.change_queue import ChangeQueue, Hint, parse_hint
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import HostStore
@@ -69,8 +70,8 @@ class Queued:
             publisher = Publisher(self.store, self.queue, host.label,
                                   self.world.zone.zone.name)
             agent = self.agents[host.label] = Agent(
-                None, _FakeDocker(host), Host(host.label, host.ip),  # type: ignore[arg-type]
-                Routing.WEIGHTED, publisher=publisher)
+                QueuedSink(publisher), _FakeDocker(host),  # type: ignore[arg-type]
+                Host(host.label, host.ip), Routing.WEIGHTED)
         agent.sync()
 
     def write(self) -> list[WriteOutcome]:

@@ -34,6 +34,7 @@ from botocore.stub import Stubber
 
 from ecssd_agent.agent import cli
 from ecssd_agent.agent import settings as agent_settings
+from ecssd_agent.agent.sink import DirectSink
 from ecssd_agent.aws.assume_role import ZoneRole, role_credentials
 from ecssd_agent.aws.change_queue import ChangeQueue
 from ecssd_agent.aws.clients import Clients
@@ -209,8 +210,9 @@ def test_the_agent_finds_and_writes_the_zone_of_the_role(remote: Remote) -> None
                                     "--assume-role-external-id", "ext-42", DOMAIN], {})
     agent, clients = cli.build_agent(settings)
     assert clients.zone_role == ZoneRole(ROLE, "ext-42", "ecssd-agent-ip-127-0-0-2")
-    zone = agent._zone
-    assert zone is not None and zone.zone.id == remote.zone_id
+    assert isinstance(agent.sink, DirectSink)
+    zone = agent.sink.zone
+    assert zone.zone.id == remote.zone_id
     zone.apply(host_changes(2, "calc"))
     owners = {naming.parse_set_identifier(r.set_identifier) for r in remote.zone().records()
               if r.set_identifier}

@@ -27,6 +27,7 @@ from ecssd_agent.agent.ecs_introspection import (
 )
 from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.agent.settings import SettingsError, load
+from ecssd_agent.agent.sink import DirectSink
 from ecssd_agent.agent.status import Status
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
@@ -192,7 +193,7 @@ def drain_world() -> Iterator[DrainWorld]:
         watch = DrainWatch(introspection, lambda: clients.client("ecs"),  # type: ignore[arg-type]
                            interval=30.0)
         docker, clock = FakeDocker(), Clock()
-        daemon = Daemon(Agent(zone, docker, HOST),  # type: ignore[arg-type]
+        daemon = Daemon(Agent(DirectSink(zone), docker, HOST),  # type: ignore[arg-type]
                         coalesce=0.25, resync=300.0, status=Status(clients.stats), drain=watch,
                         stream_factory=FakeStream, clock=clock, rng=random.Random(7))
         world = DrainWorld(clients, zone, docker, clock, daemon)

@@ -28,6 +28,7 @@ from ecssd_agent.agent.daemon import (
 from ecssd_agent.agent.docker_events import ContainerEvent
 from ecssd_agent.agent.docker_source import DockerUnavailable
 from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.sink import DirectSink
 from ecssd_agent.agent.status import Status
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
@@ -138,6 +139,13 @@ class World:
         return settle(self.daemon, self.clock, limit)
 
 
+def direct(world: World) -> DirectSink:
+    """The daemon's sink: its Route 53 client, known state and read counts."""
+    sink = world.daemon.sink
+    assert isinstance(sink, DirectSink)
+    return sink
+
+
 @pytest.fixture
 def world() -> Iterator[World]:
     with mock_aws():
@@ -150,7 +158,7 @@ def world() -> Iterator[World]:
         zone = Route53Zone(r53, find_zone(r53, ZONE))
         docker = FakeDocker()
         clock = Clock()
-        agent = Agent(zone, docker, HOST)  # type: ignore[arg-type]
+        agent = Agent(DirectSink(zone), docker, HOST)  # type: ignore[arg-type]
         daemon = Daemon(agent, coalesce=0.25, resync=300.0, status=Status(clients.stats),
                         stream_factory=FakeStream, clock=clock, rng=random.Random(7))
         yield World(clients, zone, docker, clock, daemon)
@@ -277,7 +285,7 @@ def test_no_listing_of_the_containers_means_no_change(world: World) -> None:
 
 def test_route53_unreachable_keeps_desired_state_and_converges_later(world: World) -> None:
     started(world)
-    client: Any = world.daemon.agent.zone.client
+    client: Any = direct(world).zone.client
     real = client.change_resource_record_sets
     calls = {"n": 0}
 
@@ -501,7 +509,7 @@ def test_a_periodic_resync_on_a_big_zone_reads_only_this_hosts_names(world: Worl
     fill(world, 1500)  # 1,504 record sets: a full listing is 6 pages
     started(world, (21, "web", 32021), (22, "zzzzz", 32022))
     assert world.requests("ListResourceRecordSets") == 6  # startup: the one full listing
-    assert world.daemon.full_reads == 1
+    assert direct(world).full_reads == 1
     # a resync while the fleet's read budget does not allow a read: no listing at all
     world.clock.advance(300 * 1.1)
     assert world.settle() == ["resync"]
@@ -514,12 +522,12 @@ def test_a_periodic_resync_on_a_big_zone_reads_only_this_hosts_names(world: Worl
                and (r.set_identifier or "").startswith(f"ecssd:h:{HOST.label}"))
     from ecssd_agent.core.model import Action, Change
     world.zone.apply([Change(Action.DELETE, srv)])
-    world.clock.t = max(world.daemon._schedule.next_at, world.daemon._next_resync) + 0.1
+    world.clock.t = max(direct(world)._schedule.next_at, world.daemon._next_resync) + 0.1
     assert world.settle() == ["resync"]
     assert f"SRV zzzzz.{ZONE}." in world.records()
     listed = world.requests("ListResourceRecordSets") - 6
     assert 1 <= listed <= 3
-    assert world.daemon.full_reads == 1
+    assert direct(world).full_reads == 1
     # every foreign record set is untouched (a set: moto repeats some across pages)
     others = {r.set_identifier for r in world.zone.records()
               if (r.set_identifier or "").startswith("ecssd:h:ip-10-1-")}
@@ -534,7 +542,7 @@ def throttling(**kwargs: Any) -> Any:
 def test_throttling_keeps_the_known_state_and_gathers_longer(world: World) -> None:
     started(world, (23, "web", 32023))
     lists = world.requests("ListResourceRecordSets")
-    client: Any = world.daemon.agent.zone.client
+    client: Any = direct(world).zone.client
     real = client.change_resource_record_sets
     client.change_resource_record_sets = throttling
     world.docker.run(cid(24), "api", 32024)
@@ -554,7 +562,7 @@ def test_throttling_keeps_the_known_state_and_gathers_longer(world: World) -> No
 def test_an_ambiguous_error_rereads_only_this_hosts_names(world: World) -> None:
     started(world, (26, "web", 32026))
     lists = world.requests("ListResourceRecordSets")
-    client: Any = world.daemon.agent.zone.client
+    client: Any = direct(world).zone.client
     real = client.change_resource_record_sets
 
     def timeout(**kwargs: Any) -> Any:
@@ -567,7 +575,7 @@ def test_an_ambiguous_error_rereads_only_this_hosts_names(world: World) -> None:
     world.settle()
     assert f"SRV api.{ZONE}." in world.records()
     assert world.requests("ListResourceRecordSets") > lists  # the write may have happened
-    assert world.daemon.full_reads == 1  # ... but only this host's names were read
+    assert direct(world).full_reads == 1  # ... but only this host's names were read
 
 
 def test_throttled_writes_are_retried_soon_and_replanned(world: World) -> None:
@@ -575,7 +583,7 @@ def test_throttled_writes_are_retried_soon_and_replanned(world: World) -> None:
     up-to-20 s waits nor the 30 s cap for unknown errors, and the retry carries what became
     pending meanwhile."""
     started(world, (28, "web", 32028))
-    client: Any = world.daemon.agent.zone.client
+    client: Any = direct(world).zone.client
     real = client.change_resource_record_sets
     calls: list[int] = []
 

@@ -17,6 +17,7 @@ from moto import mock_aws
 from ecssd_agent.agent.daemon import Daemon
 from ecssd_agent.agent.docker_events import ContainerEvent
 from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.sink import QueuedSink
 from ecssd_agent.agent.status import Status
 from ecssd_agent.aws.change_queue import ChangeQueue
 from ecssd_agent.aws.clients import Clients
@@ -77,7 +78,7 @@ def world() -> Iterator[QueuedWorld]:
                               ZONE + ".")
         docker = FakeDocker()
         clock = Clock()
-        agent = Agent(None, docker, HOST, publisher=publisher)  # type: ignore[arg-type]
+        agent = Agent(QueuedSink(publisher), docker, HOST)  # type: ignore[arg-type]
         daemon = Daemon(agent, coalesce=0.25, resync=300.0, status=Status(clients.stats),
                         stream_factory=FakeStream, clock=clock, rng=random.Random(7),
                         deregister_on_exit=True)

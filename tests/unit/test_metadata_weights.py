@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.sink import QueuedSink
 from ecssd_agent.core import task_records as tr
 from ecssd_agent.core.metadata import service_instances
 from ecssd_agent.core.model import Container, Host, Routing
@@ -108,9 +109,9 @@ class _Publisher:
 
 
 def test_the_agent_warns_once_per_bad_variable(caplog: pytest.LogCaptureFixture) -> None:
-    agent = Agent(None, _Docker([container({"SERVICE_8081_WEIGHT": "ten"})]),  # type: ignore[arg-type]
-                  Host("ip-10-0-0-12", "10.0.0.12"), Routing.WEIGHTED,
-                  publisher=_Publisher())  # type: ignore[arg-type]
+    agent = Agent(QueuedSink(_Publisher()),  # type: ignore[arg-type]
+                  _Docker([container({"SERVICE_8081_WEIGHT": "ten"})]),  # type: ignore[arg-type]
+                  Host("ip-10-0-0-12", "10.0.0.12"), Routing.WEIGHTED)
     with caplog.at_level(logging.WARNING, logger="ecssd_agent.agent.host_agent"):
         for _ in range(3):
             names = {r.name for r in agent.desired(agent.docker.containers())}

@@ -14,6 +14,7 @@ import pytest
 from moto import mock_aws
 
 from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.sink import DirectSink
 from ecssd_agent.aws.route53 import Route53Zone, find_zone, from_wire, to_wire
 from ecssd_agent.core.model import Action, Container, Host, Owner, RecordSet, Routing, ServiceInstance
 from ecssd_agent.core.records import host_records, parse_srv, routed, srv_value
@@ -97,7 +98,7 @@ def zone() -> Iterator[Route53Zone]:
 
 def test_a_changed_weight_is_one_upsert_and_the_next_sync_changes_nothing(zone: Route53Zone) -> None:
     docker = _Docker()
-    agent = Agent(zone, docker, HOST)  # type: ignore[arg-type]
+    agent = Agent(DirectSink(zone), docker, HOST)  # type: ignore[arg-type]
     assert len(agent.sync().changes) == 2  # the host's A record and the SRV, weight 1
     docker.weight = "10"  # e.g. the agent upgraded under a container that already declared it
     changes = agent.sync().changes
