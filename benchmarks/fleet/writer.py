@@ -69,26 +69,24 @@ from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from benchmarks.fleet.engine import Body, Call, Instruction, Sleep
 from benchmarks.fleet.retry import BotocoreClient, RetryPolicy
 from benchmarks.fleet.route53 import CHANGE, GET_ZONE, LIST, Response
+from benchmarks.fleet.world import WireCache, World
 from ecssd_agent import naming, zone_writer
 from ecssd_agent.aws.change_queue import ChangeQueue
 from ecssd_agent.aws.host_store import GET_BATCH, LEASE_HOST, WRITE_BATCH, HostStore, StoreError
 from ecssd_agent.aws.route53 import Route53Zone, Zone, from_wire
 from ecssd_agent.host_state import Applied, Published
-from ecssd_agent.model import Action, Change, RecordSet
+from ecssd_agent.model import Action, Change
 from ecssd_agent.publish import Publisher
 from ecssd_agent.writer_settings import WriterSettings
 from ecssd_agent.zone_writer import WriteOutcome, WriterInterrupted, ZoneWriter
 from health_lambda import zone_writer_handler
-
-if TYPE_CHECKING:
-    from benchmarks.fleet.world import World
 
 TABLE = "ecssd-hosts"
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/ecssd-hints"
@@ -268,7 +266,7 @@ def memoised() -> Iterator[None]:
     parse = naming.parse_set_identifier
     decode = zone_writer.from_wire
     naming.parse_set_identifier = functools.cache(parse)
-    zone_writer.from_wire = _by_identity(decode)  # type: ignore[assignment]  # same signature
+    zone_writer.from_wire = WireCache(decode)  # type: ignore[assignment]  # same signature
     try:
         yield
     finally:
@@ -294,23 +292,6 @@ def in_virtual_time(clock: Callable[[], float]) -> Iterator[None]:
     finally:
         zone_writer_handler.time = real_time
         zone_writer_handler._writer = cached
-
-
-def _by_identity(decode: Callable[[Mapping[str, Any]], RecordSet]
-                 ) -> Callable[[Mapping[str, Any]], RecordSet]:
-    """``decode`` memoised by the identity of the listed dict (as ``world.WireCache``); the
-    cache keeps each dict alive, so an id is never reused while it is cached."""
-    cache: dict[int, tuple[Mapping[str, Any], RecordSet]] = {}
-
-    def memo(wire: Mapping[str, Any]) -> RecordSet:
-        hit = cache.get(id(wire))
-        if hit is not None and hit[0] is wire:
-            return hit[1]
-        record = decode(wire)
-        cache[id(wire)] = (wire, record)
-        return record
-
-    return memo
 
 
 # --- the AWS clients the real code is given ---------------------------------------------
