@@ -227,10 +227,12 @@ class Fleet:
         meets the reads that drift repair costs at this fleet size)."""
         rng = random.Random(f"seed-writer:{self.config.seed}")
         writer.accepting = False  # these hints were handled before the run
+        ages = {}
         for host in self.hosts:
             assert host.publisher is not None
             host.publisher.publish(host.desired())
-            writer.seed_applied(host.host.label, rng.uniform(0.0, writer.config.verify_after))
+            ages[host.host.label] = rng.uniform(0.0, writer.config.verify_after)
+        writer.seed_applied(ages)
         writer.accepting = True
 
     # --- workload --------------------------------------------------------------------

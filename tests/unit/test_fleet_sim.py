@@ -24,6 +24,7 @@ from benchmarks.fleet import (
     WriterConfig,
     simulate,
 )
+from benchmarks.fleet.aws import LEASE_KEY, SimDynamoDB, condition_holds
 from benchmarks.fleet.engine import Call, Scheduler, Sleep
 from benchmarks.fleet.fleet import Fleet
 from benchmarks.fleet.host import host_owns
@@ -37,8 +38,8 @@ from benchmarks.fleet.route53 import (
     SimRoute53,
     TokenBucket,
 )
-from benchmarks.fleet.writer import LEASE_KEY, SimHostStore, condition_holds
 from ecssd_agent.agent import owned_by_host
+from ecssd_agent.aws.host_store import HostStore
 from ecssd_agent.aws.route53 import from_wire
 from ecssd_agent.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
 from ecssd_agent.records import host_records, routed
@@ -440,7 +441,7 @@ def test_queued_mode_lands_every_change_and_hosts_never_call_route53():
     assert writer.unleased_changes == 0 and writer.timed_out == 0
     assert result.holds
     assert threading.active_count() == threads  # every invocation's thread was joined
-    assert fleet.writer is not None and fleet.writer.items == {}  # the last writer released
+    assert fleet.writer is not None and LEASE_KEY not in fleet.writer.items  # the last writer released
 
 
 def test_a_deployment_costs_a_few_change_requests_not_one_per_host():
@@ -457,8 +458,8 @@ def test_a_deployment_costs_a_few_change_requests_not_one_per_host():
 
 # --- the writers' lease, as the real HostStore.acquire/release take it -------------------
 
-def lease_store(items: dict, now: list[float]) -> SimHostStore:
-    return SimHostStore({}, {}, items, clock=lambda: now[0])
+def lease_store(items: dict, now: list[float]) -> HostStore:
+    return HostStore(SimDynamoDB(items, clock=lambda: now[0]), "table", clock=lambda: now[0])
 
 
 def test_the_lease_is_taken_when_free_expired_or_ours_and_released_only_by_its_owner():
@@ -541,7 +542,7 @@ def test_hints_of_a_batching_window_make_one_invocation_and_two_run_at_most():
     assert writer.stats.hints == 4 and writer.stats.max_running == 2
     assert writer.stats.hosts == 4  # 2 hosts, then 2 (one hint per host is enough)
     assert writer.stats.lease_waits > 0  # the second waited for the first: one at a time
-    assert writer.stats.unleased_changes == 0 and writer.items == {}
+    assert writer.stats.unleased_changes == 0 and LEASE_KEY not in writer.items
 
 
 def test_a_failed_invocations_hints_come_back_after_the_visibility_timeout():
