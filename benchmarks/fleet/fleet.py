@@ -372,14 +372,15 @@ class Fleet:
     def run(self) -> FleetResult:
         config = self.config
         started = time.perf_counter()
-        self.build()
-        self.world.sched.after(self.rng.uniform(0, config.sweep_interval), self._sweep_tick)
-        self.world.sched.after(0.0, self._churn)
-        if config.host_failures_per_hour > 0:
-            rate = config.hosts * config.host_failures_per_hour / 3600.0
-            self.world.sched.after(self.rng.expovariate(rate), self._host_failure)
-        self.world.sched.at(config.steady, self.deployment)
+        # the writer's memoisation covers the build too (its seeding goes through the store)
         with self.writer.running() if self.writer is not None else nullcontext():
+            self.build()
+            self.world.sched.after(self.rng.uniform(0, config.sweep_interval), self._sweep_tick)
+            self.world.sched.after(0.0, self._churn)
+            if config.host_failures_per_hour > 0:
+                rate = config.hosts * config.host_failures_per_hour / 3600.0
+                self.world.sched.after(self.rng.expovariate(rate), self._host_failure)
+            self.world.sched.at(config.steady, self.deployment)
             self.world.sched.run(config.steady)
             steady = self.world.r53.stats.window(config.warmup, config.steady)
             end = config.steady + config.observe

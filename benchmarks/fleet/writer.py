@@ -80,6 +80,7 @@ from ecssd_agent.aws.change_queue import ChangeQueue
 from ecssd_agent.aws.host_store import HostStore, StoreError
 from ecssd_agent.aws.route53 import Route53Zone, Zone
 from ecssd_agent.host_state import Applied
+from ecssd_agent.model import RecordSet
 from ecssd_agent.publish import Publisher
 from ecssd_agent.writer_settings import WriterSettings
 from ecssd_agent.zone_writer import WriteOutcome, WriterInterrupted, ZoneWriter
@@ -114,25 +115,69 @@ class WriterConfig:
     memory_mb: int = 1024  # quickstart.yaml ZoneWriterFunction MemorySize: GB-seconds billed
 
 
+class StateCodec:
+    """``host_store._records_out`` and ``_records_in`` (record sets <-> the stored JSON list),
+    memoised for a run. Why: encoding every record set of every publication and decoding
+    every state the writer loads doubled a queued run's CPU time, though the agents publish
+    the same RecordSet objects again and again (SimHost caches them per container).
+
+    Encoding: each record set is encoded by the real function (as a list of one), memoised
+    by the record set's identity, and the list is their JSON joined as json writes a list
+    with the store's separators. Decoding: a text this codec encoded decodes to the record
+    sets it was made from (equal to what ``_records_in`` returns: the store's round trip
+    keeps record sets equal), any other text by the real function, memoised.
+    tests/unit/test_fleet_sim.py checks both against the real functions."""
+
+    def __init__(self, encode: Callable[[Iterable[RecordSet]], str],
+                 decode: Callable[[str], tuple[RecordSet, ...]]) -> None:
+        self._encode = encode
+        self._decode = decode
+        self._json: dict[int, tuple[RecordSet, str]] = {}  # keeps each record set alive
+        self._records: dict[str, tuple[RecordSet, ...]] = {}
+
+    def _one(self, record: RecordSet) -> str:
+        hit = self._json.get(id(record))
+        if hit is not None and hit[0] is record:
+            return hit[1]
+        text = self._encode([record])[1:-1]
+        self._json[id(record)] = (record, text)
+        return text
+
+    def records_out(self, records: Iterable[RecordSet]) -> str:
+        records = tuple(records)
+        text = "[" + ",".join(self._one(r) for r in records) + "]"
+        self._records.setdefault(text, records)
+        return text
+
+    def records_in(self, text: str) -> tuple[RecordSet, ...]:
+        records = self._records.get(text)
+        if records is None:
+            records = self._records[text] = self._decode(text)
+        return records
+
+
 @contextmanager
 def memoised() -> Iterator[None]:
     """While a run lasts, ``naming.parse_set_identifier``, the ``from_wire`` of the writer's
-    full listings and the HostStore's decoding of a stored host state are memoised: all are
-    pure (a SetIdentifier string -> a frozen Owner; a listed dict the simulated zone hands out
-    unchanged -> its RecordSet; a stored JSON string -> its tuple of RecordSets), so the writer
-    computes exactly what it would, only the simulation's wall time shrinks."""
+    full listings and the HostStore's encoding and decoding of a host state are memoised:
+    all are pure (a SetIdentifier string -> a frozen Owner; a listed dict the simulated zone
+    hands out unchanged -> its RecordSet; a frozen RecordSet -> its JSON; a stored JSON string
+    -> its tuple of RecordSets), so the writer and the agents compute exactly what they
+    would, only the simulation's wall time shrinks."""
     parse = naming.parse_set_identifier
     decode = zone_writer.from_wire
-    records_in = host_store._records_in
+    records_in, records_out = host_store._records_in, host_store._records_out
+    codec = StateCodec(records_out, records_in)
     naming.parse_set_identifier = functools.cache(parse)
     zone_writer.from_wire = WireCache(decode)  # type: ignore[assignment]  # same signature
-    host_store._records_in = functools.cache(records_in)
+    host_store._records_in = codec.records_in
+    host_store._records_out = codec.records_out
     try:
         yield
     finally:
         naming.parse_set_identifier = parse
         zone_writer.from_wire = decode
-        host_store._records_in = records_in
+        host_store._records_in, host_store._records_out = records_in, records_out
 
 
 class _VirtualTime:

@@ -38,9 +38,11 @@ from benchmarks.fleet.route53 import (
     SimRoute53,
     TokenBucket,
 )
+from benchmarks.fleet.writer import StateCodec
 from ecssd_agent.agent import owned_by_host
+from ecssd_agent.aws import host_store
 from ecssd_agent.aws.host_store import HostStore
-from ecssd_agent.aws.route53 import from_wire
+from ecssd_agent.aws.route53 import from_wire, to_wire
 from ecssd_agent.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
 from ecssd_agent.records import host_records, routed
 from ecssd_agent.zone_reads import NameScan
@@ -480,6 +482,23 @@ def test_the_lease_is_taken_when_free_expired_or_ours_and_released_only_by_its_o
     assert LEASE_KEY not in items
     store.release("b")  # nothing to release: no error
     assert store.client.owners == {"a", "b"}
+
+
+def test_the_memoised_state_codec_agrees_with_the_stores_own():
+    """The run memoises HostStore's encoding and decoding of host states (StateCodec): the
+    text must be the real function's, byte for byte, and decoding must give what the real
+    function gives, for record sets built by a host and for ones read back from the zone."""
+    built = [srv("h1", n) for n in range(3)]
+    listed = [from_wire(to_wire(r)) for r in built]  # as read from a listing: ``listed`` set
+    assert all(r.listed is not None for r in listed)
+    codec = StateCodec(host_store._records_out, host_store._records_in)
+    for records in (built, listed, built[::-1], [], built[:1]):
+        text = codec.records_out(records)
+        assert text == host_store._records_out(records)
+        assert codec.records_out(records) == text  # memoised: the same again
+        assert codec.records_in(text) == host_store._records_in(text) == tuple(records)
+    foreign = host_store._records_out([srv("h2", 9)])
+    assert codec.records_in(foreign) == host_store._records_in(foreign)
 
 
 def test_condition_expressions_the_model_cannot_read_fail_loudly():
