@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 
 import pytest
 from matplotlib import image
@@ -72,3 +73,12 @@ def test_only_plots_drawn_by_this_run_are_shown(tmp_path):
     assert bench_main.plots_drawn(STARTED, tmp_path) == [new]
     assert bench_main.plots_drawn(STARTED, tmp_path / "missing") == []
 
+
+
+def test_the_plots_the_readme_shows_are_committed():
+    """README shows the fleet plots the full benchmark run draws: each one must exist."""
+    readme = (bench_main.HERE.parent / "README.md").read_text()
+    shown = re.findall(r"!\[[^\]]*\]\((benchmarks/plots/[^)]+\.png)\)", readme)
+    assert sorted(shown) == sorted(f"benchmarks/plots/{n}" for n in (REQUESTS_PNG, CONVERGENCE_PNG))
+    for link in shown:
+        assert (bench_main.HERE.parent / link).read_bytes()[:8] == PNG_SIGNATURE, link
