@@ -14,8 +14,9 @@ and takes the writers' lease, and whose ``sleep`` (the lease waits) is virtual. 
 deadline reads ``time.time()``: while a run lasts, that module's clock is the virtual one
 (:func:`in_virtual_time`). The handler is ordinary blocking code, so it runs in a thread that
 hands control back and forth with the scheduler (bridge.py): exactly one of the two runs at
-any moment, so a run stays deterministic. Three pure functions the writer calls hundreds of
-thousands of times are memoised while a run lasts; nothing else is touched.
+any moment, so a run stays deterministic. The pure functions the writer and the agents call
+hundreds of thousands of times are memoised while a run lasts (:func:`memoised`); nothing else
+is touched.
 
 What is modelled (:class:`WriterConfig`; the values are cloudformation/quickstart.yaml's,
 tests/unit/test_fleet_sim.py checks them against it), and the assumptions:
