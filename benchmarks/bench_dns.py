@@ -96,8 +96,8 @@ def _write_zone(endpoint: str) -> list[Any]:
     import boto3
 
     from ecssd_agent.aws.route53 import Route53Zone, find_zone
-    from ecssd_agent.model import Action, Change, Host, Routing, ServiceInstance
-    from ecssd_agent.records import host_records
+    from ecssd_agent.core.model import Action, Change, Host, Routing, ServiceInstance
+    from ecssd_agent.core.records import host_records
 
     ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1")
     vpc = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]

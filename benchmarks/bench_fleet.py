@@ -8,12 +8,12 @@ replacing 20% of all tasks within 30 s. Three daemons are compared:
 
 - ``before issue 10``: the daemon as first written (a full zone listing at startup, on every
   resync (300 s) and after every failed write): it held ~100 hosts;
-- ``as built``: ecssd_agent/daemon.py now, with its default settings: one full listing at
+- ``as built``: ecssd_agent/agent/daemon.py now, with its default settings: one full listing at
   startup, then name-scoped reads only when the fleet-wide read budget allows and not within
   a minute of a Throttling answer, the known state kept after Throttling and
   PriorRequestNotComplete, events gathered >= 10 s for a minute after a Throttling answer,
   failed writes retried by the daemon's own backoff (botocore standard retries inside);
-- ``recommended``: the read strategy of ecssd_agent/zone_reads.py (name-scoped reads,
+- ``recommended``: the read strategy of ecssd_agent/sync/zone_reads.py (name-scoped reads,
   scheduled within a fleet-wide read budget, postponed while Route 53 pushes back on this
   host), register at startup with one UPSERT and no read, keep the known state after a
   definite Throttling/PriorRequestNotComplete answer, gather events for 10 s while Route 53
@@ -71,7 +71,7 @@ RECOMMENDED = DaemonPolicy(
     "recommended (zone_reads)", read="names", resync_reads="budget", startup="upsert",
     forget_on_error=False, pressure=10.0, replan_retries=True, reads_yield=True,
     retry=RetryPolicy(max_attempts=30, max_backoff=8.0))
-#: The read side alone (what ecssd_agent/zone_reads.py provides), without the write-side
+#: The read side alone (what ecssd_agent/sync/zone_reads.py provides), without the write-side
 #: changes (back-pressure window, re-planned retries, reads yielding to writes): shows what
 #: each half buys.
 READS_ONLY = dataclasses.replace(RECOMMENDED, name="reads only (zone_reads, no write changes)",

@@ -14,7 +14,7 @@ Agent class with 200 fake containers, and the row says so.
   ChangeResourceRecordSets CREATE per container for its SRV record, counted by the same hooks.
 - zone size: a zone filled (Route53Zone.apply, big batches) with other hosts' records, then
   this host registers its 20 containers and resyncs, with the Agent as built (one full
-  listing per sync) and with the name-scoped read of ecssd_agent/zone_reads.py.
+  listing per sync) and with the name-scoped read of ecssd_agent/sync/zone_reads.py.
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ import boto3
 import requests
 
 from benchmarks import moto_paging
-from ecssd_agent.agent import Agent
+from ecssd_agent.agent.docker_source import DockerSource
+from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
-from ecssd_agent.docker_source import DockerSource
-from ecssd_agent.model import Action, Change, Container, Host, RecordSet, Routing, ServiceInstance
-from ecssd_agent.reconcile import converge
-from ecssd_agent.records import host_records
-from ecssd_agent.zone_reads import owned_records_by_names
+from ecssd_agent.core.model import Action, Change, Container, Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.records import host_records
+from ecssd_agent.sync.reconcile import converge
+from ecssd_agent.sync.zone_reads import owned_records_by_names
 
 AREA = "reconcile"
 DOMAIN = "servicediscovery.internal"

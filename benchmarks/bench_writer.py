@@ -25,10 +25,10 @@ from ecssd_agent.aws.change_queue import ChangeQueue
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import HostStore
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
-from ecssd_agent.model import Host, RecordSet, Routing, ServiceInstance
-from ecssd_agent.publish import Publisher
-from ecssd_agent.records import host_records
-from ecssd_agent.zone_writer import ZoneWriter, read_hints
+from ecssd_agent.core.model import Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.records import host_records
+from ecssd_agent.writer.publish import Publisher
+from ecssd_agent.writer.zone_writer import ZoneWriter, read_hints
 from tests.support.env import FAKE_AWS_ENV
 from tests.support.queued import create_hint_queue, create_host_table
 

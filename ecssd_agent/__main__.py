@@ -2,6 +2,6 @@
 
 import sys
 
-from ecssd_agent.cli import main
+from ecssd_agent.agent.cli import main
 
 sys.exit(main())

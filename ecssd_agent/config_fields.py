@@ -20,6 +20,14 @@ _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
 
 
+DEFAULT_DOMAIN = "servicediscovery.internal"
+
+
+def env_name(attribute: str) -> str:
+    """The ``ECSSD_`` variable of a setting (the agent, ecssd-dns and ecssd-writer share the prefix)."""
+    return "ECSSD_" + attribute.upper()
+
+
 class SettingsError(ValueError):
     """A setting with a value that cannot be used; the message names the flag or variable."""
 

@@ -11,8 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ecssd_agent.config_fields import SettingsError, from_env, setting
-from ecssd_agent.settings import DEFAULT_DOMAIN
+from ecssd_agent.config_fields import DEFAULT_DOMAIN, SettingsError, from_env, setting
 
 
 def _env(name: str, default: Any, help: str) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 from ecssd_agent import logs
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.ecs import TaskDefinitions
-from ecssd_agent.settings import SettingsError
+from ecssd_agent.config_fields import SettingsError
 from health_lambda import runner
 from health_lambda.config import SweepSettings
 

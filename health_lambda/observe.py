@@ -18,8 +18,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ecssd_agent import naming
 from ecssd_agent.aws import ecs as ecs_api
+from ecssd_agent.core import naming
 from health_lambda.sweep import (
     ClusterView,
     HostView,

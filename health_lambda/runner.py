@@ -26,7 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ecssd_agent.aws import ecs as ecs_api
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import BatchRejected, Route53Zone, ZoneError, find_zone
-from ecssd_agent.model import Action, Change, RecordSet
+from ecssd_agent.core.model import Action, Change, RecordSet
 from health_lambda import observe, probe, sweep
 from health_lambda.config import SweepSettings
 

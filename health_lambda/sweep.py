@@ -74,9 +74,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ecssd_agent import naming
-from ecssd_agent.model import Owner, RecordSet
-from ecssd_agent.records import parse_srv
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Owner, RecordSet
+from ecssd_agent.core.records import parse_srv
 
 _SERVICE_NAME_VAR = re.compile(r"^SERVICE_([0-9]{1,5})_NAME$")
 

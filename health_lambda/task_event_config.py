@@ -29,9 +29,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from ecssd_agent import naming
 from ecssd_agent.config_fields import SettingsError, from_env, setting
-from ecssd_agent.model import Routing
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Routing
 
 ConfigError = SettingsError  # a setting that cannot be used; the message names the variable
 

@@ -6,7 +6,7 @@ Entry point ``lambda_handler(event, context)`` for an EventBridge rule on ``sour
 
 - service records: a task that declares ``SERVICE_<port>_NAME`` or the
   ``discovery.service.name`` label gets a per-task A record, SRV records and (awsvpc) service
-  A records, built by :mod:`ecssd_agent.task_records`;
+  A records, built by :mod:`ecssd_agent.core.task_records`;
 - the fixed record: ``RR_NAME`` points at one running task of ``TASK_GROUP`` (the original
   X-Ray daemon Lambda, which made ``AWS_XRAY_DAEMON_ADDRESS=xray.acme.com:2000`` possible).
   It is one A record set whose SetIdentifier names the task it points at
@@ -19,7 +19,7 @@ Entry point ``lambda_handler(event, context)`` for an EventBridge rule on ``sour
 
 EventBridge delivers at least once and in any order, so every event is handled
 level-triggered, never as a delta: read the task's *current* state, read the zone, plan
-(:func:`ecssd_agent.reconcile.converge`) and apply what differs. A duplicate event therefore
+(:func:`ecssd_agent.sync.reconcile.converge`) and apply what differs. A duplicate event therefore
 sends no change request, and a RUNNING event arriving after the task stopped finds the task
 stopped (DescribeTasks) and removes rather than resurrects. The window between that check
 and the write is closed by the health sweep, which deletes records whose task is gone (the
@@ -38,14 +38,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ecssd_agent import naming
-from ecssd_agent import task_records as tr
 from ecssd_agent.aws import ecs as ecs_api
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
-from ecssd_agent.model import RecordSet
-from ecssd_agent.plan import Owns
-from ecssd_agent.reconcile import Read, converge
+from ecssd_agent.core import naming
+from ecssd_agent.core import task_records as tr
+from ecssd_agent.core.model import RecordSet
+from ecssd_agent.core.plan import Owns
+from ecssd_agent.sync.reconcile import Read, converge
 from health_lambda import task_event_config
 from health_lambda.task_event_config import TaskEventConfig
 

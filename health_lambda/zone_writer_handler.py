@@ -23,9 +23,9 @@ from ecssd_agent import logs
 from ecssd_agent.aws.change_queue import ChangeQueue, Hint, QueueError
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import StoreError
-from ecssd_agent.writer_cli import build_writer
-from ecssd_agent.writer_settings import load_lambda_settings
-from ecssd_agent.zone_writer import WriterInterrupted, ZoneWriter, read_hints
+from ecssd_agent.writer.cli import build_writer
+from ecssd_agent.writer.settings import load_lambda_settings
+from ecssd_agent.writer.zone_writer import WriterInterrupted, ZoneWriter, read_hints
 
 log = logging.getLogger("health_lambda.zone_writer")
 summary_log = logging.getLogger("health_lambda.zone_writer.summary")

@@ -22,7 +22,7 @@ from benchmarks.fleet.retry import BotocoreClient
 from benchmarks.fleet.route53 import CHANGE, GET_ZONE, LIST, Response
 from ecssd_agent.aws.host_store import LEASE_HOST
 from ecssd_agent.aws.route53 import from_wire
-from ecssd_agent.model import Action, Change
+from ecssd_agent.core.model import Action, Change
 
 ItemKey = tuple[str, str]  # the table's key: (host, kind)
 LEASE_KEY: ItemKey = (LEASE_HOST, "lease")  # HostStore.acquire's item

@@ -35,8 +35,8 @@ from benchmarks.fleet.route53 import CHANGE, GET_ZONE, LIST, Limits, RecordKey, 
 from benchmarks.fleet.world import ZONE, World
 from benchmarks.fleet.writer import QueuedWriter, WriterConfig, WriterCosts, WriterSummary
 from ecssd_agent.aws.route53 import batches
-from ecssd_agent.model import RecordSet
-from ecssd_agent.plan import plan
+from ecssd_agent.core.model import RecordSet
+from ecssd_agent.core.plan import plan
 
 SOA = "ns-1.awsdns-00.com. hostmaster. 1 7200 900 1209600 86400"
 SUSTAINED_RATIO = 0.01

@@ -4,11 +4,11 @@ does not do I/O.
 Real code per host: ``metadata.service_instances`` (containers -> service instances),
 ``records.host_records`` (-> the record sets the host should own), ``plan.plan`` with the
 agent's ownership test, ``route53.batches``, ``zone_reads.NameScan`` and
-``zone_reads.read_interval``, and the daemon's own ``Coalescer`` (ecssd_agent/daemon.py),
+``zone_reads.read_interval``, and the daemon's own ``Coalescer`` (ecssd_agent/agent/daemon.py),
 which decides when a batch of Docker events is applied. Only the I/O is simulated: every
 request goes through the botocore retry model to the simulated Route 53, in virtual time.
 
-The loop mirrors ``ecssd_agent.daemon.Daemon``: an event marks the host dirty and feeds the
+The loop mirrors ``ecssd_agent.agent.daemon.Daemon``: an event marks the host dirty and feeds the
 coalescer; when the batch is due, the host plans its whole desired state against the record
 sets it knows it owns and applies the difference (one request per batch). A rejected batch
 is re-planned on a fresh read (``converge``: 3 attempts). A periodic resync (``resync``,
@@ -18,7 +18,7 @@ differs between designs is a :class:`DaemonPolicy`.
 
 In queued mode (:data:`QUEUED`) the host makes no Route 53 request at all: as the daemon with
 a publisher does, a due batch publishes the host's whole desired state through the real
-:class:`~ecssd_agent.publish.Publisher` (forced on a resync or at startup, else skipped when
+:class:`~ecssd_agent.writer.publish.Publisher` (forced on a resync or at startup, else skipped when
 unchanged), and the zone writer (benchmarks/fleet/writer.py) applies it.
 """
 
@@ -33,21 +33,21 @@ from benchmarks.fleet.engine import Call, Instruction, Sleep
 from benchmarks.fleet.retry import RETRYABLE, BotocoreClient, RetryPolicy
 from benchmarks.fleet.route53 import CHANGE, GET_ZONE, LIST, RecordKey, Response, owner_of
 from benchmarks.fleet.world import World
+from ecssd_agent.agent.daemon import RESYNC_JITTER, RETRY_MAX, RETRY_MIN, THROTTLED_RETRY_MAX
+from ecssd_agent.agent.settings import Settings
 from ecssd_agent.aws.route53 import batches
-from ecssd_agent.coalescer import Coalescer
-from ecssd_agent.daemon import RESYNC_JITTER, RETRY_MAX, RETRY_MIN, THROTTLED_RETRY_MAX
-from ecssd_agent.metadata import service_instances
-from ecssd_agent.model import Action, Change, Container, Host, RecordSet, Routing, ServiceInstance
-from ecssd_agent.plan import Owns, plan
-from ecssd_agent.publish import Publisher
-from ecssd_agent.reconcile import converge
-from ecssd_agent.records import host_records
-from ecssd_agent.settings import Settings
-from ecssd_agent.zone_reads import NameScan, ReadSchedule
+from ecssd_agent.core.coalescer import Coalescer
+from ecssd_agent.core.metadata import service_instances
+from ecssd_agent.core.model import Action, Change, Container, Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.plan import Owns, plan
+from ecssd_agent.core.records import host_records
+from ecssd_agent.sync.reconcile import converge
+from ecssd_agent.sync.zone_reads import NameScan, ReadSchedule
+from ecssd_agent.writer.publish import Publisher
 
 Work = Generator[Instruction, Any, bool]
 
-#: The agent's default settings (ecssd_agent/settings.py): resync, coalesce, retries.
+#: The agent's default settings (ecssd_agent/agent/settings.py): resync, coalesce, retries.
 DEFAULTS = Settings()
 #: converge's own default number of read-plan-apply rounds
 CONVERGE_ATTEMPTS: int = (converge.__kwdefaults__ or {}).get("attempts", 3)
@@ -100,7 +100,7 @@ class DaemonPolicy:
 #: The daemon as first written for issue 4: a full listing at startup, on every resync and
 #: after every failed write (kept for comparison).
 FULL_LISTING = DaemonPolicy("daemon before issue 10: full listing per resync")
-#: The daemon as built now (ecssd_agent/daemon.py with default settings): a full listing
+#: The daemon as built now (ecssd_agent/agent/daemon.py with default settings): a full listing
 #: only at startup (GetHostedZone then starts the ReadSchedule); resyncs read this host's
 #: names only when ReadSchedule.due and not within 60 s of a Throttling answer, else plan on
 #: the known state; a rejected batch re-reads names; the known state survives Throttling and

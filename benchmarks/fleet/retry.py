@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks.fleet.engine import Call, Instruction, Sleep
 from benchmarks.fleet.route53 import Response
-from ecssd_agent.settings import Settings
+from ecssd_agent.agent.settings import Settings
 
 RETRYABLE = frozenset({"Throttling", "PriorRequestNotComplete", "ServiceUnavailable"})
 

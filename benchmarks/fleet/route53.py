@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from ecssd_agent import naming
 from ecssd_agent.aws.route53 import to_wire
-from ecssd_agent.model import Action, Change, Owner, RecordSet
-from ecssd_agent.zone_reads import route53_order
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Action, Change, Owner, RecordSet
+from ecssd_agent.sync.zone_reads import route53_order
 
 RecordKey = tuple[str, str, str | None]
 SortKey = tuple[str, str, str]

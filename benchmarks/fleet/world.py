@@ -23,7 +23,7 @@ from benchmarks.fleet.engine import Instruction, Scheduler
 from benchmarks.fleet.retry import BotocoreClient
 from benchmarks.fleet.route53 import LIST, Limits, RecordKey, Response, SimRoute53, owner_of
 from ecssd_agent.aws.route53 import from_wire
-from ecssd_agent.model import Action, Change, RecordSet
+from ecssd_agent.core.model import Action, Change, RecordSet
 
 ZONE = "servicediscovery.internal."
 Caller = Callable[[str, dict[str, Any]], Generator[Instruction, Any, Response]]

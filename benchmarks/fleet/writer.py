@@ -1,8 +1,8 @@
 """The queued mode in the simulation: the table, the queue, the Lambda event source mapping,
 and the REAL zone writer Lambda (``health_lambda.zone_writer_handler.lambda_handler`` calling
-``ecssd_agent.zone_writer.ZoneWriter.write``) running in virtual time.
+``ecssd_agent.writer.zone_writer.ZoneWriter.write``) running in virtual time.
 
-Agents in queued mode publish through the real :class:`~ecssd_agent.publish.Publisher` into
+Agents in queued mode publish through the real :class:`~ecssd_agent.writer.publish.Publisher` into
 the real :class:`~ecssd_agent.aws.host_store.HostStore` and
 :class:`~ecssd_agent.aws.change_queue.ChangeQueue`, whose DynamoDB and SQS clients answer from
 a table and a queue held in memory (aws.py: :class:`SimDynamoDB`, :class:`SimSQS`).
@@ -75,16 +75,17 @@ from benchmarks.fleet.aws import LEASE_KEY, ItemKey, SimDynamoDB, SimRoute53Clie
 from benchmarks.fleet.bridge import THREAD_PREFIX, Bridge, Link
 from benchmarks.fleet.retry import BotocoreClient, RetryPolicy
 from benchmarks.fleet.world import WireCache, World
-from ecssd_agent import naming, zone_writer
 from ecssd_agent.aws import host_store
 from ecssd_agent.aws.change_queue import ChangeQueue
 from ecssd_agent.aws.host_store import HostStore, StoreError
 from ecssd_agent.aws.route53 import Route53Zone, Zone
-from ecssd_agent.host_state import Applied
-from ecssd_agent.model import RecordSet
-from ecssd_agent.publish import Publisher
-from ecssd_agent.writer_settings import WriterSettings
-from ecssd_agent.zone_writer import WriteOutcome, WriterInterrupted, ZoneWriter
+from ecssd_agent.core import naming
+from ecssd_agent.core.host_state import Applied
+from ecssd_agent.core.model import RecordSet
+from ecssd_agent.writer import zone_writer
+from ecssd_agent.writer.publish import Publisher
+from ecssd_agent.writer.settings import WriterSettings
+from ecssd_agent.writer.zone_writer import WriteOutcome, WriterInterrupted, ZoneWriter
 from health_lambda import zone_writer_handler
 
 TABLE = "ecssd-hosts"
@@ -450,7 +451,7 @@ _LOG_FILTER = _DropWorkerLogs()
 
 
 def _quiet_worker_logs() -> None:
-    for name in ("ecssd_agent.zone_writer", "ecssd_agent.aws.route53", zone_writer_handler.log.name,
+    for name in ("ecssd_agent.writer.zone_writer", "ecssd_agent.aws.route53", zone_writer_handler.log.name,
                  zone_writer_handler.summary_log.name):
         logger = logging.getLogger(name)
         if _LOG_FILTER not in logger.filters:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecssd_agent.naming import task_id
+from ecssd_agent.core.naming import task_id
 
 DESCRIBE_BATCH = 100  # DescribeContainerInstances and DescribeTasks take at most 100 each
 EC2_FILTER_BATCH = 100  # instance ids per DescribeInstances filter (EC2 allows up to 200)
@@ -337,7 +337,7 @@ class TaskDefinitions:
 def task_definition_document(ecs: Any, arn: str, cluster: str = "") -> Mapping[str, Any]:
     """DescribeTaskDefinition's ``taskDefinition`` as the API returns it (portMappings,
     dockerLabels and all), for a caller that hands it to a pure parser
-    (:mod:`ecssd_agent.task_records`). Raises :class:`EcsReadError`. Added by the
+    (:mod:`ecssd_agent.core.task_records`). Raises :class:`EcsReadError`. Added by the
     task-events Lambda (issue 6); :class:`TaskDefinitions` keeps only what the sweep needs.
     """
     response = _call("describe_task_definition", cluster, ecs.describe_task_definition,

@@ -25,7 +25,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecssd_agent.metadata import ECS_TASK_ARN
+from ecssd_agent.core.metadata import ECS_TASK_ARN
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""DynamoDB: the table of host states of the queued mode (see :mod:`ecssd_agent.host_state`).
+"""DynamoDB: the table of host states of the queued mode (see :mod:`ecssd_agent.core.host_state`).
 
 One item per host and kind: ``desired`` is written only by the host's agent (its whole
 desired state, newest wins because one agent writes it in order), ``applied`` only by the
@@ -22,8 +22,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ecssd_agent.aws.route53 import from_wire, to_wire
-from ecssd_agent.host_state import Applied, Published
-from ecssd_agent.model import RecordSet
+from ecssd_agent.core.host_state import Applied, Published
+from ecssd_agent.core.model import RecordSet
 
 #: DynamoDB's limits: BatchGetItem reads 100 keys, BatchWriteItem writes 25 items per request.
 GET_BATCH = 100

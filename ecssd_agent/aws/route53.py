@@ -5,7 +5,7 @@ the first page); writes go in as few ChangeResourceRecordSets requests as the li
 (the reference made one call per container). Throttling and PriorRequestNotComplete are
 retried by botocore's retry mode (see :mod:`clients`); a batch Route 53 *rejects* is not
 retried here, because the zone is not what the plan assumed: the caller re-reads and
-re-plans (see :mod:`ecssd_agent.reconcile`).
+re-plans (see :mod:`ecssd_agent.sync.reconcile`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
-from ecssd_agent.model import Action, Change, RecordSet
+from ecssd_agent.core.model import Action, Change, RecordSet
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
-from ecssd_agent.settings import DEFAULT_DOMAIN
+from ecssd_agent.config_fields import DEFAULT_DOMAIN
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ecssd_agent.config_fields import SettingsError, build_parser, load_cli
+from ecssd_agent.config_fields import DEFAULT_DOMAIN, SettingsError, build_parser, env_name, load_cli
 from ecssd_agent.config_fields import setting as _opt
-from ecssd_agent.settings import DEFAULT_DOMAIN, env_name
 
 
 @dataclass(frozen=True)

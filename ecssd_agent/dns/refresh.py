@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ecssd_agent.core.model import RecordSet
 from ecssd_agent.dns.responder import Responder
 from ecssd_agent.dns.view import ZoneView
-from ecssd_agent.model import RecordSet
 
 log = logging.getLogger(__name__)
 

@@ -35,11 +35,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ecssd_agent import logs
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
+from ecssd_agent.config_fields import SettingsError
 from ecssd_agent.dns import config
 from ecssd_agent.dns.refresh import Refresher
 from ecssd_agent.dns.responder import Responder
 from ecssd_agent.dns.view import unavailable
-from ecssd_agent.settings import SettingsError
 
 log = logging.getLogger("ecssd_agent.dns")
 

@@ -53,6 +53,7 @@ import dns.rdata
 import dns.rdatatype
 import dns.rdtypes.ANY.SOA
 
+from ecssd_agent.core.model import RecordSet
 from ecssd_agent.dns import wire
 from ecssd_agent.dns.answers import (
     MULTIVALUE_MAX,
@@ -64,7 +65,6 @@ from ecssd_agent.dns.answers import (
     Variant,
     Weighted,
 )
-from ecssd_agent.model import RecordSet
 
 MAX_CHAIN = 8  # CNAME links followed inside the zone
 MAX_CHAIN_VARIANTS = 64  # beyond this a chain answers its first CNAME alone

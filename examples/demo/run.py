@@ -521,7 +521,7 @@ class Demo:
             return None
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from ecssd_agent import naming
+        from ecssd_agent.core import naming
 
         try:
             records = self.zone_records()

@@ -4,7 +4,7 @@ Loopback plays the VPC: the VPC is 127.0.0.0/16, each "host" is an EC2 instance 
 private IP 127.0.x.y (private DNS ``ip-127-0-x-y.ec2.internal``), registered as a container
 instance of a cluster; each task started on it gets a real HTTP server bound to that host's
 address (answering 200, 500, hanging, or with no server at all: refused). The records are
-written by the agent's own code (:class:`ecssd_agent.agent.Agent`, from containers carrying
+written by the agent's own code (:class:`ecssd_agent.agent.host_agent.Agent`, from containers carrying
 the ECS labels the ECS agent sets), one agent per host, exactly as in production.
 
 Used by tests/integration/test_health_lambda*.py and benchmarks/bench_sweep.py.
@@ -21,11 +21,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecssd_agent.agent import Agent
+from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
-from ecssd_agent.metadata import ECS_CLUSTER, ECS_CONTAINER_NAME, ECS_TASK_ARN
-from ecssd_agent.model import Container, Host, RecordSet, Routing
-from ecssd_agent.naming import task_id
+from ecssd_agent.core.metadata import ECS_CLUSTER, ECS_CONTAINER_NAME, ECS_TASK_ARN
+from ecssd_agent.core.model import Container, Host, RecordSet, Routing
+from ecssd_agent.core.naming import task_id
 
 AMI = "ami-12c6146b"  # any id: moto accepts it
 OK, ERROR, HANG, REFUSE = "ok", "error", "hang", "refuse"

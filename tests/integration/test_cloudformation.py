@@ -44,13 +44,13 @@ from urllib.parse import parse_qs, urlsplit
 import botocore.session
 import pytest
 
-from ecssd_agent import settings as agent_settings
-from ecssd_agent.agent import Agent
+from ecssd_agent.agent import settings as agent_settings
+from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
-from ecssd_agent.metadata import ECS_CLUSTER, ECS_CONTAINER_NAME, ECS_TASK_ARN
-from ecssd_agent.model import Container, Host, Routing
-from ecssd_agent.naming import task_id
-from ecssd_agent.writer_settings import WriterSettings
+from ecssd_agent.core.metadata import ECS_CLUSTER, ECS_CONTAINER_NAME, ECS_TASK_ARN
+from ecssd_agent.core.model import Container, Host, Routing
+from ecssd_agent.core.naming import task_id
+from ecssd_agent.writer.settings import WriterSettings
 from health_lambda import handler as sweep_handler
 from health_lambda import task_events
 from health_lambda.config import SweepSettings

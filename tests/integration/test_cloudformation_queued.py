@@ -35,8 +35,8 @@ import pytest
 from ecssd_agent.aws.change_queue import ChangeQueue, Message
 from ecssd_agent.aws.host_store import LEASE_HOST, HostStore
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
-from ecssd_agent.host_state import Published
-from ecssd_agent.writer_settings import load_lambda_settings
+from ecssd_agent.core.host_state import Published
+from ecssd_agent.writer.settings import load_lambda_settings
 from health_lambda import zone_writer_handler
 from tests.integration.test_cloudformation import (
     TEMPLATE,

@@ -32,11 +32,11 @@ import dns.rdatatype
 import dns.resolver
 import pytest
 
-from ecssd_agent.agent import Agent
+from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
+from ecssd_agent.core.model import Action, Change, Container, Host, RecordSet, Routing
+from ecssd_agent.core.records import srv_value
 from ecssd_agent.dns.client import Instance, NoInstances, ServiceResolver
-from ecssd_agent.model import Action, Change, Container, Host, RecordSet, Routing
-from ecssd_agent.records import srv_value
 from tests.support.env import skip_or_fail
 from tests.support.poll import wait_for
 

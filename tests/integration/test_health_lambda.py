@@ -18,7 +18,7 @@ import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from ecssd_agent.aws.clients import Clients
-from ecssd_agent.model import Action, Change, RecordSet
+from ecssd_agent.core.model import Action, Change, RecordSet
 from health_lambda import handler
 from tests.integration.sweep_world import ERROR, HANG, OK, REFUSE, HttpFleet, SweepWorld, keys
 from tests.support.moto_server import MotoServer

@@ -23,14 +23,14 @@ from typing import Any
 
 import pytest
 
-from ecssd_agent.agent import Agent
+from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.aws.change_queue import Hint, hint_body
 from ecssd_agent.aws.host_store import HostStore
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
-from ecssd_agent.host_state import Published
-from ecssd_agent.metadata import ECS_CLUSTER, ECS_CONTAINER_NAME, ECS_TASK_ARN
-from ecssd_agent.model import Container, Host, Routing
-from ecssd_agent.records import host_records
+from ecssd_agent.core.host_state import Published
+from ecssd_agent.core.metadata import ECS_CLUSTER, ECS_CONTAINER_NAME, ECS_TASK_ARN
+from ecssd_agent.core.model import Container, Host, Routing
+from ecssd_agent.core.records import host_records
 from tests.support.env import FAKE_AWS_ENV, REGION
 from tests.support.moto_server import MotoServer
 
@@ -80,10 +80,10 @@ def test_zip_holds_the_handlers_and_the_core_they_import_and_no_docker(made_zip:
     lambda_modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "health_lambda").rglob(
         "*.py") if "__pycache__" not in p.parts}
     assert lambda_modules <= names
-    assert {"ecssd_agent/__init__.py", "ecssd_agent/aws/route53.py", "ecssd_agent/naming.py",
-            "ecssd_agent/plan.py"} <= names
+    assert {"ecssd_agent/__init__.py", "ecssd_agent/aws/route53.py", "ecssd_agent/core/naming.py",
+            "ecssd_agent/core/plan.py"} <= names
     assert not any(n.endswith(("docker_source.py", "docker_events.py")) for n in names)
-    assert not {"ecssd_agent/cli.py", "ecssd_agent/daemon.py"} & names  # the per-host agent
+    assert not {"ecssd_agent/agent/cli.py", "ecssd_agent/agent/daemon.py"} & names  # the per-host agent
     assert not any(n.startswith(("tests/", "examples/", "docker/")) for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     # Vendored distributions (none today) never include what the runtime already has.

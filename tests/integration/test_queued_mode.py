@@ -39,7 +39,7 @@ def writer_command() -> list[str]:
     agent = agent_command()
     if agent[0].endswith("ecssd-agent"):
         return [agent[0][: -len("ecssd-agent")] + "ecssd-writer"]
-    return [agent[0], "-m", "ecssd_agent.writer_cli"]
+    return [agent[0], "-m", "ecssd_agent.writer.cli"]
 
 
 @pytest.fixture

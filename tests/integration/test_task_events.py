@@ -8,7 +8,7 @@ from botocore.stub import Stubber
 
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.ecs import EcsReadError
-from ecssd_agent.model import Routing
+from ecssd_agent.core.model import Routing
 from health_lambda import task_events
 from health_lambda.task_event_config import TaskEventConfig
 from health_lambda.task_events import TaskStateUnknown

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from ecssd_agent import naming
 from ecssd_agent.aws.clients import Clients
-from ecssd_agent.model import Routing
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Routing
 from health_lambda import task_events
 from health_lambda.task_event_config import TaskEventConfig
 from tests.support.env import REGION

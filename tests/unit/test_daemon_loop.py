@@ -17,11 +17,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from moto import mock_aws
 
-from ecssd_agent.agent import Agent
-from ecssd_agent.aws.clients import Clients
-from ecssd_agent.aws.route53 import Route53Zone, find_zone
-from ecssd_agent.coalescer import CAP_FACTOR, CAP_GROWTH, Coalescer
-from ecssd_agent.daemon import (
+from ecssd_agent.agent.daemon import (
     ENDING_GRACE,
     PRESSURE_WINDOW,
     RETRY_MAX,
@@ -29,10 +25,14 @@ from ecssd_agent.daemon import (
     THROTTLED_RETRY_MAX,
     Daemon,
 )
-from ecssd_agent.docker_events import ContainerEvent
-from ecssd_agent.docker_source import DockerUnavailable
-from ecssd_agent.model import Container, Host
-from ecssd_agent.status import Status
+from ecssd_agent.agent.docker_events import ContainerEvent
+from ecssd_agent.agent.docker_source import DockerUnavailable
+from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.status import Status
+from ecssd_agent.aws.clients import Clients
+from ecssd_agent.aws.route53 import Route53Zone, find_zone
+from ecssd_agent.core.coalescer import CAP_FACTOR, CAP_GROWTH, Coalescer
+from ecssd_agent.core.model import Container, Host
 
 ZONE = "servicediscovery.internal"
 HOST = Host("ip-10-0-0-12", "10.0.0.12")
@@ -307,7 +307,7 @@ def test_route53_unreachable_keeps_desired_state_and_converges_later(world: Worl
 def test_hand_deleted_record_is_repaired_by_the_resync(world: World) -> None:
     started(world, (12, "web", 32012))
     srv = next(r for r in world.zone.records() if r.type == "SRV")
-    from ecssd_agent.model import Action, Change
+    from ecssd_agent.core.model import Action, Change
     world.zone.apply([Change(Action.DELETE, srv)])
     world.clock.advance(300 * 1.1)
     assert world.settle() == ["resync"]
@@ -317,7 +317,7 @@ def test_hand_deleted_record_is_repaired_by_the_resync(world: World) -> None:
 def test_a_rejected_batch_is_replanned_on_a_fresh_listing(world: World) -> None:
     started(world, (13, "web", 32013), (14, "api", 32014))
     srv = next(r for r in world.zone.records() if r.name.startswith("web."))
-    from ecssd_agent.model import Action, Change
+    from ecssd_agent.core.model import Action, Change
     world.zone.apply([Change(Action.DELETE, srv)])  # by hand, behind the daemon's back
     world.docker.stop(cid(13))
     world.docker.stop(cid(14))
@@ -446,7 +446,7 @@ def test_startup_retries_route53_errors_and_stops_at_once() -> None:
     import threading
     import time
 
-    from ecssd_agent import daemon as daemon_module
+    from ecssd_agent.agent import daemon as daemon_module
     from ecssd_agent.aws.route53 import ZoneError
 
     calls: list[float] = []
@@ -512,7 +512,7 @@ def test_a_periodic_resync_on_a_big_zone_reads_only_this_hosts_names(world: Worl
     # ANY record set sorts after the name, a moto quirk real Route 53 does not have.)
     srv = next(r for r in world.zone.records() if r.type == "SRV" and r.name.startswith("zzzzz.")
                and (r.set_identifier or "").startswith(f"ecssd:h:{HOST.label}"))
-    from ecssd_agent.model import Action, Change
+    from ecssd_agent.core.model import Action, Change
     world.zone.apply([Change(Action.DELETE, srv)])
     world.clock.t = max(world.daemon._schedule.next_at, world.daemon._next_resync) + 0.1
     assert world.settle() == ["resync"]

@@ -18,6 +18,9 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from prometheus_client.parser import text_string_to_metric_families
 
+from ecssd_agent.agent.docker_events import ContainerEvent, EventStream, parse_event
+from ecssd_agent.agent.ecs_introspection import EcsIntrospection, IntrospectionUnavailable
+from ecssd_agent.agent.status import Status, StatusServer
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.eventbridge import (
     SOURCE,
@@ -28,9 +31,6 @@ from ecssd_agent.aws.eventbridge import (
     put_events,
     to_entry,
 )
-from ecssd_agent.docker_events import ContainerEvent, EventStream, parse_event
-from ecssd_agent.ecs_introspection import EcsIntrospection, IntrospectionUnavailable
-from ecssd_agent.status import Status, StatusServer
 from tests.support.poll import wait_for
 
 TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/prod/0123456789abcdef0123456789abcdef"

@@ -14,17 +14,17 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from ecssd_agent.agent import Agent
+from ecssd_agent.agent.daemon import Daemon
+from ecssd_agent.agent.docker_events import ContainerEvent
+from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.status import Status
 from ecssd_agent.aws.change_queue import ChangeQueue
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import HostStore
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
-from ecssd_agent.daemon import Daemon
-from ecssd_agent.docker_events import ContainerEvent
-from ecssd_agent.model import Container
-from ecssd_agent.publish import Publisher
-from ecssd_agent.status import Status
-from ecssd_agent.zone_writer import ZoneWriter
+from ecssd_agent.core.model import Container
+from ecssd_agent.writer.publish import Publisher
+from ecssd_agent.writer.zone_writer import ZoneWriter
 from tests.support.queued import create_hint_queue, create_host_table
 from tests.unit.test_daemon_loop import HOST, ZONE, Clock, FakeDocker, FakeStream, cid, settle
 

@@ -17,6 +17,8 @@ import dns.rdatatype
 import dns.resolver
 import pytest
 
+from ecssd_agent.core.model import RecordSet
+from ecssd_agent.core.records import srv_value
 from ecssd_agent.dns import client
 from ecssd_agent.dns.client import (
     Instance,
@@ -28,8 +30,6 @@ from ecssd_agent.dns.client import (
 )
 from ecssd_agent.dns.responder import Responder
 from ecssd_agent.dns.view import ZoneView
-from ecssd_agent.model import RecordSet
-from ecssd_agent.records import srv_value
 
 Z = "servicediscovery.internal."
 

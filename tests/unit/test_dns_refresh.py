@@ -8,12 +8,12 @@ import time
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
+from ecssd_agent.agent.settings import SettingsError
+from ecssd_agent.core.model import RecordSet
 from ecssd_agent.dns.config import load
 from ecssd_agent.dns.refresh import Refresher
 from ecssd_agent.dns.responder import Responder
 from ecssd_agent.dns.view import unavailable
-from ecssd_agent.model import RecordSet
-from ecssd_agent.settings import SettingsError
 from tests.support.poll import wait_for
 
 Z = "servicediscovery.internal."

@@ -20,11 +20,11 @@ import dns.rdataclass
 import dns.rdatatype
 import pytest
 
+from ecssd_agent.core.model import Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.records import host_records, srv_value
 from ecssd_agent.dns import wire
 from ecssd_agent.dns.responder import Responder
 from ecssd_agent.dns.view import ZoneView, unavailable
-from ecssd_agent.model import Host, RecordSet, Routing, ServiceInstance
-from ecssd_agent.records import host_records, srv_value
 
 Z = "servicediscovery.internal."
 MOTO_SOA = ("{'Value': 'ns-2048.awsdns-64.com. hostmaster.example.com. 1 7200 900 1209600 "

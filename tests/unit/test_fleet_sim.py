@@ -39,14 +39,14 @@ from benchmarks.fleet.route53 import (
     TokenBucket,
 )
 from benchmarks.fleet.writer import StateCodec
-from ecssd_agent.agent import owned_by_host
+from ecssd_agent.agent.host_agent import owned_by_host
 from ecssd_agent.aws import host_store
 from ecssd_agent.aws.host_store import HostStore
 from ecssd_agent.aws.route53 import from_wire, to_wire
-from ecssd_agent.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
-from ecssd_agent.records import host_records, routed
-from ecssd_agent.zone_reads import NameScan
-from ecssd_agent.zone_writer import LEASE_SECONDS
+from ecssd_agent.core.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.records import host_records, routed
+from ecssd_agent.sync.zone_reads import NameScan
+from ecssd_agent.writer.zone_writer import LEASE_SECONDS
 
 ZONE = "sd.internal."
 QUIET = Limits(name="test", propagation=(1.0, 1.0))

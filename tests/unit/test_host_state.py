@@ -13,7 +13,6 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from ecssd_agent import naming
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import (
     EXPIRE_AFTER,
@@ -23,7 +22,8 @@ from ecssd_agent.aws.host_store import (
     _records_out,
 )
 from ecssd_agent.aws.route53 import from_wire, to_wire
-from ecssd_agent.host_state import (
+from ecssd_agent.core import naming
+from ecssd_agent.core.host_state import (
     Applied,
     Published,
     after,
@@ -33,9 +33,9 @@ from ecssd_agent.host_state import (
     plan_host,
     split_by_host,
 )
-from ecssd_agent.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
-from ecssd_agent.plan import ForeignRecord
-from ecssd_agent.records import host_records
+from ecssd_agent.core.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.plan import ForeignRecord
+from ecssd_agent.core.records import host_records
 from tests.support.queued import FixedClock as Clock
 from tests.support.queued import create_host_table
 

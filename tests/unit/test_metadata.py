@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ecssd_agent.metadata import environment_list, service_instances
-from ecssd_agent.model import Container
+from ecssd_agent.core.metadata import environment_list, service_instances
+from ecssd_agent.core.model import Container
 
 CID = "c0ffee" * 10 + "abcd"
 

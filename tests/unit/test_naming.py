@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ecssd_agent import naming
-from ecssd_agent.model import Owner
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Owner
 
 OWNERS = [
     Owner(host="ip-10-0-0-12"),

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from ecssd_agent.agent import owned_by_host
-from ecssd_agent.model import Action, Host, Owner, RecordSet, Routing, ServiceInstance
-from ecssd_agent.plan import ForeignRecord, plan
-from ecssd_agent.records import host_records, routed
+from ecssd_agent.agent.host_agent import owned_by_host
+from ecssd_agent.core.model import Action, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.plan import ForeignRecord, plan
+from ecssd_agent.core.records import host_records, routed
 
 ZONE = "sd.internal."
 HOST = Host("ip-10-0-0-12", "10.0.0.12")

@@ -29,9 +29,9 @@ from ecssd_agent.aws.change_queue import (
 )
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import HostStore
-from ecssd_agent.model import Host, RecordSet, Routing, ServiceInstance
-from ecssd_agent.publish import Publisher
-from ecssd_agent.records import host_records
+from ecssd_agent.core.model import Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.records import host_records
+from ecssd_agent.writer.publish import Publisher
 from tests.support.queued import create_host_table
 
 ZONE = "sd.internal."

@@ -10,7 +10,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from ecssd_agent.agent import owned_by_host
+from ecssd_agent.agent.host_agent import owned_by_host
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import (
     MAX_RECORDS_PER_REQUEST,
@@ -24,9 +24,9 @@ from ecssd_agent.aws.route53 import (
     pack,
     to_wire,
 )
-from ecssd_agent.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
-from ecssd_agent.reconcile import NotConverged, converge
-from ecssd_agent.records import host_records, parse_srv, routed, srv_value
+from ecssd_agent.core.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.records import host_records, parse_srv, routed, srv_value
+from ecssd_agent.sync.reconcile import NotConverged, converge
 
 ZONE_NAME = "servicediscovery.internal"
 

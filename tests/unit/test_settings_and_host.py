@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from ecssd_agent import cli
+from ecssd_agent.agent import cli
+from ecssd_agent.agent.settings import SettingsError, load, parser
 from ecssd_agent.aws.imds import Imds, MetadataUnavailable
-from ecssd_agent.settings import SettingsError, load, parser
 
 
 def test_defaults():

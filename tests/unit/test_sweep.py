@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from ecssd_agent import naming
-from ecssd_agent.model import Host, Owner, RecordSet, Routing, ServiceInstance
-from ecssd_agent.records import host_records, routed, srv_value
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.records import host_records, routed, srv_value
 from health_lambda.sweep import (
     Assessment,
     ClusterView,

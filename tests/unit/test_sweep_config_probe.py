@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ecssd_agent.settings import SettingsError
+from ecssd_agent.agent.settings import SettingsError
 from health_lambda.config import SweepSettings
 from health_lambda.probe import check, probe_all
 from health_lambda.sweep import Target

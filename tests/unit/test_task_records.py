@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from ecssd_agent import naming
-from ecssd_agent import task_records as tr
-from ecssd_agent.model import Owner, RecordSet, Routing
-from ecssd_agent.plan import plan
-from ecssd_agent.records import parse_srv
+from ecssd_agent.core import naming
+from ecssd_agent.core import task_records as tr
+from ecssd_agent.core.model import Owner, RecordSet, Routing
+from ecssd_agent.core.plan import plan
+from ecssd_agent.core.records import parse_srv
 from health_lambda import task_event_config
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"

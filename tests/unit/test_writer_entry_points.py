@@ -24,17 +24,18 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from ecssd_agent import logs, naming
+from ecssd_agent import logs
 from ecssd_agent.aws.change_queue import ChangeQueue, Hint, Message, hint_body, parse_hint
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import LEASE_HOST, HostStore
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.config_fields import SettingsError
-from ecssd_agent.model import Host, RecordSet, Routing, ServiceInstance
-from ecssd_agent.publish import Publisher
-from ecssd_agent.records import host_records
-from ecssd_agent.writer_cli import Poller, build_writer, main
-from ecssd_agent.writer_settings import WriterSettings, load_cli_settings, load_lambda_settings
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.records import host_records
+from ecssd_agent.writer.cli import Poller, build_writer, main
+from ecssd_agent.writer.publish import Publisher
+from ecssd_agent.writer.settings import WriterSettings, load_cli_settings, load_lambda_settings
 from health_lambda import zone_writer_handler
 from tests.support.queued import create_host_table
 

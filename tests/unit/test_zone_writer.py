@@ -28,15 +28,16 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from benchmarks import moto_paging
-from ecssd_agent import naming, zone_writer
 from ecssd_agent.aws import route53
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import LEASE_HOST, HostStore
 from ecssd_agent.aws.route53 import Route53Zone, find_zone, named_set_identifiers, to_wire
-from ecssd_agent.host_state import Applied, Published
-from ecssd_agent.model import Action, Host, Owner, RecordSet, Routing, ServiceInstance
-from ecssd_agent.records import host_records
-from ecssd_agent.zone_writer import (
+from ecssd_agent.core import naming
+from ecssd_agent.core.host_state import Applied, Published
+from ecssd_agent.core.model import Action, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.records import host_records
+from ecssd_agent.writer import zone_writer
+from ecssd_agent.writer.zone_writer import (
     LEASE_SECONDS,
     WriterInterrupted,
     ZoneWriter,

@@ -3,11 +3,11 @@
 A per-host agent sees containers through Docker; the task-events Lambda sees *tasks* through
 "ECS Task State Change" events and DescribeTasks, whose task descriptions have one shape
 (:func:`parse_task` reads both). What a task declares lives in its task definition's
-container definitions, which are turned into :class:`~ecssd_agent.model.Container` values so
+container definitions, which are turned into :class:`~ecssd_agent.core.model.Container` values so
 that ``SERVICE_<port>_NAME`` is read by the very parser the agent uses
-(:func:`ecssd_agent.metadata.service_instances`), not by a second copy of it.
+(:func:`ecssd_agent.core.metadata.service_instances`), not by a second copy of it.
 
-Names and ownership (see :mod:`ecssd_agent.naming` for the SetIdentifier scheme):
+Names and ownership (see :mod:`ecssd_agent.core.naming` for the SetIdentifier scheme):
 
 - Every record set written for a task is owned by ``Owner(kind="t", cluster, task, port)``,
   so "everything of task X" is an exact SetIdentifier test (:func:`owned_by_task`) and the
@@ -39,8 +39,8 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from ecssd_agent import naming
-from ecssd_agent.metadata import (
+from ecssd_agent.core import naming
+from ecssd_agent.core.metadata import (
     ECS_CLUSTER,
     ECS_CONTAINER_NAME,
     ECS_TASK_ARN,
@@ -49,9 +49,9 @@ from ecssd_agent.metadata import (
     merged_metadata,
     service_instances,
 )
-from ecssd_agent.model import Container, Owner, RecordSet, Routing
-from ecssd_agent.plan import Owns
-from ecssd_agent.records import routed, srv_value
+from ecssd_agent.core.model import Container, Owner, RecordSet, Routing
+from ecssd_agent.core.plan import Owns
+from ecssd_agent.core.records import routed, srv_value
 
 SOURCE = "aws.ecs"
 DETAIL_TYPE = "ECS Task State Change"

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ecssd_agent import naming
-from ecssd_agent.metadata import Problem
-from ecssd_agent.model import Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core import naming
+from ecssd_agent.core.metadata import Problem
+from ecssd_agent.core.model import Host, Owner, RecordSet, Routing, ServiceInstance
 
 SRV_PRIORITY = 1
 SRV_WEIGHT = 1

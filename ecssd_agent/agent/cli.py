@@ -1,6 +1,6 @@
 """``ecssd-agent``: wire settings, adapters and the agent; choose sync, remove or daemon mode.
 
-The daemon mode (the default) lives in :mod:`ecssd_agent.daemon`.
+The daemon mode (the default) lives in :mod:`ecssd_agent.agent.daemon`.
 """
 
 from __future__ import annotations
@@ -12,18 +12,20 @@ from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecssd_agent import daemon, logs, naming
-from ecssd_agent.agent import Agent
+from ecssd_agent import logs
+from ecssd_agent.agent import daemon
+from ecssd_agent.agent.docker_source import DockerSource, DockerUnavailable
+from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.settings import Settings, SettingsError, load
 from ecssd_agent.aws.change_queue import ChangeQueue
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import HostStore
 from ecssd_agent.aws.imds import Imds, MetadataUnavailable
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
-from ecssd_agent.docker_source import DockerSource, DockerUnavailable
-from ecssd_agent.model import Host, Routing
-from ecssd_agent.publish import Publisher
-from ecssd_agent.reconcile import NotConverged, Outcome
-from ecssd_agent.settings import Settings, SettingsError, load
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Host, Routing
+from ecssd_agent.sync.reconcile import NotConverged, Outcome
+from ecssd_agent.writer.publish import Publisher
 
 log = logging.getLogger("ecssd_agent")
 

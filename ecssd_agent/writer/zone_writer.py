@@ -8,7 +8,7 @@ over 1,000 hosts (8,000 changes) is about 8 requests instead of 1,000+.
 
 Reads happen only where knowledge is missing or old (``host_state.needs_read``): a host
 seen for the first time, an agent that just started, a state older than ``verify_after``.
-Hosts read together share their scans (name-scoped, :mod:`ecssd_agent.zone_reads`).
+Hosts read together share their scans (name-scoped, :mod:`ecssd_agent.sync.zone_reads`).
 
 A batch Route 53 rejects (invariant 2) names the record set it refused: the other hosts are
 sent again at once, and only that record set's owner is read (the names of its changes),
@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
-from ecssd_agent import naming
 from ecssd_agent.aws.change_queue import BadHint, parse_hint
 from ecssd_agent.aws.host_store import HostStore
 from ecssd_agent.aws.route53 import (
@@ -40,7 +39,8 @@ from ecssd_agent.aws.route53 import (
     pack,
     retry_reason,
 )
-from ecssd_agent.host_state import (
+from ecssd_agent.core import naming
+from ecssd_agent.core.host_state import (
     Applied,
     Published,
     after,
@@ -49,9 +49,9 @@ from ecssd_agent.host_state import (
     plan_host,
     split_by_host,
 )
-from ecssd_agent.model import Change, RecordSet
-from ecssd_agent.plan import ForeignRecord, Owns
-from ecssd_agent.zone_reads import MAX_ITEMS, owned_records_by_names, zone_record_count
+from ecssd_agent.core.model import Change, RecordSet
+from ecssd_agent.core.plan import ForeignRecord, Owns
+from ecssd_agent.sync.zone_reads import MAX_ITEMS, owned_records_by_names, zone_record_count
 
 log = logging.getLogger(__name__)
 

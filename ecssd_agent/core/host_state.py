@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ecssd_agent import naming
-from ecssd_agent.model import Action, Change, RecordSet
-from ecssd_agent.plan import plan
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Action, Change, RecordSet
+from ecssd_agent.core.plan import plan
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import hashlib
 import re
 from collections.abc import Callable
 
-from ecssd_agent.model import Owner, RecordSet
+from ecssd_agent.core.model import Owner, RecordSet
 
 PREFIX = "ecssd"
 MAX_SET_IDENTIFIER = 128

@@ -1,6 +1,6 @@
 """Registrator-compatible service metadata: ``SERVICE_<port>_NAME`` and friends -> instances.
 
-Pure: a :class:`~ecssd_agent.model.Container` in, service instances and problems out. A bad
+Pure: a :class:`~ecssd_agent.core.model.Container` in, service instances and problems out. A bad
 variable becomes one problem naming the container and the variable, and only that service is
 skipped, so one typo never hides the other services of the container, let alone other
 containers. Labels win over environment variables because a label can be changed by an
@@ -13,8 +13,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ecssd_agent import naming
-from ecssd_agent.model import Container, ServiceInstance
+from ecssd_agent.core import naming
+from ecssd_agent.core.model import Container, ServiceInstance
 
 _SERVICE_VAR = re.compile(r"^SERVICE_(?P<port>[^_]+)_(?P<key>NAME|IGNORE|CHECK_HTTP)$")
 _TRUE = {"1", "true", "yes", "on", "y", "t"}

@@ -12,7 +12,7 @@ simulation, benchmarks/bench_fleet.py, showed a full listing per host per resync
 the account at ~100 hosts). So the zone is listed in full only when this host knows nothing
 of what it owns (startup, where it also finds records of names it no longer publishes, and
 --deregister-on-exit without a known state). Every other read is name-scoped
-(ecssd_agent/zone_reads.py: only the names this host publishes or owns records under), and
+(ecssd_agent/sync/zone_reads.py: only the names this host publishes or owns records under), and
 the periodic resync reads only when the fleet-wide read budget allows
 (``zone_reads.ReadSchedule``) and not while Route 53 throttled this host in the last minute;
 otherwise it plans against what this host knows it owns (updated from every applied change),
@@ -20,7 +20,7 @@ as events do. A batch Route 53 rejects is re-planned on a name-scoped read. An e
 exactly one change request and no listing.
 
 In queued mode (``--host-table`` and ``--change-queue``) the same loop ends differently: the
-desired state of the whole host is published for the zone writer (``ecssd_agent.publish``)
+desired state of the whole host is published for the zone writer (``ecssd_agent.writer.publish``)
 instead of converged, and the agent makes no Route 53 request at all. Events publish only
 when the desired state changed; resyncs, retries and startup always publish (a hint lost on
 the way is so re-sent).
@@ -45,20 +45,20 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecssd_agent.agent import Agent
+from ecssd_agent.agent.docker_events import ContainerEvent, EventSource, EventStream
+from ecssd_agent.agent.docker_source import DockerUnavailable
+from ecssd_agent.agent.ecs_introspection import EcsIntrospection, IntrospectionUnavailable
+from ecssd_agent.agent.host_agent import Agent
+from ecssd_agent.agent.status import Status, StatusServer
 from ecssd_agent.aws.eventbridge import TaskEventSender
-from ecssd_agent.coalescer import Coalescer
-from ecssd_agent.docker_events import ContainerEvent, EventSource, EventStream
-from ecssd_agent.docker_source import DockerUnavailable
-from ecssd_agent.ecs_introspection import EcsIntrospection, IntrospectionUnavailable
-from ecssd_agent.model import Action, Change, Container, RecordSet
-from ecssd_agent.reconcile import NotConverged, Outcome, Read, converge
-from ecssd_agent.status import Status, StatusServer
-from ecssd_agent.zone_reads import ReadSchedule, owned_records_by_names, zone_record_count
+from ecssd_agent.core.coalescer import Coalescer
+from ecssd_agent.core.model import Action, Change, Container, RecordSet
+from ecssd_agent.sync.reconcile import NotConverged, Outcome, Read, converge
+from ecssd_agent.sync.zone_reads import ReadSchedule, owned_records_by_names, zone_record_count
 
 if TYPE_CHECKING:
+    from ecssd_agent.agent.settings import Settings
     from ecssd_agent.aws.clients import Clients
-    from ecssd_agent.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 
+from ecssd_agent.agent.docker_source import DockerSource
 from ecssd_agent.aws.route53 import Route53Zone
-from ecssd_agent.docker_source import DockerSource
-from ecssd_agent.metadata import Problem, service_instances
-from ecssd_agent.model import Container, Host, RecordSet, Routing, ServiceInstance
-from ecssd_agent.naming import owned_by_host
-from ecssd_agent.publish import Publisher
-from ecssd_agent.reconcile import Outcome, Read, converge
-from ecssd_agent.records import host_records
+from ecssd_agent.core.metadata import Problem, service_instances
+from ecssd_agent.core.model import Container, Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.naming import owned_by_host
+from ecssd_agent.core.records import host_records
+from ecssd_agent.sync.reconcile import Outcome, Read, converge
+from ecssd_agent.writer.publish import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ __all__ = ["Agent", "owned_by_host"]
 class Agent:
     """One host's agent. Direct mode: converges its records in the zone itself (``zone``).
     Queued mode: publishes its desired state for the zone writer (``publisher``) and makes no
-    Route 53 request at all (see :mod:`ecssd_agent.publish`)."""
+    Route 53 request at all (see :mod:`ecssd_agent.writer.publish`)."""
 
     def __init__(
         self,

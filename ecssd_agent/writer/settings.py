@@ -12,11 +12,10 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ecssd_agent import naming
-from ecssd_agent.config_fields import SettingsError, build_parser, from_env, load_cli
+from ecssd_agent.config_fields import DEFAULT_DOMAIN, SettingsError, build_parser, from_env, load_cli
+from ecssd_agent.config_fields import env_name as cli_env_name
 from ecssd_agent.config_fields import setting as _opt
-from ecssd_agent.settings import DEFAULT_DOMAIN
-from ecssd_agent.settings import env_name as cli_env_name
+from ecssd_agent.core import naming
 
 
 @dataclass(frozen=True)

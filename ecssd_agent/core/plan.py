@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from ecssd_agent.model import Action, Change, RecordSet
+from ecssd_agent.core.model import Action, Change, RecordSet
 
 Owns = Callable[[RecordSet], bool]
 

@@ -1,6 +1,6 @@
 """The agent's side of the queued mode: publish this host's desired state, hint the writer.
 
-Why: in queued mode no agent talks to Route 53 (see :mod:`ecssd_agent.host_state` for the
+Why: in queued mode no agent talks to Route 53 (see :mod:`ecssd_agent.core.host_state` for the
 budget arithmetic); one zone writer applies the publications of the whole fleet in a few big
 batches. A publication is the host's WHOLE desired state, never a diff, so a lost, repeated
 or reordered hint can never leave a wrong record: the writer reads the newest state.
@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 
 from ecssd_agent.aws.change_queue import ChangeQueue, Hint
 from ecssd_agent.aws.host_store import HostStore
-from ecssd_agent.host_state import Published
-from ecssd_agent.model import RecordSet
+from ecssd_agent.core.host_state import Published
+from ecssd_agent.core.model import RecordSet
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,16 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ecssd_agent.config_fields import SettingsError, build_parser, load_cli
+from ecssd_agent.config_fields import (
+    DEFAULT_DOMAIN,
+    SettingsError,
+    build_parser,
+    env_name,
+    load_cli,
+)
 from ecssd_agent.config_fields import setting as _opt
 
 __all__ = ["DEFAULT_DOMAIN", "Settings", "SettingsError", "env_name", "load", "parser"]
-
-DEFAULT_DOMAIN = "servicediscovery.internal"
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -77,7 +80,7 @@ class Settings:
 
     @property
     def queued(self) -> bool:
-        """Queued mode: the zone writer applies this host's records (see ecssd_agent.publish)."""
+        """Queued mode: the zone writer applies this host's records (see ecssd_agent.writer.publish)."""
         if bool(self.host_table) != bool(self.change_queue):
             raise SettingsError("--host-table and --change-queue (ECSSD_HOST_TABLE, "
                                 "ECSSD_CHANGE_QUEUE) go together: set both for queued mode, or "
@@ -90,9 +93,6 @@ class Settings:
             raise SettingsError("--sync and --remove exclude each other")
         return "remove" if self.remove else "sync" if self.sync else "daemon"
 
-
-def env_name(attribute: str) -> str:
-    return "ECSSD_" + attribute.upper()
 
 
 def parser() -> argparse.ArgumentParser:

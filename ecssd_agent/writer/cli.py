@@ -2,7 +2,7 @@
 
 In AWS the writer is a Lambda fed by the queue (``health_lambda.zone_writer_handler``; its
 event source mapping does the batching window). This entry point runs the same
-:class:`~ecssd_agent.zone_writer.ZoneWriter` where there is no Lambda: on a host, in the local
+:class:`~ecssd_agent.writer.zone_writer.ZoneWriter` where there is no Lambda: on a host, in the local
 demo against moto, in the tests.
 """
 
@@ -24,9 +24,9 @@ from ecssd_agent.aws.change_queue import ChangeQueue, Hint, Message, QueueError
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import HostStore, StoreError
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
-from ecssd_agent.settings import SettingsError
-from ecssd_agent.writer_settings import WriterSettings, load_cli_settings
-from ecssd_agent.zone_writer import WriterInterrupted, ZoneWriter, read_hints
+from ecssd_agent.config_fields import SettingsError
+from ecssd_agent.writer.settings import WriterSettings, load_cli_settings
+from ecssd_agent.writer.zone_writer import WriterInterrupted, ZoneWriter, read_hints
 
 log = logging.getLogger("ecssd_agent.writer")
 

@@ -1,4 +1,4 @@
-"""Docker: the running containers of this host, as :class:`~ecssd_agent.model.Container` values.
+"""Docker: the running containers of this host, as :class:`~ecssd_agent.core.model.Container` values.
 
 An engine that cannot be reached raises :class:`DockerUnavailable`; it never looks like "no
 containers", which would make the agent delete every record of the host.
@@ -14,8 +14,8 @@ import docker
 import docker.errors
 import requests
 
-from ecssd_agent.metadata import environment_list
-from ecssd_agent.model import Container
+from ecssd_agent.core.metadata import environment_list
+from ecssd_agent.core.model import Container
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ecssd_agent.aws.route53 import BatchRejected, Route53Zone
-from ecssd_agent.model import Change, RecordSet
-from ecssd_agent.plan import Owns, plan
+from ecssd_agent.core.model import Change, RecordSet
+from ecssd_agent.core.plan import Owns, plan
 
 log = logging.getLogger(__name__)
 
