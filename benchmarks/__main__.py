@@ -3,6 +3,10 @@
 Every ``benchmarks/bench_*.py`` module is imported and its ``run(quick)`` called, one after
 the other; a module that cannot be imported, raises, or returns malformed rows becomes an
 error row and the others still run. The exit status is 1 when any module failed.
+
+A row is a dict of COLUMNS; a row that also has ``headline: True`` and ``held`` (whether the
+value met its goal) is repeated in the short headline table at the top of RESULTS.md. Plots a
+module drew during the run (``benchmarks/plots/*.png``) are shown below the headline.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
+PLOTS = HERE / "plots"
 COLUMNS = ("area", "metric", "value", "unit", "goal", "note")
 
 
@@ -44,6 +49,8 @@ def checked(module: str, rows: Any) -> list[dict[str, Any]]:
         missing = [c for c in COLUMNS if c not in item]
         if missing:
             raise TypeError(f"a row lacks {', '.join(missing)}: {item!r}")
+        if item.get("headline") and not isinstance(item.get("held"), bool):
+            raise TypeError(f"a headline row needs held (True or False): {item!r}")
     return rows
 
 
@@ -136,8 +143,25 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def headline(rows: Sequence[dict[str, Any]]) -> str:
+    """One line per headline figure: its value against its goal, and whether it held."""
+    lines = ["| area | figure | value | goal | held |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join((cell(r["area"]), cell(r["metric"]),
+                                 cell(f"{cell(r['value'])} {r['unit']}".strip()), cell(r["goal"]),
+                                 "yes" if r["held"] else "**no**")) + " |"
+              for r in rows if r.get("headline")]
+    return "\n".join(lines)
+
+
+def plots_drawn(since: datetime.datetime, directory: Path = PLOTS) -> list[Path]:
+    """The PNGs written into ``directory`` during this run (older ones are not its figures)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*.png") if p.stat().st_mtime >= since.timestamp())
+
+
 def report(rows: Sequence[dict[str, Any]], timings: dict[str, float], failed: list[str],
-           quick: bool, started: datetime.datetime) -> str:
+           quick: bool, started: datetime.datetime, plots: Sequence[Path] = ()) -> str:
     mach, vers = machine(), versions()
     lines = [
         "# ecssd benchmark results",
@@ -154,7 +178,12 @@ def report(rows: Sequence[dict[str, Any]], timings: dict[str, float], failed: li
     ]
     if failed:
         lines.append("- FAILED: " + ", ".join(failed))
-    lines += ["", table(rows), ""]
+    lines += ["", "## Headline", "", headline(rows), ""]
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"![{p.stem}]({p.relative_to(HERE).as_posix()})" for p in plots]
+        lines.append("")
+    lines += ["## Every figure", "", table(rows), ""]
     return "\n".join(lines)
 
 
@@ -178,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timings[module] = seconds
         if not ok:
             failed.append(module)
-    text = report(rows, timings, failed, args.quick, started)
+    text = report(rows, timings, failed, args.quick, started, plots_drawn(started))
     args.output.write_text(text)
     print(table(rows))
     print(f"\nwritten to {args.output}", file=sys.stderr)

@@ -27,11 +27,12 @@ from __future__ import annotations
 import random
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from benchmarks.fleet.engine import Call, Instruction, Sleep
 from benchmarks.fleet.retry import RETRYABLE, BotocoreClient, RetryPolicy
 from benchmarks.fleet.route53 import CHANGE, GET_ZONE, LIST, RecordKey, Response, owner_of
+from benchmarks.fleet.world import World
 from ecssd_agent.agent.daemon import RESYNC_JITTER, RETRY_MAX, RETRY_MIN, THROTTLED_RETRY_MAX
 from ecssd_agent.agent.settings import Settings
 from ecssd_agent.aws.route53 import batches
@@ -42,9 +43,7 @@ from ecssd_agent.core.plan import Owns, plan
 from ecssd_agent.core.records import host_records
 from ecssd_agent.sync.reconcile import converge
 from ecssd_agent.sync.zone_reads import NameScan, ReadSchedule
-
-if TYPE_CHECKING:
-    from benchmarks.fleet.world import World
+from ecssd_agent.writer.publish import Publisher
 
 Work = Generator[Instruction, Any, bool]
 
@@ -158,10 +157,12 @@ def make_container(cid: str, service: str, port: int, cluster: str, task: str, t
 
 
 class SimHost:
-    """The daemon of one host (or what is left of it once the host died)."""
+    """The daemon of one host (or what is left of it once the host died). In queued mode it
+    is given its ``publisher`` and how long a publication takes (``publish_latency``)."""
 
     def __init__(self, world: World, label: str, ip: str, policy: DaemonPolicy,
-                 rng: random.Random) -> None:
+                 rng: random.Random, publisher: Publisher | None = None,
+                 publish_latency: float = 0.0) -> None:
         self.world = world
         self.host = Host(label, ip)
         self.policy = policy
@@ -188,7 +189,8 @@ class SimHost:
         self._desired: list[RecordSet] | None = None
         self._wanted: dict[RecordKey, RecordSet] | None = None
         self._a_record: RecordSet | None = None
-        self.publisher = world.writer.publisher(label) if world.writer is not None else None
+        self.publisher = publisher
+        self.publish_latency = publish_latency
 
     # --- what the host should own ------------------------------------------------------
 
@@ -361,11 +363,11 @@ class SimHost:
         state (``force`` unless the batch is only events), no Route 53 request. The PutItem
         and SendMessage take ``publish_latency``; a host that dies meanwhile publishes
         nothing."""
-        assert self.publisher is not None and self.world.writer is not None
+        assert self.publisher is not None
         force = self.resync_due or self.startup_due
         self.resync_due = self.startup_due = False
         desired = list(self.desired())
-        yield Sleep(self.world.writer.config.publish_latency)
+        yield Sleep(self.publish_latency)
         if self.alive:
             self.publisher.publish(desired, force=force)
         return True

@@ -3,19 +3,20 @@ and the REAL zone writer Lambda (``health_lambda.zone_writer_handler.lambda_hand
 ``ecssd_agent.writer.zone_writer.ZoneWriter.write``) running in virtual time.
 
 Agents in queued mode publish through the real :class:`~ecssd_agent.writer.publish.Publisher` into
-a :class:`~ecssd_agent.aws.host_store.HostStore` kept in memory (:class:`SimHostStore`) and the
-real :class:`~ecssd_agent.aws.change_queue.ChangeQueue` (its SQS client is :class:`SimSQS`).
+the real :class:`~ecssd_agent.aws.host_store.HostStore` and
+:class:`~ecssd_agent.aws.change_queue.ChangeQueue`, whose DynamoDB and SQS clients answer from
+a table and a queue held in memory (aws.py: :class:`SimDynamoDB`, :class:`SimSQS`).
 The writer is not a re-implementation: each invocation runs the Lambda handler itself, with
 the handler's cached writer set to this execution environment's ZoneWriter, whose Route 53
 client (:class:`SimRoute53Client`) sends every request through the botocore retry model to
-the simulated Route 53, whose store takes the writers' lease with the real
-``HostStore.acquire``/``release`` (their conditional PutItem/DeleteItem evaluated by
-:class:`SimDynamoDB`), and whose ``sleep`` (the lease waits) is virtual. The handler's
+the simulated Route 53, whose HostStore (its own DynamoDB client) loads and saves host states
+and takes the writers' lease, and whose ``sleep`` (the lease waits) is virtual. The handler's
 deadline reads ``time.time()``: while a run lasts, that module's clock is the virtual one
 (:func:`in_virtual_time`). The handler is ordinary blocking code, so it runs in a thread that
-hands control back and forth with the scheduler (:class:`Bridge`): exactly one of the two
-runs at any moment, so a run stays deterministic. Two pure functions the writer calls
-hundreds of thousands of times are memoised while a run lasts; nothing else is touched.
+hands control back and forth with the scheduler (bridge.py): exactly one of the two runs at
+any moment, so a run stays deterministic. The pure functions the writer and the agents call
+hundreds of thousands of times are memoised while a run lasts (:func:`memoised`); nothing else
+is touched.
 
 What is modelled (:class:`WriterConfig`; the values are cloudformation/quickstart.yaml's,
 tests/unit/test_fleet_sim.py checks them against it), and the assumptions:
@@ -61,41 +62,35 @@ import functools
 import heapq
 import logging
 import math
-import queue
 import random
-import threading
-import time
 from collections import Counter, deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from benchmarks.fleet.engine import Body, Call, Instruction, Sleep
+from benchmarks.fleet.aws import LEASE_KEY, ItemKey, SimDynamoDB, SimRoute53Client, SimSQS
+from benchmarks.fleet.bridge import THREAD_PREFIX, Bridge, Link
 from benchmarks.fleet.retry import BotocoreClient, RetryPolicy
-from benchmarks.fleet.route53 import CHANGE, GET_ZONE, LIST, Response
+from benchmarks.fleet.world import WireCache, World
+from ecssd_agent.aws import host_store
 from ecssd_agent.aws.change_queue import ChangeQueue
-from ecssd_agent.aws.host_store import GET_BATCH, LEASE_HOST, WRITE_BATCH, HostStore, StoreError
-from ecssd_agent.aws.route53 import Route53Zone, Zone, from_wire
+from ecssd_agent.aws.host_store import HostStore, StoreError
+from ecssd_agent.aws.route53 import Route53Zone, Zone
 from ecssd_agent.core import naming
-from ecssd_agent.core.host_state import Applied, Published
-from ecssd_agent.core.model import Action, Change, RecordSet
+from ecssd_agent.core.host_state import Applied
+from ecssd_agent.core.model import RecordSet
 from ecssd_agent.writer import zone_writer
 from ecssd_agent.writer.publish import Publisher
 from ecssd_agent.writer.settings import WriterSettings
 from ecssd_agent.writer.zone_writer import WriteOutcome, WriterInterrupted, ZoneWriter
 from health_lambda import zone_writer_handler
 
-if TYPE_CHECKING:
-    from benchmarks.fleet.world import World
-
 TABLE = "ecssd-hosts"
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/ecssd-hints"
 ZONE_ID = "Z0SIMULATED"
-THREAD_PREFIX = "fleet-writer-"
-LEASE_KEY = (LEASE_HOST, "lease")  # HostStore.acquire's item: (host, kind)
 #: Virtual time 0 as epoch seconds for the writer's and the agents' clocks: ZoneWriter marks
 #: an outcome it does not know with ``verified=0.0``, which means "long ago" only on a clock
 #: of epoch seconds (as ``time.time`` is); a clock starting at 0 would never re-read.
@@ -122,159 +117,69 @@ class WriterConfig:
     memory_mb: int = 1024  # quickstart.yaml ZoneWriterFunction MemorySize: GB-seconds billed
 
 
-# --- running blocking code as a scheduler process ---------------------------------------
+class StateCodec:
+    """``host_store._records_out`` and ``_records_in`` (record sets <-> the stored JSON list),
+    memoised for a run. Why: encoding every record set of every publication and decoding
+    every state the writer loads doubled a queued run's CPU time, though the agents publish
+    the same RecordSet objects again and again (SimHost caches them per container).
 
-class Cancelled(BaseException):
-    """Raised inside the worker thread when its invocation is killed (function timeout) or
-    the simulation ends; a BaseException so that neither the writer's nor the handler's
-    ``except`` clauses run (nothing runs in a Lambda sandbox that was stopped); ``finally``
-    clauses do run, and every request they try raises this again before it is sent."""
+    Encoding: each record set is encoded by the real function (as a list of one), memoised
+    by the record set's identity, and the list is their JSON joined as json writes a list
+    with the store's separators. Decoding: a text this codec encoded decodes to the record
+    sets it was made from (equal to what ``_records_in`` returns: the store's round trip
+    keeps record sets equal), any other text by the real function, memoised.
+    tests/unit/test_fleet_sim.py checks both against the real functions."""
 
+    def __init__(self, encode: Callable[[Iterable[RecordSet]], str],
+                 decode: Callable[[str], tuple[RecordSet, ...]]) -> None:
+        self._encode = encode
+        self._decode = decode
+        self._json: dict[int, tuple[RecordSet, str]] = {}  # keeps each record set alive
+        self._records: dict[str, tuple[RecordSet, ...]] = {}
 
-_CANCEL = object()
-Step = Callable[[], Generator[Instruction, Any, Any]]
+    def _one(self, record: RecordSet) -> str:
+        hit = self._json.get(id(record))
+        if hit is not None and hit[0] is record:
+            return hit[1]
+        text = self._encode([record])[1:-1]
+        self._json[id(record)] = (record, text)
+        return text
 
+    def records_out(self, records: Iterable[RecordSet]) -> str:
+        records = tuple(records)
+        text = "[" + ",".join(self._one(r) for r in records) + "]"
+        self._records.setdefault(text, records)
+        return text
 
-class Bridge:
-    """Runs ``target`` (blocking code) in a thread as one process of the scheduler.
-
-    The thread asks for virtual-time work with :meth:`run` (a generator of instructions:
-    an API call with its retries, a sleep) and blocks; the scheduler side
-    (:meth:`process`) drives that generator and hands the result back. Exactly one side runs
-    at a time. After :meth:`cancel`, no further instruction is issued and the thread is
-    unwound with :class:`Cancelled`.
-    """
-
-    def __init__(self, name: str, target: Callable[[], Any]) -> None:
-        self.name = name
-        self._target = target
-        self._to_worker: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._to_scheduler: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self.cancelled = False
-        self.finished = False
-        self.cpu_seconds = 0.0
-
-    # the worker's side
-
-    def run(self, step: Step) -> Any:
-        if self.cancelled:
-            raise Cancelled
-        self._to_scheduler.put(("step", step))
-        reply = self._to_worker.get()
-        if reply is _CANCEL:
-            raise Cancelled
-        return reply
-
-    def _main(self) -> None:
-        started = time.thread_time()
-        try:
-            value = self._target()
-        except Cancelled:
-            self._to_scheduler.put(("cancelled", None))
-        except Exception as exc:  # handed to the scheduler side: a function error
-            self._to_scheduler.put(("raised", exc))
-        else:
-            self._to_scheduler.put(("done", value))
-        finally:
-            self.cpu_seconds = time.thread_time() - started
-
-    # the scheduler's side
-
-    def process(self) -> Body:
-        """The scheduler process; returns ``(kind, value)``: ``done`` with the target's
-        value, ``raised`` with its exception, or ``cancelled``."""
-        self._thread = threading.Thread(target=self._main, name=THREAD_PREFIX + self.name,
-                                        daemon=True)
-        self._thread.start()
-        while True:
-            kind, payload = self._to_scheduler.get()
-            if kind != "step":
-                self._end()
-                return kind, payload
-            work = payload()
-            value: Any = None
-            while True:
-                if self.cancelled:
-                    work.close()
-                    return self._unwind()
-                try:
-                    instruction = work.send(value)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                value = yield instruction
-            if self.cancelled:
-                return self._unwind()
-            self._to_worker.put(result)
-
-    def cancel(self) -> None:
-        """Stop at the next instruction boundary (the request in flight still lands)."""
-        self.cancelled = True
-
-    def abandon(self) -> None:
-        """Unwind a thread left waiting when the simulation ends."""
-        self.cancelled = True
-        if self._thread is not None and not self.finished:
-            self._unwind()
-
-    def _unwind(self) -> tuple[str, Any]:
-        self._to_worker.put(_CANCEL)
-        while True:
-            kind, _ = self._to_scheduler.get()
-            if kind == "step":  # a finally clause tried another request: refused too
-                self._to_worker.put(_CANCEL)
-                continue
-            self._end()
-            return "cancelled", None
-
-    def _end(self) -> None:
-        self.finished = True
-        if self._thread is not None:
-            self._thread.join()
-
-
-def _sleep(seconds: float) -> Generator[Instruction, Any, None]:
-    yield Sleep(seconds)
-
-
-class Link:
-    """The invocation an execution environment is running now: its clients' requests and
-    sleeps go through this invocation's :class:`Bridge`."""
-
-    def __init__(self) -> None:
-        self.bridge: Bridge | None = None
-
-    def run(self, step: Step) -> Any:
-        if self.bridge is None:
-            raise RuntimeError("an AWS request outside of a writer invocation")
-        return self.bridge.run(step)
-
-    def check(self) -> None:
-        """Refuse to send a request from an invocation that was killed."""
-        if self.bridge is not None and self.bridge.cancelled:
-            raise Cancelled
-
-    def pause(self, seconds: float) -> None:
-        if seconds > 0:
-            self.run(lambda: _sleep(seconds))
+    def records_in(self, text: str) -> tuple[RecordSet, ...]:
+        records = self._records.get(text)
+        if records is None:
+            records = self._records[text] = self._decode(text)
+        return records
 
 
 @contextmanager
 def memoised() -> Iterator[None]:
-    """While a run lasts, ``naming.parse_set_identifier`` and the ``from_wire`` of the
-    writer's full listings are memoised: both are pure (a SetIdentifier string -> a frozen
-    Owner; a listed dict the simulated zone hands out unchanged -> its RecordSet), so the
-    writer computes exactly what it would, only the simulation's wall time shrinks."""
+    """While a run lasts, ``naming.parse_set_identifier``, the ``from_wire`` of the writer's
+    full listings and the HostStore's encoding and decoding of a host state are memoised:
+    all are pure (a SetIdentifier string -> a frozen Owner; a listed dict the simulated zone
+    hands out unchanged -> its RecordSet; a frozen RecordSet -> its JSON; a stored JSON string
+    -> its tuple of RecordSets), so the writer and the agents compute exactly what they
+    would, only the simulation's wall time shrinks."""
     parse = naming.parse_set_identifier
     decode = zone_writer.from_wire
+    records_in, records_out = host_store._records_in, host_store._records_out
+    codec = StateCodec(records_out, records_in)
     naming.parse_set_identifier = functools.cache(parse)
-    zone_writer.from_wire = _by_identity(decode)  # type: ignore[assignment]  # same signature
+    zone_writer.from_wire = WireCache(decode)  # type: ignore[assignment]  # same signature
+    host_store._records_in = codec.records_in
+    host_store._records_out = codec.records_out
     try:
         yield
     finally:
         naming.parse_set_identifier = parse
         zone_writer.from_wire = decode
+        host_store._records_in, host_store._records_out = records_in, records_out
 
 
 class _VirtualTime:
@@ -295,308 +200,6 @@ def in_virtual_time(clock: Callable[[], float]) -> Iterator[None]:
     finally:
         zone_writer_handler.time = real_time
         zone_writer_handler._writer = cached
-
-
-def _by_identity(decode: Callable[[Mapping[str, Any]], RecordSet]
-                 ) -> Callable[[Mapping[str, Any]], RecordSet]:
-    """``decode`` memoised by the identity of the listed dict (as ``world.WireCache``); the
-    cache keeps each dict alive, so an id is never reused while it is cached."""
-    cache: dict[int, tuple[Mapping[str, Any], RecordSet]] = {}
-
-    def memo(wire: Mapping[str, Any]) -> RecordSet:
-        hit = cache.get(id(wire))
-        if hit is not None and hit[0] is wire:
-            return hit[1]
-        record = decode(wire)
-        cache[id(wire)] = (wire, record)
-        return record
-
-    return memo
-
-
-# --- the AWS clients the real code is given ---------------------------------------------
-
-class SimRoute53Client:
-    """The boto3 Route 53 client of a writer's Lambda instance: every request goes through
-    botocore's standard retry model (``retry``, this instance's own retry quota) to the
-    simulated Route 53; errors come back as botocore ``ClientError``\\ s. ``on_change`` is
-    told of every change attempt as it is sent (the lease check)."""
-
-    def __init__(self, retry: BotocoreClient, link: Link,
-                 on_change: Callable[[], None] | None = None) -> None:
-        self.retry = retry
-        self.link = link
-        self.on_change = on_change
-        self.requests: Counter[str] = Counter()  # operation -> calls (after retries)
-
-    def _call(self, op: str, params: dict[str, Any]) -> Any:
-        response: Response = self.link.run(lambda: self._watched(self.retry.call(op, params)))
-        self.requests[op] += 1
-        if not response.ok:
-            message = response.data if isinstance(response.data, str) else response.error
-            raise ClientError({"Error": {"Code": response.error or "", "Message": message or ""}},
-                              op)
-        return response.data
-
-    def _watched(self, work: Generator[Instruction, Any, Response]
-                 ) -> Generator[Instruction, Any, Response]:
-        value: Any = None
-        while True:
-            try:
-                instruction = work.send(value)
-            except StopIteration as stop:
-                response: Response = stop.value
-                return response
-            if isinstance(instruction, Call) and instruction.op == CHANGE and self.on_change:
-                self.on_change()
-            value = yield instruction
-
-    def get_hosted_zone(self, Id: str) -> dict[str, Any]:
-        data: dict[str, Any] = self._call(GET_ZONE, {})
-        return data
-
-    def change_resource_record_sets(self, HostedZoneId: str,
-                                    ChangeBatch: Mapping[str, Any]) -> dict[str, Any]:
-        changes = [Change(Action(c["Action"]), from_wire(c["ResourceRecordSet"]))
-                   for c in ChangeBatch["Changes"]]
-        data = self._call(CHANGE, {"changes": changes})
-        return {"ChangeInfo": {"Status": "PENDING", "InsyncAt": data["insync"]}}
-
-    def get_paginator(self, operation: str) -> SimListPaginator:
-        if operation != "list_resource_record_sets":
-            raise ValueError(f"no simulated paginator for {operation}")
-        return SimListPaginator(self)
-
-
-class SimListPaginator:
-    """boto3's ``list_resource_record_sets`` paginator: pages on demand, each one request."""
-
-    def __init__(self, client: SimRoute53Client) -> None:
-        self.client = client
-
-    def paginate(self, HostedZoneId: str, StartRecordName: str | None = None,
-                 PaginationConfig: Mapping[str, Any] | None = None
-                 ) -> Iterator[dict[str, Any]]:
-        size = int((PaginationConfig or {}).get("PageSize", 300))
-        params: dict[str, Any] = {"max_items": size}
-        if StartRecordName:
-            params["start_name"] = StartRecordName
-        while True:
-            page: dict[str, Any] = self.client._call(LIST, dict(params))
-            yield page
-            if not page["IsTruncated"]:
-                return
-            params = {"start_name": page["NextRecordName"], "start_type": page["NextRecordType"],
-                      "start_identifier": page.get("NextRecordIdentifier"), "max_items": size}
-
-
-# DynamoDB's condition expressions, the part HostStore's lease uses: terms joined by OR, each
-# attribute_exists(x), attribute_not_exists(x) or a comparison of two operands.
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "=": lambda a, b: bool(a == b), "<>": lambda a, b: bool(a != b),
-    "<": lambda a, b: bool(a < b), "<=": lambda a, b: bool(a <= b),
-    ">": lambda a, b: bool(a > b), ">=": lambda a, b: bool(a >= b)}
-
-
-def _typed(value: Mapping[str, str]) -> tuple[str, Any]:
-    ((kind, raw),) = value.items()
-    if kind == "N":
-        return kind, float(raw)
-    if kind == "S":
-        return kind, raw
-    raise ValueError(f"attribute type {kind} is not simulated")
-
-
-def condition_holds(expression: str, item: Mapping[str, Mapping[str, str]] | None,
-                    names: Mapping[str, str], values: Mapping[str, Mapping[str, str]]) -> bool:
-    """Evaluate ``expression`` on ``item`` (None: no item) as DynamoDB does; raises
-    ValueError on syntax this model does not know (so a changed expression fails loudly
-    instead of being misread)."""
-    if "(" in expression.replace("attribute_not_exists(", "").replace("attribute_exists(", ""):
-        raise ValueError(f"condition {expression!r}: parentheses are not simulated")
-
-    def attribute(token: str) -> str:
-        return names[token] if token.startswith("#") else token
-
-    def operand(token: str) -> tuple[str, Any] | None:
-        if token.startswith(":"):
-            return _typed(values[token])
-        stored = (item or {}).get(attribute(token))
-        return _typed(stored) if stored is not None else None
-
-    def holds(atom: str) -> bool:
-        for function, exists in (("attribute_not_exists(", False), ("attribute_exists(", True)):
-            if atom.startswith(function) and atom.endswith(")"):
-                name = attribute(atom[len(function):-1].strip())
-                return (item is not None and name in item) == exists
-        parts = atom.split()
-        if len(parts) != 3 or parts[1] not in _COMPARE:
-            raise ValueError(f"condition term {atom!r} is not simulated")
-        left, right = operand(parts[0]), operand(parts[2])
-        return (left is not None and right is not None and left[0] == right[0]
-                and bool(_COMPARE[parts[1]](left[1], right[1])))
-
-    # OR of ANDs, AND binding tighter, as DynamoDB reads it
-    return any(all(holds(atom.strip()) for atom in term.split(" AND "))
-               for term in expression.split(" OR "))
-
-
-def _conditional_failure(op: str) -> ClientError:
-    return ClientError({"Error": {"Code": "ConditionalCheckFailedException",
-                                  "Message": "The conditional request failed"}}, op)
-
-
-class SimDynamoDB:
-    """The DynamoDB client of ``HostStore.acquire``/``release``: PutItem and DeleteItem with
-    a condition, on the table's other items (the lease) in memory. As DynamoDB: the
-    condition is evaluated on the item as stored and the write is atomic with it; a failed
-    condition raises ConditionalCheckFailedException. ``owners`` remembers whom this
-    client's writes named (the lease check asks whose writer this is)."""
-
-    def __init__(self, items: dict[tuple[str, str], dict[str, Any]],
-                 send: Callable[[str], None], wait: Callable[[], None]) -> None:
-        self.items = items
-        self._send = send
-        self._wait = wait
-        self.owners: set[str] = set()
-
-    def put_item(self, TableName: str, Item: Mapping[str, Any], ConditionExpression: str = "",
-                 ExpressionAttributeNames: Mapping[str, str] | None = None,
-                 ExpressionAttributeValues: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        self._send("PutItem")
-        key = (Item["host"]["S"], Item["kind"]["S"])
-        ok = not ConditionExpression or condition_holds(
-            ConditionExpression, self.items.get(key), ExpressionAttributeNames or {},
-            ExpressionAttributeValues or {})
-        if ok:
-            self.items[key] = dict(Item)
-            if "owner" in Item:
-                self.owners.add(Item["owner"]["S"])
-        self._wait()
-        if not ok:
-            raise _conditional_failure("PutItem")
-        return {}
-
-    def delete_item(self, TableName: str, Key: Mapping[str, Any], ConditionExpression: str = "",
-                    ExpressionAttributeNames: Mapping[str, str] | None = None,
-                    ExpressionAttributeValues: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        self._send("DeleteItem")
-        key = (Key["host"]["S"], Key["kind"]["S"])
-        # DynamoDB evaluates a condition on a missing item as on an item without attributes
-        ok = not ConditionExpression or condition_holds(
-            ConditionExpression, self.items.get(key), ExpressionAttributeNames or {},
-            ExpressionAttributeValues or {})
-        if ok:
-            self.items.pop(key, None)
-        self._wait()
-        if not ok:
-            raise _conditional_failure("DeleteItem")
-        return {}
-
-
-class SimHostStore(HostStore):
-    """:class:`HostStore` on a table held in memory (``desired``, ``applied``; the lease in
-    ``items``, taken by HostStore's own ``acquire``/``release`` through :class:`SimDynamoDB`).
-    Host states are kept as the objects they encode, so a run does not spend its time in
-    JSON. It makes the requests the real store makes (BatchGetItem of GET_BATCH keys,
-    BatchWriteItem of WRITE_BATCH items, in order); each takes effect when sent and costs
-    ``latency`` of virtual time when a writer invocation makes it (``link``). An agent's
-    PutItem costs nothing here: its host models the publication's delay."""
-
-    def __init__(self, desired: dict[str, Published], applied: dict[str, Applied],
-                 items: dict[tuple[str, str], dict[str, Any]], clock: Callable[[], float],
-                 link: Link | None = None, latency: float = 0.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        super().__init__(client=SimDynamoDB(items, self._send, self._wait), table=TABLE,
-                         clock=clock, sleep=sleep)
-        self.desired = desired
-        self.applied = applied
-        self.latency = latency
-        self.link = link
-        self.requests: Counter[str] = Counter()
-        #: keys asked (BatchGetItem) and items written (BatchWriteItem): DynamoDB bills items
-        self.request_items: Counter[str] = Counter()
-        #: when each agent's PutItem was sent (this store's clock), to count a period's
-        self.published_at: list[float] = []
-
-    def _send(self, op: str) -> None:
-        if self.link is not None:
-            self.link.check()
-        self.requests[op] += 1
-
-    def _wait(self) -> None:
-        if self.link is not None:
-            self.link.pause(self.latency)
-
-    def publish(self, pub: Published) -> None:
-        self.requests["PutItem"] += 1
-        self.published_at.append(self._clock())
-        self.desired[pub.host] = pub
-
-    def load(self, hosts: Iterable[str]) -> tuple[dict[str, Published], dict[str, Applied]]:
-        wanted = sorted(set(hosts))
-        published: dict[str, Published] = {}
-        applied: dict[str, Applied] = {}
-        per_request = GET_BATCH // 2  # two keys per host
-        for start in range(0, len(wanted), per_request):
-            self._send("BatchGetItem")
-            self.request_items["BatchGetItem"] += 2 * len(wanted[start:start + per_request])
-            for host in wanted[start:start + per_request]:
-                if host in self.desired:
-                    published[host] = self.desired[host]
-                if host in self.applied:
-                    applied[host] = self.applied[host]
-            self._wait()
-        return published, applied
-
-    def save_applied(self, zone: str, states: Iterable[Applied]) -> int:
-        states = list(states)
-        requests = 0
-        for start in range(0, len(states), WRITE_BATCH):
-            self._send("BatchWriteItem")
-            self.request_items["BatchWriteItem"] += len(states[start:start + WRITE_BATCH])
-            requests += 1
-            for state in states[start:start + WRITE_BATCH]:
-                self.applied[state.host] = state
-            self._wait()
-        return requests
-
-
-class SimSQS:
-    """The SQS client of :class:`ChangeQueue`: the agents' SendMessage (its delay is the
-    host's publication latency) and the writer's SendMessageBatch (a hand-back), whose
-    messages are visible at once."""
-
-    def __init__(self, writer: QueuedWriter, link: Link | None = None,
-                 latency: float = 0.0) -> None:
-        self.writer = writer
-        self.link = link
-        self.latency = latency
-        self.requests: Counter[str] = Counter()
-        self.messages = 0
-        #: when each SendMessage was sent (epoch seconds, as SimHostStore.published_at)
-        self.sent_at: list[float] = []
-
-    def send_message(self, QueueUrl: str, MessageBody: str) -> dict[str, Any]:
-        self.requests["SendMessage"] += 1
-        self.messages += 1
-        self.sent_at.append(EPOCH + self.writer.world.now)
-        return {"MessageId": self.writer.enqueue(MessageBody)}
-
-    def send_message_batch(self, QueueUrl: str, Entries: list[Mapping[str, str]]
-                           ) -> dict[str, Any]:
-        if len(Entries) > 10:
-            raise ValueError("SendMessageBatch takes at most 10 entries")
-        if self.link is not None:
-            self.link.check()
-        self.requests["SendMessageBatch"] += 1
-        self.messages += len(Entries)
-        successful = [{"Id": e["Id"], "MessageId": self.writer.enqueue(e["MessageBody"])}
-                      for e in Entries]
-        self.writer.stats.handed_back += len(Entries)
-        if self.link is not None:
-            self.link.pause(self.latency)
-        return {"Successful": successful, "Failed": []}
 
 
 # --- the event source mapping and the Lambda --------------------------------------------
@@ -797,7 +400,8 @@ class LambdaInstance:
 
     writer: CountingZoneWriter
     route53: SimRoute53Client
-    store: SimHostStore
+    store: HostStore
+    dynamodb: SimDynamoDB  # the store's client: its requests are this instance's
     queue: ChangeQueue | None
     link: Link
     busy: bool = False
@@ -808,7 +412,7 @@ class LambdaInstance:
         """Its requests so far: DynamoDB by operation, DynamoDB items, SQS batches and
         messages (an invocation's are the difference from its start to its end)."""
         sqs = self.sqs
-        return (Counter(self.store.requests), Counter(self.store.request_items),
+        return (Counter(self.dynamodb.requests), Counter(self.dynamodb.request_items),
                 sqs.requests["SendMessageBatch"] if sqs is not None else 0,
                 sqs.messages if sqs is not None else 0)
 
@@ -863,11 +467,11 @@ class QueuedWriter:
         self.world = world
         self.config = config
         self.seed = seed
-        self.desired: dict[str, Published] = {}  # the table's items, by kind
-        self.applied: dict[str, Applied] = {}
-        self.items: dict[tuple[str, str], dict[str, Any]] = {}  # the rest: the lease
+        #: the host-state table's items, by (host, kind): states and the writers' lease
+        self.items: dict[ItemKey, dict[str, Any]] = {}
         self.stats = WriterStats()
         self.accepting = True
+        self.seed_requests: Counter[str] = Counter()  # the store's requests of seed_applied
         self.cpu_seconds_max = 0.0
         self._visible: deque[Message] = deque()
         self._delayed: list[tuple[float, int, Message]] = []  # (visible again at, seq, message)
@@ -879,8 +483,9 @@ class QueuedWriter:
         self._gathering = False
         self._kick_at: float | None = None
         self._lingering: list[Bridge] = []
-        self._agent_store = SimHostStore(self.desired, self.applied, self.items, self._clock)
-        self._agent_sqs = SimSQS(self)
+        self._agent_dynamodb = SimDynamoDB(self.items, self._clock)
+        self._agent_store = HostStore(self._agent_dynamodb, TABLE, clock=self._clock)
+        self._agent_sqs = SimSQS(self.enqueue, self._clock)
         self._queue = ChangeQueue(self._agent_sqs, QUEUE_URL)
         self._instances: list[LambdaInstance] = []  # every execution environment made
 
@@ -906,12 +511,12 @@ class QueuedWriter:
 
     def agent_requests(self) -> Counter[str]:
         """The agents' requests over the whole run, the seeded publications included."""
-        return Counter({"PutItem": self._agent_store.requests["PutItem"],
+        return Counter({"PutItem": self._agent_dynamodb.requests["PutItem"],
                         "SendMessage": self._agent_sqs.requests["SendMessage"]})
 
     def agent_request_times(self) -> tuple[list[float], list[float]]:
         """When the agents sent each PutItem and each SendMessage (epoch seconds)."""
-        return self._agent_store.published_at, self._agent_sqs.sent_at
+        return self._agent_dynamodb.put_at, self._agent_sqs.sent_at
 
     def writer_requests(self) -> tuple[Counter[str], Counter[str]]:
         """DynamoDB and SQS requests of every execution environment (each keeps its own
@@ -919,16 +524,21 @@ class QueuedWriter:
         dynamodb: Counter[str] = Counter()
         sqs: Counter[str] = Counter()
         for instance in self._instances:
-            dynamodb.update(instance.store.requests)
+            dynamodb.update(instance.dynamodb.requests)
             if instance.sqs is not None:
                 sqs.update(instance.sqs.requests)
         return dynamodb, sqs
 
-    def seed_applied(self, host: str, age: float) -> None:
-        """Before the run: the writer applied this host's stored publication, and last read
-        its record sets ``age`` seconds ago (the fleet has been running for a while)."""
-        pub = self.desired[host]
-        self.applied[host] = Applied(host, pub.seq, pub.records, self._clock() - age)
+    def seed_applied(self, ages: Mapping[str, float]) -> None:
+        """Before the run: the writer applied each host's stored publication, and last read
+        its record sets ``ages[host]`` seconds ago (the fleet has been running for a while).
+        Through the real store, with requests nobody is billed for (``seed_requests``)."""
+        before = Counter(self._agent_dynamodb.requests)
+        published, _ = self._agent_store.load(ages)
+        now = self._clock()
+        self._agent_store.save_applied(self.world.zone_name, [
+            Applied(host, pub.seq, pub.records, now - ages[host]) for host, pub in published.items()])
+        self.seed_requests = Counter(self._agent_dynamodb.requests) - before
 
     def enqueue(self, body: str) -> str:
         self._serial += 1
@@ -989,17 +599,16 @@ class QueuedWriter:
         config = self.config
         rng = random.Random(f"writer:{self.seed}:{self._instances_made}")
         link = Link()
-        store = SimHostStore(self.desired, self.applied, self.items, self._clock, link,
-                             config.dynamodb_latency)
-        lease_client = store.client
+        dynamodb = SimDynamoDB(self.items, self._clock, link, config.dynamodb_latency)
+        store = HostStore(dynamodb, TABLE, clock=self._clock, sleep=link.pause)
         # as writer_cli.build_writer: reads with botocore's retries, change requests with
         # one attempt each (the ZoneWriter retries them, extending its lease before each)
         route53 = SimRoute53Client(
             BotocoreClient(RetryPolicy(max_attempts=config.max_attempts), rng, name), link,
-            lambda: self._check_lease(lease_client))
+            lambda: self._check_lease(dynamodb))
         write_client = SimRoute53Client(
             BotocoreClient(RetryPolicy(max_attempts=1), rng, name), link,
-            lambda: self._check_lease(lease_client))
+            lambda: self._check_lease(dynamodb))
         zone = Route53Zone(route53, Zone(ZONE_ID, self.world.zone_name, True),
                            comment="ecssd writer", write_client=write_client)
         writer = CountingZoneWriter(zone, store, verify_after=config.verify_after,
@@ -1008,11 +617,15 @@ class QueuedWriter:
                                     sleep=lambda s: self._writer_sleep(link, s, writer),
                                     max_attempts=config.max_attempts, jitter=rng.random)
         writer.stats = self.stats
-        sqs = SimSQS(self, link, config.sqs_latency) if config.change_queue else None
+        sqs = (SimSQS(self.enqueue, self._clock, link, config.sqs_latency, self._handed_back)
+               if config.change_queue else None)
         queue = ChangeQueue(sqs, QUEUE_URL) if sqs is not None else None
-        instance = LambdaInstance(writer, route53, store, queue, link, sqs=sqs)
+        instance = LambdaInstance(writer, route53, store, dynamodb, queue, link, sqs=sqs)
         self._instances.append(instance)
         return instance
+
+    def _handed_back(self, hints: int) -> None:
+        self.stats.handed_back += hints
 
     def _writer_sleep(self, link: Link, seconds: float, writer: CountingZoneWriter) -> None:
         """The ZoneWriter's ``sleep``: waiting for the lease, or before a change attempt."""

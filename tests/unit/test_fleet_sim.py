@@ -4,6 +4,7 @@ are deterministic), so that the fleet figures in benchmarks/RESULTS.md can be tr
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import random
 import threading
@@ -23,7 +24,9 @@ from benchmarks.fleet import (
     WriterConfig,
     simulate,
 )
+from benchmarks.fleet.aws import LEASE_KEY, SimDynamoDB, condition_holds
 from benchmarks.fleet.engine import Call, Scheduler, Sleep
+from benchmarks.fleet.fleet import Fleet
 from benchmarks.fleet.host import host_owns
 from benchmarks.fleet.retry import BotocoreClient, RetryPolicy
 from benchmarks.fleet.route53 import (
@@ -35,10 +38,11 @@ from benchmarks.fleet.route53 import (
     SimRoute53,
     TokenBucket,
 )
-from benchmarks.fleet.world import World
-from benchmarks.fleet.writer import LEASE_KEY, SimHostStore, condition_holds
+from benchmarks.fleet.writer import StateCodec
 from ecssd_agent.agent.host_agent import owned_by_host
-from ecssd_agent.aws.route53 import from_wire
+from ecssd_agent.aws import host_store
+from ecssd_agent.aws.host_store import HostStore
+from ecssd_agent.aws.route53 import from_wire, to_wire
 from ecssd_agent.core.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
 from ecssd_agent.core.records import host_records, routed
 from ecssd_agent.sync.zone_reads import NameScan
@@ -57,6 +61,69 @@ def srv(host: str, n: int, name: str = "_web._tcp") -> RecordSet:
 
 def change(action: Action, record: RecordSet) -> Call:
     return Call(CHANGE, {"changes": [Change(action, record)]})
+
+
+# --- module structure --------------------------------------------------------------------
+
+FLEET_PACKAGE = Path(__file__).resolve().parents[2] / "benchmarks" / "fleet"
+
+
+def fleet_imports() -> dict[str, set[str]]:
+    """Module -> the benchmarks.fleet modules it imports, read from the source with ast (so an
+    import under ``if TYPE_CHECKING:`` or inside a function counts as well)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(FLEET_PACKAGE.glob("*.py")):
+        module = path.stem
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            imported.update(n.split(".")[2] for n in names
+                            if n.startswith("benchmarks.fleet.") and len(n.split(".")) > 2)
+        graph[module] = {m for m in imported if (FLEET_PACKAGE / f"{m}.py").exists()} - {module}
+    return graph
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle of ``graph`` (modules in import order, the first repeated), or []."""
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = "open"
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return [*path[path.index(target):], target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        state[node] = "done"
+        path.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return []
+
+
+def test_import_cycle_finds_a_cycle_and_accepts_a_layering():
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert import_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_the_fleet_package_has_no_import_cycle():
+    """The world owns the clock and the simulated AWS; hosts and the writer depend on it and
+    the fleet on all of them, never the reverse (a cycle even under TYPE_CHECKING means two
+    modules cannot be read, tested or changed apart)."""
+    graph = fleet_imports()
+    assert {"world", "host", "writer", "fleet"} <= graph.keys()
+    assert "world" in graph["host"] and "world" in graph["writer"]  # the graph is really read
+    assert import_cycle(graph) == []
+    assert not graph["world"] & {"host", "writer", "fleet"}
 
 
 # --- token bucket and throttling ---------------------------------------------------------
@@ -299,13 +366,13 @@ def recommended() -> DaemonPolicy:
 @pytest.mark.parametrize("policy", [FULL_LISTING, AS_BUILT, recommended()],
                          ids=["full-listing", "as-built", "recommended"])
 def test_every_intended_change_lands_and_the_zone_ends_exact(policy):
-    world = World(FleetConfig(policy=policy, **SMALL))
-    result = world.run()
-    assert world.metrics.host_failures >= 1 and world.metrics.sweep_runs >= 3
+    fleet = Fleet(FleetConfig(policy=policy, **SMALL))
+    result = fleet.run()
+    assert fleet.world.metrics.host_failures >= 1 and fleet.world.metrics.sweep_runs >= 3
     assert result.burst_changes > 0 and result.burst_convergence < 120.0
     assert result.lost_updates == 0 and result.zone_mismatches == 0
-    assert world.intents == {}
-    assert all(r in world.r53.zone.records() for r in world.foreign)  # foreign records kept
+    assert fleet.world.intents == {}
+    assert all(r in fleet.world.r53.zone.records() for r in fleet.foreign)  # foreign records kept
     assert result.holds
 
 
@@ -344,31 +411,31 @@ def test_reads_stay_within_the_budget_on_a_large_zone():
 
 # --- the queued mode: agents publish, the real ZoneWriter applies -----------------------
 
-def queued_world(*, hosts: int = 6, writer: WriterConfig | None = None, limits: Limits = QUIET,
-                 drain: float = 900.0, resync: float = QUEUED.resync, seed: int = 1) -> World:
+def queued_fleet(*, hosts: int = 6, writer: WriterConfig | None = None, limits: Limits = QUIET,
+                 drain: float = 900.0, resync: float = QUEUED.resync, seed: int = 1) -> Fleet:
     """A quiet fleet (no churn, failures, unhealthy instances or deployment) whose events a
     test schedules itself."""
     policy = dataclasses.replace(QUEUED, resync=resync)
-    return World(FleetConfig(hosts=hosts, policy=policy, limits=limits, churn_per_minute=0.0,
+    return Fleet(FleetConfig(hosts=hosts, policy=policy, limits=limits, churn_per_minute=0.0,
                              host_failures_per_hour=0.0, unhealthy_per_sweep=0.0,
                              burst_fraction=0.0, warmup=10.0, steady=60.0, observe=60.0,
                              drain=drain, writer=writer or WriterConfig(), seed=seed))
 
 
-def srv_of(world: World, host_index: int, cid: str) -> RecordSet:
-    host = world.hosts[host_index]
+def srv_of(fleet: Fleet, host_index: int, cid: str) -> RecordSet:
+    host = fleet.hosts[host_index]
     return next(r for r in host.desired() if r.type == "SRV" and cid[:12] in (r.set_identifier or ""))
 
 
 def test_queued_mode_lands_every_change_and_hosts_never_call_route53():
     threads = threading.active_count()
-    world = World(FleetConfig(policy=QUEUED, **SMALL))
-    result = world.run()
-    assert world.metrics.host_failures >= 1 and world.metrics.sweep_runs >= 3
+    fleet = Fleet(FleetConfig(policy=QUEUED, **SMALL))
+    result = fleet.run()
+    assert fleet.world.metrics.host_failures >= 1 and fleet.world.metrics.sweep_runs >= 3
     assert result.burst_changes > 0 and result.burst_convergence < 120.0
-    assert result.lost_updates == 0 and result.zone_mismatches == 0 and world.intents == {}
+    assert result.lost_updates == 0 and result.zone_mismatches == 0 and fleet.world.intents == {}
     assert result.regressions == 0
-    assert all(r in world.r53.zone.records() for r in world.foreign)
+    assert all(r in fleet.world.r53.zone.records() for r in fleet.foreign)
     assert set(result.requests_by_caller) == {"sweep", "writer"}  # no host wrote Route 53
     writer = result.writer
     assert writer is not None and writer.invocations > 10 and writer.function_errors == 0
@@ -376,7 +443,7 @@ def test_queued_mode_lands_every_change_and_hosts_never_call_route53():
     assert writer.unleased_changes == 0 and writer.timed_out == 0
     assert result.holds
     assert threading.active_count() == threads  # every invocation's thread was joined
-    assert world.writer is not None and world.writer.items == {}  # the last writer released
+    assert fleet.writer is not None and LEASE_KEY not in fleet.writer.items  # the last writer released
 
 
 def test_a_deployment_costs_a_few_change_requests_not_one_per_host():
@@ -393,8 +460,8 @@ def test_a_deployment_costs_a_few_change_requests_not_one_per_host():
 
 # --- the writers' lease, as the real HostStore.acquire/release take it -------------------
 
-def lease_store(items: dict, now: list[float]) -> SimHostStore:
-    return SimHostStore({}, {}, items, clock=lambda: now[0])
+def lease_store(items: dict, now: list[float]) -> HostStore:
+    return HostStore(SimDynamoDB(items, clock=lambda: now[0]), "table", clock=lambda: now[0])
 
 
 def test_the_lease_is_taken_when_free_expired_or_ours_and_released_only_by_its_owner():
@@ -415,6 +482,23 @@ def test_the_lease_is_taken_when_free_expired_or_ours_and_released_only_by_its_o
     assert LEASE_KEY not in items
     store.release("b")  # nothing to release: no error
     assert store.client.owners == {"a", "b"}
+
+
+def test_the_memoised_state_codec_agrees_with_the_stores_own():
+    """The run memoises HostStore's encoding and decoding of host states (StateCodec): the
+    text must be the real function's, byte for byte, and decoding must give what the real
+    function gives, for record sets built by a host and for ones read back from the zone."""
+    built = [srv("h1", n) for n in range(3)]
+    listed = [from_wire(to_wire(r)) for r in built]  # as read from a listing: ``listed`` set
+    assert all(r.listed is not None for r in listed)
+    codec = StateCodec(host_store._records_out, host_store._records_in)
+    for records in (built, listed, built[::-1], [], built[:1]):
+        text = codec.records_out(records)
+        assert text == host_store._records_out(records)
+        assert codec.records_out(records) == text  # memoised: the same again
+        assert codec.records_in(text) == host_store._records_in(text) == tuple(records)
+    foreign = host_store._records_out([srv("h2", 9)])
+    assert codec.records_in(foreign) == host_store._records_in(foreign)
 
 
 def test_condition_expressions_the_model_cannot_read_fail_loudly():
@@ -457,42 +541,42 @@ def test_the_writer_lambda_is_modelled_as_the_stack_configures_it():
 
 def test_hints_of_a_batching_window_make_one_invocation_and_two_run_at_most():
     # each DynamoDB request takes 5 s, so an invocation lasts >= 15 s (lease, load, release)
-    world = queued_world(hosts=3, writer=WriterConfig(dynamodb_latency=5.0))
-    world.build()
-    writer = world.writer
+    fleet = queued_fleet(hosts=3, writer=WriterConfig(dynamodb_latency=5.0))
+    fleet.build()
+    writer = fleet.writer
     assert writer is not None
 
     def publish(index: int) -> None:
-        host = world.hosts[index]
+        host = fleet.hosts[index]
         assert host.publisher is not None
         host.publisher.publish(host.desired(), force=True)
 
     for at, index in ((10.0, 0), (11.5, 1), (13.0, 2), (14.0, 0)):
-        world.sched.at(at, publish, index)
+        fleet.world.sched.at(at, publish, index)
     with writer.running():
-        world.sched.run(80.0)
+        fleet.world.sched.run(80.0)
     # 10.0 and 11.5 gather until 12.0; 13.0 opens the next window (one runs) until 15.0,
     # taking 14.0 too; nothing more is gathered while two run, so nothing else starts
     assert writer.stats.starts == [12.0, 15.0]
     assert writer.stats.hints == 4 and writer.stats.max_running == 2
     assert writer.stats.hosts == 4  # 2 hosts, then 2 (one hint per host is enough)
     assert writer.stats.lease_waits > 0  # the second waited for the first: one at a time
-    assert writer.stats.unleased_changes == 0 and writer.items == {}
+    assert writer.stats.unleased_changes == 0 and LEASE_KEY not in writer.items
 
 
 def test_a_failed_invocations_hints_come_back_after_the_visibility_timeout():
-    world = queued_world(writer=WriterConfig(max_attempts=1), resync=1e9, drain=2400.0)
+    fleet = queued_fleet(writer=WriterConfig(max_attempts=1), resync=1e9, drain=2400.0)
     started: list[str] = []
-    world.sched.at(15.0, world.r53.block_changes, 40.0)  # every change: PriorRequestNotComplete
-    world.sched.at(20.0, lambda: started.append(world.start_task_on(world.hosts[0], "_a._tcp", "t")))
-    result = world.run()
-    writer = world.writer
+    fleet.world.sched.at(15.0, fleet.world.r53.block_changes, 40.0)  # every change: PriorRequestNotComplete
+    fleet.world.sched.at(20.0, lambda: started.append(fleet.start_task_on(fleet.hosts[0], "_a._tcp", "t")))
+    result = fleet.run()
+    writer = fleet.writer
     assert writer is not None and writer.stats.failed == 1
     first, again = writer.stats.starts[0], writer.stats.starts[1]
     assert first == pytest.approx(22.28, abs=0.1)  # 20 + coalescing + publication + 2 s window
     assert again == pytest.approx(first + 1800.0 + 2.0)  # visible again, one more window
     assert result.lost_updates == 0 and result.zone_mismatches == 0
-    landed = world.metrics.latencies["t"]
+    landed = fleet.world.metrics.latencies["t"]
     assert len(landed) == 1 and 1802.0 < landed[0][1] < 1810.0  # the new SRV record set, late
     assert writer.stats.hosts_read >= 1  # the failed write's outcome was unknown: read first
 
@@ -501,25 +585,25 @@ def test_a_failed_invocations_hints_come_back_after_the_visibility_timeout():
 def test_a_writer_that_cannot_get_the_lease_hands_its_hosts_back(change_queue):
     # host 0's write holds the lease for ~200 s: its change request is answered that late
     # (a lease of 300 s outlasts it; with 60 s, see test_a_request_outliving_the_lease...)
-    world = queued_world(writer=WriterConfig(change_queue=change_queue, lease=300.0), resync=1e9,
+    fleet = queued_fleet(writer=WriterConfig(change_queue=change_queue, lease=300.0), resync=1e9,
                          drain=2400.0)
     started: list[str] = []
-    world.sched.at(19.0, world.r53.set_latency, CHANGE, 200.0)
-    world.sched.at(20.0, lambda: started.append(world.start_task_on(world.hosts[0], "_a._tcp", "t")))
-    world.sched.at(25.0, world.r53.set_latency, CHANGE, 0.25)
-    world.sched.at(30.0, lambda: started.append(world.start_task_on(world.hosts[1], "_b._tcp", "t")))
-    result = world.run()
+    fleet.world.sched.at(19.0, fleet.world.r53.set_latency, CHANGE, 200.0)
+    fleet.world.sched.at(20.0, lambda: started.append(fleet.start_task_on(fleet.hosts[0], "_a._tcp", "t")))
+    fleet.world.sched.at(25.0, fleet.world.r53.set_latency, CHANGE, 0.25)
+    fleet.world.sched.at(30.0, lambda: started.append(fleet.start_task_on(fleet.hosts[1], "_b._tcp", "t")))
+    result = fleet.run()
     writer = result.writer
     assert writer is not None and writer.interrupted_by_lease == 1 and writer.timed_out == 0
     assert writer.unleased_changes == 0 and writer.max_running == 2
     assert result.lost_updates == 0 and result.zone_mismatches == 0 and result.regressions == 0
-    first, second = (latency for _, latency in sorted(world.metrics.latencies["t"]))
+    first, second = (latency for _, latency in sorted(fleet.world.metrics.latencies["t"]))
     assert first < 3.0  # host 0's change landed when sent; its answer came 200 s later
     # host 1's waited 120 s (lock_wait) for the lease, then went back to the queue
     if change_queue:
         assert writer.handed_back == 1  # visible at once: the next write got the lease
-        assert world.writer is not None  # one SendMessageBatch, billed to the invocation
-        assert [(c.sqs_batches, c.sqs_messages) for c in world.writer.stats.costs
+        assert fleet.writer is not None  # one SendMessageBatch, billed to the invocation
+        assert [(c.sqs_batches, c.sqs_messages) for c in fleet.writer.stats.costs
                 if c.sqs_batches] == [(1, 1)]
         assert 192.0 < second < 196.0  # when host 0's write released it (~222 s)
     else:
@@ -528,55 +612,55 @@ def test_a_writer_that_cannot_get_the_lease_hands_its_hosts_back(change_queue):
 
 
 def test_a_record_changed_behind_the_writers_back_is_read_and_replanned():
-    world = queued_world()
+    fleet = queued_fleet()
 
     def tamper_then_change_every_host() -> None:
-        victim = world.hosts[2]
+        victim = fleet.hosts[2]
         cid = next(iter(victim.containers))
-        record = srv_of(world, 2, cid)
-        world.r53.zone.put(dataclasses.replace(record, values=("1 1 9 elsewhere.",), listed=None))
-        world.stop_task(victim, cid, "t", None)  # plans a DELETE of the record it knew
-        for host in world.hosts:
-            world.start_task_on(host, "_web._tcp", "t")
+        record = srv_of(fleet, 2, cid)
+        fleet.world.r53.zone.put(dataclasses.replace(record, values=("1 1 9 elsewhere.",), listed=None))
+        fleet.stop_task(victim, cid, "t", None)  # plans a DELETE of the record it knew
+        for host in fleet.hosts:
+            fleet.start_task_on(host, "_web._tcp", "t")
 
-    world.sched.at(20.0, tamper_then_change_every_host)
-    result = world.run()
+    fleet.world.sched.at(20.0, tamper_then_change_every_host)
+    result = fleet.run()
     writer = result.writer
     assert writer is not None and writer.rejected_batches >= 1 and writer.hosts_read == 1
     assert writer.failed_hosts == ()
     assert result.lost_updates == 0 and result.zone_mismatches == 0 and result.regressions == 0
-    assert len(world.metrics.latencies["t"]) == 7  # 6 new SRV record sets + the deletion
+    assert len(fleet.world.metrics.latencies["t"]) == 7  # 6 new SRV record sets + the deletion
 
 
 def test_a_host_with_an_impossible_record_set_is_bisected_out_and_the_others_land():
-    world = queued_world(hosts=8)
-    full = f"_full._tcp.{world.zone_name}"
+    fleet = queued_fleet(hosts=8)
+    full = f"_full._tcp.{fleet.world.zone_name}"
     impossible: list[str] = []
 
     def fill_and_change_every_host() -> None:
         for n in range(MAX_WEIGHTED_SETS):  # someone else's 100 weighted record sets
             record = RecordSet(full, "SRV", (f"1 1 {1000 + n} other{n}.example.",), 60,
                                set_identifier=f"other-{n}", weight=1)
-            world.r53.zone.put(record)
-            world.foreign.append(record)
-        for index, host in enumerate(world.hosts):
+            fleet.world.r53.zone.put(record)
+            fleet.foreign.append(record)
+        for index, host in enumerate(fleet.hosts):
             if index == 5:  # a 101st weighted record set: Route 53 refuses it, always
-                impossible.append(world.start_task_on(host, "_full._tcp", "t"))
+                impossible.append(fleet.start_task_on(host, "_full._tcp", "t"))
             else:
-                world.start_task_on(host, "_web._tcp", "t")
+                fleet.start_task_on(host, "_web._tcp", "t")
 
-    world.sched.at(20.0, fill_and_change_every_host)
-    result = world.run()
-    bad = world.hosts[5].host.label
+    fleet.world.sched.at(20.0, fill_and_change_every_host)
+    result = fleet.run()
+    bad = fleet.hosts[5].host.label
     writer = result.writer
     assert writer is not None and writer.failed_hosts == (bad,)
     # halves of 8, 4, 2 and 1 host(s) without reading, then that host read and tried again
     assert writer.rejected_batches >= 5 and writer.hosts_read >= 1
-    assert set(world.intents) == {srv_of(world, 5, impossible[0]).key}
+    assert set(fleet.world.intents) == {srv_of(fleet, 5, impossible[0]).key}
     assert result.lost_updates == 1 and result.zone_mismatches == 1  # that record set only
-    others = [r for h in world.hosts if h.host.label != bad for r in h.desired()]
-    assert all(world.r53.zone.get(r.key) == r for r in others)
-    assert len(world.metrics.latencies["t"]) == 7  # every other host's new record set landed
+    others = [r for h in fleet.hosts if h.host.label != bad for r in h.desired()]
+    assert all(fleet.world.r53.zone.get(r.key) == r for r in others)
+    assert len(fleet.world.metrics.latencies["t"]) == 7  # every other host's new record set landed
 
 
 def test_queued_runs_are_deterministic():
@@ -594,14 +678,14 @@ def test_the_queued_modes_cost_counts_agree_with_each_other():
     """bench_fleet quotes what the queued mode costs from these counters: each is checked
     against another counted elsewhere, or against what the writer must have sent."""
     config = FleetConfig(policy=QUEUED, **SMALL)
-    world = World(config)
-    result = world.run()
-    writer, costs = world.writer, result.writer_costs
+    fleet = Fleet(config)
+    result = fleet.run()
+    writer, costs = fleet.writer, result.writer_costs
     assert writer is not None and costs is not None
     stats = writer.stats
     assert stats.failed == stats.timed_out == stats.function_errors == 0 and result.holds
     # one PutItem and one SendMessage per publication (the seeded ones included)
-    publications = sum(h.publisher.publications for h in world.hosts if h.publisher is not None)
+    publications = sum(h.publisher.publications for h in fleet.hosts if h.publisher is not None)
     agents = writer.agent_requests()
     assert agents["PutItem"] == agents["SendMessage"] == publications > 2 * config.hosts
     # every hint sent after the seeding reached exactly one invocation, as did the hand-backs
@@ -648,19 +732,19 @@ def test_two_writers_at_once_never_roll_a_host_back():
     was changed by hand, 3 s per read page). Before the lease, the second invocation applied
     S2 and the first then re-planned S1 over it (deleting _b); now the second waits."""
     slow_reads = dataclasses.replace(QUIET, latency=((LIST, 3.0), (CHANGE, 0.25), (GET_ZONE, 0.05)))
-    world = queued_world(hosts=4, limits=slow_reads)
+    fleet = queued_fleet(hosts=4, limits=slow_reads)
 
     def first() -> None:  # host 1's batch will be rejected: its record was changed by hand
-        victim = world.hosts[1]
+        victim = fleet.hosts[1]
         cid = next(iter(victim.containers))
-        record = srv_of(world, 1, cid)
-        world.r53.zone.put(dataclasses.replace(record, values=("1 1 9 elsewhere.",), listed=None))
-        world.stop_task(victim, cid, "t", None)
-        world.start_task_on(world.hosts[0], "_a._tcp", "t")  # host 0: publication S1
+        record = srv_of(fleet, 1, cid)
+        fleet.world.r53.zone.put(dataclasses.replace(record, values=("1 1 9 elsewhere.",), listed=None))
+        fleet.stop_task(victim, cid, "t", None)
+        fleet.start_task_on(fleet.hosts[0], "_a._tcp", "t")  # host 0: publication S1
 
-    world.sched.at(20.0, first)
-    world.sched.at(23.0, lambda: world.start_task_on(world.hosts[0], "_b._tcp", "t"))
-    result = world.run()
+    fleet.world.sched.at(20.0, first)
+    fleet.world.sched.at(23.0, lambda: fleet.start_task_on(fleet.hosts[0], "_b._tcp", "t"))
+    result = fleet.run()
     writer = result.writer
     assert writer is not None and writer.max_running == 2 and writer.rejected_batches >= 1
     assert writer.lease_waits > 0 and writer.unleased_changes == 0
@@ -676,18 +760,18 @@ def test_a_writer_killed_after_applying_never_leaves_the_zone_wrong():
     write reads host 0 first. Function timeout 90 s: the handler's deadline is start +
     67.5 s (it keeps a quarter); the request sent at ~22.3 s is answered after 100 s, so the
     kill at ~112 s comes between the change and the save."""
-    world = queued_world(hosts=4, drain=600.0, writer=WriterConfig(function_timeout=90.0))
+    fleet = queued_fleet(hosts=4, drain=600.0, writer=WriterConfig(function_timeout=90.0))
     started: list[str] = []
-    world.sched.at(20.0, lambda: started.append(world.start_task_on(world.hosts[0], "_a._tcp", "t")))
-    world.sched.at(21.0, world.r53.set_latency, CHANGE, 100.0)
-    world.sched.at(23.0, world.r53.set_latency, CHANGE, 0.25)
-    world.sched.at(40.0, lambda: world.stop_task(world.hosts[0], started[0], "t", None))
-    result = world.run()
+    fleet.world.sched.at(20.0, lambda: started.append(fleet.start_task_on(fleet.hosts[0], "_a._tcp", "t")))
+    fleet.world.sched.at(21.0, fleet.world.r53.set_latency, CHANGE, 100.0)
+    fleet.world.sched.at(23.0, fleet.world.r53.set_latency, CHANGE, 0.25)
+    fleet.world.sched.at(40.0, lambda: fleet.stop_task(fleet.hosts[0], started[0], "t", None))
+    result = fleet.run()
     writer = result.writer
     assert writer is not None and writer.timed_out == 1  # the invocation that created _a
-    assert world.writer is not None  # a killed invocation is billed its whole timeout
-    assert [c.billed_ms for c in world.writer.stats.costs].count(90_000) == 1
-    assert [round(since) for since, _ in world.metrics.latencies["t"]] == [20, 40]  # both landed
+    assert fleet.writer is not None  # a killed invocation is billed its whole timeout
+    assert [c.billed_ms for c in fleet.writer.stats.costs].count(90_000) == 1
+    assert [round(since) for since, _ in fleet.world.metrics.latencies["t"]] == [20, 40]  # both landed
     assert writer.hosts_read >= 1  # host 0 was read: its outcome was unknown
     assert result.lost_updates == 0 and result.zone_mismatches == 0 and result.regressions == 0
 
@@ -700,15 +784,15 @@ def test_a_change_call_outliving_the_lease_never_rolls_a_host_back():
     sent an attempt without the lease and, re-planning its OLDER publication, rolled host 0
     back. Now the writer retries the request itself and extends its lease before every
     attempt (and an expired lease can no longer be extended, even when free)."""
-    world = queued_world(hosts=4, resync=1e9, seed=7)
-    world.sched.at(19.0, world.r53.block_changes, 90.0, "writer-1")
-    world.sched.at(20.0, lambda: world.start_task_on(world.hosts[0], "_a._tcp", "t"))  # S1
-    world.sched.at(30.0, lambda: world.start_task_on(world.hosts[0], "_b._tcp", "t"))  # S2
-    result = world.run()
+    fleet = queued_fleet(hosts=4, resync=1e9, seed=7)
+    fleet.world.sched.at(19.0, fleet.world.r53.block_changes, 90.0, "writer-1")
+    fleet.world.sched.at(20.0, lambda: fleet.start_task_on(fleet.hosts[0], "_a._tcp", "t"))  # S1
+    fleet.world.sched.at(30.0, lambda: fleet.start_task_on(fleet.hosts[0], "_b._tcp", "t"))  # S2
+    result = fleet.run()
     writer = result.writer
     assert writer is not None and writer.max_running == 2
     assert writer.change_retries >= 3 and writer.max_seconds > LEASE_SECONDS  # kept its lease
     assert writer.lease_waits > 0  # the second writer waited for the first
     assert writer.unleased_changes == 0 and result.regressions == 0
-    assert len(world.metrics.latencies["t"]) == 2  # both publications landed
+    assert len(fleet.world.metrics.latencies["t"]) == 2  # both publications landed
     assert result.lost_updates == 0 and result.zone_mismatches == 0
