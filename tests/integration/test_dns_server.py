@@ -41,6 +41,7 @@ from ecssd_agent.core.records import srv_value
 from ecssd_agent.dns.client import Instance, NoInstances, ServiceResolver
 from tests.support.env import skip_or_fail
 from tests.support.poll import wait_for
+from tests.support.process import stop
 
 ZONE = "servicediscovery.internal"
 Z = ZONE + "."
@@ -173,13 +174,7 @@ def world(moto_server, tmp_path_factory) -> Iterator[DnsWorld]:
                  ignore=(dns.exception.Timeout, ConnectionError))
         yield world
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop(process)
 
 
 def within(count: int, n: int, p: float, sigmas: float = 5.0) -> bool:

@@ -14,7 +14,6 @@ fails one run in about 1.7 million per count checked, while a server ignoring th
 from __future__ import annotations
 
 import math
-import signal
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from ecssd_agent.core.model import Container, Host, Routing
 from ecssd_agent.dns.client import ServiceResolver
 from tests.integration.test_dns_server import STARTUP_TIMEOUT, FakeDocker, ecssd_dns, free_port
 from tests.support.poll import wait_for
+from tests.support.process import stop
 
 ZONE = "weights.internal"
 Z = ZONE + "."
@@ -108,12 +108,7 @@ def server(moto_server, tmp_path_factory) -> Iterator[Server]:
                  ignore=(dns.exception.Timeout, ConnectionError))
         yield found
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
 
 
 def test_a_canary_at_weight_1_beside_three_at_10_gets_one_answer_in_31(server: Server) -> None:

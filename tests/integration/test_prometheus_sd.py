@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from ecssd_agent.core.records import host_records, routed, srv_value
 from ecssd_agent.dns.http_sd import PATH
 from tests.support.env import skip_or_fail
 from tests.support.poll import wait_for
+from tests.support.process import stop
 
 ZONE = "servicediscovery.internal"
 Z = ZONE + "."
@@ -87,16 +87,6 @@ def http_get(url: str) -> tuple[int, str, bytes]:
             return response.status, response.headers.get("Content-Type", ""), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers.get("Content-Type", ""), exc.read()
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 @dataclass

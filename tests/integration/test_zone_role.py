@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -52,6 +51,7 @@ from health_lambda.config import SweepSettings
 from tests.support.env import FAKE_AWS_ENV, REGION
 from tests.support.moto_server import MotoServer
 from tests.support.poll import wait_for
+from tests.support.process import stop
 from tests.support.queued import create_hint_queue, create_host_table
 
 ZONE_ACCOUNT = "111111111111"
@@ -313,12 +313,7 @@ def test_ecssd_dns_serves_the_zone_of_the_role(aws: MotoServer, remote: Remote) 
         found = wait_for(targets, timeout=30, what="ecssd-dns to list the role's zone",
                          ignore=(ConnectionError, urllib.error.URLError))
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate(timeout=10)
+        stop(process)
     assert found == ["127.0.0.5:32000"]
 
 

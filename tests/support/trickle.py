@@ -8,11 +8,16 @@ away or the fixture stops the server (``close``), whichever comes first.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
 import socket
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class TrickleServer:
@@ -78,3 +83,15 @@ class TrickleServer:
                     self.bytes_sent += 1
                 if time.monotonic() - started > 120:  # a hard bound, should a client never leave
                     return
+
+
+def bounded(seconds: float, call: Callable[[], T]) -> T:
+    """``call()``, failing the test if it takes longer than ``seconds`` (it is abandoned to
+    its thread, which ends once the trickling server stops)."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        return pool.submit(call).result(timeout=seconds)
+    except concurrent.futures.TimeoutError:
+        raise AssertionError(f"still waiting after {seconds} s") from None
+    finally:
+        pool.shutdown(wait=False)

@@ -7,13 +7,12 @@ are real calc services on 127.0.0.1 sockets, so connection failures are real too
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from http.server import ThreadingHTTPServer
 from typing import TypeVar
 
@@ -25,7 +24,7 @@ from examples.common.discovery import DiscoveryError, Endpoint, ServiceNotFound
 from examples.common.web import Request
 from examples.portal.app import make_app as make_portal_app
 from examples.portal.proxy import Backend, Upstream
-from tests.support.trickle import TrickleServer
+from tests.support.trickle import TrickleServer, bounded
 
 CREDS = Credentials("admin", "s3cret")
 T = TypeVar("T")
@@ -219,7 +218,7 @@ def test_a_trickling_instance_times_out_on_the_whole_request_and_fails_over(
         only_slow = Backend("calc", "_calc._tcp", FakeDiscovery([trickling]), CREDS, timeout=0.5)
         started = time.monotonic()
         with caplog.at_level(logging.WARNING, logger="examples.portal"):
-            response = _bounded(5, lambda: only_slow.call("1+2"))
+            response = bounded(5, lambda: only_slow.call("1+2"))
         assert time.monotonic() - started < 1.5  # one instance: one deadline of 0.5 s
         assert slow.bytes_sent >= 1
         assert response.status == 503
@@ -229,18 +228,8 @@ def test_a_trickling_instance_times_out_on_the_whole_request_and_fails_over(
         failover = Backend("calc", "_calc._tcp",
                            FakeDiscovery([trickling, servers[1].endpoint]), CREDS, timeout=0.5)
         started = time.monotonic()
-        response = _bounded(5, lambda: failover.call("1+2"))
+        response = bounded(5, lambda: failover.call("1+2"))
         assert time.monotonic() - started < 1.5
         assert response.status == 200 and response.json()["container_id"] == "calc-b"
 
 
-def _bounded(seconds: float, call: Callable[[], T]) -> T:
-    """``call()``, failing the test if it takes longer than ``seconds`` (it is abandoned to
-    its thread, which ends once the trickling server stops)."""
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    try:
-        return pool.submit(call).result(timeout=seconds)
-    except concurrent.futures.TimeoutError:
-        raise AssertionError(f"still waiting after {seconds} s") from None
-    finally:
-        pool.shutdown(wait=False)

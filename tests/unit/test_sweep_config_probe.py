@@ -7,13 +7,12 @@ concurrent checks.
 
 from __future__ import annotations
 
-import concurrent.futures
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TypeVar
 
@@ -23,7 +22,7 @@ from ecssd_agent.agent.settings import SettingsError
 from health_lambda.config import SweepSettings
 from health_lambda.probe import check, check_once, probe_all
 from health_lambda.sweep import Target
-from tests.support.trickle import TrickleServer
+from tests.support.trickle import TrickleServer, bounded
 
 T = TypeVar("T")
 
@@ -136,13 +135,14 @@ def test_probe_all_is_concurrent(web: ThreadingHTTPServer, hanging: int) -> None
     targets = [Target(f"hang{i}", "127.0.0.1", hanging, "/health") for i in range(20)]
     targets += [Target(f"ok{i}", "127.0.0.1", port, "/ready") for i in range(20)]
     started = time.monotonic()
-    verdicts = probe_all(targets, timeout=0.5, attempts=2, concurrency=40)
+    verdicts = probe_all(targets, timeout=2.0, attempts=2, concurrency=40)
     elapsed = time.monotonic() - started
     assert sum(v.healthy for v in verdicts.values()) == 20
     assert {k for k, v in verdicts.items() if not v.healthy} == {f"hang{i}" for i in range(20)}
-    # 20 hung instances x 2 attempts x 0.5 s = 20 s serially; concurrently about 1 s (the
-    # bound is loose for a loaded machine, and still far from serial).
-    assert elapsed < 8.0, elapsed
+    # 20 hung instances x 2 attempts x 2 s = 80 s serially; concurrently about 4 s. The
+    # timeout is 2 s, not less, so a healthy answer is never late on a loaded machine (0.5 s
+    # was, once in a full run); the bound stays far from serial.
+    assert elapsed < 30.0, elapsed
 
 
 def test_probe_all_deadline_leaves_slow_instances_unjudged(web: ThreadingHTTPServer,
@@ -163,29 +163,17 @@ def test_the_handler_creates_no_client_at_import() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-def _bounded(seconds: float, call: Callable[[], T]) -> T:
-    """``call()``, failing the test if it takes longer than ``seconds`` (it is abandoned to
-    its thread, which ends once the trickling server stops)."""
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    try:
-        return pool.submit(call).result(timeout=seconds)
-    except concurrent.futures.TimeoutError:
-        raise AssertionError(f"still waiting after {seconds} s") from None
-    finally:
-        pool.shutdown(wait=False)
-
-
 def test_a_trickling_instance_times_out_on_the_whole_request_not_per_read() -> None:
     """One header byte every 0.3 s: every read succeeds, the request never completes."""
     with TrickleServer(interval=0.3) as slow:
         started = time.monotonic()
-        verdict = _bounded(5, lambda: check_once("127.0.0.1", slow.port, "/health", 1.0))
+        verdict = bounded(5, lambda: check_once("127.0.0.1", slow.port, "/health", 1.0))
         elapsed = time.monotonic() - started
         assert (verdict.healthy, verdict.detail) == (False, "timed out after 1s")
         assert slow.bytes_sent >= 2  # it did trickle: a per-read timeout would never fire
         assert elapsed < 1.5, elapsed
         started = time.monotonic()
-        verdicts = _bounded(5, lambda: probe_all(
+        verdicts = bounded(5, lambda: probe_all(
             [Target("slow", "127.0.0.1", slow.port, "/health")], timeout=0.5, attempts=2,
             concurrency=1))
         assert verdicts["slow"].detail == "timed out after 0.5s"
