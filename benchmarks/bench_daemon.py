@@ -40,6 +40,7 @@ if _ROOT not in sys.path:
 
 
 from benchmarks.moto_process import MotoProcess  # noqa: E402
+from benchmarks.rows import result_row  # noqa: E402
 
 AREA = "daemon"
 LABEL = "bench-daemon"
@@ -50,11 +51,7 @@ QUIET = 10.0  # before the burst: longer than the largest coalescing cap (36 x 0
 def _row(metric: str, value: float | int | str, unit: str, goal: str = "",
          note: str = "", held: bool | None = None) -> dict[str, Any]:
     """A result row; ``held`` (did the value meet its goal) makes it a headline figure."""
-    row = {"area": AREA, "metric": metric, "value": value, "unit": unit, "goal": goal,
-           "note": note}
-    if held is not None:
-        row.update(headline=True, held=held)
-    return row
+    return result_row(AREA, metric, value, unit, goal=goal, note=note, held=held)
 
 
 @contextlib.contextmanager

@@ -50,6 +50,8 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from benchmarks.rows import result_row  # noqa: E402
+
 AREA = "dns"
 ZONE = "servicediscovery.internal"
 GOAL_QPS = 20_000
@@ -246,11 +248,7 @@ def _naive_baseline(records: list[Any], queries: Path, seconds: int, directory: 
 def _row(metric: str, value: float | int | str, unit: str, goal: str, note: str,
          held: bool | None = None) -> dict[str, Any]:
     """A result row; ``held`` (did the value meet its goal) makes it a headline figure."""
-    row = {"area": AREA, "metric": metric, "value": value, "unit": unit, "goal": goal,
-           "note": note}
-    if held is not None:
-        row.update(headline=True, held=held)
-    return row
+    return result_row(AREA, metric, value, unit, goal=goal, note=note, held=held)
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:

@@ -59,6 +59,7 @@ from benchmarks.fleet import (
 )
 from benchmarks.fleet.retry import RetryPolicy
 from benchmarks.plots import PLOTS, Point, write_fleet_plots
+from benchmarks.rows import result_row
 
 AREA = "fleet"
 GOAL = "no sustained throttling; 20% deployment applied <= 120 s; 0 lost updates, 0 regressions"
@@ -163,11 +164,7 @@ def describe(result: FleetResult) -> str:
 def row(metric: str, value: Any, unit: str, note: str, goal: str = GOAL,
         held: bool | None = None) -> dict[str, Any]:
     """A result row; ``held`` makes it a headline figure (see benchmarks/__main__.py)."""
-    result = {"area": AREA, "metric": metric, "value": value, "unit": unit, "goal": goal,
-              "note": note}
-    if held is not None:
-        result.update(headline=True, held=held)
-    return result
+    return result_row(AREA, metric, value, unit, goal=goal, note=note, held=held)
 
 
 def sweep(policy: DaemonPolicy, sizes: tuple[int, ...], quick: bool,
@@ -394,5 +391,5 @@ def plot_row(by_mode: dict[str, list[FleetResult]]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    for result_row in run(quick="--quick" in sys.argv[1:]):
-        print(f"{result_row['metric']}: {result_row['value']} {result_row['unit']}  [{result_row['note']}]")
+    for item in run(quick="--quick" in sys.argv[1:]):
+        print(f"{item['metric']}: {item['value']} {item['unit']}  [{item['note']}]")

@@ -37,6 +37,7 @@ import boto3
 import requests
 
 from benchmarks import moto_paging
+from benchmarks.rows import result_row
 from ecssd_agent.agent.docker_source import DockerSource
 from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.agent.sink import DirectSink
@@ -63,11 +64,7 @@ log = logging.getLogger(__name__)
 def row(metric: str, value: Any, unit: str, goal: str, note: str,
         held: bool | None = None) -> dict[str, Any]:
     """A result row; ``held`` (did the value meet its goal) makes it a headline figure."""
-    result = {"area": AREA, "metric": metric, "value": value, "unit": unit, "goal": goal,
-              "note": note}
-    if held is not None:
-        result.update(headline=True, held=held)
-    return result
+    return result_row(AREA, metric, value, unit, goal=goal, note=note, held=held)
 
 
 # --- moto ---------------------------------------------------------------------------------

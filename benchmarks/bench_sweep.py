@@ -36,6 +36,7 @@ if _ROOT not in sys.path:
 import boto3  # noqa: E402
 
 from benchmarks.moto_process import MotoProcess  # noqa: E402
+from benchmarks.rows import result_row  # noqa: E402
 from ecssd_agent.aws.clients import Clients  # noqa: E402
 from health_lambda import handler  # noqa: E402
 from health_lambda.config import SweepSettings  # noqa: E402
@@ -63,11 +64,7 @@ def _environment(**values: str) -> Iterator[None]:
 def _row(metric: str, value: float | int | str, unit: str, goal: str = "",
          note: str = "", held: bool | None = None) -> dict[str, Any]:
     """A result row; ``held`` (did the value meet its goal) makes it a headline figure."""
-    row = {"area": AREA, "metric": metric, "value": value, "unit": unit, "goal": goal,
-           "note": note}
-    if held is not None:
-        row.update(headline=True, held=held)
-    return row
+    return result_row(AREA, metric, value, unit, goal=goal, note=note, held=held)
 
 
 def reference_cost(clusters: int, tasks: int, hung: int, timeout: float, retries: int
