@@ -5,7 +5,7 @@ acting step, and every rule below is a table-driven unit test.
 
 Evidence and ownership
 ----------------------
-Only record sets whose SetIdentifier parses (:func:`naming.parse_set_identifier`) are ours;
+Only record sets whose SetIdentifier parses (:func:`ownership.parse_set_identifier`) are ours;
 everything else in the zone is never looked at again. An observation that failed is
 *unknown*, never "gone": a cluster whose ECS or EC2 reads failed (``ClusterView.error``)
 judges nothing, and while any swept cluster failed no host outside the successfully observed
@@ -95,8 +95,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ecssd_agent.core import naming
-from ecssd_agent.core.model import Owner, RecordSet
+from ecssd_agent.core import ownership
+from ecssd_agent.core.model import RecordSet
+from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.records import parse_srv
 from health_lambda.task_evidence import (
     TaskView,
@@ -145,7 +146,7 @@ class Scope:
     error: str = ""  # the clusters themselves could not be listed: nothing is judged
 
     def view(self, cluster_field: str) -> ClusterView | None:
-        return next((c for c in self.clusters if naming.cluster_matches(cluster_field, c.name)),
+        return next((c for c in self.clusters if ownership.cluster_matches(cluster_field, c.name)),
                     None)
 
     @property
@@ -262,11 +263,11 @@ def referenced_tasks(records: Iterable[RecordSet], clusters: Sequence[str]) -> d
     """Task ids the owned records name, per swept cluster name: what DescribeTasks must cover."""
     out: dict[str, set[str]] = {name: set() for name in clusters}
     for record in records:
-        owner = naming.parse_set_identifier(record.set_identifier)
+        owner = ownership.parse_set_identifier(record.set_identifier)
         if owner is None or not owner.task or not owner.cluster:
             continue
         for name in clusters:
-            if naming.cluster_matches(owner.cluster, name):
+            if ownership.cluster_matches(owner.cluster, name):
                 out[name].add(owner.task)
                 break
     return out
@@ -331,7 +332,7 @@ def assess(scope: Scope, records: Iterable[RecordSet], rules: Rules, now: float)
     result = Assessment()
     owners: dict[str, _Owned] = {}
     for record in records:
-        owner = naming.parse_set_identifier(record.set_identifier)
+        owner = ownership.parse_set_identifier(record.set_identifier)
         if owner is None:
             continue
         result.owned += 1
@@ -345,16 +346,16 @@ def assess(scope: Scope, records: Iterable[RecordSet], rules: Rules, now: float)
 
     by_task: dict[tuple[str, str], list[RecordSet]] = defaultdict(list)
     for owned in owners.values():
-        if owned.owner.kind == "t":
+        if owned.owner.kind is Kind.TASK:
             by_task[(owned.owner.cluster, owned.owner.task)].extend(owned.records)
     for owned in owners.values():
-        if owned.owner.kind == "t":
+        if owned.owner.kind is Kind.TASK:
             owned.task_records = by_task[(owned.owner.cluster, owned.owner.task)]
 
     host_ips: dict[str, set[str]] = defaultdict(set)
     by_host: dict[str, list[str]] = defaultdict(list)  # host label -> its service owners' keys
     for key, owned in owners.items():
-        if owned.owner.kind != "h":
+        if owned.owner.kind is not Kind.HOST:
             continue
         if owned.owner.is_host_record:
             for record in owned.records:
@@ -367,7 +368,7 @@ def assess(scope: Scope, records: Iterable[RecordSet], rules: Rules, now: float)
     deleted: set[str] = set()
     for key, owned in sorted(owners.items()):
         owner = owned.owner
-        if owner.kind == "h" and owner.is_host_record:
+        if owner.kind is Kind.HOST and owner.is_host_record:
             continue  # decided below, once its host's service records are
         outcome = _service(key, owned, scope, hosts, rules, now)
         _record(result, key, owned, outcome)
@@ -376,7 +377,7 @@ def assess(scope: Scope, records: Iterable[RecordSet], rules: Rules, now: float)
 
     for key, owned in sorted(owners.items()):
         owner = owned.owner
-        if owner.kind == "h" and owner.is_host_record:
+        if owner.kind is Kind.HOST and owner.is_host_record:
             outcome = _host_record(owner.host, by_host.get(owner.host, []), deleted, scope,
                                    hosts)
             _record(result, key, owned, outcome)
@@ -449,11 +450,11 @@ def _service(key: str, owned: _Owned, scope: Scope, hosts: _Hosts, rules: Rules,
              now: float) -> _Outcome:
     owner = owned.owner
     view = scope.view(owner.cluster) if owner.cluster else None
-    if owner.kind == "t" or (owner.cluster and owner.task):
+    if owner.kind is Kind.TASK or (owner.cluster and owner.task):
         if view is None:
             if not scope.all_clusters:
                 return OUT
-            if owner.kind == "t":  # every cluster was listed, and this one is not among them
+            if owner.kind is Kind.TASK:  # every cluster was listed, and this one is not among them
                 return f"cluster {owner.cluster} of task {owner.task} does not exist"
             # An agent's record of a task of a vanished cluster: the host decides.
             return _by_host(key, owned, scope, hosts, rules)
@@ -467,7 +468,7 @@ def _service(key: str, owned: _Owned, scope: Scope, hosts: _Hosts, rules: Rules,
         if task.gone:
             return (f"task {owner.task} of cluster {view.name} is {task.last_status or '?'} "
                     f"(desired {task.desired_status or '?'})")
-        if owner.kind == "t":
+        if owner.kind is Kind.TASK:
             return _task_target(key, owned, view, task, hosts, rules, now)
         return _agent_task_target(key, owned, view, task, scope, hosts, rules, now)
     return _by_host(key, owned, scope, hosts, rules)

@@ -47,10 +47,10 @@ from typing import Any
 from ecssd_agent.aws import ecs as ecs_api
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
-from ecssd_agent.core import naming
+from ecssd_agent.core import naming, ownership
 from ecssd_agent.core import task_records as tr
 from ecssd_agent.core.model import RecordSet
-from ecssd_agent.core.plan import Owns
+from ecssd_agent.core.ownership import Owns
 from ecssd_agent.sync.reconcile import Read, converge
 from health_lambda import task_event_config
 from health_lambda.task_event_config import TaskEventConfig
@@ -315,7 +315,7 @@ class TaskEvents:
 
         zone = self.zone
         listing = list(zone.records())
-        owns: Owns = tr.owned_by_task(task.cluster, task.id)
+        owns: Owns = ownership.owned_by_task(task.cluster, task.id)
         desired: list[RecordSet] = []
         if services and task.phase is tr.Phase.REGISTER:
             desired += self._service_records(task, definition, extra)
@@ -323,7 +323,7 @@ class TaskEvents:
             fixed_desired, fixed_owns = self._fixed(task, listing, extra)
             desired += fixed_desired
             if fixed_owns is not None:
-                owns = tr.either(owns, fixed_owns)
+                owns = ownership.either(owns, fixed_owns)
 
         outcome = converge(zone, desired, owns, read=_first_then(listing, zone.records),
                            dry_run=self.config.dry_run)
@@ -346,9 +346,9 @@ class TaskEvents:
         records, because ``owned_by_task`` covers it.
         """
         name = naming.record_name(self.config.rr_name, self.zone.zone.name)
-        owns_fixed = tr.fixed_record_owns(name)
+        owns_fixed = ownership.owned_fixed_record(name)
         holders = [owner for r in listing if owns_fixed(r)
-                   and (owner := naming.parse_set_identifier(r.set_identifier)) is not None]
+                   and (owner := ownership.parse_set_identifier(r.set_identifier)) is not None]
         others = [owner for owner in holders if owner.task != task.id]
 
         if task.phase is tr.Phase.REGISTER:
@@ -388,7 +388,7 @@ class TaskEvents:
 
     def _describe_holder(self, owner_cluster: str, owner_task: str, task: tr.Task) -> tr.Task | None:
         """The task holding the fixed record, if it is still running (None: gone or leaving)."""
-        cluster = task.cluster if naming.cluster_matches(owner_cluster, task.cluster) else owner_cluster
+        cluster = task.cluster if ownership.cluster_matches(owner_cluster, task.cluster) else owner_cluster
         if cluster.startswith("#"):  # a digested cluster name we cannot describe by
             return None
         described = ecs_api.describe_tasks(self.ecs, cluster, [owner_task])

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ecssd_agent.core.model import Owner
+from ecssd_agent.core.ownership import Owner
 
 _SERVICE_NAME_VAR = re.compile(r"^SERVICE_([0-9]{1,5})_NAME$")
 

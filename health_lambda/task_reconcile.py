@@ -42,10 +42,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ecssd_agent.aws import ecs as ecs_api
-from ecssd_agent.core import naming
+from ecssd_agent.core import naming, ownership
 from ecssd_agent.core import task_records as tr
 from ecssd_agent.core.model import Change, RecordSet
-from ecssd_agent.core.plan import Owns
 from ecssd_agent.sync.reconcile import NotConverged, converge
 from health_lambda.task_events import TaskEvents, TaskStateUnknown, _first_then
 
@@ -129,34 +128,28 @@ def _fixed(events: TaskEvents, tasks: Iterable[tr.Task], listing: Sequence[Recor
     return [record]
 
 
-def _exactly(records: Sequence[RecordSet]) -> Owns:
-    """Own exactly these record sets' keys: the plan can add or correct them, delete nothing."""
-    keys = {record.key for record in records}
-    return lambda record: record.key in keys
-
-
 def _apply(events: TaskEvents, desired: Sequence[RecordSet], listing: Sequence[RecordSet],
            tally: _Tally) -> tuple[list[Change], int]:
     """Apply what is missing for every task at once; task by task when Route 53 keeps
     refusing that batch. Returns the changes applied and the change requests made."""
     zone, dry_run = events.zone, events.config.dry_run
     try:
-        outcome = converge(zone, desired, _exactly(desired), read=_first_then(listing, zone.records),
-                           dry_run=dry_run)
+        outcome = converge(zone, desired, ownership.owned_by_tasks(), delete=False,
+                           read=_first_then(listing, zone.records), dry_run=dry_run)
         return outcome.changes, outcome.requests
     except NotConverged as exc:
         log.warning("reconcile: Route 53 refused the batch of every task (%s); applying the "
                     "tasks one by one", exc)
     by_task: dict[str, list[RecordSet]] = {}
     for record in desired:
-        owner = naming.parse_set_identifier(record.set_identifier)
+        owner = ownership.parse_set_identifier(record.set_identifier)
         by_task.setdefault(owner.task if owner else "", []).append(record)
     changes: list[Change] = []
     requests = 0
     listing = list(zone.records())
     for task_id, records in by_task.items():
         try:
-            outcome = converge(zone, records, _exactly(records),
+            outcome = converge(zone, records, ownership.owned_by_tasks(), delete=False,
                                read=_first_then(listing, zone.records), dry_run=dry_run)
         except NotConverged as exc:
             tally.errors.append(f"task {task_id}: {exc}")

@@ -26,8 +26,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ecssd_agent.aws.change_queue import ChangeQueue, Hint, QueueError, verify_hints
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core.model import RecordSet
+from ecssd_agent.core.ownership import Kind
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ def hints_for(zone: str, deleted: Iterable[RecordSet]) -> list[Hint]:
     """One verify hint per host (more for a host with many names) for ``deleted``."""
     names: dict[str, set[str]] = {}
     for record in deleted:
-        owner = naming.parse_set_identifier(record.set_identifier)
-        if owner is not None and owner.kind == "h":
+        owner = ownership.parse_set_identifier(record.set_identifier)
+        if owner is not None and owner.kind is Kind.HOST:
             names.setdefault(owner.host, set()).add(record.name)
     return verify_hints(zone, names)
 

@@ -39,7 +39,8 @@ from ecssd_agent.aws.route53 import batches
 from ecssd_agent.core.coalescer import Coalescer
 from ecssd_agent.core.metadata import service_instances
 from ecssd_agent.core.model import Action, Change, Container, Host, RecordSet, Routing, ServiceInstance
-from ecssd_agent.core.plan import Owns, plan
+from ecssd_agent.core.ownership import Kind, Owns
+from ecssd_agent.core.plan import plan
 from ecssd_agent.core.records import host_records
 from ecssd_agent.sync.reconcile import converge
 from ecssd_agent.sync.zone_reads import NameScan, ReadSchedule
@@ -126,16 +127,16 @@ class SimContainer:
 
 
 def host_owns(label: str) -> Owns:
-    """``agent.owned_by_host(label)`` with the SetIdentifier parse memoised across hosts.
+    """``ownership.owned_by_host(label)`` with the SetIdentifier parse memoised across hosts.
 
-    Same test (the SetIdentifier parses exactly, kind "h", this host), but every host of the
+    Same test (the SetIdentifier parses exactly, kind HOST, this host), but every host of the
     simulation reads the same identifiers: parsing each once instead of once per host keeps
     a 1,000-host run in seconds. tests/unit/test_fleet_sim.py checks that the two agree.
     """
 
     def owns(record: RecordSet) -> bool:
         owner = owner_of(record.set_identifier)
-        return owner is not None and owner.kind == "h" and owner.host == label
+        return owner is not None and owner.kind is Kind.HOST and owner.host == label
 
     return owns
 

@@ -31,8 +31,9 @@ from functools import cache
 from typing import Any
 
 from ecssd_agent.aws.route53 import to_wire
-from ecssd_agent.core import naming
-from ecssd_agent.core.model import Action, Change, Owner, RecordSet
+from ecssd_agent.core import ownership
+from ecssd_agent.core.model import Action, Change, RecordSet
+from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.sync.zone_reads import route53_order
 
 RecordKey = tuple[str, str, str | None]
@@ -120,8 +121,8 @@ class TokenBucket:
 
 @cache
 def owner_of(set_identifier: str | None) -> Owner | None:
-    """``naming.parse_set_identifier``, memoised: the simulation asks it millions of times."""
-    return naming.parse_set_identifier(set_identifier)
+    """``ownership.parse_set_identifier``, memoised: the simulation asks it millions of times."""
+    return ownership.parse_set_identifier(set_identifier)
 
 
 @cache
@@ -156,7 +157,7 @@ class ZoneStore:
             bisect.insort(self._order, skey)
             self.per_name[(record.name, record.type)] += 1
             owner = owner_of(record.set_identifier)
-            if owner is not None and owner.kind == "h":
+            if owner is not None and owner.kind is Kind.HOST:
                 self.by_host.setdefault(owner.host, set()).add(record.key)
         self._records[skey] = (record, to_wire(record))
 
@@ -166,7 +167,7 @@ class ZoneStore:
         del self._order[bisect.bisect_left(self._order, skey)]
         self.per_name[(record.name, record.type)] -= 1
         owner = owner_of(record.set_identifier)
-        if owner is not None and owner.kind == "h":
+        if owner is not None and owner.kind is Kind.HOST:
             self.by_host.get(owner.host, set()).discard(record.key)
 
     def records(self) -> Iterator[RecordSet]:

@@ -79,7 +79,7 @@ from ecssd_agent.aws import host_store
 from ecssd_agent.aws.change_queue import ChangeQueue
 from ecssd_agent.aws.host_store import HostStore, StoreError
 from ecssd_agent.aws.route53 import Route53Zone, Zone
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core.host_state import Applied
 from ecssd_agent.core.model import RecordSet
 from ecssd_agent.writer import zone_writer
@@ -160,24 +160,24 @@ class StateCodec:
 
 @contextmanager
 def memoised() -> Iterator[None]:
-    """While a run lasts, ``naming.parse_set_identifier``, the ``from_wire`` of the writer's
+    """While a run lasts, ``ownership.parse_set_identifier``, the ``from_wire`` of the writer's
     full listings and the HostStore's encoding and decoding of a host state are memoised:
     all are pure (a SetIdentifier string -> a frozen Owner; a listed dict the simulated zone
     hands out unchanged -> its RecordSet; a frozen RecordSet -> its JSON; a stored JSON string
     -> its tuple of RecordSets), so the writer and the agents compute exactly what they
     would, only the simulation's wall time shrinks."""
-    parse = naming.parse_set_identifier
+    parse = ownership.parse_set_identifier
     decode = zone_writer.from_wire
     records_in, records_out = host_store._records_in, host_store._records_out
     codec = StateCodec(records_out, records_in)
-    naming.parse_set_identifier = functools.cache(parse)
+    ownership.parse_set_identifier = functools.cache(parse)
     zone_writer.from_wire = WireCache(decode)  # type: ignore[assignment]  # same signature
     host_store._records_in = codec.records_in
     host_store._records_out = codec.records_out
     try:
         yield
     finally:
-        naming.parse_set_identifier = parse
+        ownership.parse_set_identifier = parse
         zone_writer.from_wire = decode
         host_store._records_in, host_store._records_out = records_in, records_out
 

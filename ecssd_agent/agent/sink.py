@@ -22,7 +22,7 @@ from typing import Protocol
 
 from ecssd_agent.aws.route53 import Route53Zone
 from ecssd_agent.core.model import Action, Change, RecordSet
-from ecssd_agent.core.plan import Owns
+from ecssd_agent.core.ownership import Owns
 from ecssd_agent.sync.reconcile import Outcome, Read, converge
 from ecssd_agent.sync.zone_reads import ReadSchedule, owned_records_by_names, zone_record_count
 from ecssd_agent.writer.publish import Publisher

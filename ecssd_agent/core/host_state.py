@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core.model import Action, Change, RecordSet
+from ecssd_agent.core.ownership import Kind
 from ecssd_agent.core.plan import plan
 
 
@@ -75,15 +76,15 @@ def plan_host(published: Published, owned: Iterable[RecordSet]) -> list[Change]:
     Raises ``plan.ForeignRecord`` when a published record set is not the host's own: a host
     can never publish records for another (invariant 1 holds in queued mode too).
     """
-    return plan(owned, published.records, naming.owned_by_host(published.host))
+    return plan(owned, published.records, ownership.owned_by_host(published.host))
 
 
 def split_by_host(records: Iterable[RecordSet], hosts: Iterable[str]) -> dict[str, list[RecordSet]]:
     """Owned record sets of a zone read, grouped by the host (of ``hosts``) that owns them."""
     out: dict[str, list[RecordSet]] = {host: [] for host in hosts}
     for record in records:
-        owner = naming.parse_set_identifier(record.set_identifier)
-        if owner is not None and owner.kind == "h" and owner.host in out:
+        owner = ownership.parse_set_identifier(record.set_identifier)
+        if owner is not None and owner.kind is Kind.HOST and owner.host in out:
             out[owner.host].append(record)
     return out
 

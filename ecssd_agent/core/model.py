@@ -39,29 +39,6 @@ class Action(str, Enum):
 
 
 @dataclass(frozen=True)
-class Owner:
-    """Who a record set belongs to; carried in its SetIdentifier (see :mod:`naming`).
-
-    ``host`` is the agent's host label (``ip-10-0-0-12``) for records an agent writes, or ""
-    for records of awsvpc/Fargate tasks written by the task-events Lambda. ``container`` and
-    ``port`` say which service instance; they are "" for a host's own A record. ``cluster``
-    and ``task`` name the ECS task when known, so the health sweep can tell whether the record's
-    task still runs without guessing from IPs and ports.
-    """
-
-    host: str = ""
-    container: str = ""
-    port: str = ""  # "8081/tcp": the container port and protocol
-    cluster: str = ""  # the cluster name, or "#" + a digest when the name is too long to carry
-    task: str = ""  # the task id (last part of the task ARN)
-    kind: str = "h"  # "h": a host agent's record; "t": a task's record (task-events Lambda)
-
-    @property
-    def is_host_record(self) -> bool:
-        return self.kind == "h" and not self.container and not self.port
-
-
-@dataclass(frozen=True)
 class RecordSet:
     """One Route 53 resource record set, as the planning core sees it.
 

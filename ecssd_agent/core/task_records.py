@@ -9,7 +9,7 @@ that ``SERVICE_<port>_NAME`` is read by the very parser the agent uses
 
 Names and ownership (see :mod:`ecssd_agent.core.naming` for the SetIdentifier scheme):
 
-- Every record set written for a task is owned by ``Owner(kind="t", cluster, task, port)``,
+- Every record set written for a task is owned by ``Owner(kind=Kind.TASK, cluster, task, port)``,
   so "everything of task X" is an exact SetIdentifier test (:func:`owned_by_task`) and the
   health sweep can tell from the SetIdentifier alone which task a record belongs to.
 - The task's own A record is ``<task id>.task.<zone>`` -> the task's IP (its ENI address in
@@ -34,7 +34,7 @@ Names and ownership (see :mod:`ecssd_agent.core.naming` for the SetIdentifier sc
   container's health changes, so an ``UNHEALTHY`` one loses them, a ``HEALTHY`` one gets
   them back). ``UNKNOWN`` (not checked yet) and a missing status count as not healthy.
 - The fixed record (``RR_NAME``, e.g. the X-Ray daemon's ``xray.<zone>``) is an A record set
-  owned by the one task currently serving it (``Owner(kind="t", cluster, task, port="")``):
+  owned by the one task currently serving it (``Owner(kind=Kind.TASK, cluster, task, port="")``):
   exactly one record set at that name, whose SetIdentifier says which task it points at, so
   a STOPPED event of an older task can see that the record is no longer its own.
 """
@@ -57,8 +57,8 @@ from ecssd_agent.core.metadata import (
     merged_metadata,
     service_instances,
 )
-from ecssd_agent.core.model import DEFAULT_WEIGHT, Container, Owner, RecordSet, Routing
-from ecssd_agent.core.plan import Owns
+from ecssd_agent.core.model import DEFAULT_WEIGHT, Container, RecordSet, Routing
+from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.records import routed, srv_value
 
 SOURCE = "aws.ecs"
@@ -330,37 +330,7 @@ def parse_event(event: Any) -> Task:
 
 def task_owner(task: Task, port: str = "") -> Owner:
     """The owner of a task's record sets; ``port`` is "" for its A records."""
-    return Owner(kind="t", cluster=task.cluster, task=task.id, port=port)
-
-
-def owned_by_task(cluster: str, task_id: str) -> Owns:
-    """Record sets written for this one task (any name, any port)."""
-
-    def owns(record: RecordSet) -> bool:
-        owner = naming.parse_set_identifier(record.set_identifier)
-        return (owner is not None and owner.kind == "t" and owner.task == task_id
-                and naming.cluster_matches(owner.cluster, cluster))
-
-    return owns
-
-
-def fixed_record_owns(name: str) -> Owns:
-    """Record sets of the fixed name written by this Lambda (for whichever task)."""
-
-    def owns(record: RecordSet) -> bool:
-        if record.name != name or record.type != "A":
-            return False
-        owner = naming.parse_set_identifier(record.set_identifier)
-        return owner is not None and owner.kind == "t" and not owner.port
-
-    return owns
-
-
-def either(*tests: Owns) -> Owns:
-    def owns(record: RecordSet) -> bool:
-        return any(test(record) for test in tests)
-
-    return owns
+    return Owner(kind=Kind.TASK, cluster=task.cluster, task=task.id, port=port)
 
 
 def task_record_name(task_id: str, zone: str) -> str:

@@ -35,7 +35,7 @@ from typing import Any
 
 from ecssd_agent.aws.route53 import Route53Zone, from_wire
 from ecssd_agent.core.model import RecordSet
-from ecssd_agent.core.plan import Owns
+from ecssd_agent.core.ownership import Owns
 
 #: Route 53 returns at most 300 record sets per ListResourceRecordSets page.
 MAX_ITEMS = 300

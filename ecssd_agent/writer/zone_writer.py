@@ -49,7 +49,7 @@ from ecssd_agent.aws.route53 import (
     pack,
     retry_reason,
 )
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core.host_state import (
     Applied,
     Published,
@@ -60,7 +60,8 @@ from ecssd_agent.core.host_state import (
     split_by_host,
 )
 from ecssd_agent.core.model import Change, RecordSet
-from ecssd_agent.core.plan import ForeignRecord, Owns
+from ecssd_agent.core.ownership import Kind
+from ecssd_agent.core.plan import ForeignRecord
 from ecssd_agent.sync.zone_reads import MAX_ITEMS, owned_records_by_names, zone_record_count
 
 log = logging.getLogger(__name__)
@@ -421,7 +422,7 @@ class ZoneWriter:
             for host in hosts:
                 names |= names_to_read(published[host], applied.get(host))
         wanted = set(hosts)
-        owns = _owned_by_any(wanted)
+        owns = ownership.owned_by_hosts(wanted)
         # A name-scoped read costs about a request per name (more where names hold more than
         # a page); past the cost of listing the whole zone (>= 2), list the whole zone.
         full = False
@@ -474,19 +475,11 @@ def _named_hosts(identifiers: Iterable[str], group: Iterable[str]) -> list[str]:
     members = set(group)
     named: list[str] = []
     for ident in identifiers:
-        owner = naming.parse_set_identifier(ident)
-        if owner is not None and owner.kind == "h" and owner.host in members \
+        owner = ownership.parse_set_identifier(ident)
+        if owner is not None and owner.kind is Kind.HOST and owner.host in members \
                 and owner.host not in named:
             named.append(owner.host)
     return named
-
-
-def _owned_by_any(hosts: set[str]) -> Owns:
-    def owns(record: RecordSet) -> bool:
-        owner = naming.parse_set_identifier(record.set_identifier)
-        return owner is not None and owner.kind == "h" and owner.host in hosts
-
-    return owns
 
 
 @dataclass

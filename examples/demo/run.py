@@ -45,6 +45,7 @@ from urllib.parse import quote
 import docker
 import docker.errors
 
+from ecssd_agent.core import ownership
 from examples import images
 from examples.demo import base
 from examples.demo.engine import Engine, connect
@@ -531,7 +532,7 @@ class Demo:
         label = naming.host_label(self.world.host_name)
         owned = 0
         for record in records:
-            owner = naming.parse_set_identifier(record.set_identifier or "")
+            owner = ownership.parse_set_identifier(record.set_identifier or "")
             if owner is not None and owner.host == label:
                 owned += 1
         return owned

@@ -19,7 +19,8 @@ from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.core import naming
-from ecssd_agent.core.model import Action, Change, Owner, RecordSet, Routing
+from ecssd_agent.core.model import Action, Change, RecordSet, Routing
+from ecssd_agent.core.ownership import Owner
 from ecssd_agent.core.records import routed, srv_value
 from health_lambda import handler
 from tests.integration.sweep_world import ERROR, HANG, OK, REFUSE, HttpFleet, SweepWorld, keys

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ecssd_agent.aws.clients import Clients
-from ecssd_agent.core import naming
+from ecssd_agent.core import naming, ownership
 from ecssd_agent.core.model import Routing
 from health_lambda import task_events
 from health_lambda.task_event_config import TaskEventConfig
@@ -137,7 +137,7 @@ class World:
                 for v in r["ResourceRecords"]}
 
     def owners(self, name: str, rtype: str) -> set[str]:
-        return {naming.parse_set_identifier(r["SetIdentifier"]).task  # type: ignore[union-attr]
+        return {ownership.parse_set_identifier(r["SetIdentifier"]).task  # type: ignore[union-attr]
                 for r in self.records() if r["Name"] == name and r["Type"] == rtype}
 
 

@@ -40,7 +40,7 @@ from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import HostStore
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.config_fields import SettingsError
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core.model import Action, Change, Host, Routing, ServiceInstance
 from ecssd_agent.core.records import host_records
 from ecssd_agent.dns.http_sd import PATH
@@ -214,7 +214,7 @@ def test_the_agent_finds_and_writes_the_zone_of_the_role(remote: Remote) -> None
     zone = agent.sink.zone
     assert zone.zone.id == remote.zone_id
     zone.apply(host_changes(2, "calc"))
-    owners = {naming.parse_set_identifier(r.set_identifier) for r in remote.zone().records()
+    owners = {ownership.parse_set_identifier(r.set_identifier) for r in remote.zone().records()
               if r.set_identifier}
     assert {o.host for o in owners if o} == {"ip-127-0-0-2"}
 

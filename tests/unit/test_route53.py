@@ -10,7 +10,6 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from ecssd_agent.agent.host_agent import owned_by_host
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import (
     MAX_RECORDS_PER_REQUEST,
@@ -24,7 +23,8 @@ from ecssd_agent.aws.route53 import (
     pack,
     to_wire,
 )
-from ecssd_agent.core.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.model import Action, Change, Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.ownership import Owner, owned_by_host
 from ecssd_agent.core.records import host_records, parse_srv, routed, srv_value
 from ecssd_agent.sync.reconcile import NotConverged, converge
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from ecssd_agent.core import naming
-from ecssd_agent.core.model import Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.model import Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.records import host_records, routed, srv_value
 from health_lambda.sweep import (
     Assessment,
@@ -80,11 +81,11 @@ def agent(label: str, ip: str, *services: tuple[str, int, int, str, str],
 def task_records(cluster: str, tid: str, ip: str, port: int = 8080) -> list[RecordSet]:
     """What the task-events Lambda writes for an awsvpc task: task A, SRV, service A."""
     target = naming.record_name(f"{tid}.task", ZONE)
-    a_owner = Owner(kind="t", cluster=cluster, task=tid)
+    a_owner = Owner(kind=Kind.TASK, cluster=cluster, task=tid)
     return [
         routed(target, "A", [ip], a_owner, Routing.WEIGHTED, 0),
         routed(naming.record_name("web", ZONE), "SRV", [srv_value(port, target)],
-               Owner(kind="t", cluster=cluster, task=tid, port=f"{port}/tcp"),
+               Owner(kind=Kind.TASK, cluster=cluster, task=tid, port=f"{port}/tcp"),
                Routing.WEIGHTED, 0),
         routed(naming.record_name("web", ZONE), "A", [ip], a_owner, Routing.WEIGHTED, 0),
     ]

@@ -19,7 +19,8 @@ import pytest
 
 from ecssd_agent.agent.settings import SettingsError
 from ecssd_agent.core import naming
-from ecssd_agent.core.model import Owner, RecordSet, Routing
+from ecssd_agent.core.model import RecordSet, Routing
+from ecssd_agent.core.ownership import Owner
 from ecssd_agent.core.records import routed, srv_value
 from health_lambda.config import SweepSettings
 from health_lambda.probe import check

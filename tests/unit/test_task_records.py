@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core import task_records as tr
-from ecssd_agent.core.model import Owner, RecordSet, Routing
+from ecssd_agent.core.model import RecordSet, Routing
+from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.plan import plan
 from ecssd_agent.core.records import parse_srv
 from health_lambda import task_event_config
@@ -241,16 +242,16 @@ def test_null_optional_fields_are_absent_ones() -> None:
 # --- names and ownership -----------------------------------------------------------------
 
 @pytest.mark.parametrize("owner", [
-    Owner(kind="t", cluster="prod", task=TASK_ID, port=""),  # the task's A records
-    Owner(kind="t", cluster="prod", task="0b7a35ac-0c1f-4a4e-9d0c-5b4b1e9a1f00", port=""),
-    Owner(kind="t", cluster="c" * 200, task=TASK_ID, port=""),  # carried as a digest
+    Owner(kind=Kind.TASK, cluster="prod", task=TASK_ID, port=""),  # the task's A records
+    Owner(kind=Kind.TASK, cluster="prod", task="0b7a35ac-0c1f-4a4e-9d0c-5b4b1e9a1f00", port=""),
+    Owner(kind=Kind.TASK, cluster="c" * 200, task=TASK_ID, port=""),  # carried as a digest
 ])
 def test_task_level_owner_round_trips_with_an_empty_port(owner: Owner) -> None:
-    ident = naming.set_identifier(owner)
+    ident = ownership.set_identifier(owner)
     assert ident.endswith(":")
-    parsed = naming.parse_set_identifier(ident)
-    assert parsed is not None and parsed.kind == "t" and parsed.task == owner.task
-    assert naming.cluster_matches(parsed.cluster, owner.cluster)
+    parsed = ownership.parse_set_identifier(ident)
+    assert parsed is not None and parsed.kind is Kind.TASK and parsed.task == owner.task
+    assert ownership.cluster_matches(parsed.cluster, owner.cluster)
     assert parsed.port == ""
 
 
@@ -261,34 +262,34 @@ def test_task_record_name_is_one_label_under_task() -> None:
 
 
 def test_owned_by_task_is_exact() -> None:
-    owns = tr.owned_by_task("prod", TASK_ID)
+    owns = ownership.owned_by_task("prod", TASK_ID)
 
     def rs(owner: Owner) -> RecordSet:
-        return RecordSet("x.sd.internal.", "A", ("1.2.3.4",), 0, naming.set_identifier(owner), 1)
+        return RecordSet("x.sd.internal.", "A", ("1.2.3.4",), 0, ownership.set_identifier(owner), 1)
 
-    assert owns(rs(Owner(kind="t", cluster="prod", task=TASK_ID, port="")))
-    assert owns(rs(Owner(kind="t", cluster="prod", task=TASK_ID, port="80/tcp")))
-    assert owns(rs(Owner(kind="t", cluster="prod", task=TASK_ID)))
-    assert not owns(rs(Owner(kind="t", cluster="prod", task="other", port="")))
-    assert not owns(rs(Owner(kind="t", cluster="test", task=TASK_ID, port="")))
+    assert owns(rs(Owner(kind=Kind.TASK, cluster="prod", task=TASK_ID, port="")))
+    assert owns(rs(Owner(kind=Kind.TASK, cluster="prod", task=TASK_ID, port="80/tcp")))
+    assert owns(rs(Owner(kind=Kind.TASK, cluster="prod", task=TASK_ID)))
+    assert not owns(rs(Owner(kind=Kind.TASK, cluster="prod", task="other", port="")))
+    assert not owns(rs(Owner(kind=Kind.TASK, cluster="test", task=TASK_ID, port="")))
     assert not owns(rs(Owner(host="ip-1", container="abcdef012345", port="80/tcp",
                              cluster="prod", task=TASK_ID)))  # the agent's record of it
     assert not owns(RecordSet("x.sd.internal.", "A", ("1.2.3.4",), 0, f"ecssd:t:prod:{TASK_ID}", 1))
     long = "c" * 200
-    assert tr.owned_by_task(long, TASK_ID)(rs(Owner(kind="t", cluster=long, task=TASK_ID)))
+    assert ownership.owned_by_task(long, TASK_ID)(rs(Owner(kind=Kind.TASK, cluster=long, task=TASK_ID)))
 
 
 def test_fixed_record_owns_only_task_a_records_of_that_name() -> None:
-    owns = tr.fixed_record_owns("xray.sd.internal.")
+    owns = ownership.owned_fixed_record("xray.sd.internal.")
     task = fargate()
     ours = tr.fixed_record("xray.sd.internal.", task, "10.0.0.139", Routing.WEIGHTED, 0)
     assert owns(ours)
     assert ours.set_identifier == f"ecssd:t:FargateCluster:{TASK_ID}:" and ours.weight == 1
     assert not owns(replace(ours, name="other.sd.internal."))
     assert not owns(RecordSet("xray.sd.internal.", "A", ("10.0.0.1",), 300))  # hand-made
-    agent = naming.set_identifier(Owner(host="ip-10-0-0-1"))
+    agent = ownership.set_identifier(Owner(host="ip-10-0-0-1"))
     assert not owns(replace(ours, set_identifier=agent))
-    srv_owner = naming.set_identifier(tr.task_owner(task, "2000/udp"))
+    srv_owner = ownership.set_identifier(tr.task_owner(task, "2000/udp"))
     assert not owns(replace(ours, set_identifier=srv_owner))
 
 
@@ -420,7 +421,7 @@ def test_planning_the_desired_records_twice_changes_nothing() -> None:
     td = definition(container(env={"SERVICE_8080_NAME": "time"},
                               labels={"discovery.service.name": "web"}, ports=[(8080, "tcp")]))
     desired, _ = tr.service_records(task, td, "10.0.0.139", ZONE, Routing.WEIGHTED, 0)
-    owns = tr.owned_by_task(task.cluster, task.id)
+    owns = ownership.owned_by_task(task.cluster, task.id)
     assert plan([], desired, owns)
     assert plan(desired, desired, owns) == []
     assert [c.action.value for c in plan(desired, [], owns)] == ["DELETE"] * len(desired)
@@ -513,7 +514,7 @@ def test_a_health_checked_container_not_healthy_gets_no_records(status: str) -> 
                                 "10.0.0.139", ZONE, Routing.WEIGHTED, 0)
     desired, _ = tr.service_records(task, definition(checked()), "10.0.0.139", ZONE,
                                     Routing.WEIGHTED, 0)
-    changes = plan(had, desired, tr.owned_by_task(task.cluster, task.id))
+    changes = plan(had, desired, ownership.owned_by_task(task.cluster, task.id))
     assert had and {(c.action.value, c.record) for c in changes} == {("DELETE", r) for r in had}
 
 

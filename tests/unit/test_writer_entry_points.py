@@ -30,8 +30,9 @@ from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import LEASE_HOST, HostStore
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.config_fields import SettingsError
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core.model import Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.ownership import Kind
 from ecssd_agent.core.records import host_records
 from ecssd_agent.writer.cli import Poller, build_writer, main
 from ecssd_agent.writer.publish import Publisher
@@ -142,8 +143,8 @@ class World:
         route53 = self.clients.client("route53")
         out: dict[str, set[RecordSet]] = {h.label: set() for h in hosts}
         for record in Route53Zone(route53, find_zone(route53, ZONE)).records():
-            owner = naming.parse_set_identifier(record.set_identifier)
-            if owner is not None and owner.kind == "h" and owner.host in out:
+            owner = ownership.parse_set_identifier(record.set_identifier)
+            if owner is not None and owner.kind is Kind.HOST and owner.host in out:
                 out[owner.host].add(record)
         return out
 
