@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.fleet.engine import Call, Instruction, Sleep
-from benchmarks.fleet.retry import RETRYABLE, BotocoreClient, RetryPolicy
+from benchmarks.fleet.retry import BotocoreClient, RetryPolicy
 from benchmarks.fleet.route53 import CHANGE, GET_ZONE, LIST, RecordKey, Response, owner_of
 from benchmarks.fleet.world import World
 from ecssd_agent.agent.daemon import RESYNC_JITTER, RETRY_MAX, RETRY_MIN, THROTTLED_RETRY_MAX
 from ecssd_agent.agent.settings import Settings
-from ecssd_agent.aws.route53 import batches
+from ecssd_agent.aws.route53 import Meaning, batches, code_meaning
 from ecssd_agent.core.coalescer import Coalescer
 from ecssd_agent.core.metadata import service_instances
 from ecssd_agent.core.model import Action, Change, Container, Host, RecordSet, Routing, ServiceInstance
@@ -414,7 +414,7 @@ class SimHost:
                 continue
             if response.error == "InvalidChangeBatch":
                 return "rejected"
-            if self.policy.replan_retries and response.error in RETRYABLE:
+            if self.policy.replan_retries and code_meaning(response.error or "").definite:
                 return "retry"
             return "failed"
         return "ok"
@@ -445,7 +445,7 @@ class SimHost:
 
     def _call_once(self, op: str, params: dict[str, Any]) -> Generator[Instruction, Any, Response]:
         response: Response = yield Call(op, params, self.host.label)
-        if response.error == "Throttling":
+        if code_meaning(response.error or "").kind is Meaning.THROTTLED:
             self.pressure_until = self.world.now + 60.0
         return response
 

@@ -45,9 +45,9 @@ from ecssd_agent.aws.route53 import (
     BatchRejected,
     Route53Zone,
     batches,
+    error_meaning,
     from_wire,
     pack,
-    retry_reason,
 )
 from ecssd_agent.core import ownership
 from ecssd_agent.core.host_state import (
@@ -212,9 +212,10 @@ class ZoneWriter:
             try:
                 return self.zone.apply(changes, dry_run=self.dry_run)
             except (ClientError, BotoCoreError) as exc:  # BatchRejected is not retried
-                why = retry_reason(exc)
-                if why is None or attempt >= self.max_attempts:
+                meaning = error_meaning(exc)
+                if not meaning.retryable or attempt >= self.max_attempts:
                     raise
+                why = meaning.code
             wait = self._jitter() * min(2.0 ** (attempt - 1), RETRY_MAX_WAIT)
             log.info("change request for %d host(s) not taken (%s); attempt %d in %.1f s",
                      len(hosts), why, attempt + 1, wait)
