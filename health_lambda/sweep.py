@@ -96,11 +96,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ecssd_agent.core import ownership
+from ecssd_agent.core.ecs_task import RUNNING
 from ecssd_agent.core.model import RecordSet
 from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.records import parse_srv
 from health_lambda.task_evidence import (
-    TaskView,
+    TaskEvidence,
     check_path,
     ecs_vouches,
     grace_seconds,
@@ -127,7 +128,7 @@ class ClusterView:
 
     name: str
     hosts: tuple[HostView, ...] = ()
-    tasks: Mapping[str, TaskView] = field(default_factory=dict)  # described, by task id
+    tasks: Mapping[str, TaskEvidence] = field(default_factory=dict)  # described, by task id
     gone_tasks: frozenset[str] = frozenset()  # ids ECS says it does not know
     running: int = 0  # tasks listed with desiredStatus RUNNING
     error: str = ""
@@ -462,15 +463,16 @@ def _service(key: str, owned: _Owned, scope: Scope, hosts: _Hosts, rules: Rules,
             return _Skip(f"cluster {view.name} could not be observed")
         if owner.task in view.gone_tasks:
             return f"task {owner.task} of cluster {view.name} no longer exists"
-        task = view.tasks.get(owner.task)
-        if task is None:
+        evidence = view.tasks.get(owner.task)
+        if evidence is None:
             return _Skip(f"the state of task {owner.task} of cluster {view.name} is unknown")
-        if task.gone:
+        task = evidence.task
+        if task.stopping:
             return (f"task {owner.task} of cluster {view.name} is {task.last_status or '?'} "
                     f"(desired {task.desired_status or '?'})")
         if owner.kind is Kind.TASK:
-            return _task_target(key, owned, view, task, hosts, rules, now)
-        return _agent_task_target(key, owned, view, task, scope, hosts, rules, now)
+            return _task_target(key, owned, view, evidence, hosts, rules, now)
+        return _agent_task_target(key, owned, view, evidence, scope, hosts, rules, now)
     return _by_host(key, owned, scope, hosts, rules)
 
 
@@ -480,11 +482,12 @@ def _by_host(key: str, owned: _Owned, scope: Scope, hosts: _Hosts, rules: Rules)
     if found is None:
         return _host_verdict(owned.owner.host, scope, hosts)
     _, host = found
-    return _target(key, owned, host.ip, None, "", "", rules, 0.0)
+    return _target(key, owned, host.ip, None, "", rules, 0.0)
 
 
-def _agent_task_target(key: str, owned: _Owned, view: ClusterView, task: TaskView,
+def _agent_task_target(key: str, owned: _Owned, view: ClusterView, evidence: TaskEvidence,
                        scope: Scope, hosts: _Hosts, rules: Rules, now: float) -> _Outcome:
+    task = evidence.task
     label = owned.owner.host
     found = hosts.live(label)
     instance = hosts.instance(task.container_instance_arn)
@@ -492,7 +495,7 @@ def _agent_task_target(key: str, owned: _Owned, view: ClusterView, task: TaskVie
         _, host = found
         if task.container_instance_arn and host.instance_arn != task.container_instance_arn:
             return _Skip(f"host {label} is not the container instance of task {task.id}")
-        return _target(key, owned, host.ip, task, view.name, task.id, rules, now)
+        return _target(key, owned, host.ip, evidence, view.name, rules, now)
     failed = hosts.in_failed(label)
     if failed is not None:
         return _Skip(f"host {label} is in cluster {failed.name}, whose observation failed")
@@ -506,8 +509,9 @@ def _agent_task_target(key: str, owned: _Owned, view: ClusterView, task: TaskVie
             f"that host {label} is")
 
 
-def _task_target(key: str, owned: _Owned, view: ClusterView, task: TaskView, hosts: _Hosts,
-                 rules: Rules, now: float) -> _Outcome:
+def _task_target(key: str, owned: _Owned, view: ClusterView, evidence: TaskEvidence,
+                 hosts: _Hosts, rules: Rules, now: float) -> _Outcome:
+    task = evidence.task
     if task.eni_ips:
         ip = task.eni_ips[0]
     else:
@@ -515,11 +519,11 @@ def _task_target(key: str, owned: _Owned, view: ClusterView, task: TaskView, hos
         if instance is None or not instance.live:
             return _Skip(f"task {task.id} has no ENI and no live container instance")
         ip = instance.ip
-    return _target(key, owned, ip, task, view.name, task.id, rules, now)
+    return _target(key, owned, ip, evidence, view.name, rules, now)
 
 
-def _target(key: str, owned: _Owned, ip: str, task: TaskView | None, cluster: str,
-            task_id: str, rules: Rules, now: float) -> _Outcome:
+def _target(key: str, owned: _Owned, ip: str, evidence: TaskEvidence | None, cluster: str,
+            rules: Rules, now: float) -> _Outcome:
     """A live instance: a probe target, or kept when it cannot be HTTP-checked, or skipped
     (or suspect) when ECS does not back the record's claim about its task."""
     owner = owned.owner
@@ -536,18 +540,18 @@ def _target(key: str, owned: _Owned, ip: str, task: TaskView | None, cluster: st
         return _Skip(f"SRV records of one instance disagree on the port: {sorted(ports)}")
     port = ports.pop()
     ecs_healthy = ""
-    if task is not None:
-        judged = _judgeable(task, owner, port, rules, now)
+    if evidence is not None:
+        judged = _judgeable(evidence, owner, port, rules, now)
         if judged is not None:
             return judged
-        ecs_healthy = ecs_vouches(task, owner)
+        ecs_healthy = ecs_vouches(evidence, owner)
     return Target(key=key, ip=ip, port=port,
-                  path=check_path(task, owner, rules.default_path), cluster=cluster,
-                  task=task_id, records=tuple(owned.task_records or owned.records),
-                  ecs_healthy=ecs_healthy)
+                  path=check_path(evidence, owner, rules.default_path), cluster=cluster,
+                  task=evidence.task.id if evidence is not None else "",
+                  records=tuple(owned.task_records or owned.records), ecs_healthy=ecs_healthy)
 
 
-def _judgeable(task: TaskView, owner: Owner, port: int, rules: Rules,
+def _judgeable(evidence: TaskEvidence, owner: Owner, port: int, rules: Rules,
                now: float) -> _Outcome | None:
     """None when ECS backs probing this task at ``port`` now; else why not.
 
@@ -555,13 +559,15 @@ def _judgeable(task: TaskView, owner: Owner, port: int, rules: Rules,
     The record's port must be one ECS says the task has (:func:`port_evidence`), and the
     task must be past its grace (:func:`grace_seconds`).
     """
-    if task.last_status != "RUNNING":
+    task = evidence.task
+    if task.last_status != RUNNING:
         return _Wait(f"task {task.id} is {task.last_status or '?'}: judged once RUNNING")
-    doubt = port_evidence(task, owner, port)
+    doubt = port_evidence(evidence, owner, port)
     if doubt is not None:
         return _Suspect(doubt.reason) if doubt.suspect else _Wait(doubt.reason)
-    grace = grace_seconds(task, owner, rules.grace_seconds)
-    if task.started_at is not None and now - task.started_at < grace:
+    grace = grace_seconds(evidence, owner, rules.grace_seconds)
+    began = task.began
+    if began is not None and now - began.timestamp() < grace:
         # real ECS always dates a task; moto does not
         return _Wait(f"task {task.id} started less than {grace:g}s ago")
     return None

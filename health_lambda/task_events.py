@@ -49,6 +49,7 @@ from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.core import naming, ownership
 from ecssd_agent.core import task_records as tr
+from ecssd_agent.core.ecs_task import Phase, Task, TaskContainer, TaskDefinition, network_mode
 from ecssd_agent.core.model import RecordSet
 from ecssd_agent.core.ownership import Owns
 from ecssd_agent.sync.reconcile import Read, converge
@@ -73,7 +74,7 @@ class Runtime:
     config: TaskEventConfig
     clients: Clients
     zone: Route53Zone | None = None
-    definitions: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    definitions: ecs_api.TaskDefinitions = field(default_factory=ecs_api.TaskDefinitions)
 
     def hosted_zone(self) -> Route53Zone:
         if self.zone is None:
@@ -83,11 +84,8 @@ class Runtime:
             self.zone = Route53Zone(client, found, comment="ecssd task events")
         return self.zone
 
-    def task_definition(self, arn: str, cluster: str) -> Mapping[str, Any]:
-        if arn not in self.definitions:
-            self.definitions[arn] = ecs_api.task_definition_document(
-                self.clients.client("ecs"), arn, cluster)
-        return self.definitions[arn]
+    def task_definition(self, arn: str, cluster: str) -> TaskDefinition:
+        return self.definitions.get(self.clients.client("ecs"), arn, cluster)
 
 
 _runtime: Runtime | None = None
@@ -124,16 +122,50 @@ def configure(config: TaskEventConfig | None = None, clients: Clients | None = N
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """EventBridge target: handle one ECS Task State Change event, or (invoked by the
     schedule) reconcile every running task's records; returns a summary."""
-    if tr.is_schedule(event):
+    if is_schedule(event):
         from health_lambda import task_reconcile  # builds on this module: imported on use
 
         return task_reconcile.run(TaskEvents(runtime()))
     return TaskEvents(runtime()).handle(event)
 
 
+# --- the event ---------------------------------------------------------------------------
+
+SOURCE = "aws.ecs"
+DETAIL_TYPE = "ECS Task State Change"
+SCHEDULE_SOURCE = "aws.events"  # an EventBridge schedule's invocation: the periodic reconcile
+SCHEDULE_DETAIL_TYPE = "Scheduled Event"
+
+
+class MalformedEvent(ValueError):
+    """An event this Lambda cannot act on; the message says why (naming the field)."""
+
+
+def is_schedule(event: Any) -> bool:
+    """Whether ``event`` is an EventBridge schedule's invocation (not a task state change)."""
+    return (isinstance(event, Mapping) and event.get("source") == SCHEDULE_SOURCE
+            and event.get("detail-type") == SCHEDULE_DETAIL_TYPE)
+
+
+def parse_event(event: Any) -> Task:
+    """An EventBridge "ECS Task State Change" event -> its task; else :class:`MalformedEvent`."""
+    if not isinstance(event, Mapping):
+        raise MalformedEvent(f"the event is not an object: {event!r:.60}")
+    if event.get("source") != SOURCE or event.get("detail-type") != DETAIL_TYPE:
+        raise MalformedEvent(
+            f"not an {DETAIL_TYPE!r} event from {SOURCE} "
+            f"(source={event.get('source')!r:.60}, detail-type={event.get('detail-type')!r:.60})")
+    if event.get("detail") is None:
+        raise MalformedEvent("the event has no 'detail' object")
+    try:
+        return ecs_api.parse_task(event["detail"], "detail")
+    except ecs_api.MalformedTask as exc:
+        raise MalformedEvent(str(exc)) from None
+
+
 # --- the handling ------------------------------------------------------------------------
 
-def _summary(status: str, reason: str, task: tr.Task | None = None, **more: Any) -> dict[str, Any]:
+def _summary(status: str, reason: str, task: Task | None = None, **more: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"status": status, "reason": reason}
     if task is not None:
         out.update(task=task.id, cluster=task.cluster, last_status=task.last_status,
@@ -142,7 +174,7 @@ def _summary(status: str, reason: str, task: tr.Task | None = None, **more: Any)
     return out
 
 
-def _current_health(task: tr.Task, found: ecs_api.EcsTask) -> tuple[tr.TaskContainer, ...]:
+def _current_health(task: Task, found: Task) -> tuple[TaskContainer, ...]:
     """The event's containers, with the health DescribeTasks reports when the task has changed
     since the event (a newer version: every health change is one), so that a late HEALTHY
     event cannot bring back the records a newer UNHEALTHY one withdrew. Otherwise the event
@@ -152,18 +184,6 @@ def _current_health(task: tr.Task, found: ecs_api.EcsTask) -> tuple[tr.TaskConta
     now = {c.name: c.health_status for c in found.containers if c.health_status}
     return tuple(replace(c, health_status=now.get(c.name, c.health_status))
                  for c in task.containers)
-
-
-def _from_described(found: ecs_api.EcsTask) -> tr.Task:
-    return tr.Task(
-        arn=found.arn, id=found.id, cluster=naming.cluster_name(found.cluster_arn),
-        last_status=found.last_status, desired_status=found.desired_status, group=found.group,
-        task_definition_arn=found.task_definition_arn,
-        container_instance_arn=found.container_instance_arn,
-        eni_ip=found.eni_ips[0] if found.eni_ips else "",
-        started_at=found.started_at, created_at=found.created_at,
-        version=found.version or None,
-    )
 
 
 class TaskEvents:
@@ -181,8 +201,8 @@ class TaskEvents:
     def handle(self, event: Any) -> dict[str, Any]:
         event_id = event.get("id", "") if isinstance(event, Mapping) else ""
         try:
-            task = tr.parse_event(event)
-        except tr.MalformedEvent as exc:
+            task = parse_event(event)
+        except MalformedEvent as exc:
             log.warning("ignored an event: %s", exc, extra={"event_id": event_id})
             return _summary("ignored", f"malformed: {exc}")
         extra = {"event_id": event_id, "task": task.id, "cluster": task.cluster,
@@ -194,18 +214,18 @@ class TaskEvents:
         if not fixed and not self.config.service_records:
             log.info("ignored: task group %r is not TASK_GROUP", task.group, extra=extra)
             return _summary("ignored", "other group", task)
-        if task.phase is tr.Phase.WAIT:
+        if task.phase is Phase.WAIT:
             log.debug("nothing to do until the task runs", extra=extra)
             return _summary("ignored", f"task is {task.last_status}", task)
 
-        if task.phase is tr.Phase.REGISTER:
+        if task.phase is Phase.REGISTER:
             confirmed = self._confirm_running(task, extra)
             if isinstance(confirmed, dict):
                 return confirmed
             task = confirmed
         return self._reconcile(task, fixed, extra)
 
-    def _confirm_running(self, task: tr.Task, extra: Mapping[str, Any]) -> tr.Task | dict[str, Any]:
+    def _confirm_running(self, task: Task, extra: Mapping[str, Any]) -> Task | dict[str, Any]:
         """The task as ECS describes it now: a RUNNING event may be late or duplicated.
 
         Returns the task to act on (REMOVE phase if it has stopped since), or a summary when
@@ -227,19 +247,19 @@ class TaskEvents:
                       containers=_current_health(task, found),
                       started_at=task.started_at or found.started_at,
                       created_at=task.created_at or found.created_at,
-                      eni_ip=task.eni_ip or (found.eni_ips[0] if found.eni_ips else ""),
+                      eni_ips=task.eni_ips or found.eni_ips,
                       container_instance_arn=task.container_instance_arn
                       or found.container_instance_arn)
-        if now.phase is tr.Phase.REMOVE:
+        if now.phase is Phase.REMOVE:
             log.info("a stale RUNNING event: the task is %s now; removing its records",
                      found.last_status, extra=extra)
-        elif now.phase is tr.Phase.WAIT:
+        elif now.phase is Phase.WAIT:
             return _summary("ignored", f"task is {found.last_status} now", task)
         return now
 
     # -- what the task should have ----------------------------------------------------
 
-    def _host_ip(self, task: tr.Task) -> str:
+    def _host_ip(self, task: Task) -> str:
         """The private IP of the EC2 instance a bridge/host-mode task runs on."""
         arn = task.container_instance_arn
         if not arn:
@@ -254,7 +274,7 @@ class TaskEvents:
             self._hosts[arn] = host.private_ip
         return self._hosts[arn]
 
-    def _address(self, task: tr.Task, mode: str) -> str:
+    def _address(self, task: Task, mode: str) -> str:
         """Where clients reach the task: its ENI (awsvpc), else its host. Raises when unknown."""
         if mode != "awsvpc":
             return self._host_ip(task)
@@ -262,9 +282,9 @@ class TaskEvents:
             raise TaskStateUnknown(f"awsvpc task {task.id} shows no ENI address")
         return task.eni_ip
 
-    def _service_records(self, task: tr.Task, definition: Mapping[str, Any],
+    def _service_records(self, task: Task, definition: TaskDefinition,
                          extra: Mapping[str, Any]) -> list[RecordSet]:
-        mode = tr.network_mode(task, definition)
+        mode = network_mode(task, definition)
         records, problems = tr.service_records(
             task, definition, self._address(task, mode), self.zone.zone.name,
             self.config.routing, self.config.ttl, health_gate=self.config.health_gate)
@@ -278,20 +298,20 @@ class TaskEvents:
 
     # -- reconcile ---------------------------------------------------------------------
 
-    def _declared(self, task: tr.Task, extra: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    def _declared(self, task: Task, extra: Mapping[str, Any]) -> TaskDefinition | None:
         """The task's definition when it declares services this function registers, else None."""
         if not self.config.service_records or not task.task_definition_arn:
             return None
         definition = self.rt.task_definition(task.task_definition_arn, task.cluster)
         if not tr.declares_services(task, definition):
             return None
-        if not self.config.bridge_records and tr.network_mode(task, definition) != "awsvpc":
+        if not self.config.bridge_records and network_mode(task, definition) != "awsvpc":
             log.debug("bridge/host-mode task left to the host agent (BRIDGE_RECORDS=false)",
                      extra=extra)
             return None
         return definition
 
-    def desired_records(self, task: tr.Task, extra: Mapping[str, Any]) -> list[RecordSet]:
+    def desired_records(self, task: Task, extra: Mapping[str, Any]) -> list[RecordSet]:
         """The service records a running task should have, by the event path's own rules
         (the periodic reconcile's question: :mod:`health_lambda.task_reconcile`)."""
         definition = self._declared(task, extra)
@@ -305,11 +325,9 @@ class TaskEvents:
             hosts = ecs_api.instance_hosts(self.ecs, self.rt.clients.client("ec2"), cluster, wanted)
             self._hosts.update({arn: h.private_ip for arn, h in hosts.items() if h.private_ip})
 
-    def _reconcile(self, task: tr.Task, fixed: bool, extra: Mapping[str, Any]) -> dict[str, Any]:
-        declared = self._declared(task, extra)
-        definition: Mapping[str, Any] = declared or {}
-        services = declared is not None
-        if not services and not fixed:  # spares the zone read: Route 53 is the scarce API
+    def _reconcile(self, task: Task, fixed: bool, extra: Mapping[str, Any]) -> dict[str, Any]:
+        definition = self._declared(task, extra)
+        if definition is None and not fixed:  # spares the zone read: Route 53 is the scarce API
             log.debug("no records to keep for the task", extra=extra)
             return _summary("ignored", "no services declared", task)
 
@@ -317,7 +335,7 @@ class TaskEvents:
         listing = list(zone.records())
         owns: Owns = ownership.owned_by_task(task.cluster, task.id)
         desired: list[RecordSet] = []
-        if services and task.phase is tr.Phase.REGISTER:
+        if definition is not None and task.phase is Phase.REGISTER:
             desired += self._service_records(task, definition, extra)
         if fixed:
             fixed_desired, fixed_owns = self._fixed(task, listing, extra)
@@ -337,7 +355,7 @@ class TaskEvents:
 
     # -- the fixed record --------------------------------------------------------------
 
-    def _fixed(self, task: tr.Task, listing: Sequence[RecordSet],
+    def _fixed(self, task: Task, listing: Sequence[RecordSet],
                extra: Mapping[str, Any]) -> tuple[list[RecordSet], Owns | None]:
         """The fixed record's desired state, and the ownership test to plan it with.
 
@@ -351,7 +369,7 @@ class TaskEvents:
                    and (owner := ownership.parse_set_identifier(r.set_identifier)) is not None]
         others = [owner for owner in holders if owner.task != task.id]
 
-        if task.phase is tr.Phase.REGISTER:
+        if task.phase is Phase.REGISTER:
             for owner in others:
                 holder = self._describe_holder(owner.cluster, owner.task, task)
                 if holder is not None and tr.holder_keeps(holder, task):
@@ -375,18 +393,18 @@ class TaskEvents:
         log.info("fixed record %s repointed to task %s", name, successor.id, extra=extra)
         return [record], owns_fixed
 
-    def fixed_record_for(self, task: tr.Task) -> RecordSet:
+    def fixed_record_for(self, task: Task) -> RecordSet:
         """``RR_NAME`` pointed at ``task``; raises TaskStateUnknown when its address is not
         known (also used by the reconcile when no task holds the name)."""
         name = naming.record_name(self.config.rr_name, self.zone.zone.name)
         ip = self._address(task, self._mode(task))
         return tr.fixed_record(name, task, ip, self.config.routing, self.config.ttl)
 
-    def _mode(self, task: tr.Task) -> str:
+    def _mode(self, task: Task) -> str:
         """awsvpc when the task has an ENI; otherwise it is reached at its host's address."""
         return "awsvpc" if task.eni_ip or task.launch_type == "FARGATE" else "bridge"
 
-    def _describe_holder(self, owner_cluster: str, owner_task: str, task: tr.Task) -> tr.Task | None:
+    def _describe_holder(self, owner_cluster: str, owner_task: str, task: Task) -> Task | None:
         """The task holding the fixed record, if it is still running (None: gone or leaving)."""
         cluster = task.cluster if ownership.cluster_matches(owner_cluster, task.cluster) else owner_cluster
         if cluster.startswith("#"):  # a digested cluster name we cannot describe by
@@ -398,18 +416,16 @@ class TaskEvents:
                 return None
             raise TaskStateUnknown(f"DescribeTasks gave no answer for fixed-record holder "
                                    f"{owner_task}: {described.failures.get(owner_task, '?')}")
-        holder = _from_described(found)
-        return holder if holder.phase is tr.Phase.REGISTER else None
+        return found if found.phase is Phase.REGISTER else None
 
-    def _running_in_group(self, cluster: str) -> list[tr.Task]:
+    def _running_in_group(self, cluster: str) -> list[Task]:
         """Running tasks of TASK_GROUP in the cluster (candidates to serve the fixed name)."""
         arns = ecs_api.list_tasks(self.ecs, cluster, "RUNNING")
         if not arns:
             return []
         described = ecs_api.describe_tasks(self.ecs, cluster, arns)
-        tasks = [_from_described(t) for t in described.tasks.values()]
-        return [t for t in tasks if t.group == self.config.task_group
-                and t.phase is tr.Phase.REGISTER]
+        return [t for t in described.tasks.values() if t.group == self.config.task_group
+                and t.phase is Phase.REGISTER]
 
 
 def _first_then(first: Sequence[RecordSet], reread: Read) -> Read:

@@ -44,6 +44,7 @@ from typing import Any
 from ecssd_agent.aws import ecs as ecs_api
 from ecssd_agent.core import naming, ownership
 from ecssd_agent.core import task_records as tr
+from ecssd_agent.core.ecs_task import Phase, Task
 from ecssd_agent.core.model import Change, RecordSet
 from ecssd_agent.sync.reconcile import NotConverged, converge
 from health_lambda.task_events import TaskEvents, TaskStateUnknown, _first_then
@@ -65,26 +66,20 @@ class _Tally:
     errors: list[str] = field(default_factory=list)  # clusters not read, tasks refused
 
 
-def running_tasks(ecs: Any, cluster: str, tally: _Tally) -> list[tr.Task]:
+def running_tasks(ecs: Any, cluster: str, tally: _Tally) -> list[Task]:
     """The cluster's tasks that run and are meant to (ListTasks, then DescribeTasks by 100).
 
-    Raises EcsReadError. A description the parser refuses is skipped, named in ``tally``.
+    Raises EcsReadError. A description that cannot be read is skipped, named in ``tally``.
     """
     arns = ecs_api.list_tasks(ecs, cluster, "RUNNING")
-    tasks = []
-    for document in ecs_api.describe_task_documents(ecs, cluster, arns) if arns else []:
-        try:
-            task = tr.parse_task(document)
-        except tr.MalformedEvent as exc:
-            tally.skipped.append(f"{cluster}: {exc}")
-            log.warning("skipped a task of cluster %s: %s", cluster, exc)
-            continue
-        if task.phase is tr.Phase.REGISTER:
-            tasks.append(task)
-    return tasks
+    described = ecs_api.describe_tasks(ecs, cluster, arns) if arns else ecs_api.DescribedTasks()
+    for tid, why in described.failures.items():
+        tally.skipped.append(f"{cluster}: task {tid}: {why}")
+        log.warning("skipped task %s of cluster %s: %s", tid, cluster, why)
+    return [t for t in described.tasks.values() if t.phase is Phase.REGISTER]
 
 
-def _desired(events: TaskEvents, cluster: str, tasks: Sequence[tr.Task],
+def _desired(events: TaskEvents, cluster: str, tasks: Sequence[Task],
              tally: _Tally) -> list[RecordSet]:
     """The service records the running tasks of one cluster should have. Raises
     EcsReadError when the cluster's hosts cannot be read."""
@@ -106,7 +101,7 @@ def _desired(events: TaskEvents, cluster: str, tasks: Sequence[tr.Task],
     return desired
 
 
-def _fixed(events: TaskEvents, tasks: Iterable[tr.Task], listing: Sequence[RecordSet],
+def _fixed(events: TaskEvents, tasks: Iterable[Task], listing: Sequence[RecordSet],
            tally: _Tally) -> list[RecordSet]:
     """``RR_NAME`` -> the newest running task of ``TASK_GROUP``, only when no A record set is
     at that name: a name held by a task (or by hand) is left to the event path and the
@@ -174,7 +169,7 @@ def run(events: TaskEvents) -> dict[str, Any]:
         log.info("reconcile: nothing to do (SERVICE_RECORDS=false, no RR_NAME)")
         return {"status": "ignored", "reason": "no records to keep"}
     tally = _Tally()
-    running: list[tr.Task] = []
+    running: list[Task] = []
     desired: list[RecordSet] = []
     for cluster in _clusters(events):
         tally.clusters += 1
