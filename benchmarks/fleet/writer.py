@@ -193,13 +193,13 @@ class _VirtualTime:
 def in_virtual_time(clock: Callable[[], float]) -> Iterator[None]:
     """The Lambda handler computes its deadline from ``time.time()``: during a run that is
     the virtual clock (the writer's). Its cached writer is restored afterwards."""
-    real_time, cached = zone_writer_handler.time, zone_writer_handler._writer
+    real_time, cached = zone_writer_handler.time, zone_writer_handler.runtime.current
     zone_writer_handler.time = _VirtualTime(clock)  # type: ignore[assignment]  # time() only
     try:
         yield
     finally:
         zone_writer_handler.time = real_time
-        zone_writer_handler._writer = cached
+        zone_writer_handler.runtime.set(cached)
 
 
 # --- the event source mapping and the Lambda --------------------------------------------
@@ -396,7 +396,7 @@ class CountingZoneWriter(ZoneWriter):
 @dataclass
 class LambdaInstance:
     """One execution environment: its cached ZoneWriter, clients and queue, as the handler
-    keeps them (``zone_writer_handler._build``) between invocations."""
+    keeps them (``zone_writer_handler.runtime``) between invocations."""
 
     writer: CountingZoneWriter
     route53: SimRoute53Client
@@ -670,7 +670,8 @@ class QueuedWriter:
                 started: float) -> Any:
         """Runs in the invocation's thread: the real handler, its cached writer set to this
         execution environment's (nothing else runs while this thread does)."""
-        zone_writer_handler._writer = (instance.writer, instance.queue)
+        zone_writer_handler.runtime.set(
+            zone_writer_handler.WriterRuntime(instance.writer, instance.queue))
         return zone_writer_handler.lambda_handler({"Records": records},
                                                   LambdaContext(self, started))
 

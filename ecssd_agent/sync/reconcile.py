@@ -60,3 +60,14 @@ def converge(
         outcome.changes = changes
         return outcome
     raise NotConverged(str(last_error))
+
+
+def first_then(first: Sequence[RecordSet], reread: Read) -> Read:
+    """A reader that returns ``first`` once (the listing the caller's decisions used), then
+    reads the zone afresh (after a rejected batch)."""
+    pending = [first]
+
+    def read() -> Iterable[RecordSet]:
+        return pending.pop() if pending else reread()
+
+    return read

@@ -399,10 +399,10 @@ class Demo:
         saved = {k: os.environ.get(k) for k in sweep_env}
         os.environ.update(sweep_env)
         try:
-            handler.reset()
+            handler.runtime.reset()
             self.sweep_summary = handler.lambda_handler({}, None)
         finally:
-            handler.reset()  # its cached clients point at this demo's moto server
+            handler.runtime.reset()  # its cached clients point at this demo's moto server
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)

@@ -82,7 +82,7 @@ def sweep(world: SweepWorld, monkeypatch: pytest.MonkeyPatch,
             monkeypatch.delenv(name, raising=False)
         for name, value in {"HOSTED_ZONE_ID": world.zone_id, **FAST_CHECKS, **env}.items():
             monkeypatch.setenv(name, value)
-        handler.reset(factory)
+        handler.runtime.reset(lambda: handler.build(clients=factory()))
         summary = handler.lambda_handler({} if event is None else event,
                                          FakeContext() if context is None else context)
         if made:
@@ -90,7 +90,7 @@ def sweep(world: SweepWorld, monkeypatch: pytest.MonkeyPatch,
         return summary
 
     yield run
-    handler.reset()
+    handler.runtime.reset()
 
 
 def error_response(code: str, message: str, status: int = 400) -> tuple[AWSResponse, dict[str, Any]]:
@@ -395,7 +395,7 @@ def test_every_probe_failing_acts_on_nothing(world: SweepWorld, sweep: Any,
     world.stop_task(gone)
     before = keys(world.records())
 
-    with caplog.at_level(logging.WARNING, logger="health_lambda.runner"):
+    with caplog.at_level(logging.WARNING, logger="ecssd_agent.sweep.runner"):
         summary = sweep(ECS_CLUSTERS="c1")
 
     assert keys(world.records()) == before  # not even the stopped task's record

@@ -14,7 +14,7 @@ import pytest
 
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.core.model import Action, Change
-from health_lambda import writer_hints
+from ecssd_agent.sweep import writer_hints
 from tests.integration.daemon_world import (
     HOST,
     ZONE,

@@ -11,7 +11,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from ecssd_agent.aws.ecs import DESCRIBE_BATCH
-from health_lambda.task_reconcile import ReconcileIncomplete
+from ecssd_agent.events.reconcile import ReconcileIncomplete
 from tests.integration.test_task_events_world import (
     CLUSTER,
     XRAY_GROUP,

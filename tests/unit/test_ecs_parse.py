@@ -17,7 +17,7 @@ import pytest
 
 from ecssd_agent.aws.ecs import MalformedTask, parse_task, parse_task_definition
 from ecssd_agent.core.ecs_task import ContainerDefinition, Phase, PortBinding, Task
-from health_lambda.task_events import MalformedEvent, parse_event
+from ecssd_agent.events.handle import MalformedEvent, parse_event
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 TASK_ID = "c13b4cb40f1f4fe4a2971f76ae5a47ad"

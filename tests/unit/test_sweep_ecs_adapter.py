@@ -15,7 +15,7 @@ from botocore.stub import ANY, Stubber
 
 from ecssd_agent.aws import ecs as ecs_api
 from ecssd_agent.core.ecs_task import ContainerDefinition, PortBinding, TaskContainer
-from health_lambda import observe
+from ecssd_agent.sweep import observe
 
 CLUSTER = "c"
 
@@ -211,7 +211,7 @@ def test_observed_task_view_carries_what_the_sweep_judges_by(
                       {"cluster": CLUSTER, "tasks": ANY})
     stub.add_response("describe_task_definition", {"taskDefinition": WEB_DEFINITION},
                       {"taskDefinition": WEB_DEFINITION["taskDefinitionArn"]})
-    with caplog.at_level(logging.WARNING, logger="health_lambda.observe"):
+    with caplog.at_level(logging.WARNING, logger="ecssd_agent.sweep.observe"):
         _, _, views = observe._tasks(client, CLUSTER, {f"{1:032x}", f"{3:032x}"},
                                      ecs_api.TaskDefinitions(), True)
     warnings = [r.getMessage() for r in caplog.records]

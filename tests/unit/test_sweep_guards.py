@@ -24,12 +24,12 @@ from ecssd_agent.core.metadata import Declaration
 from ecssd_agent.core.model import RecordSet, Routing
 from ecssd_agent.core.ownership import Owner
 from ecssd_agent.core.records import routed, srv_value
-from health_lambda.config import SweepSettings
-from health_lambda.probe import check
-from health_lambda.runner import empty_summary, rules_of
-from health_lambda.sweep import Assessment, ClusterView, Plan, Rules, Scope, Verdict, assess, decide
-from health_lambda.task_evidence import definition_problems
-from tests.unit.test_sweep import (
+from ecssd_agent.sweep.decide import Assessment, ClusterView, Plan, Rules, Scope, Verdict, assess, decide
+from ecssd_agent.sweep.evidence import definition_problems
+from ecssd_agent.sweep.probe import check
+from ecssd_agent.sweep.runner import empty_summary, rules_of
+from ecssd_agent.sweep.settings import SweepSettings
+from tests.unit.test_sweep_decide import (
     C_OK,
     H1,
     H2,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from ecssd_agent.aws.ecs import parse_task_definition
+from ecssd_agent.config_fields import SettingsError
 from ecssd_agent.core import ownership
 from ecssd_agent.core import task_records as tr
 from ecssd_agent.core.ecs_task import Task, TaskContainer, TaskDefinition, network_mode
@@ -22,8 +23,8 @@ from ecssd_agent.core.model import RecordSet, Routing
 from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.plan import plan
 from ecssd_agent.core.records import parse_srv
-from health_lambda import task_event_config
-from health_lambda.task_events import parse_event
+from ecssd_agent.events import settings as event_settings
+from ecssd_agent.events.handle import parse_event
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 ZONE = "sd.internal."
@@ -279,14 +280,14 @@ def test_holder_keeps(holder: Task | None, candidate: Task, keeps: bool) -> None
 # --- settings ----------------------------------------------------------------------------
 
 def test_config_defaults_and_fixed_mode() -> None:
-    config = task_event_config.load({
+    config = event_settings.load({
         "HOSTED_ZONE_ID": "/hostedzone/Z123", "RR_NAME": "Xray.acme.com", "TASK_GROUP": "service:xray",
         "ECS_CLUSTERS": "a, arn:aws:ecs:r:1:cluster/b"})
     assert config.hosted_zone_id == "Z123" and config.rr_name == "xray.acme.com"
     assert config.fixed_record and config.routing is Routing.WEIGHTED and config.ttl == 0
     assert config.service_records and config.bridge_records and not config.dry_run
     assert config.watches("a") and config.watches("b") and not config.watches("c")
-    assert task_event_config.load({"DOMAIN": "sd.internal"}).watches("anything")
+    assert event_settings.load({"DOMAIN": "sd.internal"}).watches("anything")
 
 
 @pytest.mark.parametrize("env, variable", [
@@ -298,8 +299,8 @@ def test_config_defaults_and_fixed_mode() -> None:
     ({"DOMAIN": "sd.internal", "SERVICE_RECORDS": "maybe"}, "SERVICE_RECORDS"),
 ])
 def test_config_errors_name_the_variable(env: dict[str, str], variable: str) -> None:
-    with pytest.raises(task_event_config.ConfigError, match=variable):
-        task_event_config.load(env)
+    with pytest.raises(SettingsError, match=variable):
+        event_settings.load(env)
 
 
 # --- the health gate ---------------------------------------------------------------------
@@ -366,15 +367,15 @@ def test_without_the_health_gate_health_is_not_asked() -> None:
     found, _ = tr.service_records(task, definition(checked()), "10.0.0.139", ZONE,
                                   Routing.WEIGHTED, 0, health_gate=False)
     assert ("time.sd.internal.", "SRV") in {(r.name, r.type) for r in found}
-    assert task_event_config.load({"DOMAIN": "sd.internal"}).health_gate is True
-    assert task_event_config.load({"DOMAIN": "sd.internal", "HEALTH_GATE": "false"}).health_gate \
+    assert event_settings.load({"DOMAIN": "sd.internal"}).health_gate is True
+    assert event_settings.load({"DOMAIN": "sd.internal", "HEALTH_GATE": "false"}).health_gate \
         is False
-    with pytest.raises(task_event_config.ConfigError, match="HEALTH_GATE"):
-        task_event_config.load({"DOMAIN": "sd.internal", "HEALTH_GATE": "maybe"})
+    with pytest.raises(SettingsError, match="HEALTH_GATE"):
+        event_settings.load({"DOMAIN": "sd.internal", "HEALTH_GATE": "maybe"})
 
 
 def test_a_late_healthy_event_does_not_beat_a_newer_describe() -> None:
-    from health_lambda.task_events import _current_health
+    from ecssd_agent.events.handle import _current_health
 
     late = replace(health(FargateApp="HEALTHY"), version=5)
 

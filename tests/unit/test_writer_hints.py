@@ -13,8 +13,8 @@ from ecssd_agent.agent.settings import SettingsError
 from ecssd_agent.core import ownership
 from ecssd_agent.core.model import RecordSet
 from ecssd_agent.core.ownership import Kind, Owner
-from health_lambda.config import SweepSettings
-from health_lambda.writer_hints import hints_for, send
+from ecssd_agent.sweep.settings import SweepSettings
+from ecssd_agent.sweep.writer_hints import hints_for, send
 
 ZONE = "sd.internal."
 

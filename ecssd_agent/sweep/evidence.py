@@ -1,6 +1,6 @@
 """What ECS says about a task, and what it backs: the sweep's evidence before it probes.
 
-Pure, like :mod:`health_lambda.sweep`, which decides with it. A record's port and task id
+Pure, like :mod:`ecssd_agent.sweep.decide`, which decides with it. A record's port and task id
 come from the record, which any writer of the zone can forge, so the sweep probes a task only
 at a port ECS confirms the task has (:func:`port_evidence`); ECS's own health check, where a
 task definition has one, speaks for the container (:func:`ecs_vouches`); and a service is

@@ -24,7 +24,7 @@ from ecssd_agent.core.metadata import Declaration
 from ecssd_agent.core.model import Host, RecordSet, Routing, ServiceInstance
 from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.records import host_records, routed, srv_value
-from health_lambda.sweep import (
+from ecssd_agent.sweep.decide import (
     Assessment,
     ClusterView,
     HostView,
@@ -35,7 +35,7 @@ from health_lambda.sweep import (
     decide,
     referenced_tasks,
 )
-from health_lambda.task_evidence import TaskEvidence, check_path
+from ecssd_agent.sweep.evidence import TaskEvidence, check_path
 
 ZONE = "sd.internal."
 NOW = 1_700_000_000.0

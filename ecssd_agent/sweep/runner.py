@@ -1,6 +1,6 @@
 """One sweep, wired: read the zone, observe ECS/EC2, assess, probe, decide, act, summarise.
 
-The deciding is :mod:`health_lambda.sweep` (pure); this module only moves data between the
+The deciding is :mod:`ecssd_agent.sweep.decide` (pure); this module only moves data between the
 adapters and it, and is the one place that acts (Route 53 deletes, StopTask), so ``DRY_RUN``
 skips exactly the acting and nothing else.
 
@@ -27,8 +27,9 @@ from ecssd_agent.aws import ecs as ecs_api
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import BatchRejected, Route53Zone, ZoneError, find_zone
 from ecssd_agent.core.model import Action, Change, RecordSet
-from health_lambda import observe, probe, sweep, writer_hints
-from health_lambda.config import SweepSettings
+from ecssd_agent.sweep import decide as sweep
+from ecssd_agent.sweep import observe, probe, writer_hints
+from ecssd_agent.sweep.settings import SweepSettings
 
 log = logging.getLogger(__name__)
 

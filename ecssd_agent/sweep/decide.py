@@ -60,7 +60,7 @@ What ECS must confirm before a task is probed
 The port and the task id of a record come from the record, which any writer of the zone can
 forge: one host's write credentials must not become StopTask on the whole cluster. So a task
 is judged only when ECS reports it RUNNING and ECS confirms that the task has the record's
-port (:mod:`health_lambda.task_evidence`): in bridge/host mode a ``networkBinding`` of the
+port (:mod:`ecssd_agent.sweep.evidence`): in bridge/host mode a ``networkBinding`` of the
 task (of the record's own container when ECS's runtime ids tell which) with the SRV port as
 hostPort; in awsvpc mode a ``portMapping`` of the task definition with the SRV port as
 containerPort. A task with ports, none of them the record's, makes the record *suspect*:
@@ -100,7 +100,7 @@ from ecssd_agent.core.ecs_task import RUNNING
 from ecssd_agent.core.model import RecordSet
 from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.records import parse_srv
-from health_lambda.task_evidence import (
+from ecssd_agent.sweep.evidence import (
     TaskEvidence,
     check_path,
     ecs_vouches,

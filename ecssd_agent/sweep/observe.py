@@ -21,8 +21,8 @@ from typing import Any
 from ecssd_agent.aws import ecs as ecs_api
 from ecssd_agent.core import naming
 from ecssd_agent.core.ecs_task import TaskDefinition
-from health_lambda.sweep import ClusterView, HostView, Scope
-from health_lambda.task_evidence import TaskEvidence, definition_problems
+from ecssd_agent.sweep.decide import ClusterView, HostView, Scope
+from ecssd_agent.sweep.evidence import TaskEvidence, definition_problems
 
 log = logging.getLogger(__name__)
 

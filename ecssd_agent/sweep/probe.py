@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 
 from ecssd_agent import http_deadline
-from health_lambda.sweep import Target, Verdict
+from ecssd_agent.sweep.decide import Target, Verdict
 
 log = logging.getLogger(__name__)
 
