@@ -1,12 +1,12 @@
 """Route 53: the only code that knows the ResourceRecordSet wire format and the batch limits.
 
-Reads go through boto3's paginator (the reference paged by hand and lost every record after
-the first page); writes go in as few ChangeResourceRecordSets requests as the limits allow
-(the reference made one call per container). Throttling and PriorRequestNotComplete are
-retried by botocore's retry mode (see :mod:`clients`); a batch Route 53 *rejects* is not
-retried here, because the zone is not what the plan assumed: the caller re-reads and
-re-plans (see :mod:`ecssd_agent.sync.reconcile`).
+Reads go through boto3's paginator; writes go in as few ChangeResourceRecordSets requests as
+the limits allow. What an error answer means (throttled, retry, refused, maybe applied) is
+decided once, by :func:`error_meaning`, for every writer. A batch Route 53 *rejects* is not
+sent again: the zone is not what the plan assumed, so the caller reads and plans again
+(:mod:`ecssd_agent.sync.reconcile`).
 """
+
 
 from __future__ import annotations
 

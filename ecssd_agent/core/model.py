@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-#: A service instance's weight and priority when its container declares none: the reference's
-#: ``1 1`` SRV fields and Route 53 weight 1, so records of containers declaring neither keep
-#: the values they have always had (no change request after an upgrade).
+#: A service instance's weight and priority when its container declares none: SRV fields
+#: ``1 1`` and Route 53 weight 1, the values every record of such a container carries.
 DEFAULT_WEIGHT = 1
 DEFAULT_PRIORITY = 1
 #: Route 53 takes a Weight of 0-255; SERVICE_<port>_WEIGHT is both that and the SRV weight,
@@ -26,7 +25,7 @@ MAX_PRIORITY = 65535
 class Routing(str, Enum):
     """How Route 53 answers for a name served by several record sets."""
 
-    WEIGHTED = "weighted"  # one record set per answer, chosen by weight (the reference's way)
+    WEIGHTED = "weighted"  # one record set per answer, chosen by weight
     MULTIVALUE = "multivalue"  # up to eight healthy record sets per answer
 
 

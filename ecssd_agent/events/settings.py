@@ -1,33 +1,11 @@
 """The task-events Lambda's settings: each has one attribute, one environment variable, one default.
 
-Read once per cold start (:func:`load`), from the function's environment, so a
-CloudFormation template is the whole configuration contract. The names of the fixed-record
-mode are the original X-Ray Lambda's (``HOSTED_ZONE_ID``, ``RR_NAME``, ``TASK_GROUP``), so
-its deployments keep their configuration.
-
-================  ===========  ==================================================================
-variable          default      meaning
-================  ===========  ==================================================================
-DOMAIN            ""           the private hosted zone's name (or give HOSTED_ZONE_ID)
-HOSTED_ZONE_ID    ""           the hosted zone's id (wins over DOMAIN)
-VPC_ID            ""           with DOMAIN: pick the zone associated with this VPC
-RR_NAME           ""           fixed record name, e.g. ``xray.acme.com`` (with TASK_GROUP)
-TASK_GROUP        ""           the task group whose task RR_NAME points at (``service:xray``)
-ROUTING           weighted     routing policy of every record set: weighted or multivalue
-TTL               0            TTL of the records, in seconds
-ECS_CLUSTERS      ""           comma-separated cluster names or ARNs to act on; "" = all
-SERVICE_RECORDS   true         register SERVICE_<port>_NAME / discovery.service.name services
-BRIDGE_RECORDS    true         also for bridge/host-mode tasks on EC2 (turn off where the
-                               per-host agent registers them, or both would answer)
-ASSUME_ROLE_ARN   ""           the zone lives in another account: Route 53 requests are signed
-                               as this IAM role (STS AssumeRole); ECS and EC2 stay local
-ASSUME_ROLE_EXTERNAL_ID ""     the ExternalId the role's trust policy asks for
-HEALTH_GATE       true         a container with a healthCheck gets records only while ECS
-                               reports it HEALTHY (withdrawn when UNHEALTHY)
-DRY_RUN           false        log the changes, make none
-LOG_LEVEL         info         logging level
-================  ===========  ==================================================================
+Read once per execution environment, from the function's environment, so the CloudFormation
+template is the whole configuration contract. The fixed-record names (``HOSTED_ZONE_ID``,
+``RR_NAME``, ``TASK_GROUP``) are those the X-Ray daemon's address Lambda used, so its
+deployments keep their configuration.
 """
+
 
 from __future__ import annotations
 

@@ -1,93 +1,11 @@
 """The health sweep's decisions, pure: what ECS and EC2 show + the owned records -> actions.
 
-No I/O here (the handler observes, probes and acts), so a dry run is the same code minus the
-acting step, and every rule below is a table-driven unit test.
-
-Evidence and ownership
-----------------------
-Only record sets whose SetIdentifier parses (:func:`ownership.parse_set_identifier`) are ours;
-everything else in the zone is never looked at again. An observation that failed is
-*unknown*, never "gone": a cluster whose ECS or EC2 reads failed (``ClusterView.error``)
-judges nothing, and while any swept cluster failed no host outside the successfully observed
-clusters is judged either, because it may be one of the failed cluster's hosts.
-
-Hosts (the agent's records, ``ecssd:h:<host>...``)
--------------------------------------------------
-A host label ``H`` is *identified* with a container instance of a successfully observed swept
-cluster when ``H`` is the first label of the instance's private DNS name, or when ``H``'s own
-A record points at the instance's private IP (an agent run with a custom ``--hostname``).
-A container instance is *live* when ECS lists it (ACTIVE or DRAINING) and EC2 shows its
-instance pending or running. Then, for ``H``:
-
-* identified with a live instance: alive. Its records are kept and its service instances
-  probed at that instance's private IP (never an address read from a record);
-* identified (by label or IP) with an instance of a *failed* cluster: skipped;
-* otherwise unknown. A host whose instance EC2 shows stopped or terminated is unknown too,
-  not proven dead: its private IP, and with it its default name, may already belong to a new
-  instance of a cluster this sweep does not see.
-
-An unknown host, sweeping every cluster of the account (``ECS_CLUSTERS`` empty) with nothing
-failed, is a live container instance of no cluster at all: dead, all its records go. Sweeping
-some clusters (``ECS_CLUSTERS`` set), it may well be a live instance of a cluster we do not
-sweep, so it is left alone, except for its records that name a swept cluster's task, which
-that cluster's evidence decides (below). Records of a host run outside ECS (no cluster in
-their owner) are therefore only ever removed by an all-clusters sweep; an operator who runs
-such hosts beside an all-clusters sweep should set ``ECS_CLUSTERS``. So should every sweep
-of a zone shared by several accounts or regions (each sweep lists only its own clusters).
-
-A host's A record goes only together with the last of its service records: it is deleted
-when the host is dead (or, restricted, when the host named swept clusters only and every one
-of its service records is being deleted: it left those clusters) and none of its records
-survives, so no remaining SRV record is left pointing at a deleted name.
-
-Tasks
------
-A service record that names a task (agent records of ECS containers carry cluster and task;
-task-events records ``ecssd:t:...`` always do) whose cluster is not swept is never touched.
-For a swept, successfully observed cluster, DescribeTasks decides: a task ECS reports
-STOPPED, or with desiredStatus STOPPED, or does not know (a ``MISSING`` failure, or absent
-from a successful answer) is gone, and its records are deleted; so are task-events records
-of a cluster an all-clusters sweep did not find. A running task's agent record is probed
-only when its host is identified with the task's own container instance. A mismatch is
-skipped, as is a record whose host is not identified while the task runs on a live
-instance; if the task's container instance is not live either (and nothing failed), the
-record points at nothing and is deleted.
-Task-events records are probed at the task's ENI address (awsvpc) or its live container
-instance's IP (bridge/host), at the SRV record's port.
-
-What ECS must confirm before a task is probed
----------------------------------------------
-The port and the task id of a record come from the record, which any writer of the zone can
-forge: one host's write credentials must not become StopTask on the whole cluster. So a task
-is judged only when ECS reports it RUNNING and ECS confirms that the task has the record's
-port (:mod:`ecssd_agent.sweep.evidence`): in bridge/host mode a ``networkBinding`` of the
-task (of the record's own container when ECS's runtime ids tell which) with the SRV port as
-hostPort; in awsvpc mode a ``portMapping`` of the task definition with the SRV port as
-containerPort. A task with ports, none of them the record's, makes the record *suspect*:
-reported, never probed, never deleted on a probe verdict. A task ECS reports no binding for
-(still starting, or moto, which reports none) or an awsvpc definition that maps no port:
-unconfirmed, skipped.
-
-Health
-------
-The path is ``SERVICE_<port>_CHECK_HTTP`` of the container definition declaring
-``SERVICE_<port>_NAME`` for the record's container port (docker labels over environment, the
-registrator order), else ``CHECK_HEALTH_PATH``. UDP services are not HTTP-checked. A task is
-not probed before the longest of ``GRACE_SECONDS``, the service's
-``SERVICE_<port>_CHECK_GRACE`` and the ``startPeriod`` of its container's own ECS healthCheck
-has passed since it started. A container whose definition has a healthCheck and that ECS
-reports HEALTHY is not judged on our probe alone. An unhealthy instance loses every record
-set of its owner (for a task-events record: every record set of its task, A records
-included), and its task is stopped when ``STOP_UNHEALTHY`` is set.
-
-Guards (:func:`decide`): both refuse the whole plan (no deletion, not even of orphans, and no
-StopTask), and say why in ``Plan.refused``:
-
-* probe outage (:func:`_probe_outage`): ``PROBE_OUTAGE_FRACTION`` or more of the probed
-  instances failed, or every instance (at least two) at one address went unanswered;
-* delete fraction (:func:`_delete_fraction`): the plan deletes ``MAX_DELETE_FRACTION`` or
-  more of the record sets this run decides on evidence.
+Which record sets are orphans (their host or task is gone), which instances to probe and at
+what address, and, with the probe verdicts, what to delete and which tasks to stop, unless
+a guard (probe outage, delete fraction) refuses the whole plan. An observation that failed
+decides nothing. The rules, and why, are docs/sweep.md.
 """
+
 
 from __future__ import annotations
 

@@ -1,15 +1,12 @@
 """Observe ECS and EC2 for the sweep: clusters -> container instances, EC2 hosts, tasks.
 
-Reads go through :mod:`ecssd_agent.aws.ecs` (paginators, 100-item describes, task
-definitions cached per ARN across invocations). Each cluster is observed on its own, a few
-at a time: a failed call fails that cluster's view (:attr:`ClusterView.error`, whatever was
-read before it kept only to recognise the cluster's hosts), never the others, and never
-turns into "no such task".
-
-Only the tasks the zone's records name are described (the decisions need nothing else), plus
-their task definitions when a running task is to be probed; running tasks are listed for
-the summary. So a sweep costs ECS O(clusters + tasks/100 + task definitions) calls.
+Each cluster is observed on its own, a few at a time: a failed call fails that cluster's view
+(:attr:`ClusterView.error`), never the others, and never turns into "no such task". Only the
+tasks the zone's records name are described, plus their task definitions when their
+instances are to be probed, so a sweep costs ECS O(clusters + tasks/100 + task definitions)
+calls.
 """
+
 
 from __future__ import annotations
 

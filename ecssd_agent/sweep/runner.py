@@ -1,15 +1,12 @@
 """One sweep, wired: read the zone, observe ECS/EC2, assess, probe, decide, act, summarise.
 
-The deciding is :mod:`ecssd_agent.sweep.decide` (pure); this module only moves data between the
+The deciding is :mod:`ecssd_agent.sweep.decide` (pure); this module moves data between the
 adapters and it, and is the one place that acts (Route 53 deletes, StopTask), so ``DRY_RUN``
-skips exactly the acting and nothing else.
-
-Deletes go out as one plan in as few ChangeResourceRecordSets requests as the limits allow.
-If Route 53 rejects a batch, the zone changed since it was read: the zone is read again and
-the deletions are recomputed from the new records (same ECS observation, same probe
-verdicts; an instance without a verdict is not judged) and applied once more. A second
-rejection is reported, never retried blindly.
+skips exactly the acting. If Route 53 rejects a batch of deletions, the zone is read again
+and the deletions recomputed (same observation, same verdicts) and applied once more; a
+second rejection is reported, never sent again blindly.
 """
+
 
 from __future__ import annotations
 

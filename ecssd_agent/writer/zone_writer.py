@@ -2,31 +2,18 @@
 
 Agents in queued mode make no Route 53 request: each publishes its whole desired state
 (:mod:`ecssd_agent.aws.host_store`) and drops a hint on a queue. The writer takes the hints
-of a batching window, loads those hosts' desired and applied states, plans every host against
-what it knows it applied (no read), and sends all the changes together: a 20% deployment
-over 1,000 hosts (8,000 changes) is about 8 requests instead of 1,000+.
+of a batching window, plans every host against what it knows it applied
+(:mod:`ecssd_agent.core.host_state`), and sends all the changes together: a 20% deployment
+over 1,000 hosts (8,000 changes) is about 8 requests instead of 1,000+. It reads the zone
+only where that knowledge is missing or old, or where the health sweep's *verify* hint says
+it deleted records behind the writer's back (those names, for those hosts).
 
-Reads happen only where knowledge is missing or old (``host_state.needs_read``): a host
-seen for the first time, an agent that just started, a state older than ``verify_after``.
-Hosts read together share their scans (name-scoped, :mod:`ecssd_agent.sync.zone_reads`).
-
-The writer's knowledge is wrong when someone else deletes a host's record sets: the health
-sweep does (a dead task's, an unhealthy instance's), and the host's agent may go on
-publishing the same state (STOP_UNHEALTHY=false, a StopTask that failed, a host the sweep
-thought gone). So the sweep sends a *verify* hint naming the host and the names it deleted
-under; the writer reads those names for those hosts (all hosts' names in one name-scoped
-read) and stores what it found, without planning them: the agent's next publication (at the
-latest its next resync) then re-creates what it still wants, as the direct mode's agent
-does on its next read. Other deletions behind the writer's back are found by the periodic
-full verification (``verify_after``) or by Route 53 refusing a change.
-
-A batch Route 53 rejects (invariant 2) names the record set it refused: the other hosts are
-sent again at once, and only that record set's owner is read (the names of its changes),
-re-planned and sent once more. A refusal naming no host of the batch splits it in halves
-without reading. So one host with an impossible record set (e.g. a 101st weighted record set
-of a name) costs a few requests and never blocks the others. That host is reported; its
-agent's next publication retries it.
+A batch Route 53 rejects names the record set it refused: the other hosts are sent again at
+once, and only that record set's owner is read, re-planned and sent once more (a refusal
+naming no host of the batch splits it in halves), so one host's impossible record set never
+blocks the others.
 """
+
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The sweep's verify hints for the zone writer (health_lambda/writer_hints.py): which record
+"""The sweep's verify hints for the zone writer (ecssd_agent/sweep/writer_hints.py): which record
 sets they name, and that a failure to send them is reported, never raised. Sending against
 SQS, batching and the whole sweep are in tests/integration/test_queued_sweep.py."""
 
