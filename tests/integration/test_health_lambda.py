@@ -374,7 +374,7 @@ def test_rejected_twice_is_reported_not_retried(world: SweepWorld, sweep: Any) -
     assert any("rejected the deletions again" in e for e in summary["errors"])
 
 
-# --- issue 14: the sweep's safety ---------------------------------------------------------
+# --- the sweep's safety ---------------------------------------------------------------
 
 def _all_running(world: SweepWorld, tasks: Sequence[Any]) -> bool:
     return all(world.task_state(t)["lastStatus"] == "RUNNING" for t in tasks)

@@ -1,7 +1,7 @@
 """The sweep's safety, pure: the probe-outage and delete-fraction guards, the port ECS must
 confirm before a record's task is probed, ECS's own health checks and the per-service grace.
 
-Every scenario here was a deletion or a StopTask before these rules (issue 14): a sweep whose
+Every scenario here was a deletion or a StopTask before these rules: a sweep whose
 own network path broke deleted and stopped everything it probed; a forged record naming
 another task at a closed port got that task stopped. Records and views come from the
 helpers of test_sweep.py, built by the agent's and the task-events Lambda's own code.
