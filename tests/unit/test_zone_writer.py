@@ -27,7 +27,6 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from benchmarks import moto_paging
 from ecssd_agent.aws import route53
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import LEASE_HOST, HostStore
@@ -44,7 +43,6 @@ from ecssd_agent.writer.zone_writer import (
     _named_hosts,
     read_hints,
 )
-from tests.integration.daemon_world import route53_recreate_fix
 from tests.support.queued import FixedClock as Clock
 from tests.support.queued import create_host_table
 
@@ -217,7 +215,6 @@ class World:
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    moto_paging.install()  # moto does not page inside one name's record sets; Route 53 does
     with mock_aws():
         clients = Clients(region="us-east-1", session=SESSION)
         r53 = clients.client("route53")
@@ -829,13 +826,6 @@ def test_read_hints_keeps_verify_hints_apart_with_the_union_of_their_names() -> 
 
 # --- verify hints: record sets deleted behind the writer's back (the health sweep) ----------
 
-@pytest.fixture
-def recreating() -> Iterator[None]:
-    """moto refuses to create a record set identical to one deleted before; Route 53 does not."""
-    with route53_recreate_fix():
-        yield
-
-
 def swept(world: World, h: Host, *names: str) -> list[RecordSet]:
     """The sweep deletes ``h``'s SRV record sets of ``names`` (not through the writer)."""
     gone = [r for r in world.all_records() if r.type == "SRV" and r.name.split(".")[0] in names
@@ -846,7 +836,7 @@ def swept(world: World, h: Host, *names: str) -> list[RecordSet]:
 
 
 def test_a_record_set_the_sweep_deleted_is_read_on_its_hint_and_re_created_on_the_next_publication(
-        world: World, recreating: None) -> None:
+        world: World) -> None:
     a, b = host(1), host(2)
     for h in (a, b):
         world.publish(h, desired(h, "calc", "time"))
@@ -883,7 +873,7 @@ def test_a_record_set_the_sweep_deleted_is_read_on_its_hint_and_re_created_on_th
 
 
 def test_a_verify_hint_with_the_host_s_publication_heals_in_one_write(
-        world: World, recreating: None) -> None:
+        world: World) -> None:
     a = host(1)
     world.publish(a, desired(a, "calc", "time"))
     writer = world.writer()
