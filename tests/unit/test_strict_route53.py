@@ -12,9 +12,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
+from moto import mock_aws
 
+from tests.support import strict_route53
 from tests.support.moto_server import MotoServer
 
 ZONE = "sd.internal."
@@ -306,3 +309,19 @@ def test_pages_continue_inside_one_names_record_sets(zone: Zone) -> None:
     listed = zone.listed(PaginationConfig={"PageSize": 30})
     keys = [(r["Name"], r["SetIdentifier"]) for r in listed if r["Type"] == "SRV"]
     assert len(keys) == len(set(keys)) == 200
+
+
+# --- in-process moto (mock_aws) is the same Route 53 -------------------------------------------
+
+def test_in_process_moto_is_strict_too() -> None:
+    with mock_aws():
+        r53 = boto3.client("route53", region_name="us-east-1")
+        zone_id = r53.create_hosted_zone(Name=ZONE, CallerReference="1")["HostedZone"]["Id"]
+        strict_route53.set_zone_record_limit(zone_id, 3)
+        assert r53.get_hosted_zone_limit(Type="MAX_RRSETS_BY_ZONE", HostedZoneId=zone_id)[
+            "Limit"]["Value"] == 3
+        with pytest.raises(ClientError) as refusal:
+            r53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": [
+                {"Action": "CREATE", "ResourceRecordSet": srv("s", f"h{n}")} for n in range(2)]})
+        assert refusal.value.response["Error"]["Message"].startswith(
+            "[Exceeded limit MAX_RRSETS_BY_ZONE for zone: ")
