@@ -459,6 +459,7 @@ def parse_task(detail: Any, path: str = "task", cluster: str = "") -> Task:
         last_status=_text(detail, "lastStatus", path, required=True),
         desired_status=_text(detail, "desiredStatus", path, required=True),
         group=_text(detail, "group", path),
+        started_by=_text(detail, "startedBy", path),
         launch_type=_text(detail, "launchType", path),
         task_definition_arn=_text(detail, "taskDefinitionArn", path),
         container_instance_arn=_text(detail, "containerInstanceArn", path),

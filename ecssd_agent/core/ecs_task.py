@@ -59,7 +59,8 @@ class Task:
     cluster: str  # the cluster name
     last_status: str
     desired_status: str
-    group: str = ""
+    group: str = ""  # "service:<name>" for a service's task, "family:<name>" or custom for RunTask
+    started_by: str = ""  # "ecs-svc/<id>" for a service's task
     launch_type: str = ""
     task_definition_arn: str = ""
     container_instance_arn: str = ""  # "" on Fargate
@@ -82,6 +83,13 @@ class Task:
         if self.last_status == RUNNING and self.desired_status == RUNNING:
             return Phase.REGISTER
         return Phase.WAIT
+
+    @property
+    def of_service(self) -> bool:
+        """Started by an ECS service's scheduler (ECS's documented marks: the task group
+        ``service:<name>``, ``startedBy`` ``ecs-svc/<id>``): ECS stops it when it drains the
+        instance; standalone tasks (RunTask, StartTask) it leaves running."""
+        return self.group.startswith("service:") or self.started_by.startswith("ecs-svc/")
 
     @property
     def stopping(self) -> bool:
