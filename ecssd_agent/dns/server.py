@@ -36,6 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ecssd_agent import logs
 from ecssd_agent.aws.clients import Clients
+from ecssd_agent.aws.request_budget import TokenBucket
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.config_fields import SettingsError
 from ecssd_agent.dns import config
@@ -141,7 +142,7 @@ class DnsServer:
                 response, missed = respond(data, True)
                 if response is None:
                     continue
-                if missed and defer(self._late_udp(data, peer)):
+                if missed is not None and defer(missed, self._late_udp(data, peer)):
                     continue
                 send(response, peer)
             except OSError as exc:  # the peer's buffer, an unreachable address: its problem
@@ -217,9 +218,9 @@ class DnsServer:
 
     def _answer_tcp(self, data: bytes) -> bytes | None:
         response, missed = self.responder.respond(data, False)
-        if missed:
+        if missed is not None:
             done = threading.Event()
-            if self.refresher.defer(done.set):
+            if self.refresher.defer(missed, done.set):
                 done.wait(self.refresher.max_defer + 1.0)
                 response, _ = self.responder.respond(data, False)
         return response
@@ -245,8 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(settings.log_format, settings.log_level)
     region = settings.region or os.environ.get("AWS_REGION") or os.environ.get(
         "AWS_DEFAULT_REGION") or "us-east-1"
+    budget = TokenBucket(settings.route53_rate, settings.route53_burst)
     clients = Clients(region=region, retry_mode=settings.aws_retry_mode,
-                      max_attempts=settings.aws_max_attempts, zone_role=settings.zone_role())
+                      max_attempts=settings.aws_max_attempts, zone_role=settings.zone_role(),
+                      budgets={"route53": budget})
     try:
         route53 = clients.client("route53")
         zone = find_zone(route53, settings.domain, settings.hosted_zone_id or None,
@@ -259,8 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     source = Route53Zone(route53, zone)
     responder = Responder(unavailable(zone.name), settings.max_udp_size)
-    refresher = Refresher(zone.name, source.records, responder, interval=settings.refresh,
-                          min_interval=settings.min_refresh)
+    refresher = Refresher(zone.name, source, responder, budget, interval=settings.refresh,
+                          negative_ttl=settings.negative_ttl)
     server = DnsServer(responder, refresher, settings.listen, settings.port)
     try:
         address, port = server.bind()
@@ -295,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if http_sd is not None:
             http_sd.stop()
         server.close()
-        log.info("stopped; zone listings: %s; AWS requests %s", refresher.refreshes,
+        log.info("stopped; zone reads: %s; AWS requests %s", refresher.stats,
                  clients.stats.by_operation())
     return 0
 
