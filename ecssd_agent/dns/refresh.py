@@ -14,12 +14,13 @@ on, one at a time, in one thread:
    keeps being served meanwhile (stale while refreshing).
 2. **Lookups**: a query for a name the view does not have (a service that registered a
    moment ago) asks for one request listing from that name (``StartRecordName``, 100 record
-   sets at most); the query's answer waits for it up to ``max_defer`` seconds. Lookups are
-   coalesced per name, a name looked up is not looked up again for ``negative_ttl``
-   seconds, only names a query still waits for are looked up, and lookups may spend at most
-   ``lookup_share`` of the rate and of the burst (their own bucket), so sweeps keep at
-   least the rest: with the defaults a flood of missing names leaves sweeps 0.5 requests/s,
-   20 s for 3,000 record sets. A query never starts a full listing.
+   sets at most); the query's answer waits for it up to ``max_defer`` seconds, and only when
+   the budget allows the lookup to be sent within that time. Lookups are coalesced per name;
+   a name looked up is not looked up again for ``negative_ttl`` seconds; only names a query
+   still waits for are looked up; and lookups may spend at most ``lookup_share`` of the rate
+   and of the burst (their own bucket), so sweeps keep at least the rest: with the defaults
+   a flood of missing names leaves sweeps 0.5 requests/s, 20 s for 3,000 record sets. A
+   query never starts a full listing.
 3. **Backoff**: a throttled answer holds the bucket (every path: sweeps, lookups, botocore's
    retries), doubling from 2 s to a minute; other failures pause both kinds of read for
    ``interval`` doubled per failure in a row, up to a minute. The last good view is served.
@@ -263,7 +264,8 @@ class Refresher:
         (``waiter`` runs after a lookup of the name, or after ``max_defer`` seconds).
 
         False means answer now: the name was looked up a moment ago, is not a plain host
-        name, or too many names or queries wait already.
+        name, too many names or queries wait already, or its lookup could not be sent
+        within ``max_defer`` (the budget is spent: the next sweep will see the name).
         """
         seen = self._recent.get(qkey)  # the usual case in a flood, decided without the lock
         if seen is not None and self.clock() - seen < self.negative_ttl:
@@ -276,8 +278,8 @@ class Refresher:
                 return False
             pending = self._pending.get(qkey)
             if pending is None:
-                if len(self._pending) >= self.max_pending:
-                    return False
+                if len(self._pending) >= self.max_pending or self._starts_in() >= self.max_defer:
+                    return False  # its answer would wait in vain: answer now, look up nothing
                 pending = self._pending[qkey] = _Pending(name)
                 timer = threading.Timer(self.max_defer, self._release, (qkey, pending))
                 timer.daemon = True
@@ -286,6 +288,12 @@ class Refresher:
             pending.waiters.append(waiter)
             self._waiting += 1
         return True
+
+    def _starts_in(self) -> float:
+        """Seconds until a lookup queued now would be sent (called with the lock held)."""
+        ahead = sum(1 for p in self._pending.values() if not p.started)
+        return (max(self.lookups.wait_time(), self.bucket.wait_time())
+                + ahead / self.lookups.rate)
 
     def _release(self, qkey: bytes, pending: _Pending) -> None:
         """Answer the queries waiting for ``pending`` from the view as it is now."""

@@ -6,10 +6,12 @@ per-packet thread or selector: a Python loop with pre-rendered answers measured 
 processes sharing the port with SO_REUSEPORT measured no better on a 2-core machine, where
 the load generator needs the other core); one thread accepts TCP
 connections and one thread serves each connection (at most :data:`MAX_TCP_CONNECTIONS`, of
-them :data:`MAX_TCP_PER_PEER` from one address; idle ones closed after :data:`TCP_IDLE`
-seconds, RFC 7766; a message must arrive within :data:`TCP_MESSAGE` seconds of its first
-byte; a new connection evicts the idle or slow ones, see :mod:`.tcp`, so trickling clients
-cannot take TCP down); the refresher lists the zone (:mod:`.refresh`). The threads share
+them :data:`MAX_TCP_PER_PEER` from one address, fewer under a low descriptor limit; idle ones
+closed after :data:`TCP_IDLE` seconds, RFC 7766; a message must arrive within
+:data:`TCP_MESSAGE` seconds of its first byte; a new connection evicts the idle or slow
+ones, see :mod:`ecssd_agent.connection_slots` and :mod:`.tcp`, so trickling clients cannot
+take TCP down); the HTTP service discovery port has the same limits
+(:mod:`ecssd_agent.http_serving`); the refresher reads the zone (:mod:`.refresh`). The threads share
 only the responder, whose view is immutable and swapped by one assignment.
 
 A packet can never stop the server: the responder drops or FORMERRs what it cannot parse,
@@ -39,12 +41,13 @@ from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.request_budget import TokenBucket
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.config_fields import SettingsError
+from ecssd_agent.connection_slots import ANSWERING, IDLE, READING, ConnectionSlots, Slot, fd_room
 from ecssd_agent.dns import config
 from ecssd_agent.dns.http_sd import PATH as HTTP_SD_PATH
 from ecssd_agent.dns.http_sd import HttpSdServer
 from ecssd_agent.dns.refresh import Refresher
 from ecssd_agent.dns.responder import Responder
-from ecssd_agent.dns.tcp import ANSWERING, IDLE, READING, Slot, TcpSlots, read_message
+from ecssd_agent.dns.tcp import read_message
 from ecssd_agent.dns.view import unavailable
 
 log = logging.getLogger("ecssd_agent.dns")
@@ -76,7 +79,8 @@ class DnsServer:
         self.port = port
         self.udp: socket.socket | None = None
         self.tcp: socket.socket | None = None
-        self._slots = TcpSlots(MAX_TCP_CONNECTIONS, MAX_TCP_PER_PEER)
+        total = fd_room(MAX_TCP_CONNECTIONS, servers=2)  # this port and the HTTP one
+        self._slots = ConnectionSlots(total, min(MAX_TCP_PER_PEER, total))
         self._closing = False
         self._last_error_log = 0.0
         self._last_slots_log = 0.0
@@ -188,7 +192,7 @@ class DnsServer:
             self._last_slots_log = now
             log.warning("TCP slots full (%d connections, at most %d per address; latest from "
                         "%s): %d idle or slow connections evicted, %d new ones refused so far",
-                        len(self._slots), MAX_TCP_PER_PEER, peer, self._slots.evicted,
+                        len(self._slots), self._slots.per_peer, peer, self._slots.evicted,
                         self._slots.refused)
 
     def _connection(self, slot: Slot) -> None:

@@ -124,7 +124,7 @@ def test_sweeps_never_exceed_the_rate_whatever_the_zone_size():
 def test_a_change_is_seen_by_the_next_sweep_and_a_gone_name_removed_at_its_end():
     clock = Clock()
     records = list(ZONE_RECORDS)
-    source, responder, refresher = make(records, clock, interval=10.0)
+    _source, responder, refresher = make(records, clock, interval=10.0)
     run_for(refresher, clock, 5.0)
     assert responder.view.ready
     records[3] = a("h02", "10.9.9.9")
