@@ -288,6 +288,14 @@ class _Flood:
         self._thread.join(5)
 
 
+def _reset(endpoint: str) -> None:
+    """Empty moto's backends: every in-process moto server shares them, and each run here
+    creates its own zone of the same name."""
+    import requests
+
+    requests.post(f"{endpoint}/moto-api/reset", timeout=30).raise_for_status()
+
+
 def _answers(port: int, name: str, value: str) -> bool:
     import dns.exception
     import dns.message
@@ -319,6 +327,7 @@ def _budget(hosts: int, per_host: int, changes: int, spacing: float) -> dict[str
     moto.start()
     host_, moto_port = moto.get_host_and_port()
     endpoint = f"http://{host_}:{moto_port}"
+    _reset(endpoint)
     import boto3
 
     r53 = boto3.client("route53", endpoint_url=endpoint, region_name="us-east-1")
@@ -439,6 +448,7 @@ def _throughput_rows(quick: bool) -> list[dict[str, Any]]:
         try:
             host, moto_port = moto.get_host_and_port()
             endpoint = f"http://{host}:{moto_port}"
+            _reset(endpoint)
             records = _write_zone(endpoint)
             queries = _query_file(directory)
             port = _free_port()

@@ -33,7 +33,7 @@ answer within a second while the budget lasts; the sweep bounds everything else.
 
 A changed copy builds a new :class:`ZoneView` off the query path, swapped in by assigning one
 reference; builds are spaced (a 21,000-set view takes about a second to build) except when a
-lookup changed the copy (a query waits for it) or a sweep ended.
+lookup found its name changed (queries wait for it) or a sweep ended.
 """
 
 from __future__ import annotations
@@ -251,12 +251,12 @@ class Refresher:
             if len(self._recent) > RECENT_NAMES:
                 del self._recent[next(iter(self._recent))]
         if pages:
-            before = self.copy.changes
+            before = self.copy.names(name)
             self.copy.lookup(name, pages)
             log.debug("looked up %s: %d record set(s)", name, len(self.copy.names(name)),
                       extra={"zone": self.zone})
-            if self.copy.changes != before:
-                self._build()
+            if self.copy.names(name) != before:
+                self._build()  # queries wait for this name: now, not after the build gap
         self._release(qkey, pending)
 
     def defer(self, qkey: bytes, waiter: Waiter) -> bool:
