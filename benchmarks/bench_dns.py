@@ -5,8 +5,8 @@ writes it: three agents' weighted ``_calc._tcp`` SRV group with their hosts' A r
 host with 12 multivalue instances of ``mv`` (8 answered per query, chosen at random), and
 the real ``ecssd-dns`` console script as a subprocess reading it. The query mix, in the
 file dnsperf cycles through: 30% weighted SRV, 20% multivalue SRV, 30% A, 20% names that
-do not exist (NXDOMAIN; each one also asks for an on-demand refresh, which the rate cap
-turns into at most one listing per second).
+do not exist (NXDOMAIN; each one may ask for a lookup of its name, which the server's
+Route 53 budget turns into at most half a request per second).
 
 Measured, over loopback:
 - throughput: ``dnsperf -c 4 -q 200`` (4 client sockets, 200 queries outstanding) for
@@ -490,8 +490,8 @@ def _throughput_rows(quick: bool) -> list[dict[str, Any]]:
         _row("latency p50 at a fixed load", round(statistics.median(fixed) * 1e6), "us",
              "low", f"dnsperf -v -Q {LATENCY_QPS} ({len(fixed)} answers)"),
         _row("latency p99 at a fixed load", round(_percentile(fixed, 99) * 1e6), "us",
-             "low", f"dnsperf -v -Q {LATENCY_QPS} ({len(fixed)} answers); NXDOMAIN answers "
-                    "that arrive while an on-demand listing runs wait for it (by design)"),
+             "low", f"dnsperf -v -Q {LATENCY_QPS} ({len(fixed)} answers); an NXDOMAIN whose "
+                    "name is being looked up waits for that lookup (by design)"),
         _row("latency p99 at a fixed load, answers only (NOERROR)",
              round(_percentile(positive, 99) * 1e6), "us", "low",
              f"dnsperf -v -Q {LATENCY_QPS} ({len(positive)} NOERROR answers)"),
