@@ -36,7 +36,6 @@ from typing import Any
 import boto3
 import requests
 
-from benchmarks import moto_paging
 from benchmarks.rows import result_row
 from ecssd_agent.agent.docker_source import DockerSource
 from ecssd_agent.agent.host_agent import Agent
@@ -47,6 +46,7 @@ from ecssd_agent.core.model import Action, Change, Container, Host, RecordSet, R
 from ecssd_agent.core.records import host_records
 from ecssd_agent.sync.reconcile import Outcome, converge
 from ecssd_agent.sync.zone_reads import owned_records_by_names
+from tests.support import strict_route53
 
 AREA = "reconcile"
 DOMAIN = "servicediscovery.internal"
@@ -86,10 +86,10 @@ class Moto:
 
 @contextmanager
 def moto_server() -> Iterator[Moto]:
-    """A ThreadedMotoServer on 127.0.0.1, paging like Route 53 (see moto_paging)."""
+    """A ThreadedMotoServer on 127.0.0.1 with the test world's strict Route 53."""
     from moto.server import ThreadedMotoServer
 
-    moto_paging.install()
+    strict_route53.install()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

@@ -3,9 +3,11 @@
 1. Environment hygiene first, at import time, before anything creates an AWS or Docker
    client: fake credentials, a fixed region, IMDS disabled, no inherited endpoints or
    DOCKER_HOST. Subprocesses inherit it (see tests/support/env.py).
-2. Fixtures from tests/support: ``docker_engine``, ``busybox_image``, ``containers``,
+2. The strict Route 53 (tests/support/strict_route53.py) patched into moto, for the
+   session server and every in-process ``mock_aws`` alike.
+3. Fixtures from tests/support: ``docker_engine``, ``busybox_image``, ``containers``,
    ``moto_server``, ``aws``.
-3. Tests that use the Docker engine are marked ``docker`` automatically, so
+4. Tests that use the Docker engine are marked ``docker`` automatically, so
    ``pytest -m "not docker"`` runs the fast suite.
 """
 
@@ -23,6 +25,12 @@ if _REPO_ROOT not in sys.path:
 from tests.support.env import apply_safe_env  # noqa: E402
 
 apply_safe_env()
+
+from tests.support import strict_route53  # noqa: E402
+
+# Before any moto backend answers: every moto of the session (the server and in-process
+# mock_aws alike) refuses what Route 53 refuses.
+strict_route53.install()
 
 import pytest  # noqa: E402
 

@@ -9,9 +9,14 @@ What it enforces (the sources and the values chosen are in :class:`Limits`):
 - ``PriorRequestNotComplete``: a ChangeResourceRecordSets to the zone while Route 53 is
   still processing the previous one (``processing`` seconds), or, with
   ``pnc_until_insync``, until the previous change is INSYNC.
-- Batches are atomic and validated as Route 53 does: CREATE of an existing record set,
-  DELETE of one that is missing or differs from the zone's, or a 101st weighted record set
-  of one name and type, rejects the whole batch with ``InvalidChangeBatch``.
+- Batches are atomic and validated as Route 53 does, with the test world's quotas and words
+  (``tests/support/route53_quotas.py``, shared with the strict moto): CREATE of an existing
+  record set, DELETE of one that is missing or differs from the zone's, a 101st weighted or
+  multivalue record set of one name and type, a simple record set beside routed ones, more
+  than 400 values in a record set, more than 1,000 values or 32,000 characters of values in
+  a request (an UPSERT counting twice), or more record sets than the zone's quota
+  (``Limits.zone_record_sets``) rejects the whole batch with ``InvalidChangeBatch`` and one
+  message listing every problem.
 - Propagation: each accepted change is PENDING until a drawn INSYNC time.
 
 Listing follows Route 53's documented order (names with labels reversed, then type); record
@@ -32,8 +37,9 @@ from typing import Any
 
 from ecssd_agent.aws.route53 import to_wire
 from ecssd_agent.core import naming
-from ecssd_agent.core.model import Action, Change, Owner, RecordSet
+from ecssd_agent.core.model import Action, Change, Owner, RecordSet, Routing
 from ecssd_agent.sync.zone_reads import route53_order
+from tests.support import route53_quotas as quotas
 
 RecordKey = tuple[str, str, str | None]
 SortKey = tuple[str, str, str]
@@ -41,8 +47,11 @@ SortKey = tuple[str, str, str]
 #: "For a given name and type ... you can configure up to 100 alternative responses"
 #: (Route 53 Developer Guide, "Managing over 100 weighted records"): the agent's weighted
 #: records of one service cannot outnumber this.
-MAX_WEIGHTED_SETS = 100
+MAX_WEIGHTED_SETS = quotas.ROUTED_PER_NAME_AND_TYPE
+#: Route 53's names of the routing policies the model knows (None: a simple record set).
+POLICIES = {Routing.WEIGHTED: "weighted", Routing.MULTIVALUE: "multivalue"}
 
+ZONE_ID = "Z0SIMULATED"  # the one hosted zone's id
 LIST = "ListResourceRecordSets"
 CHANGE = "ChangeResourceRecordSets"
 GET_ZONE = "GetHostedZone"
@@ -85,6 +94,9 @@ class Limits:
     propagation: tuple[float, float] = (5.0, 60.0)
     latency: tuple[tuple[str, float], ...] = ((LIST, 0.15), (CHANGE, 0.25), (GET_ZONE, 0.05))
     error_latency: float = 0.05
+    #: The zone's record-set quota (GetHostedZoneLimit MAX_RRSETS_BY_ZONE): Route 53's default;
+    #: a fleet that needs more runs with the quota an operator would have asked for.
+    zone_record_sets: int = quotas.RECORD_SETS_PER_ZONE
 
 
 #: The historical quota: "five requests per second per AWS account" (no burst beyond a
@@ -141,7 +153,8 @@ class ZoneStore:
         self._order: list[SortKey] = []
         self._records: dict[SortKey, tuple[RecordSet, dict[str, Any]]] = {}
         self.by_host: dict[str, set[RecordKey]] = {}
-        self.per_name: Counter[tuple[str, str]] = Counter()
+        #: record sets per (name, type, routing policy)
+        self.per_name: Counter[tuple[str, str, str | None]] = Counter()
 
     def __len__(self) -> int:
         return len(self._order)
@@ -154,17 +167,19 @@ class ZoneStore:
         skey = sort_key(record.key)
         if skey not in self._records:
             bisect.insort(self._order, skey)
-            self.per_name[(record.name, record.type)] += 1
             owner = owner_of(record.set_identifier)
             if owner is not None and owner.kind == "h":
                 self.by_host.setdefault(owner.host, set()).add(record.key)
+        else:
+            self.per_name[policy_key(self._records[skey][0])] -= 1
+        self.per_name[policy_key(record)] += 1
         self._records[skey] = (record, to_wire(record))
 
     def delete(self, record: RecordSet) -> None:
         skey = sort_key(record.key)
         del self._records[skey]
         del self._order[bisect.bisect_left(self._order, skey)]
-        self.per_name[(record.name, record.type)] -= 1
+        self.per_name[policy_key(record)] -= 1
         owner = owner_of(record.set_identifier)
         if owner is not None and owner.kind == "h":
             self.by_host.get(owner.host, set()).discard(record.key)
@@ -192,6 +207,11 @@ class ZoneStore:
             if following.set_identifier is not None:
                 page["NextRecordIdentifier"] = following.set_identifier
         return page
+
+
+def policy_key(record: RecordSet) -> tuple[str, str, str | None]:
+    """(name, type, routing policy as Route 53 names it)."""
+    return (record.name, record.type, POLICIES.get(record.routing) if record.routing else None)
 
 
 def naming_absolute(name: str) -> str:
@@ -318,31 +338,74 @@ class SimRoute53:
         return Response(True, data={"insync": insync}), latency
 
     def validate(self, changes: Sequence[Change]) -> str:
-        """Why Route 53 would reject the batch ("" when it would not); all or nothing."""
+        """Why Route 53 would reject the batch ("" when it would not): its one message listing
+        every problem (all or nothing)."""
+        elements = sum(quotas.counted(c.action.value, len(c.record.values) or c.record.alias)
+                       for c in changes)
+        characters = sum(quotas.counted(c.action.value, sum(map(len, c.record.values)))
+                         for c in changes)
+        problems = [quotas.records_limit()] if elements > quotas.RECORDS_PER_REQUEST else []
+        if characters > quotas.VALUE_CHARS_PER_REQUEST:
+            problems.append(quotas.characters_limit())
+        if problems:
+            return quotas.batch_message(problems)
         view: dict[RecordKey, RecordSet | None] = {}
-        sizes: Counter[tuple[str, str]] = Counter()
+        sizes: Counter[tuple[str, str, str | None]] = Counter()
         for change in changes:
-            record = change.record
-            current = view[record.key] if record.key in view else self.zone.get(record.key)
-            if change.action is Action.CREATE and current is not None:
-                return f"Tried to create resource record set {_named(record)} but it already exists"
-            if change.action is Action.DELETE and current is None:
-                return f"Tried to delete resource record set {_named(record)} but it was not found"
-            if change.action is Action.DELETE and current != record:
-                return (f"Tried to delete resource record set {_named(record)} but the values "
-                        "provided do not match the current values")
-            after = None if change.action is Action.DELETE else record
-            sizes[(record.name, record.type)] += (after is not None) - (current is not None)
-            view[record.key] = after
-        for (name, rtype), delta in sizes.items():
-            if delta > 0 and self.zone.per_name[(name, rtype)] + delta > MAX_WEIGHTED_SETS:
-                return f"{name} {rtype}: more than {MAX_WEIGHTED_SETS} weighted record sets"
-        return ""
+            problems += self._step(change, view, sizes)
+        for (name, rtype, policy), delta in sorted(sizes.items(), key=str):
+            if (policy in quotas.QUOTA_POLICIES and delta > 0
+                    and self.zone.per_name[(name, rtype, policy)] + delta > MAX_WEIGHTED_SETS):
+                problems.append(quotas.routed_limit(policy, name, rtype))
+        growth = sum(sizes.values())
+        if growth > 0 and len(self.zone) + growth > self.limits.zone_record_sets:
+            problems.append(quotas.zone_limit(ZONE_ID))
+        return quotas.batch_message(problems) if problems else ""
 
+    def _step(self, change: Change, view: dict[RecordKey, RecordSet | None],
+              sizes: Counter[tuple[str, str, str | None]]) -> list[str]:
+        """One change against the zone as the batch's earlier changes leave it."""
+        record = change.record
+        name, rtype, identifier = record.key
+        current = view[record.key] if record.key in view else self.zone.get(record.key)
+        if change.action is Action.CREATE and current is not None:
+            return [quotas.already_exists(name, rtype, identifier)]
+        if change.action is Action.DELETE and current is None:
+            return [quotas.not_found(name, rtype, identifier)]
+        if change.action is Action.DELETE and current != record:
+            return [quotas.values_differ(name, rtype, identifier)]
+        after = None if change.action is Action.DELETE else record
+        problems = []
+        if after is not None:
+            if len(after.values) > quotas.VALUES_PER_RECORD_SET:
+                problems.append(quotas.values_limit())
+            problems += self._beside(after, current, sizes)
+        if problems:
+            return problems
+        if current is not None:
+            sizes[policy_key(current)] -= 1
+        if after is not None:
+            sizes[policy_key(after)] += 1
+        view[record.key] = after
+        return []
 
-def _named(record: RecordSet) -> str:
-    """A record set as Route 53's refusals name it."""
-    text = f"[name='{record.name}', type='{record.type}'"
-    if record.set_identifier:
-        text += f", set-identifier='{record.set_identifier}'"
-    return text + "]"
+    def _beside(self, record: RecordSet, current: RecordSet | None,
+                sizes: Counter[tuple[str, str, str | None]]) -> list[str]:
+        """Route 53's refusal of routing policies mixed under one name and type."""
+        name, rtype, identifier = record.key
+        wanted = policy_key(record)[2]
+        replaced = policy_key(current)[2] if current is not None else "-"
+        problems = []
+        for other in (None, *quotas.QUOTA_POLICIES):
+            if other == wanted:
+                continue
+            present = self.zone.per_name[(name, rtype, other)] + sizes[(name, rtype, other)]
+            if present - (other == replaced) <= 0:
+                continue
+            if identifier is None:
+                problems.append(quotas.routed_beside_simple(str(other), name, rtype))
+            elif other is None:
+                problems.append(quotas.simple_beside_routed(name, rtype, identifier))
+            else:
+                problems.append(quotas.other_policy(other, name, rtype, identifier))
+        return problems

@@ -74,6 +74,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from benchmarks.fleet.aws import LEASE_KEY, ItemKey, SimDynamoDB, SimRoute53Client, SimSQS
 from benchmarks.fleet.bridge import THREAD_PREFIX, Bridge, Link
 from benchmarks.fleet.retry import BotocoreClient, RetryPolicy
+from benchmarks.fleet.route53 import ZONE_ID
 from benchmarks.fleet.world import WireCache, World
 from ecssd_agent.aws import host_store
 from ecssd_agent.aws.change_queue import ChangeQueue
@@ -90,7 +91,6 @@ from health_lambda import zone_writer_handler
 
 TABLE = "ecssd-hosts"
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/ecssd-hints"
-ZONE_ID = "Z0SIMULATED"
 #: Virtual time 0 as epoch seconds for the writer's and the agents' clocks: ZoneWriter marks
 #: an outcome it does not know with ``verified=0.0``, which means "long ago" only on a clock
 #: of epoch seconds (as ``time.time`` is); a clock starting at 0 would never re-read.

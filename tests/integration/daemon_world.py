@@ -248,48 +248,6 @@ def start_agent(agents: list[AgentProcess], moto: Any, engine: Any, *args: str,
     return agent
 
 
-@contextlib.contextmanager
-def route53_recreate_fix() -> Iterator[None]:
-    """Make moto accept re-creating a record set that was deleted, as Route 53 does.
-
-    moto 5.2 keeps a journal of every change of a zone and refuses a CREATE identical to
-    any earlier one ("already exists") whenever some record set sorts at or after its name,
-    even when that record set was deleted since. The daemon meets this for real: a container
-    restarted by the engine often gets the same host port, so its SRV record is deleted and
-    later created again, identical. While this is active, a CREATE is refused exactly when a
-    record set with its name, type and SetIdentifier exists, which is Route 53's rule.
-    """
-    from moto.route53 import models
-    from moto.route53.exceptions import ResourceRecordAlreadyExists
-
-    original = models.Route53Backend.change_resource_record_sets
-    original_contains = models.ChangeList.__contains__
-
-    def change_resource_record_sets(self: Any, zoneid: str, change_list: Any) -> None:
-        zone = self.get_hosted_zone(zoneid)
-        for value in change_list:
-            record = value["ResourceRecordSet"]
-            if value["Action"] == "CREATE" and any(
-                    existing.name.rstrip(".").lower() == record["Name"].rstrip(".").lower()
-                    and existing.type == record["Type"]
-                    and existing.set_identifier == record.get("SetIdentifier")
-                    for existing in zone.rrsets):
-                raise ResourceRecordAlreadyExists(name=record["Name"], _type=record["Type"])
-        original(self, zoneid, change_list)
-
-    def never_journaled(self: Any, item: Any) -> bool:
-        return False  # only the journal check of a CREATE asks this
-
-    models.Route53Backend.change_resource_record_sets = (  # type: ignore[method-assign]
-        change_resource_record_sets)
-    models.ChangeList.__contains__ = never_journaled  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        models.Route53Backend.change_resource_record_sets = original  # type: ignore[method-assign]
-        models.ChangeList.__contains__ = original_contains  # type: ignore[method-assign]
-
-
 class FakeEcsAgent:
     """The ECS agent's introspection API on 127.0.0.1: every container belongs to a task, and
     ``/v1/metadata`` names ``cluster`` and ``container_instance_arn`` once a test sets them
@@ -348,9 +306,8 @@ def ecs_agent() -> Iterator[FakeEcsAgent]:
 
 
 @pytest.fixture
-def zone(aws: Any) -> Iterator[Zone]:
-    with route53_recreate_fix():
-        yield Zone.create(aws)
+def zone(aws: Any) -> Zone:
+    return Zone.create(aws)
 
 
 @pytest.fixture

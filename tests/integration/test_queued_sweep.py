@@ -15,7 +15,7 @@ its daily full verification.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,7 +30,6 @@ from ecssd_agent.writer.cli import Poller, build_writer
 from ecssd_agent.writer.publish import Publisher
 from ecssd_agent.writer.settings import WriterSettings
 from ecssd_agent.writer.zone_writer import WriteOutcome
-from tests.integration.daemon_world import route53_recreate_fix
 from tests.integration.sweep_world import ERROR, OK, SweepWorld, WorldHost, _FakeDocker
 from tests.integration.test_health_lambda import fleet, session, sweep, world
 from tests.support.queued import create_hint_queue, create_host_table
@@ -94,9 +93,8 @@ class Queued:
 
 
 @pytest.fixture
-def queued(world: SweepWorld) -> Iterator[Queued]:
-    with route53_recreate_fix():  # the writer creates a deleted record set again, identical
-        yield Queued(world)
+def queued(world: SweepWorld) -> Queued:
+    return Queued(world)
 
 
 def test_a_record_the_sweep_deleted_of_a_running_task_comes_back_after_one_resync(

@@ -8,4 +8,6 @@ Modules:
 - dockerd: the ``docker_engine`` session fixture (private dockerd, or ECSSD_TEST_DOCKER_HOST).
 - images: offline images (busybox, python) and container helpers.
 - moto_server: the ``moto_server`` / ``aws`` fixtures (moto in server mode over HTTP).
+- strict_route53, route53_quotas: moto's Route 53 refusing what Route 53 refuses, with its
+  quotas and words (also used by the benchmarks' moto and the fleet model).
 """

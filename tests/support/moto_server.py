@@ -4,6 +4,10 @@ Why a server instead of ``mock_aws``: the integration tests run the real agent C
 the real Lambda handlers, often as subprocesses; boto3 >= 1.28 honours AWS_ENDPOINT_URL,
 so pointing them at this server needs no test-only code path.
 
+Its Route 53 is the test world's strict one (:mod:`tests.support.strict_route53`): it refuses
+what Route 53 refuses (quotas, with Route 53's codes and words) and accepts and deletes what
+Route 53 does. ``set_zone_record_limit`` gives a zone another record-set quota.
+
 Quirks handled here (moto 5.2.x):
 - ``/moto-api/reset`` wipes the backends but NOT the state manager's transitions;
   ``reset()`` therefore also unsets every transition set through this object.
@@ -25,6 +29,7 @@ import requests
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
+from tests.support import strict_route53
 from tests.support.env import FAKE_AWS_ENV, REGION
 
 _API_TIMEOUT = 15.0
@@ -73,6 +78,10 @@ class MotoServer:
         """Keep ECS tasks RUNNING until StopTask (moto advances them on every read)."""
         self.set_transition("ecs::task", {"progression": "manual", "times": 1_000_000_000})
 
+    def set_zone_record_limit(self, zone_id: str, limit: int | None) -> None:
+        """The zone's record-set quota (GetHostedZoneLimit MAX_RRSETS_BY_ZONE); None: 10,000."""
+        self._post(strict_route53.ZONE_LIMIT_PATH, {"HostedZoneId": zone_id, "Value": limit})
+
     def stop(self) -> None:
         self._server.stop()
 
@@ -82,6 +91,7 @@ class MotoServer:
 
 
 def start_moto_server() -> MotoServer:
+    strict_route53.install()
     # werkzeug logs every request at INFO; that drowns real failures in pytest output.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

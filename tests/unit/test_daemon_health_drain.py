@@ -32,7 +32,7 @@ from ecssd_agent.agent.status import Status
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.core.coalescer import CAP_FACTOR
-from tests.integration.daemon_world import FakeEcsAgent, route53_recreate_fix
+from tests.integration.daemon_world import FakeEcsAgent
 from tests.unit.test_daemon_loop import (
     HOST,
     ZONE,
@@ -174,8 +174,7 @@ class DrainWorld(World):
 
 @pytest.fixture
 def drain_world() -> Iterator[DrainWorld]:
-    # ACTIVE again re-creates the SRV records drained away: moto needs Route 53's rule for that
-    with mock_aws(), route53_recreate_fix():
+    with mock_aws():
         clients = Clients(region="us-east-1")
         r53 = clients.client("route53")
         r53.create_hosted_zone(Name=ZONE, CallerReference="t",

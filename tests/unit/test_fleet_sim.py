@@ -220,8 +220,41 @@ def test_at_most_100_weighted_record_sets_per_name_and_type():
     full = [Change(Action.CREATE, srv(f"h{n}", n)) for n in range(MAX_WEIGHTED_SETS)]
     assert r53.handle(0.0, Call(CHANGE, {"changes": full}))[0].ok
     response, _ = r53.handle(1.0, change(Action.CREATE, srv("h999", 999)))
-    assert response.error == "InvalidChangeBatch" and "100" in response.data
+    assert response.error == "InvalidChangeBatch"
+    assert response.data == (f"[Exceeded limit on number of weighted RRSets for _web._tcp.{ZONE}, "
+                             "type SRV in this zone.]")  # the strict moto's words
     assert r53.handle(2.0, change(Action.CREATE, srv("h999", 999, name="_other._tcp")))[0].ok
+
+
+def test_the_model_refuses_the_other_quotas_in_route53s_words():
+    r53 = SimRoute53(ZONE, dataclasses.replace(QUIET, processing=0.0, zone_record_sets=4),
+                     random.Random(1))
+    values = tuple(f"10.0.{n // 250}.{n % 250}" for n in range(401))
+    many = RecordSet(f"many.{ZONE}", "A", values, 60)
+    assert r53.handle(0.0, change(Action.CREATE, many))[0].data == (
+        "[Cannot have more than 400 records in a RRSet.]")
+    fits = dataclasses.replace(many, values=values[:400])
+    assert r53.handle(1.0, change(Action.CREATE, fits))[0].ok
+    # 400 values counted twice and 201 more: over 1,000 ResourceRecord elements
+    upserts = [Change(Action.UPSERT, fits), Change(Action.CREATE, dataclasses.replace(
+        many, name=f"more.{ZONE}", values=values[:201]))]
+    assert r53.handle(2.0, Call(CHANGE, {"changes": upserts}))[0].data == (
+        "[Number of records limit of 1000 exceeded.]")
+    text = RecordSet(f"t.{ZONE}", "TXT", tuple(f'"{n:0248d}"' for n in range(129)), 60)
+    assert r53.handle(3.0, change(Action.CREATE, text))[0].data == (
+        "[RDATA character limit of 32000 exceeded.]")
+    simple = RecordSet(f"_web._tcp.{ZONE}", "SRV", ("1 1 80 h.",), 60)
+    routed_one = srv("h1", 1)
+    assert r53.handle(4.0, change(Action.CREATE, simple))[0].ok
+    assert r53.handle(5.0, change(Action.CREATE, routed_one))[0].data == (
+        f"[RRSet with DNS name _web._tcp.{ZONE}, type SRV, SetIdentifier "
+        f"{routed_one.set_identifier} cannot be created as a non-weighted set exists with the "
+        "same name and type.]")
+    assert len(r53.zone) == 2
+    two = [Change(Action.CREATE, srv("h1", n, name=f"_s{n}._tcp")) for n in range(3)]
+    assert r53.handle(6.0, Call(CHANGE, {"changes": two}))[0].data == (
+        "[Exceeded limit MAX_RRSETS_BY_ZONE for zone: Z0SIMULATED]")
+    assert r53.handle(7.0, Call(CHANGE, {"changes": two[:2]}))[0].ok  # 4: the quota
 
 
 # --- listing -----------------------------------------------------------------------------

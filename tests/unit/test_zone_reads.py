@@ -8,7 +8,6 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from benchmarks import moto_paging
 from ecssd_agent.agent.host_agent import owned_by_host
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, Zone, find_zone, to_wire
@@ -41,7 +40,6 @@ def records_of(host: Host, *instances: ServiceInstance) -> list[RecordSet]:
 
 @pytest.fixture
 def zone():
-    moto_paging.install()  # moto does not page inside a name's weighted record sets
     with mock_aws():
         clients = Clients(region="us-east-1")
         vpc = boto3.client("ec2", region_name="us-east-1").create_vpc(
