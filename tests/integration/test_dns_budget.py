@@ -28,7 +28,6 @@ import dns.query
 import dns.rcode
 import pytest
 
-from benchmarks import moto_paging
 from ecssd_agent.aws.route53 import Route53Zone
 from ecssd_agent.core.model import Action, Change, RecordSet
 from tests.support.dns_zone import ZONE, create_zone, fleet_records, host
@@ -77,7 +76,6 @@ def free_udp_tcp_port() -> int:
 
 @pytest.fixture(scope="module")
 def world(moto_server, tmp_path_factory) -> Iterator[World]:
-    moto_paging.install()  # moto does not page inside a name's weighted record sets
     moto_server.reset()
     zone = create_zone(moto_server.client("route53"), moto_server.client("ec2"), 150, 19)
     proxy = Route53Proxy(moto_server.url)
