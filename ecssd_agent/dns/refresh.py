@@ -64,7 +64,7 @@ MAX_LOOKUP_PAGES = 4
 #: Seconds between two builds of the view from sweep pages, at least (and 3 builds' time).
 MIN_BUILD_GAP = 1.0
 RECENT_NAMES = 4096  # names remembered as looked up (the negative cache)
-_LOOKUP_NAME = re.compile(rb"(?:[a-z0-9_*](?:[a-z0-9_-]{0,61}[a-z0-9_])?)")
+_LOOKUP_NAME = re.compile(rb"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 
 Waiter = Callable[[], None]
 

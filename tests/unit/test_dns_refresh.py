@@ -191,6 +191,7 @@ def test_names_that_are_not_plain_host_names_are_never_looked_up():
     assert lookup_name(key(f"calc.{Z}")) == f"calc.{Z}"
     assert lookup_name(key(f"_calc._tcp.{Z}")) == f"_calc._tcp.{Z}"
     assert lookup_name(b"\x03a b" + key(Z)) is None
+    assert lookup_name(key(f"*.{Z}")) is None
     assert lookup_name(b"\x02a\x00" + key(Z)) is None
     clock = Clock()
     _, _, refresher = make(list(ZONE_RECORDS), clock)
