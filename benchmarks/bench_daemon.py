@@ -197,7 +197,7 @@ def _run(quick: bool) -> list[dict[str, Any]]:
             def start_agent() -> AgentProcess:
                 agent = AgentProcess(moto.env(), engine.base_url, host, host_ip)
                 agents.append(agent)
-                wait_for(agent.healthy, timeout=60, what="the agent to be healthy")
+                wait_for(agent.ready, timeout=60, what="the agent to be ready")
                 return agent
 
             def mine() -> set[str]:

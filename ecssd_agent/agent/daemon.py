@@ -36,8 +36,9 @@ host publishes its A record only, so clients leave before ECS stops the tasks.
 
 Errors never end the process: an engine that cannot be reached keeps every container's
 previous state (unknown is not gone), an AWS error keeps the desired state and retries with
-backoff. Only SIGTERM/SIGINT do, after the change in flight (and, with
-``--deregister-on-exit``, after this host's records are deleted).
+backoff; none of them fails ``/healthz`` (``ecssd_agent.agent.liveness``). Only SIGTERM/SIGINT
+end it, after the change in flight (and, with ``--deregister-on-exit`` on a host that is
+leaving, ``ecssd_agent.agent.departure``, after this host's records are deleted).
 """
 
 from __future__ import annotations
@@ -54,13 +55,16 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ecssd_agent.agent.departure import Departure, DepartureCheck
 from ecssd_agent.agent.docker_events import ContainerEvent, EventSource, EventStream
 from ecssd_agent.agent.docker_source import DockerUnavailable
 from ecssd_agent.agent.drain import DrainWatch
+from ecssd_agent.agent.drain_scope import DrainScope
 from ecssd_agent.agent.ecs_introspection import EcsIntrospection, IntrospectionUnavailable
 from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.agent.status import Status, StatusServer
 from ecssd_agent.aws.eventbridge import TaskEventSender
+from ecssd_agent.aws.imds import Imds
 from ecssd_agent.core.coalescer import Coalescer
 from ecssd_agent.core.model import Container
 from ecssd_agent.sync.reconcile import NotConverged
@@ -125,6 +129,8 @@ class Daemon:
         status: Status | None = None,
         task_events: TaskEventSender | None = None,
         drain: DrainWatch | None = None,
+        departure: Callable[[], Departure] | None = None,
+        drain_scope: DrainScope | None = None,
         stream_factory: Callable[..., EventSource] = EventStream,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -133,9 +139,13 @@ class Daemon:
         self.sink = agent.sink
         self.resync = resync
         self.deregister_on_exit = deregister_on_exit
+        #: with deregister_on_exit: is the host leaving? (None: the caller says it always is)
+        self.departure = departure
         self.status = status or Status()
         self.task_events = task_events
         self.drain = drain
+        #: which containers a drain withdraws (None: all of them)
+        self.drain_scope = drain_scope
         if drain is not None:
             drain.on_status = self._on_drain_status
         self._clock = clock
@@ -228,6 +238,7 @@ class Daemon:
 
     def start(self) -> None:
         """Start following events and reconciling (in background threads)."""
+        self.status.docker_down("connecting to the Docker event stream")
         if self.task_events is not None:
             self.task_events.start()
         if self.drain is not None:
@@ -283,8 +294,23 @@ class Daemon:
             if work is None:
                 break
             self._reconcile(work)
-        if self.deregister_on_exit:
+        if self.deregister_on_exit and self._leaving():
             self._deregister()
+
+    def _leaving(self) -> bool:
+        """--deregister-on-exit applies only to a host that is going away; say which case."""
+        if self.departure is None:
+            return True
+        departure = self.departure()
+        if departure.leaving:
+            log.warning("this host is leaving (%s): deregistering its records",
+                        departure.reason, extra={"exit": "host leaving"})
+        else:
+            self._deregistered = True  # nothing was asked of it: not a failure
+            log.info("this host stays (%s): its records stay for the next agent on it "
+                     "(--deregister-on-exit deletes them only when the host is leaving)",
+                     departure.reason, extra={"exit": "host stays"})
+        return departure.leaving
 
     def _next_work(self, block: bool = True) -> Work | None:
         """Wait until there is something to do (or stop); take it from the shared state."""
@@ -298,6 +324,7 @@ class Daemon:
                     return self._take(now)
                 if not block:
                     return None
+                self.status.liveness.waiting(due)
                 self._cond.wait(due - now)
 
     def poll(self) -> Work | None:
@@ -362,12 +389,21 @@ class Daemon:
 
     def _reconcile(self, work: Work) -> None:
         started = self._clock()
+        self.status.liveness.busy(started)
+        try:
+            self._attempt(work, started)
+        finally:
+            self.status.liveness.idle()
+
+    def _attempt(self, work: Work, started: float) -> None:
         try:
             self._observe(work)
             if not self._view_known:
                 raise DockerUnavailable("no complete list of the containers yet")
-            # draining: the host's A record only (clients holding an SRV answer still reach it)
-            desired = self.agent.desired([] if work.draining else self._view.values())
+            # draining: the records of what ECS will not stop, and the host's A record (clients
+            # holding an SRV answer of a withdrawn task still reach it)
+            desired = self.agent.desired(self._kept_while_draining() if work.draining
+                                         else self._view.values())
             if not work.draining:
                 self.status.containers_withheld.set(self.agent.withheld)
             delivery = self.sink.reconcile(desired, self.agent.owns, full=work.kind != "event",
@@ -396,6 +432,11 @@ class Daemon:
                 delivery.summary, len(work.dirty), len(self._view),
                 extra={"reconcile": work.kind, **delivery.extra,
                        "seconds": round(finished - started, 3)})
+
+    def _kept_while_draining(self) -> list[Container]:
+        if self.drain_scope is None:
+            return []
+        return self.drain_scope.kept(self._view.values())
 
     def _observe(self, work: Work) -> None:
         """Update the view from the engine; containers it cannot tell about go to work.unknown."""
@@ -456,7 +497,8 @@ class Daemon:
         with self._cond:
             self._retry_work = retry
             self._retry_at = now + delay
-        self.status.reconcile_failed(work.kind, now - started, str(exc))
+        self.status.reconcile_failed(work.kind, now - started, str(exc),
+                                     code or type(exc).__name__)
         log.error("reconcile (%s) failed, retrying in %.1fs: %s", work.kind, delay, exc,
                   extra={"reconcile": work.kind, "retry_in": delay})
 
@@ -535,24 +577,28 @@ def build_daemon(agent: Agent, settings: Settings, clients: Clients, status: Sta
             resolve_arn=_arn_resolver(EcsIntrospection(settings.ecs_agent_url)),
             on_result=status.task_event_result,
         )
-    drain = None
-    if settings.drain_check > 0:
-        drain = DrainWatch(EcsIntrospection(settings.ecs_agent_url),
-                           lambda: clients.client("ecs"), settings.drain_check)
+    # The drain watch runs with --drain-check > 0; the exit check reads through it either way.
+    watch = DrainWatch(EcsIntrospection(settings.ecs_agent_url), lambda: clients.client("ecs"),
+                       settings.drain_check)
+    departure = DepartureCheck(watch, Imds(settings.imds_endpoint or None, timeout=1.0),
+                               ecs_once=lambda: clients.client("ecs", max_attempts=1))
     return Daemon(agent, coalesce=settings.coalesce, resync=settings.resync,
                   deregister_on_exit=settings.deregister_on_exit,
                   docker_url=settings.docker_host or None, status=status, task_events=sender,
-                  drain=drain)
+                  drain=watch if settings.drain_check > 0 else None,
+                  departure=departure.check, drain_scope=DrainScope(lambda: clients.client("ecs")))
 
 
 def _build_until_stopped(
     settings: Settings, build_agent: Callable[[Settings], tuple[Agent, Clients]],
-    stop: threading.Event,
+    stop: threading.Event, status: Status,
 ) -> tuple[Agent, Clients] | None:
     """Build the agent, retrying while Route 53 cannot be reached; None if stopped first.
 
     Each attempt runs in a thread, so that a SIGTERM is honoured at once even while botocore
-    is still retrying a call to an endpoint that does not answer.
+    is still retrying a call to an endpoint that does not answer. Start-up is alive for
+    ``/healthz`` (a throttled account must not get its agents replaced while they start) and
+    not ready for ``/readyz``.
     """
     def attempt(outcome: list[tuple[Agent, Clients] | BaseException]) -> None:
         try:
@@ -564,6 +610,7 @@ def _build_until_stopped(
     while True:
         outcome: list[tuple[Agent, Clients] | BaseException] = []
         worker = threading.Thread(target=attempt, args=(outcome,), name="startup", daemon=True)
+        status.liveness.busy(status.liveness.clock())
         worker.start()
         while worker.is_alive():
             if stop.wait(0.2):
@@ -574,6 +621,8 @@ def _build_until_stopped(
         if not isinstance(result, (ClientError, BotoCoreError)):
             raise result  # not transient (no such zone, no host identity): the CLI reports it
         log.error("cannot reach Route 53 (retrying in %.1fs): %s", delay, result)
+        status.starting(f"cannot reach Route 53 (retrying): {result}")
+        status.liveness.waiting(status.liveness.clock() + delay)
         if stop.wait(delay):
             return None
         delay = min(delay * 2, RETRY_MAX)
@@ -584,11 +633,8 @@ def serve(settings: Settings, build_agent: Callable[[Settings], tuple[Agent, Cli
     stop = threading.Event()
     signals = _Signals(stop.set)
     signals.install()
-    built = _build_until_stopped(settings, build_agent, stop)
-    if built is None:
-        return 0
-    agent, clients = built
-    status = Status(clients.stats)
+    status = Status()
+    status.starting("the agent is being built")
     server: StatusServer | None = None
     if settings.status_port:
         try:
@@ -598,20 +644,30 @@ def serve(settings: Settings, build_agent: Callable[[Settings], tuple[Agent, Cli
                       settings.status_port, exc)
             return 1
         server.start()
+    try:
+        return _run(settings, build_agent, status, stop, signals)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _run(settings: Settings, build_agent: Callable[[Settings], tuple[Agent, Clients]],
+         status: Status, stop: threading.Event, signals: _Signals) -> int:
+    built = _build_until_stopped(settings, build_agent, stop, status)
+    if built is None:
+        return 0
+    agent, clients = built
+    status.count_requests(clients.stats)
     daemon = build_daemon(agent, settings, clients, status)
     signals.on_signal = daemon.stop
     if stop.is_set():
         return 0
     daemon.start()
-    try:
-        while not signals.received.wait(1.0):
-            if not daemon.alive:
-                log.critical("the reconcile loop ended unexpectedly; exiting")
-                return 1
-        ok = daemon.wait(SHUTDOWN_GRACE)
-    finally:
-        if server is not None:
-            server.stop()
+    while not signals.received.wait(1.0):
+        if not daemon.alive:
+            log.critical("the reconcile loop ended unexpectedly; exiting")
+            return 1
+    ok = daemon.wait(SHUTDOWN_GRACE)
     log.info("stopped", extra={"aws_requests": clients.stats.by_operation()})
     return 0 if ok else 1
 

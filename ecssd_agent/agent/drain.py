@@ -14,6 +14,11 @@ status, at most once per interval (jittered, so hosts started together do not ca
 together). ECS allows each account a shared budget of these calls: the interval is a
 setting. Anything that cannot be read is "unknown" and changes nothing: an error never
 withdraws records, and never brings withdrawn ones back on a guess.
+
+The identity is cached, but only while ECS confirms it: when ECS answers INACTIVE or no
+longer describes the cached ARN, the ECS agent is asked again at once, and an instance
+registered anew (a new ARN) is judged by its new registration in the same check (one more
+DescribeContainerInstances, only then).
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ class DrainWatch:
         self.on_status = on_status
         self._rng = rng or random.Random()
         self._identity: InstanceIdentity | None = None
+        self.last_status = ""  # the last status ECS reported for this host's registration
+        self._lock = threading.Lock()  # the watch's thread and the exit check both read
         self._problem = ""  # the last failure logged, so a lasting one is logged once
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -97,12 +104,32 @@ class DrainWatch:
     def check(self) -> bool | None:
         """True: leaving (DRAINING); False: another status; None: unknown (logged once per
         cause)."""
+        status = self.read_status()
+        return None if status is None else status in LEAVING
+
+    def read_status(self, ecs: Callable[[], Any] | None = None) -> str | None:
+        """The ECS status of this host's current registration; None when unknown.
+
+        ``ecs`` overrides the client factory for this read (the exit check uses one that
+        does not retry)."""
+        with self._lock:
+            return self._read_status(ecs or self._ecs)
+
+    def _read_status(self, client: Callable[[], Any]) -> str | None:
         try:
-            if self._identity is None:  # it never changes while the ECS agent runs
-                self._identity = self.introspection.instance()
-            identity = self._identity
-            status = container_instance_status(self._ecs(), identity.cluster,
-                                               identity.container_instance_arn)
+            identity = self._identity or self.introspection.instance()
+            self._identity = identity
+            status = self._status(client, identity)
+            if status in ("", "INACTIVE"):
+                # deregistered, or no longer described: the ECS agent may have registered
+                # this instance anew; judge the current registration only
+                current = self.introspection.instance()
+                if current != identity:
+                    log.info("this host's container instance is now %s in %s (was %s, %s)",
+                             current.container_instance_arn, current.cluster,
+                             identity.container_instance_arn, status or "not described")
+                    identity = self._identity = current
+                    status = self._status(client, identity)
         except IntrospectionUnavailable as exc:
             self._unknown(f"cannot tell this host's container instance: {exc}")
             return None
@@ -117,10 +144,16 @@ class DrainWatch:
                           f"{identity.container_instance_arn} in {identity.cluster}")
             return None
         self.checks += 1
+        self.last_status = status
         if self._problem:
             log.info("container instance status readable again: %s", status)
             self._problem = ""
-        return status in LEAVING
+        return status
+
+    @staticmethod
+    def _status(ecs: Callable[[], Any], identity: InstanceIdentity) -> str:
+        return container_instance_status(ecs(), identity.cluster,
+                                         identity.container_instance_arn)
 
     def _unknown(self, problem: str) -> None:
         kind = problem.split(":", 1)[0]

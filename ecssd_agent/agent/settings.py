@@ -68,7 +68,11 @@ class Settings:
                                  "in one change request; during a burst of events the "
                                  "window grows (up to 36x) so a burst costs a few requests")
     deregister_on_exit: bool = _opt(False, "on SIGTERM/SIGINT, delete this host's records "
-                                           "before exiting")
+                                           "before exiting when the host is leaving (its ECS "
+                                           "container instance draining or deregistering, "
+                                           "its Auto Scaling lifecycle state Terminated, a "
+                                           "spot interruption notice); a host that stays "
+                                           "keeps them for the next agent")
     cw_send_events: bool = _opt(False, "put Task Started/Stopped events on EventBridge (source "
                                        "awslabs.ecs.container, as the reference agent did)")
     ecs_agent_url: str = _opt("http://127.0.0.1:51678", "ECS agent introspection API, for the "
@@ -83,9 +87,11 @@ class Settings:
                                     "one DescribeContainerInstances; jittered by 10%%); while "
                                     "it is DRAINING (or deregistering) the host's service "
                                     "records are withdrawn, its A record stays. 0: off")
-    status_port: int = _opt(0, "serve /healthz (200 when the Docker event stream is connected "
-                               "and the last reconcile succeeded, else 503) and /metrics "
-                               "(Prometheus) on this port (0: off)")
+    status_port: int = _opt(0, "serve /healthz (liveness: 503 only when the agent's loop is "
+                               "stuck or Docker has been unreachable for 5 minutes), /readyz "
+                               "(200 when the Docker event stream is connected and the last "
+                               "reconcile succeeded, else 503) and /metrics (Prometheus) on "
+                               "this port (0: off)")
     status_address: str = _opt("127.0.0.1", "address for the status server")
     host_table: str = _opt("", "queued mode (with --change-queue): publish this host's desired "
                                "state to this DynamoDB table and let the zone writer "

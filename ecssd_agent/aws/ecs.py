@@ -104,7 +104,8 @@ class EcsTask:
     desired_status: str
     task_definition_arn: str
     container_instance_arn: str = ""  # "" for Fargate
-    group: str = ""
+    group: str = ""  # "service:<name>" for a service's task, "family:<name>" or custom for RunTask
+    started_by: str = ""  # "ecs-svc/<id>" for a service's task
     started_at: datetime | None = None
     created_at: datetime | None = None
     eni_ips: tuple[str, ...] = ()  # private IPv4 addresses of awsvpc ENI attachments
@@ -115,6 +116,13 @@ class EcsTask:
     @property
     def id(self) -> str:
         return task_id(self.arn)
+
+    @property
+    def of_service(self) -> bool:
+        """Started by an ECS service's scheduler (ECS's documented marks: the task group
+        ``service:<name>``, ``startedBy`` ``ecs-svc/<id>``): ECS stops it when it drains the
+        instance; standalone tasks (RunTask, StartTask) it leaves running."""
+        return self.group.startswith("service:") or self.started_by.startswith("ecs-svc/")
 
     @property
     def stopping(self) -> bool:
@@ -287,6 +295,7 @@ def _task(raw: Mapping[str, Any]) -> EcsTask:
         task_definition_arn=raw.get("taskDefinitionArn", ""),
         container_instance_arn=raw.get("containerInstanceArn", "") or "",
         group=raw.get("group", "") or "",
+        started_by=raw.get("startedBy", "") or "",
         started_at=raw.get("startedAt"),
         created_at=raw.get("createdAt"),
         eni_ips=tuple(eni_ips),

@@ -1,4 +1,6 @@
-"""EC2 instance metadata with IMDSv2 (a session token first), for the host's name, IP and region.
+"""EC2 instance metadata with IMDSv2 (a session token first): the host's name, IP and region, and
+whether the instance is going away (its Auto Scaling target lifecycle state, a spot
+interruption notice).
 
 The endpoint is a setting (``--imds-endpoint``, else ``AWS_EC2_METADATA_SERVICE_ENDPOINT``)
 so tests point it at a fake server on 127.0.0.1; ``AWS_EC2_METADATA_DISABLED=true`` makes
@@ -53,18 +55,34 @@ class Imds:
         return self._token
 
     def get(self, path: str) -> str:
+        found = self.find(path)
+        if found is None:
+            raise MetadataUnavailable(f"instance metadata {path} from {self.endpoint}: "
+                                      "not found (404)")
+        return found
+
+    def find(self, path: str) -> str | None:
+        """The item at ``path``, or None when IMDS answers 404 (the item does not exist, as
+        ``spot/instance-action`` without a notice). Raises :class:`MetadataUnavailable` when
+        IMDS cannot be asked or answers anything else."""
         if self._disabled():
             raise MetadataUnavailable("instance metadata is disabled (AWS_EC2_METADATA_DISABLED)")
         try:
-            response = requests.get(
-                f"{self.endpoint}/latest/{path.lstrip('/')}",
-                headers={"X-aws-ec2-metadata-token": self.token()},
-                timeout=self.timeout,
-            )
+            response = self._get(path)
+            if response.status_code == 401:  # the token expired (a long-lived agent): anew
+                self._token = None
+                response = self._get(path)
+            if response.status_code == 404:
+                return None
             response.raise_for_status()
         except requests.RequestException as exc:
             raise MetadataUnavailable(f"instance metadata {path} from {self.endpoint}: {exc}") from exc
         return response.text.strip()
+
+    def _get(self, path: str) -> requests.Response:
+        return requests.get(f"{self.endpoint}/latest/{path.lstrip('/')}",
+                            headers={"X-aws-ec2-metadata-token": self.token()},
+                            timeout=self.timeout)
 
     def instance(self) -> InstanceMetadata:
         return InstanceMetadata(

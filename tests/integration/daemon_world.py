@@ -122,18 +122,29 @@ class AgentProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def healthz(self) -> tuple[int, str]:
-        """(status code, body) of /healthz; (0, error) when the server does not answer."""
+    def healthz(self, path: str = "/healthz") -> tuple[int, str]:
+        """(status code, body) of /healthz (liveness); (0, error) when the server does not
+        answer."""
         try:
-            response = requests.get(f"{self.base}/healthz", timeout=3)
+            response = requests.get(f"{self.base}{path}", timeout=3)
         except requests.RequestException as exc:
             return 0, str(exc)
         return response.status_code, response.text.strip()
+
+    def readyz(self) -> tuple[int, str]:
+        """(status code, body) of /readyz: 200 once Docker is followed and the last reconcile
+        succeeded."""
+        return self.healthz("/readyz")
 
     def healthy(self) -> bool:
         if not self.alive():
             raise AssertionError(f"the agent exited with {self.proc.returncode}:\n{self.log()}")
         return self.healthz()[0] == 200
+
+    def ready(self) -> bool:
+        if not self.alive():
+            raise AssertionError(f"the agent exited with {self.proc.returncode}:\n{self.log()}")
+        return self.readyz()[0] == 200
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         text = requests.get(f"{self.base}/metrics", timeout=5).text
@@ -236,16 +247,125 @@ def remove_labelled(api: Any, label: str) -> None:
 
 
 def start_agent(agents: list[AgentProcess], moto: Any, engine: Any, *args: str,
-                host: str = HOST, host_ip: str = HOST_IP, timeout: float = 30) -> AgentProcess:
-    """Start a daemon and wait until /healthz says 200 (its startup reconcile is done)."""
-    agent = AgentProcess(moto.env(), engine.base_url, host, host_ip, *args)
+                host: str = HOST, host_ip: str = HOST_IP, timeout: float = 30,
+                env: Mapping[str, str] | None = None) -> AgentProcess:
+    """Start a daemon and wait until /readyz says 200 (its startup reconcile is done).
+    ``env``: the process environment (default: the moto server's)."""
+    agent = AgentProcess(moto.env() if env is None else env, engine.base_url, host, host_ip,
+                         *args)
     agents.append(agent)
     try:
-        wait_for(agent.healthy, timeout=timeout, what="the agent's /healthz to answer 200")
+        wait_for(agent.ready, timeout=timeout, what="the agent's /readyz to answer 200")
     except AssertionError:
         print(agent.log())
         raise
     return agent
+
+
+AMI = "ami-12c6146b"  # any id: moto accepts it
+
+
+def register_container_instance(aws: Any, cluster: str) -> str:
+    """A container instance of ``cluster`` in the moto server; its ARN."""
+    instance = aws.client("ec2").run_instances(ImageId=AMI, MinCount=1, MaxCount=1)
+    ecs = aws.client("ecs")
+    ecs.create_cluster(clusterName=cluster)
+    identity = json.dumps({"instanceId": instance["Instances"][0]["InstanceId"]})
+    return str(ecs.register_container_instance(
+        cluster=cluster, instanceIdentityDocument=identity)["containerInstance"][
+        "containerInstanceArn"])
+
+
+def ecs_task_labels(aws: Any, cluster: str, service: str = "") -> dict[str, str]:
+    """Run a task in ``cluster`` (moto) and return the labels the ECS agent puts on its
+    containers. ``service``: started as ECS's service scheduler starts a service's tasks
+    (group ``service:<name>``, startedBy ``ecs-svc/<id>``); else a standalone RunTask (group
+    ``family:<name>``)."""
+    ecs = aws.client("ecs")
+    family = f"task-{time.monotonic_ns()}"
+    ecs.register_task_definition(family=family, containerDefinitions=[
+        {"name": "web", "image": "busybox", "memory": 64}])
+    marks = {"group": f"service:{service}", "startedBy": "ecs-svc/1234567890123456789"} \
+        if service else {}
+    task = ecs.run_task(cluster=cluster, taskDefinition=family, count=1, **marks)["tasks"][0]
+    return {"com.amazonaws.ecs.task-arn": task["taskArn"], "com.amazonaws.ecs.cluster": cluster,
+            "com.amazonaws.ecs.container-name": "web"}
+
+
+class Switch:
+    """On or off, flipped by a test while the patch that reads it is active."""
+
+    def __init__(self, on: bool = False) -> None:
+        self.on = on
+
+
+#: The Route 53 operations an agent makes (find the zone, read it, write it).
+ROUTE53_OPERATIONS = ("get_hosted_zone", "list_hosted_zones", "list_hosted_zones_by_name",
+                      "list_resource_record_sets", "change_resource_record_sets")
+
+
+@contextlib.contextmanager
+def route53_throttled(on: bool = False) -> Iterator[Switch]:
+    """While the yielded switch is on, every Route 53 request gets Route 53's answer to an
+    account over its budget: ``Throttling`` ("Rate exceeded", HTTP 400). The test's own
+    Route 53 reads are throttled too: read the zone with the switch off."""
+    from moto.route53 import models
+    from moto.route53.exceptions import Route53ClientError
+
+    switch = Switch(on)
+    originals = {name: getattr(models.Route53Backend, name) for name in ROUTE53_OPERATIONS}
+
+    def throttling(original: Any) -> Any:
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if switch.on:
+                raise Route53ClientError("Throttling", "Rate exceeded")
+            return original(self, *args, **kwargs)
+
+        return call
+
+    for name, original in originals.items():
+        setattr(models.Route53Backend, name, throttling(original))
+    try:
+        yield switch
+    finally:
+        for name, original in originals.items():
+            setattr(models.Route53Backend, name, original)
+
+
+@contextlib.contextmanager
+def ecs_keeps_deregistered_instances() -> Iterator[None]:
+    """Make moto keep a deregistered container instance as ECS does: described, INACTIVE
+    (moto 5.2 forgets it, so DescribeContainerInstances reports it MISSING). ECS's
+    ListContainerInstances leaves INACTIVE instances out unless asked for them; moto's
+    lists every instance it keeps, so it is filtered the same way."""
+    from moto.ecs import models
+
+    original_list = models.EC2ContainerServiceBackend.list_container_instances
+
+    def deregister_container_instance(self: Any, cluster_str: str,
+                                      container_instance_str: str, force: bool) -> Any:
+        cluster = self._get_cluster(cluster_str)
+        instance = self.container_instances[cluster.name][container_instance_str.split("/")[-1]]
+        instance.status = "INACTIVE"
+        return instance
+
+    def list_container_instances(self: Any, cluster_str: str) -> list[str]:
+        kept = self.container_instances.get(cluster_str.split("/")[-1], {}).values()
+        inactive = {ci.container_instance_arn for ci in kept if ci.status == "INACTIVE"}
+        return [arn for arn in original_list(self, cluster_str) if arn not in inactive]
+
+    original_deregister = models.EC2ContainerServiceBackend.deregister_container_instance
+    models.EC2ContainerServiceBackend.deregister_container_instance = (  # type: ignore[method-assign]
+        deregister_container_instance)
+    models.EC2ContainerServiceBackend.list_container_instances = (  # type: ignore[method-assign]
+        list_container_instances)
+    try:
+        yield
+    finally:
+        models.EC2ContainerServiceBackend.deregister_container_instance = (  # type: ignore[method-assign]
+            original_deregister)
+        models.EC2ContainerServiceBackend.list_container_instances = (  # type: ignore[method-assign]
+            original_list)
 
 
 class FakeEcsAgent:

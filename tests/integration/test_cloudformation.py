@@ -350,6 +350,18 @@ def test_instances_require_imdsv2_and_use_current_building_blocks(template: dict
     assert template["Parameters"]["ZoneName"]["Default"] == "servicediscovery.internal"
 
 
+def test_a_leaving_instance_lets_its_agent_see_it_before_shutdown(template: dict[str, Any]
+                                                                   ) -> None:
+    """Terminating:Wait sets the instance metadata's target lifecycle state to Terminated
+    before the shutdown stops the agent (--deregister-on-exit reads it); the instances go
+    before the agents on stack deletion, so the zone is emptied before it is deleted."""
+    (asg,) = resources_of(template, "AWS::AutoScaling::AutoScalingGroup").values()
+    (hook,) = asg["Properties"]["LifecycleHookSpecificationList"]
+    assert hook["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+    assert hook["DefaultResult"] == "CONTINUE" and 30 <= hook["HeartbeatTimeout"] <= 120
+    assert "AgentService" in as_list(asg["DependsOn"])
+
+
 def test_agent_runs_as_a_daemon_with_the_docker_socket(template: dict[str, Any]) -> None:
     service = template["Resources"]["AgentService"]["Properties"]
     assert service["SchedulingStrategy"] == "DAEMON"

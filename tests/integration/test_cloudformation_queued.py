@@ -232,8 +232,9 @@ def test_each_role_has_exactly_what_its_mode_needs(template: dict[str, Any],
     queued = condition_values(template, {"AgentSendEvents": send_events})
     direct = condition_values(template, {"AgentSendEvents": send_events,
                                          "AgentWriteMode": "direct"})
-    # Both modes: the drain watch reads this host's container instance status.
-    drain = {"ecs:DescribeContainerInstances"}
+    # Both modes: the drain watch reads this host's container instance status and, during a
+    # drain, which of its tasks a service started.
+    drain = {"ecs:DescribeContainerInstances", "ecs:DescribeTasks"}
     # Queued: the agent makes no Route 53 request, it publishes (one item, one message).
     assert role_actions(template, "AgentTaskRole", queued) == {
         "dynamodb:PutItem", "sqs:SendMessage"} | events | drain

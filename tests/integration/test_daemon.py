@@ -22,6 +22,7 @@ from tests.integration.daemon_world import (
     zone,
 )
 from tests.support.images import Containers, host_port
+from tests.support.imds import FakeImds
 from tests.support.poll import wait_for
 
 OTHER, OTHER_IP = "ip-127-0-0-9", "127.0.0.9"
@@ -132,13 +133,20 @@ def test_sigterm_with_deregister_on_exit_removes_this_hosts_records_only(
          "ResourceRecords": [{"Value": f"1 1 31000 {OTHER}.{ZONE}."}]},
     ]
     zone.create_records([foreign, *theirs])
-    agent = start_agent(agents, aws, docker_engine, "--deregister-on-exit")
-    web = containers.run(env=service_env("web"), ports=["127.0.0.1::8081"])
-    wait_for(lambda: web[:12] in zone.srv(HOST), timeout=15, what="web's record")
-    stopped = time.monotonic()
-    agent.signal(signal.SIGTERM)
-    assert agent.wait(timeout=10) == 0
-    elapsed = time.monotonic() - stopped
+    # the host is leaving: Auto Scaling is terminating it
+    imds = FakeImds({"meta-data/autoscaling/target-lifecycle-state": "Terminated"})
+    env = {k: v for k, v in aws.env().items() if k != "AWS_EC2_METADATA_DISABLED"}
+    try:
+        agent = start_agent(agents, aws, docker_engine, "--deregister-on-exit",
+                            "--imds-endpoint", imds.url, env=env)
+        web = containers.run(env=service_env("web"), ports=["127.0.0.1::8081"])
+        wait_for(lambda: web[:12] in zone.srv(HOST), timeout=15, what="web's record")
+        stopped = time.monotonic()
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(timeout=10) == 0
+        elapsed = time.monotonic() - stopped
+    finally:
+        imds.close()
     assert elapsed < 5, f"took {elapsed:.1f}s to stop"
     assert zone.owned(HOST) == {}
     left = {(r["Name"], r.get("SetIdentifier")) for r in zone.listing()}

@@ -5,7 +5,6 @@ agent introspection API on 127.0.0.1. Every wait is a bounded poll."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -17,7 +16,9 @@ from tests.integration.daemon_world import (
     Zone,
     agents,
     ecs_agent,
+    ecs_task_labels,
     healthy_after,
+    register_container_instance,
     service_env,
     start_agent,
     zone,
@@ -28,7 +29,6 @@ from tests.support.poll import wait_for
 __all__ = ["agents", "ecs_agent", "zone"]  # fixtures
 
 PORTS = ["127.0.0.1::8081"]
-AMI = "ami-12c6146b"  # any id: moto accepts it
 
 
 def health(engine: Any, container_id: str) -> str:
@@ -100,17 +100,6 @@ def test_without_the_health_gate_a_starting_container_is_published(
     assert health(docker_engine, never) == "starting"
 
 
-def register_container_instance(aws: Any, cluster: str) -> str:
-    """A container instance of ``cluster`` in the moto server; its ARN."""
-    instance = aws.client("ec2").run_instances(ImageId=AMI, MinCount=1, MaxCount=1)
-    ecs = aws.client("ecs")
-    ecs.create_cluster(clusterName=cluster)
-    identity = json.dumps({"instanceId": instance["Instances"][0]["InstanceId"]})
-    return str(ecs.register_container_instance(
-        cluster=cluster, instanceIdentityDocument=identity)["containerInstance"][
-        "containerInstanceArn"])
-
-
 def test_draining_withdraws_the_service_records_and_active_brings_them_back(
         aws: Any, zone: Zone, docker_engine: Any, containers: Containers,
         agents: list[AgentProcess], ecs_agent: FakeEcsAgent) -> None:
@@ -119,11 +108,15 @@ def test_draining_withdraws_the_service_records_and_active_brings_them_back(
     ecs_agent.cluster, ecs_agent.container_instance_arn = cluster, arn
     agent = start_agent(agents, aws, docker_engine, "--ecs-agent-url", ecs_agent.url,
                         "--drain-check", "0.5")
-    web = containers.run(env=service_env("web"), ports=PORTS)
-    api = containers.run(env=service_env("api"), ports=PORTS)
+    # tasks of services, which ECS stops when it drains the instance
+    web = containers.run(env=service_env("web"), ports=PORTS,
+                         labels=ecs_task_labels(aws, cluster, service="web"))
+    api = containers.run(env=service_env("api"), ports=PORTS,
+                         labels=ecs_task_labels(aws, cluster, service="api"))
     wait_for(lambda: {web[:12], api[:12]} <= set(zone.srv(HOST)), timeout=15,
              what="both records")
     ecs = aws.client("ecs")
+    late_task = ecs_task_labels(aws, cluster, service="late")  # its container starts later
     changes = agent.change_requests()
     ecs.update_container_instances_state(cluster=cluster, containerInstances=[arn],
                                          status="DRAINING")
@@ -133,7 +126,7 @@ def test_draining_withdraws_the_service_records_and_active_brings_them_back(
     assert agent.change_requests() == changes + 1  # both withdrawn in one change request
     assert agent.metrics()[("ecssd_instance_draining", ())] == 1
     # a container started while draining is not published either
-    late = containers.run(env=service_env("late"), ports=PORTS)
+    late = containers.run(env=service_env("late"), ports=PORTS, labels=late_task)
     marker_resyncs = reconciles(agent, "event")
     wait_for(lambda: reconciles(agent, "event") > marker_resyncs, timeout=10,
              what="late's start to be handled")
@@ -151,9 +144,10 @@ def test_an_agent_started_on_a_draining_host_publishes_only_its_a_record(
     cluster = f"drain-{time.monotonic_ns()}"
     arn = register_container_instance(aws, cluster)
     ecs_agent.cluster, ecs_agent.container_instance_arn = cluster, arn
+    web = containers.run(env=service_env("web"), ports=PORTS,
+                         labels=ecs_task_labels(aws, cluster, service="web"))
     aws.client("ecs").update_container_instances_state(cluster=cluster, containerInstances=[arn],
                                                        status="DRAINING")
-    web = containers.run(env=service_env("web"), ports=PORTS)
     # a restart during a drain: the startup must not bring back what the drain withdrew
     agent = start_agent(agents, aws, docker_engine, "--ecs-agent-url", ecs_agent.url,
                         "--drain-check", "30")

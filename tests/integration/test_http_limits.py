@@ -165,7 +165,8 @@ def test_the_agents_status_server_answers_and_its_process_connects_out_under_300
         try:
             port = int(process.stdout.readline())
             with idle_connections(port):
-                assert get(port, "/healthz")[0] == 503  # no reconcile yet: answered, honestly
+                assert get(port, "/readyz")[0] == 503  # no reconcile yet: answered, honestly
+                assert get(port, "/healthz")[0] in (200, 503)  # liveness: answered at all
                 status, body = get(port, "/metrics")
                 assert status == 200 and b"ecssd_records_owned" in body
                 process.stdin.write(f"probe {target.getsockname()[1]}\n")

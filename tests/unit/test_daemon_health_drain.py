@@ -20,6 +20,7 @@ from ecssd_agent.agent.daemon import Daemon
 from ecssd_agent.agent.docker_events import LIFECYCLE_ACTIONS, parse_event
 from ecssd_agent.agent.docker_source import to_container
 from ecssd_agent.agent.drain import DrainWatch
+from ecssd_agent.agent.drain_scope import DrainScope
 from ecssd_agent.agent.ecs_introspection import (
     EcsIntrospection,
     InstanceIdentity,
@@ -32,7 +33,11 @@ from ecssd_agent.agent.status import Status
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.core.coalescer import CAP_FACTOR
-from tests.integration.daemon_world import FakeEcsAgent
+from ecssd_agent.core.model import Container
+from tests.integration.daemon_world import (
+    FakeEcsAgent,
+    ecs_keeps_deregistered_instances,
+)
 from tests.unit.test_daemon_loop import (
     HOST,
     ZONE,
@@ -304,3 +309,81 @@ def test_which_statuses_withdraw(status: str, leaving: bool) -> None:
                        lambda: ecs, interval=30.0)
     assert watch.check() is leaving
     stubber.assert_no_pending_responses()
+
+
+def test_a_reregistered_instance_is_judged_by_its_new_registration(
+        drain_world: DrainWorld) -> None:
+    w = drain_world
+    with ecs_keeps_deregistered_instances():
+        w.docker.run(cid(1), "web", 32001)
+        w.stream.on_connect()
+        w.set_status("DRAINING")
+        assert w.watch.tick() is True
+        w.settle()
+        assert f"SRV web.{ZONE}." not in w.records()
+        # deregistered: ECS describes the old ARN as INACTIVE (for a while), and the ECS
+        # agent registers the instance anew
+        w.ecs.deregister_container_instance(cluster=w.cluster, containerInstance=w.arn,
+                                            force=True)
+        assert w.watch.tick() is True  # INACTIVE, and the ECS agent still names it
+        ec2 = boto3.client("ec2", region_name="us-east-1")
+        instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)
+        new_arn = w.ecs.register_container_instance(
+            cluster=w.cluster, instanceIdentityDocument=json.dumps(
+                {"instanceId": instance["Instances"][0]["InstanceId"]}))["containerInstance"][
+            "containerInstanceArn"]
+        w.introspection.identity = InstanceIdentity(w.cluster, new_arn)
+        calls = w.requests("DescribeContainerInstances")
+        assert w.watch.tick() is False  # one check: the old ARN INACTIVE, the new one ACTIVE
+        assert w.requests("DescribeContainerInstances") == calls + 2
+        assert w.settle() == ["drain"]
+        assert f"SRV web.{ZONE}." in w.records()
+        assert w.watch.tick() is False  # and from now on only the new one is read
+        assert w.requests("DescribeContainerInstances") == calls + 3
+
+
+# --- what a drain withdraws ----------------------------------------------------------------
+
+def test_the_drain_scope_reads_each_task_once() -> None:
+    with mock_aws():
+        ecs = boto3.client("ecs", region_name="us-east-1")
+        ecs.create_cluster(clusterName="prod")
+        ec2 = boto3.client("ec2", region_name="us-east-1")
+        instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)
+        ecs.register_container_instance(cluster="prod", instanceIdentityDocument=json.dumps(
+            {"instanceId": instance["Instances"][0]["InstanceId"]}))
+        ecs.register_task_definition(family="web", containerDefinitions=[
+            {"name": "web", "image": "busybox", "memory": 8}])
+        service = [t["taskArn"] for t in ecs.run_task(
+            cluster="prod", taskDefinition="web", count=10, group="service:web",
+            startedBy="ecs-svc/1")["tasks"]] * 12  # (one task may have several containers)
+        standalone = [t["taskArn"] for t in ecs.run_task(
+            cluster="prod", taskDefinition="web", count=10)["tasks"]]
+        calls = {"n": 0}
+
+        def client() -> Any:
+            calls["n"] += 1
+            return ecs
+
+        def container(n: int, arn: str) -> Container:
+            return Container(id=cid(n), name=f"c{n}", env={}, ports={}, labels={
+                "com.amazonaws.ecs.task-arn": arn, "com.amazonaws.ecs.cluster": "prod"})
+
+        scope = DrainScope(client)
+        containers = [container(n, arn) for n, arn in enumerate(service + standalone)]
+        outside = Container(id=cid(200), name="local", env={}, labels={}, ports={})
+        kept = scope.kept([*containers, outside])
+        assert {c.labels.get("com.amazonaws.ecs.task-arn") for c in kept} == {*standalone, None}
+        assert scope.reads == 1 and calls["n"] == 1  # 20 distinct tasks: one DescribeTasks
+        assert scope.kept(containers) == kept[:-1] and scope.reads == 1  # known: no read
+
+
+def test_a_drain_scope_that_cannot_read_ecs_withdraws() -> None:
+    failing = boto3.client("ecs", region_name="us-east-1")
+    stubber = Stubber(failing)
+    stubber.add_client_error("describe_tasks", "ServerException", "internal error",
+                             http_status_code=500)
+    stubber.activate()
+    task = Container(id=cid(1), name="t", env={}, ports={}, labels={
+        "com.amazonaws.ecs.task-arn": "arn:aws:ecs:us-east-1:123456789012:task/prod/abc"})
+    assert DrainScope(lambda: failing).kept([task]) == []

@@ -159,7 +159,8 @@ def world() -> Iterator[World]:
         docker = FakeDocker()
         clock = Clock()
         agent = Agent(DirectSink(zone), docker, HOST)  # type: ignore[arg-type]
-        daemon = Daemon(agent, coalesce=0.25, resync=300.0, status=Status(clients.stats),
+        daemon = Daemon(agent, coalesce=0.25, resync=300.0,
+                        status=Status(clients.stats, clock=clock),
                         stream_factory=FakeStream, clock=clock, rng=random.Random(7))
         yield World(clients, zone, docker, clock, daemon)
 
@@ -181,7 +182,7 @@ def test_startup_lists_once_and_registers_everything_in_one_request(world: World
     }
     assert world.requests("ChangeResourceRecordSets") == 1
     assert world.requests("ListResourceRecordSets") == 1
-    assert world.daemon.status.health() == (True, "ok")
+    assert world.daemon.status.ready() == (True, "ok")
 
 
 def test_an_event_costs_one_change_request_and_no_listing(world: World) -> None:
@@ -260,14 +261,14 @@ def test_engine_unreachable_keeps_records_and_retries(world: World) -> None:
     world.clock.advance(1.0)
     assert world.daemon.poll() is not None
     assert f"SRV web.{ZONE}." in world.records()  # unknown is not gone
-    healthy, reason = world.daemon.status.health()
+    healthy, reason = world.daemon.status.ready()
     assert not healthy and "cannot inspect" in reason
     world.docker.down = False
     world.docker.stop(cid(8))
     world.clock.advance(RETRY_MIN)
     assert world.settle() == ["retry"]
     assert f"SRV web.{ZONE}." not in world.records()
-    assert world.daemon.status.health() == (True, "ok")
+    assert world.daemon.status.ready() == (True, "ok")
 
 
 def test_no_listing_of_the_containers_means_no_change(world: World) -> None:
@@ -298,7 +299,7 @@ def test_route53_unreachable_keeps_desired_state_and_converges_later(world: Worl
     world.event(11, "start")
     world.settle(limit=7)
     assert calls["n"] >= 1
-    assert not world.daemon.status.health()[0]
+    assert not world.daemon.status.ready()[0]
     retry_at = world.daemon._retry_at
     assert retry_at is not None
     # backoff grows while it keeps failing
@@ -309,7 +310,7 @@ def test_route53_unreachable_keeps_desired_state_and_converges_later(world: Worl
     world.clock.t = world.daemon._retry_at
     world.settle()
     assert f"SRV web.{ZONE}." in world.records()
-    assert world.daemon.status.health() == (True, "ok")
+    assert world.daemon.status.ready() == (True, "ok")
 
 
 def test_hand_deleted_record_is_repaired_by_the_resync(world: World) -> None:
@@ -333,7 +334,7 @@ def test_a_rejected_batch_is_replanned_on_a_fresh_listing(world: World) -> None:
     world.event(14, "die")
     assert world.settle() == ["event"]
     assert set(world.records()) == {f"A {HOST.label}.{ZONE}."}
-    assert world.daemon.status.health() == (True, "ok")
+    assert world.daemon.status.ready() == (True, "ok")
 
 
 def test_deregister_on_exit_deletes_only_this_hosts_records(world: World) -> None:
@@ -357,14 +358,14 @@ def test_deregister_on_exit_deletes_only_this_hosts_records(world: World) -> Non
 def test_reconnect_relists_every_container(world: World) -> None:
     started(world, (16, "web", 32016))
     world.stream.on_disconnect("engine restarting")
-    assert world.daemon.status.health()[0] is False
+    assert world.daemon.status.ready()[0] is False
     world.docker.stop(cid(16))  # stopped while nobody listened: no event
     world.docker.run(cid(17), "api", 32017)
     world.stream.on_connect()
     assert world.settle() == ["relist"]
     assert f"SRV web.{ZONE}." not in world.records()
     assert f"SRV api.{ZONE}." in world.records()
-    assert world.daemon.status.health() == (True, "ok")
+    assert world.daemon.status.ready() == (True, "ok")
 
 
 def test_coalescer_window_cap_and_growth() -> None:
@@ -467,21 +468,27 @@ def test_startup_retries_route53_errors_and_stops_at_once() -> None:
         return sentinel
 
     stop = threading.Event()
-    assert daemon_module._build_until_stopped(None, flaky, stop) is sentinel  # type: ignore[arg-type]
+    status = Status()
+    status.docker_up()  # (so that /readyz names start-up, not Docker)
+    assert daemon_module._build_until_stopped(None, flaky, stop, status) is sentinel  # type: ignore[arg-type]
     assert len(calls) == 3 and calls[2] - calls[0] >= RETRY_MIN * 3  # backed off
+    # start-up retrying AWS is alive (/healthz), not ready (/readyz)
+    assert status.health()[0] is True
+    ready, why = status.ready()
+    assert not ready and "starting: cannot reach Route 53" in why
 
     def no_zone(settings: Any) -> Any:
         raise ZoneError("no private hosted zone named x.")
 
     with pytest.raises(ZoneError):  # not transient: the CLI reports it and exits 1
-        daemon_module._build_until_stopped(None, no_zone, stop)  # type: ignore[arg-type]
+        daemon_module._build_until_stopped(None, no_zone, stop, status)  # type: ignore[arg-type]
 
     def hanging(settings: Any) -> Any:
         time.sleep(30)  # botocore retrying an endpoint that does not answer
 
     threading.Timer(0.3, stop.set).start()
     started = time.monotonic()
-    assert daemon_module._build_until_stopped(None, hanging, stop) is None  # type: ignore[arg-type]
+    assert daemon_module._build_until_stopped(None, hanging, stop, status) is None  # type: ignore[arg-type]
     assert time.monotonic() - started < 2
 
 

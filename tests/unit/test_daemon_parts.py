@@ -288,16 +288,20 @@ def test_healthz_and_metrics_over_http() -> None:
         server.start()
         base = f"http://127.0.0.1:{server.port}"
         try:
-            first = requests.get(f"{base}/healthz", timeout=5)
+            first = requests.get(f"{base}/readyz", timeout=5)
             assert first.status_code == 503 and "docker" in first.text
+            alive = requests.get(f"{base}/healthz", timeout=5)
+            assert alive.status_code == 200 and "not ready: docker" in alive.text
             status.docker_up()
-            assert requests.get(f"{base}/healthz", timeout=5).status_code == 503  # no reconcile yet
+            assert requests.get(f"{base}/readyz", timeout=5).status_code == 503  # no reconcile yet
             status.reconciled("startup", 0.02, owned=3)
-            ok = requests.get(f"{base}/healthz", timeout=5)
-            assert (ok.status_code, ok.text) == (200, "ok\n")
+            for path in ("/healthz", "/readyz"):
+                ok = requests.get(f"{base}{path}", timeout=5)
+                assert (ok.status_code, ok.text) == (200, "ok\n")
             status.docker_down("stream error: connection reset")
-            down = requests.get(f"{base}/healthz", timeout=5)
+            down = requests.get(f"{base}/readyz", timeout=5)
             assert down.status_code == 503 and "connection reset" in down.text
+            assert requests.get(f"{base}/healthz", timeout=5).status_code == 200  # not for long
             status.changes.labels("CREATE").inc(3)
             status.event_latency.observe(0.3)
             text = requests.get(f"{base}/metrics", timeout=5).text

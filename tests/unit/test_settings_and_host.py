@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +9,7 @@ import pytest
 from ecssd_agent.agent import cli
 from ecssd_agent.agent.settings import SettingsError, load, parser
 from ecssd_agent.aws.imds import Imds, MetadataUnavailable
+from tests.support.imds import FakeImds
 
 
 def test_defaults():
@@ -54,45 +53,12 @@ def test_help_documents_every_option_and_its_variable():
         assert "ECSSD_" + option[2:].upper().replace("-", "_") in text
 
 
-class FakeImds(http.server.BaseHTTPRequestHandler):
-    """IMDSv2: a PUT for a token first; GETs without the token are refused (401)."""
-
-    token = "tok-123"
-    data = {"/latest/meta-data/local-hostname": "ip-10-0-0-12.ec2.internal",
-            "/latest/meta-data/local-ipv4": "10.0.0.12",
-            "/latest/meta-data/placement/region": "eu-west-1",
-            "/latest/meta-data/instance-id": "i-0abc"}
-
-    def do_PUT(self) -> None:
-        ok = self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
-        self._reply(200 if ok else 400, self.token if ok else "")
-
-    def do_GET(self) -> None:
-        if self.headers.get("X-aws-ec2-metadata-token") != self.token:
-            self._reply(401, "")
-        elif self.path in self.data:
-            self._reply(200, self.data[self.path])
-        else:
-            self._reply(404, "")
-
-    def _reply(self, status: int, body: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body.encode())
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def imds(monkeypatch) -> Iterator[str]:
     monkeypatch.delenv("AWS_EC2_METADATA_DISABLED", raising=False)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeImds)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    fake = FakeImds()
+    yield fake.url
+    fake.close()
 
 
 def test_imds_v2_reads_the_instance(imds):
