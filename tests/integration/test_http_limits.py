@@ -46,6 +46,19 @@ def free_port(kind: int) -> int:
         return int(sock.getsockname()[1])
 
 
+def free_udp_tcp_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 right now (the DNS port is both)."""
+    for _ in range(50):
+        port = free_port(socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
 def threads(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Threads:"):
@@ -99,7 +112,7 @@ def test_ecssd_dns_answers_http_and_dns_and_reads_the_zone_under_300_idle_http_c
     zone.apply([Change(Action.CREATE, RecordSet(f"_calc._tcp.{Z}", "SRV",
                                                 ("1 1 8080 ip-127-0-0-2." + Z,), 60)),
                 Change(Action.CREATE, RecordSet(f"ip-127-0-0-2.{Z}", "A", ("127.0.0.2",), 60))])
-    dns_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    dns_port, http_port = free_udp_tcp_port(), free_port(socket.SOCK_STREAM)
     log = tmp_path / "ecssd-dns.log"
     code = LIMITED.format(n=FD_LIMIT) + (
         "import sys; from ecssd_agent.dns.server import main; sys.exit(main())")
@@ -114,8 +127,13 @@ def test_ecssd_dns_answers_http_and_dns_and_reads_the_zone_under_300_idle_http_c
                              timeout=3)
 
     try:
-        wait_for(lambda: get(http_port, "/prometheus/targets")[0] == 200, timeout=30,
-                 what="ecssd-dns to serve", ignore=(OSError,))
+        def serving() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"ecssd-dns exited {process.returncode}:\n"
+                                     f"{log.read_text(errors='replace')}")
+            return get(http_port, "/prometheus/targets")[0] == 200
+
+        wait_for(serving, timeout=30, what="ecssd-dns to serve", ignore=(OSError,))
         with idle_connections(http_port):
             for _ in range(3):
                 status, body = get(http_port, "/prometheus/targets")
