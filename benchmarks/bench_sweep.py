@@ -38,8 +38,8 @@ import boto3  # noqa: E402
 from benchmarks.moto_process import MotoProcess  # noqa: E402
 from benchmarks.rows import result_row  # noqa: E402
 from ecssd_agent.aws.clients import Clients  # noqa: E402
+from ecssd_agent.sweep.settings import SweepSettings  # noqa: E402
 from health_lambda import handler  # noqa: E402
-from health_lambda.config import SweepSettings  # noqa: E402
 
 AREA = "sweep"
 CHECK_TIMEOUT = SweepSettings.check_timeout  # the defaults: what an operator gets
@@ -108,11 +108,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             event, hook = world.bindings_hook()  # the port bindings real ECS reports
             clients.client("ecs").meta.events.register(event, hook)
             os.environ["DOMAIN"] = "sd.internal"
-            handler.reset(lambda: clients)
+            handler.runtime.reset(lambda: handler.build(clients=clients))
             started = time.monotonic()
             summary = handler.lambda_handler({}, None)
             wall = time.monotonic() - started
-            handler.reset()
+            handler.runtime.reset()
             calls = clients.stats.by_operation()
     finally:
         fleet.close()

@@ -37,8 +37,8 @@ def setting(default: Any, help: str, *, env: str = "", choices: Sequence[str] = 
     """A dataclass field that is a setting.
 
     ``env`` names its environment variable where the convention (``ECSSD_<NAME>`` for the
-    CLIs) does not apply, as for the Lambdas' reference-compatible names; ``legacy`` adds
-    flag spellings (the reference agent's ``-sync``).
+    CLIs) does not apply, as for the Lambdas' names; ``legacy`` adds flag spellings that
+    existing service files use (``-sync``).
     """
     return field(default=default, metadata={
         "help": help, "env": env, "choices": tuple(choices), "legacy": tuple(legacy),

@@ -5,8 +5,8 @@ seconds, ``ReportBatchItemFailures``): the mapping gathers the hints of many hos
 invocation, so one write carries a whole burst. On an AWS error every hint of the batch is
 reported failed and SQS delivers it again; a message that is not a hint is logged and dropped
 (delivering it again cannot help). The health sweep's verify hints come on the same queue
-(see :mod:`ecssd_agent.writer.zone_writer`). Settings and clients are built on first use, never at
-import time.
+(see :mod:`ecssd_agent.writer.zone_writer`). The writer, its settings and clients are built on
+the first invocation (:mod:`health_lambda.runtime`).
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecssd_agent import logs
 from ecssd_agent.aws.change_queue import ChangeQueue, QueueError
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import StoreError
 from ecssd_agent.writer.cli import build_writer
 from ecssd_agent.writer.settings import load_lambda_settings
 from ecssd_agent.writer.zone_writer import WriterInterrupted, ZoneWriter, read_hints
+from health_lambda import runtime as lambda_runtime
 
 log = logging.getLogger("health_lambda.zone_writer")
 summary_log = logging.getLogger("health_lambda.zone_writer.summary")
@@ -37,42 +37,32 @@ summary_log = logging.getLogger("health_lambda.zone_writer.summary")
 FINISH_MARGIN = 60.0
 FINISH_SHARE = 0.25
 
-_lock = threading.Lock()
-_writer: tuple[ZoneWriter, ChangeQueue | None] | None = None
+@dataclass(frozen=True)
+class WriterRuntime:
+    writer: ZoneWriter
+    queue: ChangeQueue | None  # CHANGE_QUEUE: where unfinished hosts are handed back
 
 
-def _build() -> tuple[ZoneWriter, ChangeQueue | None]:
-    global _writer
-    with _lock:
-        if _writer is None:
-            settings = load_lambda_settings(os.environ)
-            if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-                logs.setup("json", settings.log_level)
-            clients = Clients(region=settings.region or os.environ.get("AWS_REGION"),
-                              max_attempts=settings.aws_max_attempts,
-                              zone_role=settings.zone_role(cli=False))
-            queue = (ChangeQueue(clients.client("sqs"), settings.change_queue)
-                     if settings.change_queue else None)
-            _writer = (build_writer(settings, clients), queue)
-        return _writer
+def build() -> WriterRuntime:
+    """The writer, its clients and its queue, from the function's settings; a configuration
+    error raises (the Lambda fails loudly: SQS delivers the hints again once it is fixed)."""
+    settings = load_lambda_settings(os.environ)
+    lambda_runtime.setup_logging(settings.log_level)
+    clients = Clients(region=settings.region or lambda_runtime.region(),
+                      max_attempts=settings.aws_max_attempts,
+                      zone_role=settings.zone_role(cli=False))
+    queue = (ChangeQueue(clients.client("sqs"), settings.change_queue)
+             if settings.change_queue else None)
+    return WriterRuntime(build_writer(settings, clients), queue)
 
 
-def reset() -> None:
-    """Forget the cached writer (tests, or a changed configuration)."""
-    global _writer
-    with _lock:
-        _writer = None
+runtime: lambda_runtime.Lazy[WriterRuntime] = lambda_runtime.Lazy(build)
 
 
 def _deadline(context: Any) -> float | None:
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if not callable(remaining):
+    seconds = lambda_runtime.remaining_seconds(context)
+    if seconds is None:
         return None
-    try:
-        millis = float(remaining())
-    except (TypeError, ValueError):
-        return None
-    seconds = max(0.0, millis / 1000.0)
     return time.time() + seconds - min(FINISH_MARGIN, seconds * FINISH_SHARE)
 
 
@@ -80,7 +70,8 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     records = event.get("Records", []) if isinstance(event, dict) else []
     bodies = {str(r.get("messageId", i)): str(r.get("body", "")) for i, r in enumerate(records)
               if isinstance(r, dict)}
-    writer, queue = _build()  # a configuration error raises: the Lambda fails loudly
+    rt = runtime.get()  # a configuration error raises: the Lambda fails loudly
+    writer, queue = rt.writer, rt.queue
     zone = writer.zone.zone.name
     hints = read_hints(bodies, zone)
     try:

@@ -53,7 +53,7 @@ _DOCKER_FIXTURES = frozenset({"docker_engine", "busybox_image", "containers"})
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "python_image: builds ecssd-python:3 (slow once; runs on CI or when ECSSD_TEST_PYTHON_IMAGE=1)",
+        "python_image: builds ecssd-python:3 (slow once; make test and CI run it; ECSSD_TEST_PYTHON_IMAGE=1)",
     )
 
 

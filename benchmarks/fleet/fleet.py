@@ -36,6 +36,7 @@ from benchmarks.fleet.world import ZONE, World
 from benchmarks.fleet.writer import QueuedWriter, WriterConfig, WriterCosts, WriterSummary
 from ecssd_agent.aws.route53 import batches
 from ecssd_agent.core.model import RecordSet
+from ecssd_agent.core.ownership import Kind
 from ecssd_agent.core.plan import plan
 
 SOA = "ns-1.awsdns-00.com. hostmaster. 1 7200 900 1209600 86400"
@@ -336,7 +337,7 @@ class Fleet:
 
         def doomed(record: RecordSet) -> bool:
             owner = owner_of(record.set_identifier)
-            if owner is None or owner.kind != "h":
+            if owner is None or owner.kind is not Kind.HOST:
                 return False
             return owner.host in dead or (owner.container in unhealthy
                                           and unhealthy[owner.container][0].host.label == owner.host)

@@ -30,16 +30,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.fleet.engine import Call, Instruction, Sleep
-from benchmarks.fleet.retry import RETRYABLE, BotocoreClient, RetryPolicy
+from benchmarks.fleet.retry import BotocoreClient, RetryPolicy
 from benchmarks.fleet.route53 import CHANGE, GET_ZONE, LIST, RecordKey, Response, owner_of
 from benchmarks.fleet.world import World
 from ecssd_agent.agent.daemon import RESYNC_JITTER, RETRY_MAX, RETRY_MIN, THROTTLED_RETRY_MAX
 from ecssd_agent.agent.settings import Settings
-from ecssd_agent.aws.route53 import batches
+from ecssd_agent.aws.route53 import Meaning, batches, code_meaning
 from ecssd_agent.core.coalescer import Coalescer
 from ecssd_agent.core.metadata import service_instances
 from ecssd_agent.core.model import Action, Change, Container, Host, RecordSet, Routing, ServiceInstance
-from ecssd_agent.core.plan import Owns, plan
+from ecssd_agent.core.ownership import Kind, Owns
+from ecssd_agent.core.plan import plan
 from ecssd_agent.core.records import host_records
 from ecssd_agent.sync.reconcile import converge
 from ecssd_agent.sync.zone_reads import NameScan, ReadSchedule
@@ -126,16 +127,16 @@ class SimContainer:
 
 
 def host_owns(label: str) -> Owns:
-    """``agent.owned_by_host(label)`` with the SetIdentifier parse memoised across hosts.
+    """``ownership.owned_by_host(label)`` with the SetIdentifier parse memoised across hosts.
 
-    Same test (the SetIdentifier parses exactly, kind "h", this host), but every host of the
+    Same test (the SetIdentifier parses exactly, kind HOST, this host), but every host of the
     simulation reads the same identifiers: parsing each once instead of once per host keeps
     a 1,000-host run in seconds. tests/unit/test_fleet_sim.py checks that the two agree.
     """
 
     def owns(record: RecordSet) -> bool:
         owner = owner_of(record.set_identifier)
-        return owner is not None and owner.kind == "h" and owner.host == label
+        return owner is not None and owner.kind is Kind.HOST and owner.host == label
 
     return owns
 
@@ -413,7 +414,7 @@ class SimHost:
                 continue
             if response.error == "InvalidChangeBatch":
                 return "rejected"
-            if self.policy.replan_retries and response.error in RETRYABLE:
+            if self.policy.replan_retries and code_meaning(response.error or "").definite:
                 return "retry"
             return "failed"
         return "ok"
@@ -444,7 +445,7 @@ class SimHost:
 
     def _call_once(self, op: str, params: dict[str, Any]) -> Generator[Instruction, Any, Response]:
         response: Response = yield Call(op, params, self.host.label)
-        if response.error == "Throttling":
+        if code_meaning(response.error or "").kind is Meaning.THROTTLED:
             self.pressure_until = self.world.now + 60.0
         return response
 

@@ -2,8 +2,9 @@
 
 Modelled from botocore/retries/standard.py (botocore 1.43, the version in use):
 
-- retryable: throttling codes (``Throttling``, ``PriorRequestNotComplete``, ...) and
-  transient errors; an ``InvalidChangeBatch`` is not retried (the agent re-reads instead);
+- retryable: what :func:`ecssd_agent.aws.route53.error_meaning` calls retryable (throttling,
+  ``PriorRequestNotComplete``, server errors); an ``InvalidChangeBatch`` is not retried (the
+  agent re-reads instead);
 - at most ``max_attempts`` attempts per call (the agent's ``--aws-max-attempts``, default 8);
 - before retry ``i`` (1-based): sleep ``random() * min(2 ** (i - 1), 20)`` seconds
   (truncated binary exponential backoff with full jitter);
@@ -22,8 +23,7 @@ from typing import Any
 from benchmarks.fleet.engine import Call, Instruction, Sleep
 from benchmarks.fleet.route53 import Response
 from ecssd_agent.agent.settings import Settings
-
-RETRYABLE = frozenset({"Throttling", "PriorRequestNotComplete", "ServiceUnavailable"})
+from ecssd_agent.aws.route53 import Meaning, code_meaning
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,13 @@ class BotocoreClient:
         while True:
             response: Response = yield Call(op, params, self.name)
             self.last_attempts = attempt
-            self.last_throttled = self.last_throttled or response.error == "Throttling"
             if response.ok:
                 released = policy.no_retry_increment if acquired is None else acquired
                 self.quota = min(policy.quota, self.quota + released)
                 return response
-            if response.error not in RETRYABLE:
+            meaning = code_meaning(response.error or "")
+            self.last_throttled = self.last_throttled or meaning.kind is Meaning.THROTTLED
+            if not meaning.retryable:
                 return response
             if attempt >= policy.max_attempts or self.quota < policy.retry_cost:
                 self.gave_up += 1

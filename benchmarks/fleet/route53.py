@@ -36,8 +36,9 @@ from functools import cache
 from typing import Any
 
 from ecssd_agent.aws.route53 import to_wire
-from ecssd_agent.core import naming
-from ecssd_agent.core.model import Action, Change, Owner, RecordSet, Routing
+from ecssd_agent.core import ownership
+from ecssd_agent.core.model import Action, Change, RecordSet, Routing
+from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.sync.zone_reads import route53_order
 from tests.support import route53_quotas as quotas
 
@@ -132,8 +133,8 @@ class TokenBucket:
 
 @cache
 def owner_of(set_identifier: str | None) -> Owner | None:
-    """``naming.parse_set_identifier``, memoised: the simulation asks it millions of times."""
-    return naming.parse_set_identifier(set_identifier)
+    """``ownership.parse_set_identifier``, memoised: the simulation asks it millions of times."""
+    return ownership.parse_set_identifier(set_identifier)
 
 
 @cache
@@ -168,7 +169,7 @@ class ZoneStore:
         if skey not in self._records:
             bisect.insort(self._order, skey)
             owner = owner_of(record.set_identifier)
-            if owner is not None and owner.kind == "h":
+            if owner is not None and owner.kind is Kind.HOST:
                 self.by_host.setdefault(owner.host, set()).add(record.key)
         else:
             self.per_name[policy_key(self._records[skey][0])] -= 1
@@ -181,7 +182,7 @@ class ZoneStore:
         del self._order[bisect.bisect_left(self._order, skey)]
         self.per_name[policy_key(record)] -= 1
         owner = owner_of(record.set_identifier)
-        if owner is not None and owner.kind == "h":
+        if owner is not None and owner.kind is Kind.HOST:
             self.by_host.get(owner.host, set()).discard(record.key)
 
     def records(self) -> Iterator[RecordSet]:

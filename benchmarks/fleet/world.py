@@ -24,6 +24,7 @@ from benchmarks.fleet.retry import BotocoreClient
 from benchmarks.fleet.route53 import LIST, Limits, RecordKey, Response, SimRoute53, owner_of
 from ecssd_agent.aws.route53 import from_wire
 from ecssd_agent.core.model import Action, Change, RecordSet
+from ecssd_agent.core.ownership import Kind
 
 ZONE = "servicediscovery.internal."
 Caller = Callable[[str, dict[str, Any]], Generator[Instruction, Any, Response]]
@@ -169,7 +170,7 @@ class World:
         deletions of unhealthy instances are exempt: their tasks are stopped next.)
         """
         owner = owner_of(key[2])
-        host = self.tenants.get(owner.host) if owner is not None and owner.kind == "h" else None
+        host = self.tenants.get(owner.host) if owner is not None and owner.kind is Kind.HOST else None
         if host is None or not host.alive:
             return
         want = host.wanted(key)

@@ -80,7 +80,7 @@ from ecssd_agent.aws import host_store
 from ecssd_agent.aws.change_queue import ChangeQueue
 from ecssd_agent.aws.host_store import HostStore, StoreError
 from ecssd_agent.aws.route53 import Route53Zone, Zone
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core.host_state import Applied
 from ecssd_agent.core.model import RecordSet
 from ecssd_agent.writer import zone_writer
@@ -160,24 +160,24 @@ class StateCodec:
 
 @contextmanager
 def memoised() -> Iterator[None]:
-    """While a run lasts, ``naming.parse_set_identifier``, the ``from_wire`` of the writer's
+    """While a run lasts, ``ownership.parse_set_identifier``, the ``from_wire`` of the writer's
     full listings and the HostStore's encoding and decoding of a host state are memoised:
     all are pure (a SetIdentifier string -> a frozen Owner; a listed dict the simulated zone
     hands out unchanged -> its RecordSet; a frozen RecordSet -> its JSON; a stored JSON string
     -> its tuple of RecordSets), so the writer and the agents compute exactly what they
     would, only the simulation's wall time shrinks."""
-    parse = naming.parse_set_identifier
+    parse = ownership.parse_set_identifier
     decode = zone_writer.from_wire
     records_in, records_out = host_store._records_in, host_store._records_out
     codec = StateCodec(records_out, records_in)
-    naming.parse_set_identifier = functools.cache(parse)
+    ownership.parse_set_identifier = functools.cache(parse)
     zone_writer.from_wire = WireCache(decode)  # type: ignore[assignment]  # same signature
     host_store._records_in = codec.records_in
     host_store._records_out = codec.records_out
     try:
         yield
     finally:
-        naming.parse_set_identifier = parse
+        ownership.parse_set_identifier = parse
         zone_writer.from_wire = decode
         host_store._records_in, host_store._records_out = records_in, records_out
 
@@ -193,13 +193,13 @@ class _VirtualTime:
 def in_virtual_time(clock: Callable[[], float]) -> Iterator[None]:
     """The Lambda handler computes its deadline from ``time.time()``: during a run that is
     the virtual clock (the writer's). Its cached writer is restored afterwards."""
-    real_time, cached = zone_writer_handler.time, zone_writer_handler._writer
+    real_time, cached = zone_writer_handler.time, zone_writer_handler.runtime.current
     zone_writer_handler.time = _VirtualTime(clock)  # type: ignore[assignment]  # time() only
     try:
         yield
     finally:
         zone_writer_handler.time = real_time
-        zone_writer_handler._writer = cached
+        zone_writer_handler.runtime.set(cached)
 
 
 # --- the event source mapping and the Lambda --------------------------------------------
@@ -396,7 +396,7 @@ class CountingZoneWriter(ZoneWriter):
 @dataclass
 class LambdaInstance:
     """One execution environment: its cached ZoneWriter, clients and queue, as the handler
-    keeps them (``zone_writer_handler._build``) between invocations."""
+    keeps them (``zone_writer_handler.runtime``) between invocations."""
 
     writer: CountingZoneWriter
     route53: SimRoute53Client
@@ -670,7 +670,8 @@ class QueuedWriter:
                 started: float) -> Any:
         """Runs in the invocation's thread: the real handler, its cached writer set to this
         execution environment's (nothing else runs while this thread does)."""
-        zone_writer_handler._writer = (instance.writer, instance.queue)
+        zone_writer_handler.runtime.set(
+            zone_writer_handler.WriterRuntime(instance.writer, instance.queue))
         return zone_writer_handler.lambda_handler({"Records": records},
                                                   LambdaContext(self, started))
 

@@ -65,6 +65,7 @@ from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.agent.status import Status, StatusServer
 from ecssd_agent.aws.eventbridge import TaskEventSender
 from ecssd_agent.aws.imds import Imds
+from ecssd_agent.aws.route53 import Meaning, error_meaning
 from ecssd_agent.core.coalescer import Coalescer
 from ecssd_agent.core.model import Container
 from ecssd_agent.sync.reconcile import NotConverged
@@ -91,9 +92,6 @@ DRAIN_FIRST_WAIT = 3.0
 #: this host's next change requests carry more and come less often.
 PRESSURE_SECONDS = 60.0
 PRESSURE_WINDOW = 10.0
-#: Definite answers: the batch was NOT applied, so the known state stays true. Anything else
-#: (timeouts, connection errors, 5xx) may hide a change that happened: re-read before planning.
-DEFINITE_ERRORS = frozenset({"Throttling", "PriorRequestNotComplete"})
 #: After a definite answer the retry waits random x min(2^k, THROTTLED_RETRY_MAX) seconds (k:
 #: definite failures in a row), like botocore's backoff but re-planned each time, so the next
 #: request carries everything that became pending meanwhile. The fleet simulation
@@ -476,9 +474,12 @@ class Daemon:
 
     def _failed(self, work: Work, exc: Exception, started: float) -> None:
         now = self._clock()
+        # Definite answers (throttled, busy): the batch was NOT applied, so the known state
+        # stays true. Anything else may hide a change that happened: re-read before planning.
+        meaning = error_meaning(exc)
         code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
-        definite = code in DEFINITE_ERRORS
-        if code == "Throttling":
+        definite = meaning.definite
+        if meaning.kind is Meaning.THROTTLED:
             self._throttled(now)
         if not definite and not isinstance(exc, DockerUnavailable):
             self.sink.doubt()  # a write may have half-happened: read the zone next time

@@ -8,7 +8,7 @@ records stay.
 A container belongs to an ECS task when it carries the ECS agent's label
 ``com.amazonaws.ecs.task-arn`` (with ``com.amazonaws.ecs.cluster``). Neither the labels nor
 the ECS agent's introspection API say whether a service started the task; DescribeTasks does
-(:attr:`~ecssd_agent.aws.ecs.EcsTask.of_service`: group ``service:<name>``, startedBy
+(:attr:`~ecssd_agent.core.ecs_task.Task.of_service`: group ``service:<name>``, startedBy
 ``ecs-svc/<id>``). It is read only while the host drains, for tasks not seen before, 100 tasks
 a call: a task's group never changes, so each answer is kept. A drain of a host costs one
 DescribeTasks per cluster and 100 tasks.

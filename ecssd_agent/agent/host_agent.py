@@ -15,12 +15,12 @@ from ecssd_agent.agent.docker_source import DockerSource
 from ecssd_agent.agent.sink import Delivery, Sink
 from ecssd_agent.core.metadata import Problem, service_instances
 from ecssd_agent.core.model import Container, Host, RecordSet, Routing, ServiceInstance
-from ecssd_agent.core.naming import owned_by_host
+from ecssd_agent.core.ownership import owned_by_host
 from ecssd_agent.core.records import host_records
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Agent", "owned_by_host"]
+__all__ = ["Agent"]
 
 
 class Agent:

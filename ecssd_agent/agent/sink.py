@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ecssd_agent.aws.route53 import Route53Zone
+from ecssd_agent.aws.route53 import Meaning, Route53Zone, code_meaning
 from ecssd_agent.core.model import Action, Change, RecordSet
-from ecssd_agent.core.plan import Owns
+from ecssd_agent.core.ownership import Owns
 from ecssd_agent.sync.reconcile import Outcome, Read, converge
 from ecssd_agent.sync.zone_reads import ReadSchedule, owned_records_by_names, zone_record_count
 from ecssd_agent.writer.publish import Publisher
@@ -165,7 +165,8 @@ class DirectSink:
 
         def on_attempt(response: object = None, **_kwargs: object) -> None:
             parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else None
-            if isinstance(parsed, dict) and parsed.get("Error", {}).get("Code") == "Throttling":
+            code = parsed.get("Error", {}).get("Code", "") if isinstance(parsed, dict) else ""
+            if code and code_meaning(code).kind is Meaning.THROTTLED:
                 on_throttled()
 
         for client in clients:

@@ -1,13 +1,18 @@
-"""ECS and EC2 reads: the only code that knows their response shapes.
+"""ECS and EC2: the only code that knows their wire format, and every read of them.
 
-Shared by the health sweep and the task-events Lambda. Every list goes through a boto3
-paginator; every describe is batched to its API's limit (100 container instances or tasks a
-call); task definitions, which never change once registered, are cached per ARN.
+Tasks and task definitions are parsed here, tolerantly, into the one task model
+(:mod:`ecssd_agent.core.ecs_task`): :func:`parse_task` reads a DescribeTasks task and the
+``detail`` of a task state change event (the same shape), :func:`parse_task_definition` a
+DescribeTaskDefinition answer. A null or absent optional field is an absent one, a field not
+read is never looked at, and a field of the wrong type refuses the description with one
+:class:`MalformedTask` naming it (``detail.containers[2] is not an object``).
 
-Errors: any failed call raises :class:`EcsReadError` (naming the operation and the cluster)
-from the botocore exception, so callers can fail closed on "unknown". An entity the API
-*says* does not exist (a ``MISSING`` failure of DescribeTasks, an instance DescribeInstances
-does not return) is reported as data, never as an error: that is evidence, an error is not.
+Every list goes through a boto3 paginator; every describe is batched to its API's limit (100
+container instances or tasks a call); task definitions, which never change once registered,
+are cached per ARN (:class:`TaskDefinitions`, one per process). A failed call raises
+:class:`EcsReadError`: the state it would have shown is unknown. An entity the API *says* does
+not exist (a ``MISSING`` failure, an instance DescribeInstances does not return) is data,
+never an error: that is evidence, an error is not.
 """
 
 from __future__ import annotations
@@ -15,12 +20,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecssd_agent.core.naming import task_id
+from ecssd_agent.core.ecs_task import (
+    ContainerDefinition,
+    PortBinding,
+    Task,
+    TaskContainer,
+    TaskDefinition,
+)
+from ecssd_agent.core.naming import cluster_name, task_id
 
 DESCRIBE_BATCH = 100  # DescribeContainerInstances and DescribeTasks take at most 100 each
 EC2_FILTER_BATCH = 100  # instance ids per DescribeInstances filter (EC2 allows up to 200)
@@ -76,84 +88,13 @@ class Ec2Instance:
 
 
 @dataclass(frozen=True)
-class PortBinding:
-    """A port of a container: a DescribeTasks ``networkBindings`` entry (the host port ECS
-    bound, bridge and host network modes) or a task definition's ``portMappings`` entry (the
-    declared port; in awsvpc mode the container port is the port on the task's ENI)."""
-
-    container_port: int
-    host_port: int  # 0: not bound (a definition's dynamic port) or not stated
-    protocol: str = "tcp"
-
-
-@dataclass(frozen=True)
-class TaskContainer:
-    name: str
-    runtime_id: str = ""  # the Docker container id (absent in some describes, e.g. moto)
-    health_status: str = ""  # HEALTHY, UNHEALTHY or UNKNOWN (UNKNOWN without a healthCheck)
-    network_bindings: tuple[PortBinding, ...] = ()  # none in awsvpc mode, nor while PENDING
-
-
-@dataclass(frozen=True)
-class EcsTask:
-    """The parts of a DescribeTasks entry that service discovery needs."""
-
-    arn: str
-    cluster_arn: str
-    last_status: str
-    desired_status: str
-    task_definition_arn: str
-    container_instance_arn: str = ""  # "" for Fargate
-    group: str = ""  # "service:<name>" for a service's task, "family:<name>" or custom for RunTask
-    started_by: str = ""  # "ecs-svc/<id>" for a service's task
-    started_at: datetime | None = None
-    created_at: datetime | None = None
-    eni_ips: tuple[str, ...] = ()  # private IPv4 addresses of awsvpc ENI attachments
-    containers: tuple[TaskContainer, ...] = ()
-    version: int = 0
-    health_status: str = ""  # the task's: HEALTHY only when its essential checks pass
-
-    @property
-    def id(self) -> str:
-        return task_id(self.arn)
-
-    @property
-    def of_service(self) -> bool:
-        """Started by an ECS service's scheduler (ECS's documented marks: the task group
-        ``service:<name>``, ``startedBy`` ``ecs-svc/<id>``): ECS stops it when it drains the
-        instance; standalone tasks (RunTask, StartTask) it leaves running."""
-        return self.group.startswith("service:") or self.started_by.startswith("ecs-svc/")
-
-    @property
-    def stopping(self) -> bool:
-        """Stopped, or on its way there (ECS never takes a STOPPED desiredStatus back)."""
-        return self.last_status == "STOPPED" or self.desired_status == "STOPPED"
-
-
-@dataclass(frozen=True)
 class DescribedTasks:
-    """DescribeTasks results: tasks found, ids ECS says do not exist, other failures."""
+    """DescribeTasks results: tasks found, ids ECS says do not exist, other failures (a
+    description this module cannot read is one, with its reason)."""
 
-    tasks: dict[str, EcsTask] = field(default_factory=dict)  # by task id
+    tasks: dict[str, Task] = field(default_factory=dict)  # by task id
     missing: frozenset[str] = frozenset()  # task ids with failure reason MISSING
     failures: Mapping[str, str] = field(default_factory=dict)  # task id -> other reason
-
-
-@dataclass(frozen=True)
-class ContainerDefinition:
-    name: str
-    environment: Mapping[str, str]
-    labels: Mapping[str, str]
-    port_mappings: tuple[PortBinding, ...] = ()
-    health_check: bool = False  # the definition has a ``healthCheck``: ECS judges it too
-    start_period: float = 0.0  # the healthCheck's startPeriod, seconds
-
-
-@dataclass(frozen=True)
-class TaskDefinition:
-    arn: str
-    network_mode: str
-    containers: tuple[ContainerDefinition, ...]
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -279,66 +220,30 @@ def list_tasks(ecs: Any, cluster: str, desired_status: str = "RUNNING") -> list[
                      desiredStatus=desired_status)
 
 
-def _task(raw: Mapping[str, Any]) -> EcsTask:
-    eni_ips: list[str] = []
-    for attachment in raw.get("attachments", []):
-        if attachment.get("type") != "ElasticNetworkInterface":
-            continue
-        for detail in attachment.get("details", []):
-            if detail.get("name") == "privateIPv4Address" and detail.get("value"):
-                eni_ips.append(detail["value"])
-    return EcsTask(
-        arn=raw["taskArn"],
-        cluster_arn=raw.get("clusterArn", ""),
-        last_status=raw.get("lastStatus", ""),
-        desired_status=raw.get("desiredStatus", ""),
-        task_definition_arn=raw.get("taskDefinitionArn", ""),
-        container_instance_arn=raw.get("containerInstanceArn", "") or "",
-        group=raw.get("group", "") or "",
-        started_by=raw.get("startedBy", "") or "",
-        started_at=raw.get("startedAt"),
-        created_at=raw.get("createdAt"),
-        eni_ips=tuple(eni_ips),
-        containers=tuple(
-            TaskContainer(c.get("name", ""), c.get("runtimeId", "") or "",
-                          health_status=c.get("healthStatus", "") or "",
-                          network_bindings=_ports(c.get("networkBindings") or []))
-            for c in raw.get("containers", [])),
-        version=int(raw.get("version", 0) or 0),
-        health_status=raw.get("healthStatus", "") or "",
-    )
-
-
-def _ports(items: Iterable[Mapping[str, Any]]) -> tuple[PortBinding, ...]:
-    """networkBindings or portMappings -> :class:`PortBinding` (entries without an integer
-    containerPort are dropped: they name no port)."""
-    out: list[PortBinding] = []
-    for item in items:
-        container_port, host_port = item.get("containerPort"), item.get("hostPort")
-        if not isinstance(container_port, int) or isinstance(container_port, bool):
-            continue
-        out.append(PortBinding(container_port,
-                               host_port if isinstance(host_port, int) else 0,
-                               str(item.get("protocol") or "tcp").lower()))
-    return tuple(out)
-
-
 def describe_tasks(ecs: Any, cluster: str, tasks: Iterable[str]) -> DescribedTasks:
     """Describe tasks (ids or ARNs) 100 at a time.
 
     A ``MISSING`` failure is ECS saying the task does not exist (stopped tasks are kept about
-    an hour, then forgotten): evidence that it is gone. Any other failure reason is kept apart
-    and means nothing. Raises :class:`EcsReadError` when a call fails.
+    an hour, then forgotten): evidence that it is gone. Any other failure reason, and a
+    description :func:`parse_task` refuses, is kept apart and means nothing. Raises
+    :class:`EcsReadError` when a call fails, or when a description names no task.
     """
     wanted = sorted(set(tasks))
-    found: dict[str, EcsTask] = {}
+    found: dict[str, Task] = {}
     missing: set[str] = set()
     failures: dict[str, str] = {}
     for chunk in _chunks(wanted, DESCRIBE_BATCH):
         page = _call("describe_tasks", cluster, ecs.describe_tasks, cluster=cluster,
                      tasks=list(chunk))
         for raw in page.get("tasks", []):
-            task = _task(raw)
+            try:
+                task = parse_task(raw, cluster=cluster)
+            except MalformedTask as exc:
+                arn = raw.get("taskArn") if isinstance(raw, Mapping) else None
+                if not isinstance(arn, str) or not task_id(arn):
+                    raise EcsReadError("describe_tasks", cluster, exc) from exc
+                failures[task_id(arn)] = f"unreadable description: {exc}"
+                continue
             found[task.id] = task
         for failure in page.get("failures", []):
             tid = task_id(failure.get("arn", ""))
@@ -349,15 +254,11 @@ def describe_tasks(ecs: Any, cluster: str, tasks: Iterable[str]) -> DescribedTas
     return DescribedTasks(found, frozenset(missing - set(found)), failures)
 
 
-def _pairs(items: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    return {str(i.get("name", "")): str(i.get("value", "")) for i in items if i.get("name")}
-
-
 class TaskDefinitions:
     """DescribeTaskDefinition, cached per ARN: a registered revision never changes.
 
-    Thread-safe. Keep one for the life of the process (a Lambda's warm container) so a
-    sweep asks for each revision once, ever.
+    Thread-safe. Keep one for the life of the process (a Lambda's warm execution environment)
+    so that each revision is asked for once, ever.
     """
 
     def __init__(self) -> None:
@@ -366,55 +267,254 @@ class TaskDefinitions:
         self.calls = 0
 
     def get(self, ecs: Any, arn: str, cluster: str = "") -> TaskDefinition:
+        """The task definition; raises :class:`EcsReadError` (also when it is unreadable)."""
         with self._lock:
             cached = self._cache.get(arn)
         if cached is not None:
             return cached
         raw = _call("describe_task_definition", cluster, ecs.describe_task_definition,
-                    taskDefinition=arn)["taskDefinition"]
-        definition = TaskDefinition(
-            arn=raw.get("taskDefinitionArn", arn),
-            network_mode=raw.get("networkMode", "bridge") or "bridge",
-            containers=tuple(
-                ContainerDefinition(
-                    name=c.get("name", ""),
-                    environment=_pairs(c.get("environment", [])),
-                    labels={str(k): str(v) for k, v in (c.get("dockerLabels") or {}).items()},
-                    port_mappings=_ports(c.get("portMappings") or []),
-                    health_check=bool(c.get("healthCheck")),
-                    start_period=float((c.get("healthCheck") or {}).get("startPeriod", 0) or 0),
-                )
-                for c in raw.get("containerDefinitions", [])
-            ),
-        )
+                    taskDefinition=arn)
+        try:
+            definition = parse_task_definition(raw.get("taskDefinition"), arn)
+        except MalformedTask as exc:
+            raise EcsReadError("describe_task_definition", cluster, exc) from exc
         with self._lock:
             self.calls += 1
             self._cache[arn] = definition
         return definition
 
 
-def task_definition_document(ecs: Any, arn: str, cluster: str = "") -> Mapping[str, Any]:
-    """DescribeTaskDefinition's ``taskDefinition`` as the API returns it (portMappings,
-    dockerLabels and all), for a caller that hands it to a pure parser
-    (:mod:`ecssd_agent.core.task_records`). Raises :class:`EcsReadError`. Added by the
-    task-events Lambda (issue 6); :class:`TaskDefinitions` keeps only what the sweep needs.
-    """
-    response = _call("describe_task_definition", cluster, ecs.describe_task_definition,
-                     taskDefinition=arn)
-    document: Mapping[str, Any] = response["taskDefinition"]
-    return document
+# --- the wire format: tasks and task definitions -------------------------------------------
+
+class MalformedTask(ValueError):
+    """A task or task definition description that cannot be read; the message names the field."""
 
 
-def describe_task_documents(ecs: Any, cluster: str, tasks: Iterable[str]) -> list[Mapping[str, Any]]:
-    """DescribeTasks' task entries as the API returns them, 100 tasks a call, for a caller that
-    hands them to the pure parser the task events go through (:func:`ecssd_agent.core.task_records.
-    parse_task`), so a task read here and a task read from its event give the same records.
-    Tasks ECS does not return are simply absent. Raises :class:`EcsReadError`. Added by the
-    task-events Lambda's periodic reconcile (issue 14).
+ENI_ATTACHMENT_TYPES = frozenset({"eni", "ElasticNetworkInterface"})  # event / DescribeTasks
+
+
+def _object(value: Any, path: str) -> Mapping[str, Any]:
+    """``value`` as an object; null is an empty one."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise MalformedTask(f"{path} is not an object: {_shown(value)}")
+    return value
+
+
+def _objects(value: Any, path: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """A list of objects, each with its path; null is an empty list."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MalformedTask(f"{path} is not a list: {_shown(value)}")
+    out = []
+    for index, item in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(item, Mapping):
+            raise MalformedTask(f"{where} is not an object: {_shown(item)}")
+        out.append((where, item))
+    return out
+
+
+def _text(data: Mapping[str, Any], key: str, path: str, required: bool = False) -> str:
+    value = data.get(key)
+    if value is None or value == "":
+        if required:
+            raise MalformedTask(f"{path}.{key} is missing")
+        return ""
+    if not isinstance(value, str):
+        raise MalformedTask(f"{path}.{key} is not a string: {_shown(value)}")
+    return value
+
+
+def _whole(data: Mapping[str, Any], key: str, path: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedTask(f"{path}.{key} is not a whole number: {_shown(value)}")
+    return value
+
+
+def _seconds(data: Mapping[str, Any], key: str, path: str) -> float:
+    value = data.get(key)
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise MalformedTask(f"{path}.{key} is not a number of seconds: {_shown(value)}")
+    return float(value)
+
+
+def _shown(value: Any) -> str:
+    """A wrong value, short enough for a log line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _timestamp(data: Mapping[str, Any], key: str, path: str) -> datetime | None:
+    """An event's ISO 8601 string or boto3's datetime -> an aware datetime (None if absent)."""
+    value = data.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if not isinstance(value, str):
+        raise MalformedTask(f"{path}.{key} is not a timestamp: {_shown(value)}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise MalformedTask(f"{path}.{key} is not a timestamp: {_shown(value)}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _ports(raw: Any, path: str, bound: bool) -> tuple[PortBinding, ...]:
+    """networkBindings (``bound``: only ports ECS bound on the host) or portMappings. An entry
+    of a port range (``containerPortRange``, no containerPort) names no single port: skipped."""
+    found: list[PortBinding] = []
+    for where, item in _objects(raw, path):
+        container_port = _whole(item, "containerPort", where)
+        host_port = _whole(item, "hostPort", where)
+        protocol = (_text(item, "protocol", where) or "tcp").lower()
+        if container_port is None or (bound and not (host_port and host_port > 0)):
+            continue
+        found.append(PortBinding(container_port, host_port or 0, protocol))
+    return tuple(found)
+
+
+def _containers(detail: Mapping[str, Any], path: str) -> tuple[tuple[TaskContainer, ...], str]:
+    """The task's containers, and the ENI address their network interfaces show (if any)."""
+    containers = []
+    interface_ip = ""
+    for where, raw in _objects(detail.get("containers"), f"{path}.containers"):
+        containers.append(TaskContainer(
+            name=_text(raw, "name", where, required=True),
+            runtime_id=_text(raw, "runtimeId", where),
+            last_status=_text(raw, "lastStatus", where),
+            health_status=_text(raw, "healthStatus", where),
+            bindings=_ports(raw.get("networkBindings"), f"{where}.networkBindings", bound=True),
+        ))
+        for inner, interface in _objects(raw.get("networkInterfaces"),
+                                         f"{where}.networkInterfaces"):
+            interface_ip = interface_ip or _text(interface, "privateIpv4Address", inner)
+    return tuple(containers), interface_ip
+
+
+def _attachment_ips(detail: Mapping[str, Any], path: str) -> tuple[str, ...]:
+    """The private IPv4 addresses of the task's ENI attachments."""
+    found: list[str] = []
+    for where, attachment in _objects(detail.get("attachments"), f"{path}.attachments"):
+        if _text(attachment, "type", where) not in ENI_ATTACHMENT_TYPES:
+            continue
+        for inner, pair in _objects(attachment.get("details"), f"{where}.details"):
+            if _text(pair, "name", inner) == "privateIPv4Address":
+                ip = _text(pair, "value", inner)
+                if ip and ip not in found:
+                    found.append(ip)
+    return tuple(found)
+
+
+def _environment(raw: Any, path: str) -> dict[str, str]:
+    """``[{"name": K, "value": V}, ...]`` -> a dict (a pair without a name names nothing)."""
+    env: dict[str, str] = {}
+    for where, pair in _objects(raw, path):
+        name = _text(pair, "name", where)
+        if name:
+            env[name] = _text(pair, "value", where)
+    return env
+
+
+def _env_overrides(detail: Mapping[str, Any], path: str) -> dict[str, dict[str, str]]:
+    overrides = _object(detail.get("overrides"), f"{path}.overrides")
+    out: dict[str, dict[str, str]] = {}
+    for where, item in _objects(overrides.get("containerOverrides"),
+                                f"{path}.overrides.containerOverrides"):
+        name = _text(item, "name", where)
+        env = _environment(item.get("environment"), f"{where}.environment")
+        if name and env:
+            out[name] = env
+    return out
+
+
+def parse_task(detail: Any, path: str = "task", cluster: str = "") -> Task:
+    """A DescribeTasks task, or an event's ``detail``, -> :class:`Task`.
+
+    ``path`` is how refusals name the description (``detail`` in an event); ``cluster``, the
+    cluster the description was asked of, stands for a missing ``clusterArn``. Raises
+    :class:`MalformedTask`.
     """
-    found: list[Mapping[str, Any]] = []
-    for chunk in _chunks(sorted(set(tasks)), DESCRIBE_BATCH):
-        page = _call("describe_tasks", cluster, ecs.describe_tasks, cluster=cluster,
-                     tasks=list(chunk))
-        found.extend(page.get("tasks", []))
-    return found
+    if not isinstance(detail, Mapping):
+        raise MalformedTask(f"{path} is not an object: {_shown(detail)}")
+    arn = _text(detail, "taskArn", path, required=True)
+    tid = task_id(arn)
+    cluster = cluster_name(_text(detail, "clusterArn", path, required=not cluster) or cluster)
+    if not tid or not cluster:
+        raise MalformedTask(f"cannot tell the task id and cluster from {path}.taskArn {arn!r}")
+    containers, interface_ip = _containers(detail, path)
+    eni_ips = _attachment_ips(detail, path) or ((interface_ip,) if interface_ip else ())
+    return Task(
+        arn=arn,
+        id=tid,
+        cluster=cluster,
+        last_status=_text(detail, "lastStatus", path, required=True),
+        desired_status=_text(detail, "desiredStatus", path, required=True),
+        group=_text(detail, "group", path),
+        started_by=_text(detail, "startedBy", path),
+        launch_type=_text(detail, "launchType", path),
+        task_definition_arn=_text(detail, "taskDefinitionArn", path),
+        container_instance_arn=_text(detail, "containerInstanceArn", path),
+        eni_ips=eni_ips,
+        containers=containers,
+        env_overrides=_env_overrides(detail, path),
+        started_at=_timestamp(detail, "startedAt", path),
+        created_at=_timestamp(detail, "createdAt", path),
+        version=_whole(detail, "version", path),
+        health_status=_text(detail, "healthStatus", path),
+    )
+
+
+def _health_check(raw: Any, path: str) -> tuple[bool, float]:
+    """(ECS runs a check, its startPeriod). ECS documents ``command`` as required: a
+    ``healthCheck`` without one is no check ECS can run, and its containers stay UNKNOWN."""
+    check = _object(raw, path)
+    command = check.get("command")
+    if command is not None and not isinstance(command, list):
+        raise MalformedTask(f"{path}.command is not a list: {_shown(command)}")
+    if not command:
+        return False, 0.0
+    return True, _seconds(check, "startPeriod", path)
+
+
+def _labels(raw: Any, path: str) -> dict[str, str]:
+    labels = _object(raw, path)
+    for key, value in labels.items():
+        if not isinstance(value, str):
+            raise MalformedTask(f"{path}.{key} is not a string: {_shown(value)}")
+    return {str(k): v for k, v in labels.items()}
+
+
+def parse_task_definition(raw: Any, arn: str = "", path: str = "taskDefinition") -> TaskDefinition:
+    """DescribeTaskDefinition's ``taskDefinition`` -> :class:`TaskDefinition`. A container
+    definition without a name is skipped (nothing can address it). Raises
+    :class:`MalformedTask`."""
+    if not isinstance(raw, Mapping):
+        raise MalformedTask(f"{path} is not an object: {_shown(raw)}")
+    containers = []
+    for where, item in _objects(raw.get("containerDefinitions"), f"{path}.containerDefinitions"):
+        name = _text(item, "name", where)
+        if not name:
+            continue
+        health_check, start_period = _health_check(item.get("healthCheck"), f"{where}.healthCheck")
+        containers.append(ContainerDefinition(
+            name=name,
+            environment=_environment(item.get("environment"), f"{where}.environment"),
+            labels=_labels(item.get("dockerLabels"), f"{where}.dockerLabels"),
+            port_mappings=_ports(item.get("portMappings"), f"{where}.portMappings", bound=False),
+            health_check=health_check,
+            start_period=start_period,
+        ))
+    return TaskDefinition(
+        arn=_text(raw, "taskDefinitionArn", path) or arn,
+        network_mode=_text(raw, "networkMode", path) or "bridge",
+        containers=tuple(containers),
+    )

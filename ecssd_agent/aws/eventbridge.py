@@ -1,15 +1,14 @@
 """EventBridge "Task Started" / "Task Stopped" events (``--cw-send-events``), sent in the background.
 
-The reference agent sent one PutEvents per container event, inline with registration, and
-exited when the ECS agent did not answer. Here the events are a side channel: the daemon
-hands them over without waiting (:meth:`TaskEventSender.notify` never blocks), a thread
-resolves task ARNs and sends up to 10 entries per PutEvents (the API's limit), and every
-failure is logged and counted, never allowed to delay or break registration.
-
-The entries keep the reference's shape so that existing rules keep matching: source
-``awslabs.ecs.container``, detail-type ``Task Started`` / ``Task Stopped``, detail
-``{"dockerId": ..., "TaskArn": ...}``, resources ``[<hostname>]``.
+The events are a side channel: the daemon hands them over without waiting
+(:meth:`TaskEventSender.notify` never blocks), a thread resolves task ARNs and sends up to 10
+entries per PutEvents (the API's limit), and every failure is logged and counted, never
+allowed to delay or break registration. The entries have the shape the original ECS service
+discovery agent's rules match: source ``awslabs.ecs.container``, detail-type
+``Task Started`` / ``Task Stopped``, detail ``{"dockerId": ..., "TaskArn": ...}``, resources
+``[<hostname>]``.
 """
+
 
 from __future__ import annotations
 

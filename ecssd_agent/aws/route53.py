@@ -1,12 +1,12 @@
 """Route 53: the only code that knows the ResourceRecordSet wire format and the batch limits.
 
-Reads go through boto3's paginator (the reference paged by hand and lost every record after
-the first page); writes go in as few ChangeResourceRecordSets requests as the limits allow
-(the reference made one call per container). Throttling and PriorRequestNotComplete are
-retried by botocore's retry mode (see :mod:`clients`); a batch Route 53 *rejects* is not
-retried here, because the zone is not what the plan assumed: the caller re-reads and
-re-plans (see :mod:`ecssd_agent.sync.reconcile`).
+Reads go through boto3's paginator; writes go in as few ChangeResourceRecordSets requests as
+the limits allow. What an error answer means (throttled, retry, refused, maybe applied) is
+decided once, by :func:`error_meaning`, for every writer. A batch Route 53 *rejects* is not
+sent again: the zone is not what the plan assumed, so the caller reads and plans again
+(:mod:`ecssd_agent.sync.reconcile`).
 """
+
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any
 
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
@@ -50,30 +51,70 @@ class BatchRejected(RuntimeError):
         self.named = tuple(named)
 
 
-#: Answers after which a change request may be sent again: throttling and "a change to this
-#: zone is in flight" (nothing was applied), server errors (it may have been: then the next
-#: attempt is refused, and the refusal is resolved by reading).
-RETRYABLE_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestNotComplete",
-                             "ServiceUnavailable", "InternalError", "InternalFailure",
-                             "RequestTimeout"})
+class Meaning(str, Enum):
+    """What an error answer to a Route 53 request says about the request."""
+
+    THROTTLED = "throttled"  # not applied: the account is over its request rate; send later, less
+    RETRY = "retry"  # not applied: a change to the zone is still in progress; send again
+    REFUSED = "refused"  # not applied, and sending it again as it is will not help
+    UNKNOWN = "unknown"  # maybe applied (a server error, a lost answer): read before planning
+
+
+@dataclass(frozen=True)
+class ErrorMeaning:
+    """:func:`error_meaning`'s answer: the kind, and the code or cause that says so."""
+
+    kind: Meaning
+    code: str
+
+    @property
+    def retryable(self) -> bool:
+        """Sending the same request again may succeed (after a pause)."""
+        return self.kind is not Meaning.REFUSED
+
+    @property
+    def not_applied(self) -> bool:
+        """Route 53 surely did not apply the request: what the writer knew still holds."""
+        return self.kind is not Meaning.UNKNOWN
+
+    @property
+    def definite(self) -> bool:
+        """Surely not applied, and worth sending again soon: the throttled or busy answers."""
+        return self.kind in (Meaning.THROTTLED, Meaning.RETRY)
+
+
+_THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException"})
+_BUSY_CODES = frozenset({"PriorRequestNotComplete"})
+_SERVER_CODES = frozenset({"ServiceUnavailable", "InternalError", "InternalFailure",
+                           "RequestTimeout"})
+
+
+def code_meaning(code: str, status: int = 0) -> ErrorMeaning:
+    """What an error code (and HTTP status) of a Route 53 answer means."""
+    if code in _THROTTLING_CODES:
+        return ErrorMeaning(Meaning.THROTTLED, code)
+    if code in _BUSY_CODES:
+        return ErrorMeaning(Meaning.RETRY, code)
+    if code in _SERVER_CODES or status >= 500:
+        return ErrorMeaning(Meaning.UNKNOWN, code or f"HTTP {status}")
+    return ErrorMeaning(Meaning.REFUSED, code or (f"HTTP {status}" if status else "?"))
+
+
+def error_meaning(exc: BaseException) -> ErrorMeaning:
+    """What a Route 53 request that raised ``exc`` did: the one reading of an error that every
+    writer uses. A lost connection or answer may hide an applied change (UNKNOWN); an
+    exception that is no answer of Route 53's (bad parameters, no credentials) was not sent."""
+    if isinstance(exc, ClientError):
+        return code_meaning(exc.response.get("Error", {}).get("Code", ""),
+                            int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)))
+    if isinstance(exc, (BotocoreConnectionError, ReadTimeoutError, ConnectionClosedError)):
+        return ErrorMeaning(Meaning.UNKNOWN, type(exc).__name__)
+    return ErrorMeaning(Meaning.REFUSED, type(exc).__name__)
 
 
 def named_set_identifiers(message: str) -> list[str]:
     """The SetIdentifiers of the record sets a refusal's message names, in its order."""
     return _NAMED_SET_IDENTIFIER.findall(message)
-
-
-def retry_reason(exc: Exception) -> str | None:
-    """Why a request that raised ``exc`` may be sent again, or None when it may not."""
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        if code in RETRYABLE_CODES or status >= 500:
-            return code or f"HTTP {status}"
-        return None
-    if isinstance(exc, (BotocoreConnectionError, ReadTimeoutError, ConnectionClosedError)):
-        return type(exc).__name__  # lost on the way: perhaps applied, perhaps not
-    return None
 
 
 #: Route 53's largest ListResourceRecordSets page.

@@ -1,26 +1,21 @@
 """What a host asked for and what the zone writer knows it applied: the queued mode's state.
 
-Why a queued mode exists: every host writing its own changes costs at least one Route 53
-request per host per change, and the account allows about 10 requests/s for all of them. The
-fleet simulation (benchmarks/bench_fleet.py) measured the direct mode at its limit near 500
-hosts x 20 containers: a 20% deployment is >= 1 request per host, and churn alone at 1,000
-hosts is ~6.7 requests/s. In queued mode a host publishes the whole set of record sets it
-should own (:class:`Published`) and one zone writer turns the publications of many hosts into
-a few requests of up to 1,000 changes each.
-
-The writer plans each host against :class:`Applied`, what it knows it wrote for that host,
-instead of reading the zone: only the writer writes these record sets, so its knowledge holds
-until Route 53 says otherwise (a rejected batch: re-read and re-plan, invariant 2) or it is
-older than the verification period. Pure: no I/O, no boto3.
+A host publishes the whole set of record sets it should own (:class:`Published`); the writer
+plans each host against :class:`Applied`, what it knows it wrote for that host, instead of
+reading the zone: only the writer writes these record sets, so that knowledge holds until
+Route 53 says otherwise (a rejected batch) or it is older than the verification period.
+Pure. Why a queued mode: :mod:`ecssd_agent.writer.zone_writer`.
 """
+
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core.model import Action, Change, RecordSet
+from ecssd_agent.core.ownership import Kind
 from ecssd_agent.core.plan import plan
 
 
@@ -75,15 +70,15 @@ def plan_host(published: Published, owned: Iterable[RecordSet]) -> list[Change]:
     Raises ``plan.ForeignRecord`` when a published record set is not the host's own: a host
     can never publish records for another (invariant 1 holds in queued mode too).
     """
-    return plan(owned, published.records, naming.owned_by_host(published.host))
+    return plan(owned, published.records, ownership.owned_by_host(published.host))
 
 
 def split_by_host(records: Iterable[RecordSet], hosts: Iterable[str]) -> dict[str, list[RecordSet]]:
     """Owned record sets of a zone read, grouped by the host (of ``hosts``) that owns them."""
     out: dict[str, list[RecordSet]] = {host: [] for host in hosts}
     for record in records:
-        owner = naming.parse_set_identifier(record.set_identifier)
-        if owner is not None and owner.kind == "h" and owner.host in out:
+        owner = ownership.parse_set_identifier(record.set_identifier)
+        if owner is not None and owner.kind is Kind.HOST and owner.host in out:
             out[owner.host].append(record)
     return out
 

@@ -1,6 +1,9 @@
-"""Registrator-compatible service metadata: ``SERVICE_<port>_NAME`` and friends -> instances.
+"""Registrator-compatible service metadata: the one parser of every ``SERVICE_<port>_*``
+variable (``NAME``, ``IGNORE``, ``CHECK_HTTP``, ``CHECK_GRACE``, ``WEIGHT``, ``PRIORITY``).
 
-Pure: a :class:`~ecssd_agent.core.model.Container` in, service instances and problems out. A bad
+Pure: a :class:`~ecssd_agent.core.model.Container` in, service instances and problems out
+(:func:`service_instances`, for the records); or a container definition's variables in, what
+each port declares for its health checks (:func:`declarations`, for the health sweep). A bad
 variable becomes one problem naming the container and the variable, and only that service is
 skipped, so one typo never hides the other services of the container, let alone other
 containers. Labels win over environment variables because a label can be changed by an
@@ -15,6 +18,7 @@ traffic meant for it, which is worse than not being found until the variable is 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +33,8 @@ from ecssd_agent.core.model import (
     ServiceInstance,
 )
 
-_SERVICE_VAR = re.compile(r"^SERVICE_(?P<port>[^_]+)_(?P<key>NAME|IGNORE|CHECK_HTTP|WEIGHT|PRIORITY)$")
+_SERVICE_VAR = re.compile(
+    r"^SERVICE_(?P<port>[^_]+)_(?P<key>NAME|IGNORE|CHECK_HTTP|CHECK_GRACE|WEIGHT|PRIORITY)$")
 _NUMBERS = (("WEIGHT", MAX_WEIGHT, DEFAULT_WEIGHT), ("PRIORITY", MAX_PRIORITY, DEFAULT_PRIORITY))
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 
@@ -49,7 +54,8 @@ class Problem:
 
     def __str__(self) -> str:
         who = self.container_name or self.container_id[:12]
-        return f"container {who} ({self.container_id[:12]}): {self.variable}: {self.reason}"
+        short = f" ({self.container_id[:12]})" if self.container_id else ""
+        return f"container {who}{short}: {self.variable}: {self.reason}"
 
 
 def merged_metadata(container: Container) -> dict[str, str]:
@@ -108,6 +114,21 @@ def _declared_protocol(name: str) -> str | None:
     return None
 
 
+def _by_port(meta: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``SERVICE_<port>_<key>`` variables, grouped by the port as written."""
+    by_port: dict[str, dict[str, str]] = {}
+    for variable, value in meta.items():
+        match = _SERVICE_VAR.match(variable)
+        if match:
+            by_port.setdefault(match["port"], {})[match["key"]] = value
+    return by_port
+
+
+def declares_a_name(meta: Mapping[str, str]) -> bool:
+    """Whether any ``SERVICE_<port>_NAME`` is among these variables."""
+    return any("NAME" in keys for keys in _by_port(meta).values())
+
+
 def service_instances(container: Container) -> tuple[list[ServiceInstance], list[Problem]]:
     """Every service a running container declares, with the problems of those it skipped."""
     meta = merged_metadata(container)
@@ -117,11 +138,7 @@ def service_instances(container: Container) -> tuple[list[ServiceInstance], list
     def problem(variable: str, reason: str) -> Problem:
         return Problem(container.id, container.name, variable, reason)
 
-    by_port: dict[str, dict[str, str]] = {}
-    for variable, value in meta.items():
-        match = _SERVICE_VAR.match(variable)
-        if match:
-            by_port.setdefault(match["port"], {})[match["key"]] = value
+    by_port = _by_port(meta)
 
     instances: list[ServiceInstance] = []
     problems: list[Problem] = []
@@ -168,6 +185,48 @@ def service_instances(container: Container) -> tuple[list[ServiceInstance], list
             priority=numbers["PRIORITY"],
         ))
     return instances, problems
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What one ``SERVICE_<port>_NAME`` of a container declares about checking its health."""
+
+    container: str  # the container (definition) name
+    port: int
+    check_http: str = ""  # SERVICE_<port>_CHECK_HTTP
+    check_grace: float | None = None  # SERVICE_<port>_CHECK_GRACE, seconds
+
+
+def grace_seconds(value: str | None) -> tuple[float | None, str]:
+    """``SERVICE_<port>_CHECK_GRACE`` (``"90"`` or ``"90s"``) -> (seconds, "") or (None, why)."""
+    if value is None or not value.strip():
+        return None, ""
+    try:
+        seconds = float(value.strip().removesuffix("s"))
+    except ValueError:
+        return None, "is not a number of seconds"
+    if not math.isfinite(seconds) or seconds < 0:
+        return None, "must be a finite number of seconds, at least 0"
+    return seconds, ""
+
+
+def declarations(container: str, meta: Mapping[str, str]) -> tuple[list[Declaration], list[Problem]]:
+    """The ports a container declares a ``SERVICE_<port>_NAME`` for, with their health-check
+    variables; ``meta`` as :func:`merged_metadata` merges them. An unusable
+    ``SERVICE_<port>_CHECK_GRACE`` is one problem and leaves that port's grace unset: the
+    service is still declared."""
+    found: list[Declaration] = []
+    problems: list[Problem] = []
+    for port_text, keys in sorted(_by_port(meta).items()):
+        if not (port_text.isdigit() and len(port_text) <= 5 and keys.get("NAME", "").strip()):
+            continue
+        grace, bad = grace_seconds(keys.get("CHECK_GRACE"))
+        if bad:
+            problems.append(Problem("", container, f"SERVICE_{port_text}_CHECK_GRACE",
+                                    f"{keys['CHECK_GRACE']!r} {bad}"))
+        found.append(Declaration(container, int(port_text), keys.get("CHECK_HTTP", "").strip(),
+                                 grace))
+    return found, problems
 
 
 def environment_list(pairs: list[str] | None) -> Mapping[str, str]:

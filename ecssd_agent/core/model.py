@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-#: A service instance's weight and priority when its container declares none: the reference's
-#: ``1 1`` SRV fields and Route 53 weight 1, so records of containers declaring neither keep
-#: the values they have always had (no change request after an upgrade).
+#: A service instance's weight and priority when its container declares none: SRV fields
+#: ``1 1`` and Route 53 weight 1, the values every record of such a container carries.
 DEFAULT_WEIGHT = 1
 DEFAULT_PRIORITY = 1
 #: Route 53 takes a Weight of 0-255; SERVICE_<port>_WEIGHT is both that and the SRV weight,
@@ -26,7 +25,7 @@ MAX_PRIORITY = 65535
 class Routing(str, Enum):
     """How Route 53 answers for a name served by several record sets."""
 
-    WEIGHTED = "weighted"  # one record set per answer, chosen by weight (the reference's way)
+    WEIGHTED = "weighted"  # one record set per answer, chosen by weight
     MULTIVALUE = "multivalue"  # up to eight healthy record sets per answer
 
 
@@ -36,29 +35,6 @@ class Action(str, Enum):
     DELETE = "DELETE"
     UPSERT = "UPSERT"
     CREATE = "CREATE"
-
-
-@dataclass(frozen=True)
-class Owner:
-    """Who a record set belongs to; carried in its SetIdentifier (see :mod:`naming`).
-
-    ``host`` is the agent's host label (``ip-10-0-0-12``) for records an agent writes, or ""
-    for records of awsvpc/Fargate tasks written by the task-events Lambda. ``container`` and
-    ``port`` say which service instance; they are "" for a host's own A record. ``cluster``
-    and ``task`` name the ECS task when known, so the health sweep can tell whether the record's
-    task still runs without guessing from IPs and ports.
-    """
-
-    host: str = ""
-    container: str = ""
-    port: str = ""  # "8081/tcp": the container port and protocol
-    cluster: str = ""  # the cluster name, or "#" + a digest when the name is too long to carry
-    task: str = ""  # the task id (last part of the task ARN)
-    kind: str = "h"  # "h": a host agent's record; "t": a task's record (task-events Lambda)
-
-    @property
-    def is_host_record(self) -> bool:
-        return self.kind == "h" and not self.container and not self.port
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,24 @@
 """The plan: from the record sets an owner has to the ones it should have, in fewest changes.
 
-Pure and shared by every writer (agent, task-events Lambda, health sweep), so that invariant
-1 of the architecture (only records we can prove we own are changed) is enforced here once,
-not re-implemented by each caller.
+Pure, and the only diff of the system: the agent's direct mode and the task-events Lambda plan
+with it through :func:`ecssd_agent.sync.reconcile.converge`, the zone writer per host through
+:mod:`ecssd_agent.core.host_state`. Only record sets ``owns`` accepts are ever changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from ecssd_agent.core.model import Action, Change, RecordSet
-
-Owns = Callable[[RecordSet], bool]
+from ecssd_agent.core.ownership import Owns
 
 
 class ForeignRecord(ValueError):
     """A desired record set that the planning owner would not own: a bug in the caller."""
 
 
-def plan(current: Iterable[RecordSet], desired: Iterable[RecordSet], owns: Owns) -> list[Change]:
+def plan(current: Iterable[RecordSet], desired: Iterable[RecordSet], owns: Owns, *,
+         delete: bool = True) -> list[Change]:
     """Changes that turn the owned part of ``current`` into ``desired``.
 
     ``current`` may hold the whole zone: record sets ``owns`` rejects are ignored, never
@@ -26,6 +26,9 @@ def plan(current: Iterable[RecordSet], desired: Iterable[RecordSet], owns: Owns)
     a record set it is replacing. A record set whose routing policy changes is deleted and
     created again (Route 53 cannot UPSERT across policies). Running plan on its own result
     gives no change.
+
+    ``delete=False`` adds and corrects, never removes: an owned record set that is not
+    desired is left alone (a replacement across routing policies still deletes the old one).
     """
     have = {r.key: r for r in current if owns(r)}
     want: dict[tuple[str, str, str | None], RecordSet] = {}
@@ -40,7 +43,8 @@ def plan(current: Iterable[RecordSet], desired: Iterable[RecordSet], owns: Owns)
     for key, old in have.items():
         new = want.get(key)
         if new is None:
-            deletes.append(Change(Action.DELETE, old))
+            if delete:
+                deletes.append(Change(Action.DELETE, old))
         elif new != old:
             if new.routing != old.routing or old.alias:
                 deletes.append(Change(Action.DELETE, old))

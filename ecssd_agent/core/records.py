@@ -16,18 +16,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ecssd_agent.core import naming
+from ecssd_agent.core import naming, ownership
 from ecssd_agent.core.metadata import Problem
 from ecssd_agent.core.model import (
     DEFAULT_PRIORITY,
     DEFAULT_WEIGHT,
     MAX_WEIGHT,
     Host,
-    Owner,
     RecordSet,
     Routing,
     ServiceInstance,
 )
+from ecssd_agent.core.ownership import Owner
 
 SRV_PRIORITY = DEFAULT_PRIORITY
 SRV_WEIGHT = DEFAULT_WEIGHT
@@ -76,7 +76,7 @@ def routed(
         type=rtype,
         values=tuple(sorted(values)),
         ttl=ttl,
-        set_identifier=naming.set_identifier(owner),
+        set_identifier=ownership.set_identifier(owner),
         weight=weight if routing is Routing.WEIGHTED else None,
         multivalue=routing is Routing.MULTIVALUE,
     )

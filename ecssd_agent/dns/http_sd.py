@@ -47,7 +47,7 @@ from typing import Any
 
 import dns.exception
 
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core.records import parse_srv
 from ecssd_agent.dns import wire
 from ecssd_agent.dns.view import ZoneView, deterministic
@@ -72,7 +72,7 @@ def target_groups(view: ZoneView) -> list[TargetGroup]:
             continue
         name = record.name.rstrip(".")
         service = name[: -len(zone) - 1] if name.endswith("." + zone) else name
-        owner = naming.parse_set_identifier(record.set_identifier)
+        owner = ownership.parse_set_identifier(record.set_identifier)
         for value in record.values:
             try:
                 srv = parse_srv(value)

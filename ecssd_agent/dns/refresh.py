@@ -49,8 +49,8 @@ from typing import Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecssd_agent.aws.request_budget import TokenBucket, throttling_code
-from ecssd_agent.aws.route53 import ListPosition, Page
+from ecssd_agent.aws.request_budget import TokenBucket
+from ecssd_agent.aws.route53 import ListPosition, Meaning, Page, error_meaning
 from ecssd_agent.dns.responder import Responder
 from ecssd_agent.dns.view import ZoneView
 from ecssd_agent.dns.zone_copy import ZoneCopy
@@ -240,7 +240,7 @@ class Refresher:
         start: ListPosition | None = ListPosition(name)
         while start is not None and len(pages) < MAX_LOOKUP_PAGES:
             page = self._read(partial(self.source.page, start, LOOKUP_ITEMS),
-                              f"looking up {name}")
+                              f"looking up {name}", lookup=True)
             if page is None:
                 break
             pages.append(page)
@@ -310,11 +310,11 @@ class Refresher:
 
     # --- reads and failures --------------------------------------------------------------
 
-    def _read(self, read: Callable[[], Page], doing: str) -> Page | None:
+    def _read(self, read: Callable[[], Page], doing: str, lookup: bool = False) -> Page | None:
         try:
             page = read()
         except (ClientError, BotoCoreError) as exc:
-            self._failed(exc, doing)
+            self._failed(exc, doing, lookup)
             return None
         if self._failures:
             log.info("reading the zone works again after %d failure(s)", self._failures,
@@ -322,15 +322,15 @@ class Refresher:
         self._failures = 0
         return page
 
-    def _failed(self, exc: Exception, doing: str) -> None:
+    def _failed(self, exc: Exception, doing: str, lookup: bool) -> None:
         self.stats["failed"] += 1
-        if isinstance(exc, ClientError) and throttling_code(exc.response):
+        meaning = error_meaning(exc)
+        if meaning.kind is Meaning.THROTTLED:
             self.stats["throttled"] += 1  # the bucket holds every request already
             log.warning("%s: throttled; every Route 53 read waits (%s)", doing, exc,
                         extra={"zone": self.zone})
             return
-        if isinstance(exc, ClientError) and exc.response.get("ResponseMetadata", {}).get(
-                "HTTPStatusCode", 500) < 500:
+        if lookup and meaning.kind is Meaning.REFUSED and isinstance(exc, ClientError):
             log.warning("%s failed: %s", doing, exc, extra={"zone": self.zone})
             return  # this request was wrong (a name Route 53 refuses), not the service
         self._failures += 1

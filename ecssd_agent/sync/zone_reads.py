@@ -1,30 +1,16 @@
 """Reading only what a host owns, at a cost that does not grow with the fleet.
 
-Why this module exists: the fleet simulation (benchmarks/bench_fleet.py) showed that an agent
-which lists the whole zone on every resync cannot scale. Route 53 allows an *account* about
-10 requests/s (a token bucket of 50, refilled at 10/s); a zone of 1,000 hosts x 20 containers
-holds 21,000 record sets = 71 pages of 300, so one full listing per host per 300 s is
-1,000 x 71 / 300 = 236 requests/s. Two things make the read side affordable:
-
-1. **Name-scoped reads** (:func:`owned_records_by_names`): a host's record sets live under
-   the names it publishes (its SRV names and its A record's name), and Route 53 lists record
-   sets sorted by name, so ``ListResourceRecordSets(StartRecordName=<name>)`` reaches them
-   directly; the scan stops at the first record set of a name nobody asked for. A scan that
-   happens to pass over several wanted names in one page reads them for free.
-2. **A fleet-wide read budget** (:func:`read_interval`, kept by :class:`ReadSchedule`): a
-   host reads the zone only every so often, so that all hosts together spend about
-   ``budget`` requests/s on reads. Between reads
-   the agent plans against what it knows it owns (its last read plus the changes it applied
-   since): only this host writes its records, and a batch Route 53 rejects (someone else
-   changed them) triggers a name-scoped read of exactly those names and a re-plan
-   (invariant 2 of ARCHITECTURE.md). The fleet size is estimated without listing anything:
-   the zone's record count (GetHostedZone, one request) over this host's own record count.
-
-The scan logic (:class:`NameScan`) does no I/O, so the simulation drives the very same code
-against its simulated Route 53 in virtual time. Records are read with
-:func:`ecssd_agent.aws.route53.from_wire`, so this module knows page fields (``IsTruncated``,
-``NextRecordName``) but never the record set format itself.
+Route 53 allows an account about 10 requests/s, and a full listing of a 1,000-host zone is
+some 70 pages, so no agent can list the zone on every resync. Two things make reads
+affordable: **name-scoped reads** (:func:`owned_records_by_names`: a host's record sets live
+under the names it publishes, and Route 53 lists by name, so a scan starts at each name and
+stops at the first record set of a name nobody asked for), and **a fleet-wide read budget**
+(:func:`read_interval`, kept by :class:`ReadSchedule`): hosts read only so often that all of
+them together spend about ``budget`` requests/s; between reads a host plans against what it
+knows it owns. The scan logic (:class:`NameScan`) does no I/O, so the fleet simulation drives
+this very code in virtual time.
 """
+
 
 from __future__ import annotations
 
@@ -35,7 +21,7 @@ from typing import Any
 
 from ecssd_agent.aws.route53 import Route53Zone, from_wire
 from ecssd_agent.core.model import RecordSet
-from ecssd_agent.core.plan import Owns
+from ecssd_agent.core.ownership import Owns
 
 #: Route 53 returns at most 300 record sets per ListResourceRecordSets page.
 MAX_ITEMS = 300

@@ -1,9 +1,9 @@
 """The agent's side of the queued mode: publish this host's desired state, hint the writer.
 
-Why: in queued mode no agent talks to Route 53 (see :mod:`ecssd_agent.core.host_state` for the
-budget arithmetic); one zone writer applies the publications of the whole fleet in a few big
-batches. A publication is the host's WHOLE desired state, never a diff, so a lost, repeated
-or reordered hint can never leave a wrong record: the writer reads the newest state.
+In queued mode no agent talks to Route 53: one zone writer applies the publications of the
+whole fleet in a few big batches (:mod:`ecssd_agent.writer.zone_writer`). A publication is
+the host's WHOLE desired state, never a diff, so a lost, repeated or reordered hint can never
+leave a wrong record: the writer reads the newest state.
 """
 
 from __future__ import annotations

@@ -2,31 +2,18 @@
 
 Agents in queued mode make no Route 53 request: each publishes its whole desired state
 (:mod:`ecssd_agent.aws.host_store`) and drops a hint on a queue. The writer takes the hints
-of a batching window, loads those hosts' desired and applied states, plans every host against
-what it knows it applied (no read), and sends all the changes together: a 20% deployment
-over 1,000 hosts (8,000 changes) is about 8 requests instead of 1,000+.
+of a batching window, plans every host against what it knows it applied
+(:mod:`ecssd_agent.core.host_state`), and sends all the changes together: a 20% deployment
+over 1,000 hosts (8,000 changes) is about 8 requests instead of 1,000+. It reads the zone
+only where that knowledge is missing or old, or where the health sweep's *verify* hint says
+it deleted records behind the writer's back (those names, for those hosts).
 
-Reads happen only where knowledge is missing or old (``host_state.needs_read``): a host
-seen for the first time, an agent that just started, a state older than ``verify_after``.
-Hosts read together share their scans (name-scoped, :mod:`ecssd_agent.sync.zone_reads`).
-
-The writer's knowledge is wrong when someone else deletes a host's record sets: the health
-sweep does (a dead task's, an unhealthy instance's), and the host's agent may go on
-publishing the same state (STOP_UNHEALTHY=false, a StopTask that failed, a host the sweep
-thought gone). So the sweep sends a *verify* hint naming the host and the names it deleted
-under; the writer reads those names for those hosts (all hosts' names in one name-scoped
-read) and stores what it found, without planning them: the agent's next publication (at the
-latest its next resync) then re-creates what it still wants, as the direct mode's agent
-does on its next read. Other deletions behind the writer's back are found by the periodic
-full verification (``verify_after``) or by Route 53 refusing a change.
-
-A batch Route 53 rejects (invariant 2) names the record set it refused: the other hosts are
-sent again at once, and only that record set's owner is read (the names of its changes),
-re-planned and sent once more. A refusal naming no host of the batch splits it in halves
-without reading. So one host with an impossible record set (e.g. a 101st weighted record set
-of a name) costs a few requests and never blocks the others. That host is reported; its
-agent's next publication retries it.
+A batch Route 53 rejects names the record set it refused: the other hosts are sent again at
+once, and only that record set's owner is read, re-planned and sent once more (a refusal
+naming no host of the batch splits it in halves), so one host's impossible record set never
+blocks the others.
 """
+
 
 from __future__ import annotations
 
@@ -45,11 +32,11 @@ from ecssd_agent.aws.route53 import (
     BatchRejected,
     Route53Zone,
     batches,
+    error_meaning,
     from_wire,
     pack,
-    retry_reason,
 )
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core.host_state import (
     Applied,
     Published,
@@ -60,7 +47,8 @@ from ecssd_agent.core.host_state import (
     split_by_host,
 )
 from ecssd_agent.core.model import Change, RecordSet
-from ecssd_agent.core.plan import ForeignRecord, Owns
+from ecssd_agent.core.ownership import Kind
+from ecssd_agent.core.plan import ForeignRecord
 from ecssd_agent.sync.zone_reads import MAX_ITEMS, owned_records_by_names, zone_record_count
 
 log = logging.getLogger(__name__)
@@ -211,9 +199,10 @@ class ZoneWriter:
             try:
                 return self.zone.apply(changes, dry_run=self.dry_run)
             except (ClientError, BotoCoreError) as exc:  # BatchRejected is not retried
-                why = retry_reason(exc)
-                if why is None or attempt >= self.max_attempts:
+                meaning = error_meaning(exc)
+                if not meaning.retryable or attempt >= self.max_attempts:
                     raise
+                why = meaning.code
             wait = self._jitter() * min(2.0 ** (attempt - 1), RETRY_MAX_WAIT)
             log.info("change request for %d host(s) not taken (%s); attempt %d in %.1f s",
                      len(hosts), why, attempt + 1, wait)
@@ -421,7 +410,7 @@ class ZoneWriter:
             for host in hosts:
                 names |= names_to_read(published[host], applied.get(host))
         wanted = set(hosts)
-        owns = _owned_by_any(wanted)
+        owns = ownership.owned_by_hosts(wanted)
         # A name-scoped read costs about a request per name (more where names hold more than
         # a page); past the cost of listing the whole zone (>= 2), list the whole zone.
         full = False
@@ -474,19 +463,11 @@ def _named_hosts(identifiers: Iterable[str], group: Iterable[str]) -> list[str]:
     members = set(group)
     named: list[str] = []
     for ident in identifiers:
-        owner = naming.parse_set_identifier(ident)
-        if owner is not None and owner.kind == "h" and owner.host in members \
+        owner = ownership.parse_set_identifier(ident)
+        if owner is not None and owner.kind is Kind.HOST and owner.host in members \
                 and owner.host not in named:
             named.append(owner.host)
     return named
-
-
-def _owned_by_any(hosts: set[str]) -> Owns:
-    def owns(record: RecordSet) -> bool:
-        owner = naming.parse_set_identifier(record.set_identifier)
-        return owner is not None and owner.kind == "h" and owner.host in hosts
-
-    return owns
 
 
 @dataclass

@@ -45,6 +45,7 @@ from urllib.parse import quote
 import docker
 import docker.errors
 
+from ecssd_agent.core import ownership
 from examples import images
 from examples.demo import base
 from examples.demo.engine import Engine, connect
@@ -398,10 +399,10 @@ class Demo:
         saved = {k: os.environ.get(k) for k in sweep_env}
         os.environ.update(sweep_env)
         try:
-            handler.reset()
+            handler.runtime.reset()
             self.sweep_summary = handler.lambda_handler({}, None)
         finally:
-            handler.reset()  # its cached clients point at this demo's moto server
+            handler.runtime.reset()  # its cached clients point at this demo's moto server
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)
@@ -531,7 +532,7 @@ class Demo:
         label = naming.host_label(self.world.host_name)
         owned = 0
         for record in records:
-            owner = naming.parse_set_identifier(record.set_identifier or "")
+            owner = ownership.parse_set_identifier(record.set_identifier or "")
             if owner is not None and owner.host == label:
                 owned += 1
         return owned

@@ -1,7 +1,7 @@
 """The demo's AWS side, in a moto server on 127.0.0.1: a loopback "VPC", this host, the zone.
 
 Why model the host in EC2 and ECS: the health sweep only trusts a host it can identify
-with a live ECS container instance (see health_lambda/sweep.py), and it probes services at
+with a live ECS container instance (see docs/sweep.md), and it probes services at
 that instance's private IP. So this machine becomes EC2 instance ``ip-127-0-0-1`` (private
 IP 127.0.0.1, where the demo publishes every container port), registered in the cluster
 ``ecssd-demo``; the agent runs with that host name; the private hosted zone belongs to the

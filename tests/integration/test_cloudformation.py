@@ -52,10 +52,11 @@ from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.core.metadata import ECS_CLUSTER, ECS_CONTAINER_NAME, ECS_TASK_ARN
 from ecssd_agent.core.model import Container, Host, Routing
 from ecssd_agent.core.naming import task_id
+from ecssd_agent.events.settings import TaskEventSettings
+from ecssd_agent.sweep.settings import SweepSettings
 from ecssd_agent.writer.settings import WriterSettings
 from health_lambda import handler as sweep_handler
 from health_lambda import task_events
-from health_lambda.config import SweepSettings
 from tests.support.dockerd import DockerEngine
 from tests.support.env import skip_or_fail
 from tests.support.moto_server import MotoServer
@@ -583,9 +584,7 @@ def test_lambda_environment_is_what_the_code_reads(template: dict[str, Any]) -> 
     assert set(sweep_env) <= {f.metadata["env"] for f in fields(SweepSettings)}
     events_env = template["Resources"]["TaskEventsFunction"]["Properties"]["Environment"][
         "Variables"]
-    source = (ROOT / "health_lambda" / "task_event_config.py").read_text()
-    read = {n.value for n in ast.walk(ast.parse(source))
-            if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    read = {f.metadata["env"] for f in fields(TaskEventSettings)}
     assert set(events_env) <= read, set(events_env) - read
     writer_env = template["Resources"]["ZoneWriterFunction"]["Properties"]["Environment"][
         "Variables"]
@@ -1147,7 +1146,7 @@ def test_lambdas_need_no_more_than_their_roles_allow(
             made.client("ecs").meta.events.register("after-call.ecs.DescribeTasks", ecs_reports)
             return made
 
-        sweep_handler.reset(clients)
+        sweep_handler.runtime.reset(lambda: sweep_handler.build(clients=clients()))
         summary = sweep_handler.lambda_handler({"source": "aws.events"}, None)
         assert summary["errors"] == [], summary
         check_calls(proxy.take(), role_actions(stack.template, "SweepRole", conditions),
@@ -1163,7 +1162,7 @@ def test_lambdas_need_no_more_than_their_roles_allow(
         # The task-events function, as configured by the stack, on the X-Ray daemon's event.
         for key, value in _function_env(stack, "TaskEventsFunction").items():
             monkeypatch.setenv(key, value)
-        task_events.configure(None)
+        task_events.runtime.reset()
         result = task_events.lambda_handler(_event(ecs, cluster, xray_task), None)
         check_calls(proxy.take(), role_actions(stack.template, "TaskEventsRole", conditions),
                     zone_id, cluster)
@@ -1179,8 +1178,8 @@ def test_lambdas_need_no_more_than_their_roles_allow(
         check_calls(calls, role_actions(stack.template, "TaskEventsRole", conditions),
                     zone_id, cluster)
     finally:
-        sweep_handler.reset()
-        task_events.configure(None)
+        sweep_handler.runtime.reset()
+        task_events.runtime.reset()
         server.shutdown()
         server.server_close()
 

@@ -35,9 +35,9 @@ from ecssd_agent.aws.change_queue import ChangeQueue, Message
 from ecssd_agent.aws.host_store import LEASE_HOST, HostStore
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.core.host_state import Published
+from ecssd_agent.sweep.settings import SweepSettings
 from ecssd_agent.writer.settings import load_lambda_settings
 from health_lambda import zone_writer_handler
-from health_lambda.config import SweepSettings
 from tests.integration.test_cloudformation import (
     TEMPLATE,
     Call,
@@ -454,7 +454,7 @@ def test_queued_agent_and_zone_writer_need_no_more_than_their_roles_allow(
         """One round of the mapping: receive, invoke the handler, delete the batch."""
         hints = ChangeQueue(_proxied("sqs", proxy), queue_url)
         messages = wait_for(lambda: hints.receive(wait=0), timeout=10, what="the agent's hint")
-        zone_writer_handler.reset()
+        zone_writer_handler.runtime.reset()
         result = zone_writer_handler.lambda_handler(_sqs_event(messages, queue_arn), None)
         assert result == {"batchItemFailures": []}
         hints.delete(messages)
@@ -472,7 +472,7 @@ def test_queued_agent_and_zone_writer_need_no_more_than_their_roles_allow(
         messages = wait_for(lambda: hints.receive(wait=0), timeout=10, what="the agent's hint")
         table.put_item(TableName=stack.outputs["HostTableName"], Item={
             **lease, "owner": {"S": "another-writer"}, "expires": {"N": str(time.time() + 600)}})
-        zone_writer_handler.reset()
+        zone_writer_handler.runtime.reset()
         half_a_second = _Context(int(0.5 / (1 - zone_writer_handler.FINISH_SHARE) * 1000) + 1)
         result = zone_writer_handler.lambda_handler(_sqs_event(messages, queue_arn),
                                                     half_a_second)
@@ -507,4 +507,4 @@ def test_queued_agent_and_zone_writer_need_no_more_than_their_roles_allow(
                                                 "ApproximateNumberOfMessagesNotVisible"])
         assert set(left["Attributes"].values()) == {"0"}, left
     finally:
-        zone_writer_handler.reset()
+        zone_writer_handler.runtime.reset()

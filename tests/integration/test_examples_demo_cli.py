@@ -30,8 +30,8 @@ pytestmark = [
     # The offline base needs the debootstrap'd rootfs: ~40 s the first time, cached after.
     pytest.mark.skipif(not (is_ci() or os.environ.get("ECSSD_TEST_PYTHON_IMAGE") == "1"
                             or offline_rootfs_cached()),
-                       reason="builds the offline python base (debootstrap, ~40 s once); runs "
-                              "on CI, with ECSSD_TEST_PYTHON_IMAGE=1, or once it is cached"),
+                       reason="builds the offline python base (debootstrap, ~40 s once); runs with "
+                              "make test, on CI, with ECSSD_TEST_PYTHON_IMAGE=1, or once it is cached"),
 ]
 
 

@@ -19,7 +19,8 @@ from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.core import naming
-from ecssd_agent.core.model import Action, Change, Owner, RecordSet, Routing
+from ecssd_agent.core.model import Action, Change, RecordSet, Routing
+from ecssd_agent.core.ownership import Owner
 from ecssd_agent.core.records import routed, srv_value
 from health_lambda import handler
 from tests.integration.sweep_world import ERROR, HANG, OK, REFUSE, HttpFleet, SweepWorld, keys
@@ -81,7 +82,7 @@ def sweep(world: SweepWorld, monkeypatch: pytest.MonkeyPatch,
             monkeypatch.delenv(name, raising=False)
         for name, value in {"HOSTED_ZONE_ID": world.zone_id, **FAST_CHECKS, **env}.items():
             monkeypatch.setenv(name, value)
-        handler.reset(factory)
+        handler.runtime.reset(lambda: handler.build(clients=factory()))
         summary = handler.lambda_handler({} if event is None else event,
                                          FakeContext() if context is None else context)
         if made:
@@ -89,7 +90,7 @@ def sweep(world: SweepWorld, monkeypatch: pytest.MonkeyPatch,
         return summary
 
     yield run
-    handler.reset()
+    handler.runtime.reset()
 
 
 def error_response(code: str, message: str, status: int = 400) -> tuple[AWSResponse, dict[str, Any]]:
@@ -373,7 +374,7 @@ def test_rejected_twice_is_reported_not_retried(world: SweepWorld, sweep: Any) -
     assert any("rejected the deletions again" in e for e in summary["errors"])
 
 
-# --- issue 14: the sweep's safety ---------------------------------------------------------
+# --- the sweep's safety ---------------------------------------------------------------
 
 def _all_running(world: SweepWorld, tasks: Sequence[Any]) -> bool:
     return all(world.task_state(t)["lastStatus"] == "RUNNING" for t in tasks)
@@ -394,7 +395,7 @@ def test_every_probe_failing_acts_on_nothing(world: SweepWorld, sweep: Any,
     world.stop_task(gone)
     before = keys(world.records())
 
-    with caplog.at_level(logging.WARNING, logger="health_lambda.runner"):
+    with caplog.at_level(logging.WARNING, logger="ecssd_agent.sweep.runner"):
         summary = sweep(ECS_CLUSTERS="c1")
 
     assert keys(world.records()) == before  # not even the stopped task's record

@@ -58,11 +58,11 @@ def test_hundreds_of_tasks_and_several_pages_of_records(
 
     monkeypatch.setenv("HOSTED_ZONE_ID", world.zone_id)
     monkeypatch.setenv("CHECK_TIMEOUT", "2")
-    handler.reset(factory)
+    handler.runtime.reset(lambda: handler.build(clients=factory()))
     try:
         summary = handler.lambda_handler({}, None)
     finally:
-        handler.reset()
+        handler.runtime.reset()
 
     assert keys(before) - keys(world.records()) == stale
     assert summary["deleted"] == len(stopped) and summary["errors"] == []

@@ -165,7 +165,7 @@ def test_reset_restores_default_transitions(aws: MotoServer) -> None:
 @pytest.mark.python_image
 @pytest.mark.skipif(
     not (is_ci() or os.environ.get("ECSSD_TEST_PYTHON_IMAGE") == "1"),
-    reason="slow once (debootstrap ~35 s); runs on CI or with ECSSD_TEST_PYTHON_IMAGE=1",
+    reason="slow once (debootstrap ~35 s); runs with make test, on CI or with ECSSD_TEST_PYTHON_IMAGE=1",
 )
 def test_python_image_runs_python(docker_engine: DockerEngine) -> None:
     name = python_image(docker_engine)

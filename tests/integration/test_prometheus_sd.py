@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
-from ecssd_agent.core.model import Action, Change, Host, Owner, Routing, ServiceInstance
+from ecssd_agent.core.model import Action, Change, Host, Routing, ServiceInstance
+from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.records import host_records, routed, srv_value
 from ecssd_agent.dns.http_sd import PATH
 from tests.support.env import skip_or_fail
@@ -73,10 +74,10 @@ def write_world(zone: Route53Zone) -> None:
                + host_changes(4, [instance(3, "_calc._tcp", 32003), instance(4, "web", 32004)]))
     target = f"{TASK}.task.{Z}"
     changes += [Change(Action.CREATE, r) for r in (
-        routed(target, "A", ["127.0.0.9"], Owner(kind="t", cluster="fargate", task=TASK),
+        routed(target, "A", ["127.0.0.9"], Owner(kind=Kind.TASK, cluster="fargate", task=TASK),
                Routing.WEIGHTED, 0),
         routed(f"_calc._tcp.{Z}", "SRV", [srv_value(8081, target)],
-               Owner(kind="t", cluster="fargate", task=TASK, port="8081/tcp"),
+               Owner(kind=Kind.TASK, cluster="fargate", task=TASK, port="8081/tcp"),
                Routing.WEIGHTED, 0))]
     zone.apply(changes)
 

@@ -14,7 +14,7 @@ import pytest
 
 from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.core.model import Action, Change
-from health_lambda import writer_hints
+from ecssd_agent.sweep import writer_hints
 from tests.integration.daemon_world import (
     HOST,
     ZONE,
@@ -192,7 +192,7 @@ def test_a_record_the_sweep_deleted_of_a_live_host_comes_back_after_one_resync(
         aws: Any, zone: Zone, queue: dict[str, str], docker_engine: Any,
         containers: Containers, agents: list[AgentProcess],
         writer_env: dict[str, str]) -> None:
-    """Issue 14: the sweep deletes a record of a host whose container still runs (an
+    """The sweep deletes a record of a host whose container still runs (an
     unhealthy instance with STOP_UNHEALTHY=false, a StopTask that failed...). The agent goes
     on publishing the same state; without the sweep's verify hint the writer, planning
     against what it knows it applied, would see nothing to do for a day."""

@@ -1,4 +1,4 @@
-"""The health sweep in queued mode: a record it deletes of a live host comes back (issue 14).
+"""The health sweep in queued mode: a record it deletes of a live host comes back.
 
 Real parts: a moto server (ECS, EC2, Route 53, DynamoDB, SQS), real HTTP servers for the
 health checks, the real sweep handler, the agent's own code publishing each host's state

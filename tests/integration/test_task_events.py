@@ -13,9 +13,9 @@ from botocore.stub import Stubber
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.ecs import EcsReadError
 from ecssd_agent.core.model import Routing
+from ecssd_agent.events.handle import TaskStateUnknown
+from ecssd_agent.events.settings import TaskEventSettings
 from health_lambda import task_events
-from health_lambda.task_event_config import TaskEventConfig
-from health_lambda.task_events import TaskStateUnknown
 from tests.integration.test_task_events_world import (
     CLUSTER,
     XRAY_GROUP,
@@ -323,11 +323,11 @@ def test_malformed_events_are_logged_and_ignored(event: object, caplog: pytest.L
     """One logged refusal naming what is wrong, no traceback, not a single AWS request."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     clients = Clients(region=REGION)
-    task_events.configure(TaskEventConfig(hosted_zone_id="Z0NOTUSED"), clients)
+    task_events.runtime.set(task_events.build(TaskEventSettings(hosted_zone_id="Z0NOTUSED"), clients))
     try:
         summary = task_events.lambda_handler(event, None)
     finally:
-        task_events.configure()
+        task_events.runtime.reset()
     assert summary["status"] == "ignored" and summary["reason"].startswith("malformed")
     (refusal,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert "ignored an event" in refusal.getMessage() and refusal.exc_info is None

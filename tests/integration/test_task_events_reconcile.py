@@ -11,7 +11,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from ecssd_agent.aws.ecs import DESCRIBE_BATCH
-from health_lambda.task_reconcile import ReconcileIncomplete
+from ecssd_agent.events.reconcile import ReconcileIncomplete
 from tests.integration.test_task_events_world import (
     CLUSTER,
     XRAY_GROUP,
@@ -74,10 +74,19 @@ def test_running_tasks_whose_events_were_lost_get_their_records(world: World) ->
         "portMappings": [{"containerPort": 8081, "hostPort": 8081, "protocol": "tcp"}],
         "environment": env(SERVICE_8081_NAME="hostweb"),
     }], mode="host")
+    world.task_definition("clock", [{
+        "name": "clock", "image": "time:1", "cpu": 256, "memory": 512,
+        "portMappings": [{"containerPort": 8080, "protocol": "tcp"}],
+        "environment": env(SERVICE_8080_NAME="clock"),
+    }])
     seen = world.run_fargate("time")
     handler(world.event(seen["taskArn"]))  # this one's event arrived
     seen_records = world.records()
-    lost = run_many(world, "time", DESCRIBE_BATCH + 5)  # theirs were all lost
+    # Theirs were all lost: more than one DescribeTasks call's worth, over two services (Route
+    # 53 takes at most 100 weighted record sets of one name and type).
+    lost_time = run_many(world, "time", 50)
+    lost_clock = run_many(world, "clock", DESCRIBE_BATCH + 5 - 50)
+    lost = [*lost_time, *lost_clock]
     world.run_fargate("plain")  # declares nothing: no records, no change
     on_host = world.start_on("127.0.0.2", "hostweb")
     before = handler.clients.stats.snapshot()
@@ -95,10 +104,11 @@ def test_running_tasks_whose_events_were_lost_get_their_records(world: World) ->
             for op in ("ChangeResourceRecordSets", "DescribeTasks", "DescribeTaskDefinition",
                        "DescribeContainerInstances")}
     assert made == {"ChangeResourceRecordSets": 1, "DescribeTasks": 2,  # 100 a call
-                    "DescribeTaskDefinition": 2,  # plain and hostweb; time's was cached
+                    "DescribeTaskDefinition": 3,  # clock, plain, hostweb; time's was cached
                     "DescribeContainerInstances": 1}
-    assert world.answers(TIME, "SRV") == {f"1 1 8080 {task_name(t)}" for t in [seen, *lost]}
-    assert len(world.answers(TIME, "A")) == len(lost) + 1  # one weighted set per task's ENI
+    assert world.answers(TIME, "SRV") == {f"1 1 8080 {task_name(t)}" for t in [seen, *lost_time]}
+    assert world.answers(f"clock.{ZONE}", "SRV") == {f"1 1 8080 {task_name(t)}" for t in lost_clock}
+    assert len(world.answers(TIME, "A")) == len(lost_time) + 1  # one weighted set per task's ENI
     assert world.answers(task_name(on_host), "A") == {"127.0.0.2"}
     assert world.answers(f"hostweb.{ZONE}", "SRV") == {f"1 1 8081 {task_name(on_host)}"}
     assert all(r in world.records() for r in seen_records)  # untouched

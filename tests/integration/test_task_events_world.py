@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from ecssd_agent.aws.clients import Clients
-from ecssd_agent.core import naming
+from ecssd_agent.core import naming, ownership
 from ecssd_agent.core.model import Routing
+from ecssd_agent.events.settings import TaskEventSettings
 from health_lambda import task_events
-from health_lambda.task_event_config import TaskEventConfig
 from tests.support.env import REGION
 from tests.support.moto_server import MotoServer
 
@@ -137,7 +137,7 @@ class World:
                 for v in r["ResourceRecords"]}
 
     def owners(self, name: str, rtype: str) -> set[str]:
-        return {naming.parse_set_identifier(r["SetIdentifier"]).task  # type: ignore[union-attr]
+        return {ownership.parse_set_identifier(r["SetIdentifier"]).task  # type: ignore[union-attr]
                 for r in self.records() if r["Name"] == name and r["Type"] == rtype}
 
 
@@ -158,9 +158,9 @@ class Lambda:
 
     def __init__(self, world: World, **config: Any) -> None:
         config.setdefault("hosted_zone_id", world.zone_id)
-        self.config = TaskEventConfig(**config)
+        self.config = TaskEventSettings(**config)
         self.clients = Clients(region=REGION)
-        task_events.configure(self.config, self.clients)
+        task_events.runtime.set(task_events.build(self.config, self.clients))
 
     def __call__(self, event: Any) -> dict[str, Any]:
         return task_events.lambda_handler(event, None)
@@ -173,7 +173,7 @@ class Lambda:
 def world(aws: MotoServer) -> Iterator[World]:
     aws.manual_ecs_transitions()  # tasks stay RUNNING until StopTask
     yield World(aws)
-    task_events.configure()  # forget this test's runtime
+    task_events.runtime.reset()  # forget this test's runtime
 
 
 def fixed_lambda(world: World, **config: Any) -> Lambda:

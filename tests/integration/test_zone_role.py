@@ -40,14 +40,15 @@ from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import HostStore
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.config_fields import SettingsError
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core.model import Action, Change, Host, Routing, ServiceInstance
 from ecssd_agent.core.records import host_records
 from ecssd_agent.dns.http_sd import PATH
+from ecssd_agent.events import settings as event_settings
+from ecssd_agent.sweep.settings import SweepSettings
 from ecssd_agent.writer.publish import Publisher
 from ecssd_agent.writer.settings import load_lambda_settings
-from health_lambda import handler, task_event_config, task_events, zone_writer_handler
-from health_lambda.config import SweepSettings
+from health_lambda import handler, task_events, zone_writer_handler
 from tests.support.env import FAKE_AWS_ENV, REGION
 from tests.support.moto_server import MotoServer
 from tests.support.poll import wait_for
@@ -214,7 +215,7 @@ def test_the_agent_finds_and_writes_the_zone_of_the_role(remote: Remote) -> None
     zone = agent.sink.zone
     assert zone.zone.id == remote.zone_id
     zone.apply(host_changes(2, "calc"))
-    owners = {naming.parse_set_identifier(r.set_identifier) for r in remote.zone().records()
+    owners = {ownership.parse_set_identifier(r.set_identifier) for r in remote.zone().records()
               if r.set_identifier}
     assert {o.host for o in owners if o} == {"ip-127-0-0-2"}
 
@@ -232,13 +233,13 @@ def test_the_writer_lambda_reads_the_local_table_and_writes_the_roles_zone(
         monkeypatch.setenv(name, value)
     for name in ("HOSTED_ZONE_ID", "CHANGE_QUEUE", "AWS_LAMBDA_FUNCTION_NAME", "DRY_RUN"):
         monkeypatch.delenv(name, raising=False)
-    zone_writer_handler.reset()
+    zone_writer_handler.runtime.reset()
     try:
         result = zone_writer_handler.lambda_handler({"Records": [
             {"messageId": m.id, "receiptHandle": m.receipt, "body": m.body} for m in messages]},
             None)
     finally:
-        zone_writer_handler.reset()
+        zone_writer_handler.runtime.reset()
     assert result == {"batchItemFailures": []}
     assert set(remote.zone().records()) >= {c.record for c in changes}
 
@@ -252,23 +253,23 @@ def test_the_lambdas_route53_clients_assume_the_role(
                  "TASK_GROUP"):
         monkeypatch.delenv(name, raising=False)
     # Task events: the runtime it builds at a cold start finds the zone through the role.
-    task_events.configure()
+    task_events.runtime.reset()
     try:
-        runtime = task_events.runtime()
+        runtime = task_events.runtime.get()
         assert runtime.clients.zone_role == ZoneRole(ROLE, "ext-42", "ecssd-task-events")
         assert runtime.hosted_zone().zone.id == remote.zone_id
     finally:
-        task_events.configure()
+        task_events.runtime.reset()
     # The sweep: a dry run over the role's zone (which holds a host no cluster knows) and
     # this account's clusters (none).
     remote.zone().apply(host_changes(4, "calc"))
     monkeypatch.setenv("DRY_RUN", "true")
-    handler.reset()
+    handler.runtime.reset()
     try:
         summary = handler.lambda_handler({}, None)
-        clients = handler.clients()
+        clients = handler.runtime.get().clients
     finally:
-        handler.reset()
+        handler.runtime.reset()
     assert clients.zone_role == ZoneRole(ROLE, "ext-42", "ecssd-sweep")
     assert summary["zone"] == Z and summary["errors"] == [], summary
     assert summary["owned"] == 2 and summary["dry_run"] is True
@@ -325,7 +326,7 @@ def test_ecssd_dns_serves_the_zone_of_the_role(aws: MotoServer, remote: Remote) 
     (lambda arn, ext: SweepSettings.from_env(
         {"ASSUME_ROLE_ARN": arn, "ASSUME_ROLE_EXTERNAL_ID": ext}),
      "ASSUME_ROLE_ARN", "ASSUME_ROLE_EXTERNAL_ID"),
-    (lambda arn, ext: task_event_config.load(
+    (lambda arn, ext: event_settings.load(
         {"DOMAIN": DOMAIN, "ASSUME_ROLE_ARN": arn, "ASSUME_ROLE_EXTERNAL_ID": ext}),
      "ASSUME_ROLE_ARN", "ASSUME_ROLE_EXTERNAL_ID"),
     (lambda arn, ext: load_lambda_settings(

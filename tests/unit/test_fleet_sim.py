@@ -39,11 +39,11 @@ from benchmarks.fleet.route53 import (
     TokenBucket,
 )
 from benchmarks.fleet.writer import StateCodec
-from ecssd_agent.agent.host_agent import owned_by_host
 from ecssd_agent.aws import host_store
 from ecssd_agent.aws.host_store import HostStore
 from ecssd_agent.aws.route53 import from_wire, to_wire
-from ecssd_agent.core.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.model import Action, Change, Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.ownership import Kind, Owner, owned_by_host
 from ecssd_agent.core.records import host_records, routed
 from ecssd_agent.sync.zone_reads import NameScan
 from ecssd_agent.writer.zone_writer import LEASE_SECONDS
@@ -309,7 +309,7 @@ def test_host_owns_agrees_with_the_agent():
         *fill(r53),
         RecordSet(f"www.{ZONE}", "A", ("1.2.3.4",), 300),
         RecordSet(f"x.{ZONE}", "SRV", ("1 1 1 t.",), 0, set_identifier="ecssd:h:h01:zz", weight=1),
-        routed(f"t.{ZONE}", "SRV", ["1 1 1 t."], Owner(kind="t", cluster="c", task="t1", port="80/tcp"),
+        routed(f"t.{ZONE}", "SRV", ["1 1 1 t."], Owner(kind=Kind.TASK, cluster="c", task="t1", port="80/tcp"),
                Routing.WEIGHTED, 0),
     ]
     for label in ("h01", "h03", "nobody"):

@@ -22,7 +22,7 @@ from ecssd_agent.aws.host_store import (
     _records_out,
 )
 from ecssd_agent.aws.route53 import from_wire, to_wire
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core.host_state import (
     Applied,
     Published,
@@ -33,7 +33,8 @@ from ecssd_agent.core.host_state import (
     plan_host,
     split_by_host,
 )
-from ecssd_agent.core.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.model import Action, Change, Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.plan import ForeignRecord
 from ecssd_agent.core.records import host_records
 from tests.support.queued import FixedClock as Clock
@@ -60,9 +61,9 @@ def records_of(host: Host, *instances: ServiceInstance,
 
 
 def task_record(name: str) -> RecordSet:
-    owner = Owner(kind="t", cluster="c", task="abc123", port="8081/tcp")
+    owner = Owner(kind=Kind.TASK, cluster="c", task="abc123", port="8081/tcp")
     return RecordSet(name, "SRV", ("1 1 8081 10-0-9-9.sd.internal.",), 0,
-                     naming.set_identifier(owner), multivalue=True)
+                     ownership.set_identifier(owner), multivalue=True)
 
 
 def hand_made(name: str) -> RecordSet:
@@ -201,7 +202,7 @@ def test_publish_and_load_round_trip_every_routing_and_the_listed_form(store) ->
                           routing=Routing.WEIGHTED)
     multivalue = records_of(B, instance("_time._tcp", 2))
     listed_wire = {"Name": "\\052.sd.internal.", "Type": "SRV", "SetIdentifier":
-                   naming.set_identifier(Owner(host=A.label, container="0" * 12, port="1/udp")),
+                   ownership.set_identifier(Owner(host=A.label, container="0" * 12, port="1/udp")),
                    "Weight": 3, "TTL": 60, "HealthCheckId": "hc-1",
                    "ResourceRecords": [{"Value": "1 1 9 b.sd.internal."},
                                        {"Value": "1 1 8 a.sd.internal."}]}

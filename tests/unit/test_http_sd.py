@@ -14,8 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from ecssd_agent.core import naming
-from ecssd_agent.core.model import Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core import ownership
+from ecssd_agent.core.model import Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.records import host_records, routed, srv_value
 from ecssd_agent.dns.http_sd import PATH, Document, HttpSdServer, target_groups
 from ecssd_agent.dns.view import ZoneView, unavailable
@@ -41,10 +42,10 @@ def world() -> list[RecordSet]:
     assert problems == more_problems == []
     task_target = f"{TASK}.task.{Z}"
     task_records = [
-        routed(task_target, "A", ["10.0.9.9"], Owner(kind="t", cluster="fargate", task=TASK),
+        routed(task_target, "A", ["10.0.9.9"], Owner(kind=Kind.TASK, cluster="fargate", task=TASK),
                Routing.WEIGHTED, 0),
         routed(f"_calc._tcp.{Z}", "SRV", [srv_value(8081, task_target)],
-               Owner(kind="t", cluster="fargate", task=TASK, port="8081/tcp"), Routing.WEIGHTED, 0),
+               Owner(kind=Kind.TASK, cluster="fargate", task=TASK, port="8081/tcp"), Routing.WEIGHTED, 0),
     ]
     foreign = [
         # Somebody else's simple SRV record set of two values: discovered, owner labels "".
@@ -84,7 +85,7 @@ def test_every_instance_is_a_target_with_its_owner_labels() -> None:
         "[fd00::5]:7001", "10.0.0.3:7003",
     }
     calc = targets["10.0.0.2:32001"]
-    ident = naming.set_identifier(Owner(host="ip-10-0-0-2", container=f"{1:012x}",
+    ident = ownership.set_identifier(Owner(host="ip-10-0-0-2", container=f"{1:012x}",
                                         port="8081/tcp", cluster="prod", task=f"{1:032x}"))
     assert calc == {
         "__meta_ecssd_service": "_calc._tcp", "__meta_ecssd_record": "_calc._tcp.sd.internal",

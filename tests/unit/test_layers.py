@@ -26,9 +26,12 @@ ALLOWED: dict[str, set[str]] = {
     "dns": {"core", "aws", "top"},
     "writer": {"core", "aws", "sync", "top"},
     "agent": {"core", "aws", "sync", "writer", "top"},
+    "sweep": {"core", "aws", "top"},
+    "events": {"core", "aws", "sync", "top"},
     "top": set(),
     "entry": {"agent"},  # ecssd_agent/__main__.py runs the agent's CLI
-    "health_lambda": {"core", "aws", "sync", "writer", "top", "health_lambda"},
+    # the three Lambda entry points and their shared runtime: wiring only
+    "health_lambda": {"core", "aws", "writer", "sweep", "events", "top", "health_lambda"},
 }
 #: Third-party packages that do I/O: none of them in the core.
 IO_PACKAGES = {"boto3", "botocore", "docker", "requests", "urllib3", "http", "socket"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ecssd_agent.core.metadata import environment_list, service_instances
+from ecssd_agent.core.metadata import Declaration, declarations, environment_list, service_instances
 from ecssd_agent.core.model import Container
 
 CID = "c0ffee" * 10 + "abcd"
@@ -106,3 +106,22 @@ def test_ecs_labels_carry_task_identity():
 def test_environment_list():
     assert environment_list(["A=1", "B=x=y", "C", "D="]) == {"A": "1", "B": "x=y", "C": "", "D": ""}
     assert environment_list(None) == {}
+
+
+def test_health_check_variables_are_declared_per_port() -> None:
+    """The health sweep reads SERVICE_<port>_CHECK_HTTP and _CHECK_GRACE of a container
+    definition through the same parser; a bad grace is one problem and leaves the service."""
+    found, problems = declarations("web", {
+        "SERVICE_8080_NAME": "web", "SERVICE_8080_CHECK_HTTP": " /ready ",
+        "SERVICE_8080_CHECK_GRACE": "90s", "SERVICE_9000_NAME": "api",
+        "SERVICE_9000_CHECK_GRACE": "soon", "SERVICE_7000_CHECK_HTTP": "/nameless",
+        "SERVICE_X_NAME": "bad"})
+    assert found == [Declaration("web", 8080, "/ready", 90.0), Declaration("web", 9000, "", None)]
+    assert [str(p) for p in problems] == [
+        "container web: SERVICE_9000_CHECK_GRACE: 'soon' is not a number of seconds"]
+
+
+def test_a_bad_check_grace_does_not_keep_the_agent_from_registering() -> None:
+    instances, problems = service_instances(container(
+        {"SERVICE_80_NAME": "web", "SERVICE_80_CHECK_GRACE": "later"}, ports={"80/tcp": (1000,)}))
+    assert [i.name for i in instances] == ["web"] and problems == []

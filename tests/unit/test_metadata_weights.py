@@ -15,7 +15,9 @@ import pytest
 
 from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.agent.sink import QueuedSink
+from ecssd_agent.aws.ecs import parse_task_definition
 from ecssd_agent.core import task_records as tr
+from ecssd_agent.core.ecs_task import Task, TaskDefinition
 from ecssd_agent.core.metadata import service_instances
 from ecssd_agent.core.model import Container, Host, Routing
 
@@ -126,12 +128,12 @@ def test_the_agent_warns_once_per_bad_variable(caplog: pytest.LogCaptureFixture)
 ZONE = "sd.internal."
 TASK_ID = "c13b4cb40f1f4fe4a2971f76ae5a47ad"
 TARGET = f"{TASK_ID}.task.{ZONE}"
-TASK = tr.Task(arn=f"arn:aws:ecs:us-east-1:1:task/prod/{TASK_ID}", id=TASK_ID, cluster="prod",
-               last_status="RUNNING", desired_status="RUNNING", launch_type="FARGATE")
+TASK = Task(arn=f"arn:aws:ecs:us-east-1:1:task/prod/{TASK_ID}", id=TASK_ID, cluster="prod",
+            last_status="RUNNING", desired_status="RUNNING", launch_type="FARGATE")
 
 
-def definition(*containers: dict[str, Any]) -> dict[str, Any]:
-    return {"networkMode": "awsvpc", "containerDefinitions": list(containers)}
+def definition(*containers: dict[str, Any]) -> TaskDefinition:
+    return parse_task_definition({"networkMode": "awsvpc", "containerDefinitions": list(containers)})
 
 
 def container_definition(name: str, env: dict[str, str],

@@ -1,70 +1,10 @@
-"""The ownership scheme: SetIdentifiers round-trip exactly, and nothing else parses as ours."""
+"""Names in the zone: record names, host labels, the parts of ECS ARNs."""
 
 from __future__ import annotations
 
 import pytest
 
 from ecssd_agent.core import naming
-from ecssd_agent.core.model import Owner
-
-OWNERS = [
-    Owner(host="ip-10-0-0-12"),
-    Owner(host="ip-10-0-0-12", container="abcdef012345", port="8081/tcp"),
-    Owner(host="ip-10-0-0-12", container="abcdef012345", port="53/udp", cluster="prod",
-          task="0123456789abcdef0123456789abcdef"),
-    Owner(host="h", container="abcdef012345", port="1/tcp", cluster="a_b-c", task="t"),
-    Owner(kind="t", cluster="prod", task="0123456789abcdef0123456789abcdef", port="8080/tcp"),
-]
-
-
-@pytest.mark.parametrize("owner", OWNERS, ids=str)
-def test_round_trip(owner):
-    ident = naming.set_identifier(owner)
-    assert len(ident) <= 128
-    assert naming.parse_set_identifier(ident) == owner
-
-
-def test_long_cluster_is_carried_as_a_digest():
-    cluster = "c" * 255
-    owner = Owner(host="i-" + "1" * 38, container="abcdef012345", port="65535/udp",
-                  cluster=cluster, task="0123456789abcdef0123456789abcdef")
-    ident = naming.set_identifier(owner)
-    assert len(ident) <= 128
-    parsed = naming.parse_set_identifier(ident)
-    assert parsed is not None and parsed.host == owner.host and parsed.task == owner.task
-    assert naming.cluster_matches(parsed.cluster, cluster)
-    assert not naming.cluster_matches(parsed.cluster, "other")
-
-
-@pytest.mark.parametrize("ident", [
-    None, "", "i-0123", "ecssd", "ecssd:", "ecssd:h", "ecssd:h:", "ecssd:x:host",
-    "ecssd:h:ip-1:abc",  # wrong field count
-    "ecssd:h:ip-1::8081/tcp::",  # no container
-    "ecssd:h:ip-1:abcdef012345:8081:c:t",  # port without protocol
-    "ecssd:h:ip-1:abcdef012345:8081/sctp:c:t",
-    "ecssd:h:IP-1",  # we never write uppercase hosts
-    "ecssd:h:-bad",
-    "ecssd:t::task:80/tcp",  # task record without cluster
-    "ecssd:h:ip-1 ",  # trailing space
-    "myecssd:h:ip-1",
-    "ecssd:h:ip-1:abcdef012345:8081/tcp:c:t:extra",
-    "ecssd:h:" + "a" * 130,
-])
-def test_foreign_identifiers_are_not_ours(ident):
-    assert naming.parse_set_identifier(ident) is None
-
-
-def test_absurd_identity_is_a_clear_error():
-    owner = Owner(host="h" * 63, container="abcdef012345", port="65535/udp", cluster="c" * 255,
-                  task="0123456789abcdef0123456789abcdef")
-    with pytest.raises(naming.InvalidName, match="longer than 128"):
-        naming.set_identifier(owner)
-
-
-def test_prefix_of_another_host_is_not_this_host():
-    # The reference matched owners by hostname prefix, so host "ip-1" owned "ip-10"'s records.
-    assert naming.parse_set_identifier("ecssd:h:ip-10") == Owner(host="ip-10")
-    assert naming.parse_set_identifier("ecssd:h:ip-10") != Owner(host="ip-1")
 
 
 @pytest.mark.parametrize("relative,zone,expected", [

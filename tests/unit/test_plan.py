@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from ecssd_agent.agent.host_agent import owned_by_host
-from ecssd_agent.core.model import Action, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.model import Action, Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.ownership import Owner, owned_by_host
 from ecssd_agent.core.plan import ForeignRecord, plan
 from ecssd_agent.core.records import host_records, routed
 
@@ -107,3 +107,19 @@ def test_value_order_does_not_matter():
     a = RecordSet("a.sd.internal.", "A", ("1.1.1.1", "2.2.2.2"), 0, "ecssd:h:ip-10-0-0-12", 1)
     b = routed("a.sd.internal.", "A", ["2.2.2.2", "1.1.1.1"], Owner(host=HOST.label), Routing.WEIGHTED, 0)
     assert plan([a], [b], owns) == []
+
+
+def test_never_delete_adds_and_corrects_but_removes_nothing():
+    """``delete=False``: what a repair that must not take anything away plans. The owned record
+    set no longer desired stays; a missing one is created, a wrong one corrected, and one whose
+    routing policy changes is still replaced (its old self is the record set being corrected)."""
+    current = [*desired(CALC, CALC_B), *OTHER_HOST]
+    changes = plan(current, desired(replace(CALC, port=40000), TIME), owns, delete=False)
+    assert summary(changes) == [("UPSERT", "SRV", "_calc._tcp.sd.internal."),
+                                ("CREATE", "SRV", "time.sd.internal.")]
+    assert plan(current, [], owns, delete=False) == []
+    multivalue = desired(CALC, TIME, routing=Routing.MULTIVALUE)
+    assert summary(plan(desired(CALC), multivalue, owns, delete=False)) == [
+        ("DELETE", "SRV", "_calc._tcp.sd.internal."), ("DELETE", "A", "ip-10-0-0-12.sd.internal."),
+        ("CREATE", "SRV", "_calc._tcp.sd.internal."), ("CREATE", "A", "ip-10-0-0-12.sd.internal."),
+        ("CREATE", "SRV", "time.sd.internal.")]

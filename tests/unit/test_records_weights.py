@@ -16,7 +16,8 @@ from moto import mock_aws
 from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.agent.sink import DirectSink
 from ecssd_agent.aws.route53 import Route53Zone, find_zone, from_wire, to_wire
-from ecssd_agent.core.model import Action, Container, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.model import Action, Container, Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.ownership import Owner
 from ecssd_agent.core.records import host_records, parse_srv, routed, srv_value
 
 ZONE = "servicediscovery.internal."

@@ -7,24 +7,28 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, ReadTimeoutError
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from ecssd_agent.agent.host_agent import owned_by_host
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import (
     MAX_RECORDS_PER_REQUEST,
     BatchRejected,
+    Meaning,
     Route53Zone,
     ZoneError,
     batches,
     change_cost,
+    code_meaning,
+    error_meaning,
     find_zone,
     from_wire,
     pack,
     to_wire,
 )
-from ecssd_agent.core.model import Action, Change, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.model import Action, Change, Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.ownership import Owner, owned_by_host
 from ecssd_agent.core.records import host_records, parse_srv, routed, srv_value
 from ecssd_agent.sync.reconcile import NotConverged, converge
 
@@ -274,3 +278,35 @@ def test_host_records_skip_names_too_long_for_the_zone():
                                      Routing.WEIGHTED, 0)
     assert [r.type for r in records] == ["A", "SRV"]
     assert len(problems) == 1 and "SERVICE_81_NAME" in str(problems[0])
+
+
+def client_error(code: str, status: int = 400) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, "ChangeResourceRecordSets")
+
+
+@pytest.mark.parametrize("exc,kind,code", [
+    (client_error("Throttling"), Meaning.THROTTLED, "Throttling"),
+    (client_error("ThrottlingException"), Meaning.THROTTLED, "ThrottlingException"),
+    (client_error("PriorRequestNotComplete"), Meaning.RETRY, "PriorRequestNotComplete"),
+    (client_error("InvalidChangeBatch"), Meaning.REFUSED, "InvalidChangeBatch"),
+    (client_error("AccessDenied", 403), Meaning.REFUSED, "AccessDenied"),
+    (client_error("ServiceUnavailable", 503), Meaning.UNKNOWN, "ServiceUnavailable"),
+    (client_error("InternalError", 500), Meaning.UNKNOWN, "InternalError"),
+    (client_error("", 502), Meaning.UNKNOWN, "HTTP 502"),
+    (ReadTimeoutError(endpoint_url="https://route53"), Meaning.UNKNOWN, "ReadTimeoutError"),
+    (EndpointConnectionError(endpoint_url="https://route53"), Meaning.UNKNOWN,
+     "EndpointConnectionError"),
+    (NoCredentialsError(), Meaning.REFUSED, "NoCredentialsError"),
+])
+def test_what_a_route53_error_means(exc, kind, code):
+    """One reading of an error for every writer: the daemon (definite: keep the known state,
+    retry soon; throttled: back pressure), the zone writer (retryable), the fleet model."""
+    meaning = error_meaning(exc)
+    assert (meaning.kind, meaning.code) == (kind, code)
+    assert meaning.retryable == (kind is not Meaning.REFUSED)
+    assert meaning.not_applied == (kind is not Meaning.UNKNOWN)
+    assert meaning.definite == (kind in (Meaning.THROTTLED, Meaning.RETRY))
+    if isinstance(exc, ClientError):  # the daemon's throttling watch sees the bare code
+        status = exc.response["ResponseMetadata"]["HTTPStatusCode"]
+        assert code_meaning(exc.response["Error"]["Code"], status) == meaning

@@ -24,7 +24,7 @@ from ecssd_agent.agent.host_agent import Agent
 from ecssd_agent.agent.sink import Delivery, DirectSink, QueuedSink, Sink
 from ecssd_agent.agent.status import Status
 from ecssd_agent.core.model import RecordSet
-from ecssd_agent.core.plan import Owns
+from ecssd_agent.core.ownership import Owns
 from tests.unit.test_daemon_loop import HOST, Clock, FakeDocker, FakeStream, cid, settle
 
 ZONE = "servicediscovery.internal."

@@ -7,6 +7,7 @@ concurrent checks.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -19,9 +20,9 @@ from typing import TypeVar
 import pytest
 
 from ecssd_agent.agent.settings import SettingsError
-from health_lambda.config import SweepSettings
-from health_lambda.probe import check, check_once, probe_all
-from health_lambda.sweep import Target
+from ecssd_agent.sweep.decide import Target
+from ecssd_agent.sweep.probe import check, check_once, probe_all
+from ecssd_agent.sweep.settings import SweepSettings
 from tests.support.trickle import TrickleServer, bounded
 
 T = TypeVar("T")
@@ -157,10 +158,15 @@ def test_probe_all_deadline_leaves_slow_instances_unjudged(web: ThreadingHTTPSer
     assert set(verdicts) == {"ok"}  # the hung one has no verdict: not judged
 
 
-def test_the_handler_creates_no_client_at_import() -> None:
-    code = ("import health_lambda.handler as h, sys; "
-            "assert h._clients is None; assert 'botocore.client' not in str(h.__dict__)")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+@pytest.mark.parametrize("handler", ["handler", "task_events", "zone_writer_handler"])
+def test_a_handler_builds_nothing_at_import(handler: str) -> None:
+    """Each Lambda's runtime (settings, clients) is built at its first invocation: importing
+    the handler with no configuration at all must work and create no client."""
+    code = (f"import health_lambda.{handler} as h; "
+            "assert h.runtime.current is None; assert 'botocore.client' not in str(h.__dict__)")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DOMAIN", "HOSTED_ZONE_ID", "HOST_TABLE")}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=env)
 
 
 def test_a_trickling_instance_times_out_on_the_whole_request_not_per_read() -> None:

@@ -14,8 +14,8 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from ecssd_agent.aws import ecs as ecs_api
-from health_lambda import observe
-from health_lambda.task_evidence import Binding, ContainerSpec, ContainerState
+from ecssd_agent.core.ecs_task import ContainerDefinition, PortBinding, TaskContainer
+from ecssd_agent.sweep import observe
 
 CLUSTER = "c"
 
@@ -182,11 +182,10 @@ def test_describe_tasks_reads_bindings_and_health(ecs: Any) -> None:
     assert bridge.health_status == "HEALTHY"
     web, side = bridge.containers
     assert (web.health_status, side.health_status) == ("HEALTHY", "UNKNOWN")
-    assert web.network_bindings == (ecs_api.PortBinding(8080, 32768, "tcp"),
-                                    ecs_api.PortBinding(8080, 32768, "tcp"),
-                                    ecs_api.PortBinding(53, 30053, "udp"))
-    assert side.network_bindings == ()
-    assert awsvpc.containers[0].network_bindings == () and awsvpc.eni_ips == ("10.1.2.3",)
+    assert web.bindings == (PortBinding(8080, 32768, "tcp"), PortBinding(8080, 32768, "tcp"),
+                            PortBinding(53, 30053, "udp"))
+    assert side.bindings == ()
+    assert awsvpc.containers[0].bindings == () and awsvpc.eni_ips == ("10.1.2.3",)
     assert awsvpc.health_status == "UNKNOWN" and awsvpc.containers[0].health_status == ""
 
 
@@ -195,8 +194,7 @@ def test_task_definition_keeps_port_mappings_and_health_check(ecs: Any) -> None:
     stub.add_response("describe_task_definition", {"taskDefinition": WEB_DEFINITION},
                       {"taskDefinition": "td:7"})
     web, side = ecs_api.TaskDefinitions().get(client, "td:7").containers
-    assert web.port_mappings == (ecs_api.PortBinding(8080, 0, "tcp"),
-                                 ecs_api.PortBinding(53, 0, "udp"))
+    assert web.port_mappings == (PortBinding(8080, 0, "tcp"), PortBinding(53, 0, "udp"))
     assert (web.health_check, web.start_period) == (True, 120.0)
     assert (side.port_mappings, side.health_check, side.start_period) == ((), False, 0.0)
 
@@ -213,17 +211,40 @@ def test_observed_task_view_carries_what_the_sweep_judges_by(
                       {"cluster": CLUSTER, "tasks": ANY})
     stub.add_response("describe_task_definition", {"taskDefinition": WEB_DEFINITION},
                       {"taskDefinition": WEB_DEFINITION["taskDefinitionArn"]})
-    with caplog.at_level(logging.WARNING, logger="health_lambda.observe"):
+    with caplog.at_level(logging.WARNING, logger="ecssd_agent.sweep.observe"):
         _, _, views = observe._tasks(client, CLUSTER, {f"{1:032x}", f"{3:032x}"},
                                      ecs_api.TaskDefinitions(), True)
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1
-    assert "container web" in warnings[0] and "SERVICE_53_CHECK_GRACE='later'" in warnings[0]
+    assert "container web: SERVICE_53_CHECK_GRACE: 'later'" in warnings[0]
     view = views[f"{1:032x}"]
-    assert view.network_mode == "bridge" and view.health == "HEALTHY"
-    assert view.started_at == STARTED.timestamp()
-    assert view.containers[0] == ContainerState("web", "8f0e4d1c2b3a" + "0" * 52, "HEALTHY", (
-        Binding(8080, 32768), Binding(8080, 32768), Binding(53, 30053, "udp")))
-    assert view.specs[0] == ContainerSpec("web", (Binding(8080), Binding(53, 0, "udp")),
-                                          True, 120.0)
+    assert view.definition is not None and view.definition.network_mode == "bridge"
+    assert view.task.health_status == "HEALTHY" and not view.awsvpc
+    assert view.task.began == STARTED
+    assert view.task.containers[0] == TaskContainer(
+        "web", "8f0e4d1c2b3a" + "0" * 52, "RUNNING", "HEALTHY",
+        (PortBinding(8080, 32768), PortBinding(8080, 32768), PortBinding(53, 30053, "udp")))
+    assert view.specs[0] == ContainerDefinition(
+        "web", {"SERVICE_8080_NAME": "web", "SERVICE_8080_CHECK_GRACE": "90"},
+        {"SERVICE_53_NAME": "dns", "SERVICE_53_CHECK_GRACE": "later"},
+        (PortBinding(8080), PortBinding(53, 0, "udp")), True, 120.0)
     assert {(s.port, s.check_grace) for s in view.services} == {(8080, 90.0), (53, None)}
+
+
+def test_an_unreadable_task_description_is_unknown_never_gone(ecs: Any) -> None:
+    """One task of the answer in a shape ECS does not document: that task is a failure (its
+    state unknown: the sweep judges nothing of it), the others are read; a description naming
+    no task at all makes the whole answer unusable (an absent task would look gone)."""
+    client, stub = ecs
+    bad = {k: v for k, v in BRIDGE_TASK.items() if k != "lastStatus"}
+    bad["taskArn"] = _arn("task", 3)
+    stub.add_response("describe_tasks", {"tasks": [BRIDGE_TASK, bad], "failures": []},
+                      {"cluster": CLUSTER, "tasks": ANY})
+    described = ecs_api.describe_tasks(client, CLUSTER, [_arn("task", 1), _arn("task", 3)])
+    assert list(described.tasks) == [f"{1:032x}"] and not described.missing
+    assert described.failures == {
+        f"{3:032x}": "unreadable description: task.lastStatus is missing"}
+    stub.add_response("describe_tasks", {"tasks": [{"lastStatus": "RUNNING"}], "failures": []},
+                      {"cluster": CLUSTER, "tasks": ANY})
+    with pytest.raises(ecs_api.EcsReadError, match="taskArn is missing"):
+        ecs_api.describe_tasks(client, CLUSTER, [_arn("task", 1)])

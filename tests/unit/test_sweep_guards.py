@@ -1,7 +1,7 @@
 """The sweep's safety, pure: the probe-outage and delete-fraction guards, the port ECS must
 confirm before a record's task is probed, ECS's own health checks and the per-service grace.
 
-Every scenario here was a deletion or a StopTask before these rules (issue 14): a sweep whose
+Every scenario here was a deletion or a StopTask before these rules: a sweep whose
 own network path broke deleted and stopped everything it probed; a forged record naming
 another task at a closed port got that task stopped. Records and views come from the
 helpers of test_sweep.py, built by the agent's and the task-events Lambda's own code.
@@ -19,20 +19,29 @@ import pytest
 
 from ecssd_agent.agent.settings import SettingsError
 from ecssd_agent.core import naming
-from ecssd_agent.core.model import Owner, RecordSet, Routing
+from ecssd_agent.core.ecs_task import PortBinding, TaskContainer
+from ecssd_agent.core.metadata import Declaration
+from ecssd_agent.core.model import RecordSet, Routing
+from ecssd_agent.core.ownership import Owner
 from ecssd_agent.core.records import routed, srv_value
-from health_lambda.config import SweepSettings
-from health_lambda.probe import check
-from health_lambda.runner import empty_summary, rules_of
-from health_lambda.sweep import Assessment, ClusterView, Plan, Rules, Scope, Verdict, assess, decide
-from health_lambda.task_evidence import (
-    Binding,
-    ContainerSpec,
-    ContainerState,
-    ServiceDecl,
-    parse_services,
+from ecssd_agent.sweep.decide import Assessment, ClusterView, Plan, Rules, Scope, Verdict, assess, decide
+from ecssd_agent.sweep.evidence import definition_problems
+from ecssd_agent.sweep.probe import check
+from ecssd_agent.sweep.runner import empty_summary, rules_of
+from ecssd_agent.sweep.settings import SweepSettings
+from tests.unit.test_sweep_decide import (
+    C_OK,
+    H1,
+    H2,
+    H_OTHER,
+    NOW,
+    ZONE,
+    agent,
+    spec,
+    task,
+    task_records,
+    with_task,
 )
-from tests.unit.test_sweep import C_OK, H1, H2, H_OTHER, NOW, ZONE, agent, task, task_records
 
 DEFAULTS = Rules()  # the shipped settings: both guards at 0.5
 TIMEOUT = Verdict(False, "timed out after 2s")
@@ -102,10 +111,10 @@ def test_one_host_silent_on_every_port_refuses_the_sweep() -> None:
     ports = {"t1": (8080, 32768), "t2": (9000, 32769)}
     h2 = agent("ip-10-0-0-2", "10.0.0.2",
                *[("web", 32770 + n, 8080, "c", f"u{n}") for n in range(4)])
-    tasks = {**{t: task(t, 1, containers=(ContainerState("web", bindings=(Binding(*p),)),))
+    tasks = {**{t: task(t, 1, containers=(TaskContainer("web", bindings=(PortBinding(*p),)),))
                 for t, p in ports.items()},
-             **{f"u{n}": task(f"u{n}", 2, containers=(ContainerState(
-                 "web", bindings=(Binding(8080, 32770 + n),)),)) for n in range(4)}}
+             **{f"u{n}": task(f"u{n}", 2, containers=(TaskContainer(
+                 "web", bindings=(PortBinding(8080, 32770 + n),)),)) for n in range(4)}}
     result = _assess([*H1, *h2], [replace(C_OK, tasks=tasks)])
     verdicts = {t.key: (TIMEOUT if t.ip == "10.0.0.1" else Verdict(True, "HTTP 200"))
                 for t in result.targets}
@@ -185,14 +194,14 @@ def test_the_container_port_must_match_too() -> None:
 
 def test_no_bindings_reported_means_unconfirmed_never_judged() -> None:
     """moto, or a task whose containers ECS has not bound yet: nothing confirms the port."""
-    bare = task("t3", 2, containers=(ContainerState("web"),))
+    bare = task("t3", 2, containers=(TaskContainer("web"),))
     result = _assess([*H2], [replace(C_OK, tasks={"t3": bare})])
     assert not result.targets and not result.suspect
     assert any("no port bindings" in s.reason for s in result.skipped)
 
 
 def test_a_task_not_yet_running_is_not_judged() -> None:
-    pending = replace(C_OK.tasks["t3"], last_status="PENDING")
+    pending = with_task(C_OK.tasks["t3"], last_status="PENDING")
     result = _assess([*H2], [replace(C_OK, tasks={"t3": pending})])
     assert not result.targets and any("PENDING" in s.reason for s in result.skipped)
 
@@ -200,11 +209,11 @@ def test_a_task_not_yet_running_is_not_judged() -> None:
 def test_awsvpc_ports_come_from_the_definition() -> None:
     t1 = task_records("c", "tt1", "10.1.0.1", 8080)
     forged = task_records("c", "tt1", "10.1.0.1", 9999)[1]  # same task, another port
-    view = task("tt1", eni_ips=("10.1.0.1",), network_mode="awsvpc")
+    view = task("tt1", eni_ips=("10.1.0.1",))
     result = _assess([*t1, forged], [replace(C_OK, tasks={"tt1": view})])
     assert [(t.ip, t.port) for t in result.targets] == [("10.1.0.1", 8080)]
     assert len(result.suspect) == 1 and "9999/tcp" in result.suspect[0].reason
-    unmapped = replace(view, specs=(ContainerSpec("web"),))
+    unmapped = task("tt1", eni_ips=("10.1.0.1",), specs=[spec("web")])
     result = _assess(t1, [replace(C_OK, tasks={"tt1": unmapped})])
     assert not result.targets and any("maps no port" in s.reason for s in result.skipped)
 
@@ -214,10 +223,10 @@ def test_the_records_own_container_decides_when_ecs_gives_runtime_ids() -> None:
     port: ECS does not back the record."""
     records = agent("ip-10-0-0-2", "10.0.0.2", ("web", 32770, 8080, "c", "t3"),
                     container="aaaaaa")
-    containers = (ContainerState("web", "aaaaaa000000" + "0" * 52, bindings=(
-                      Binding(8080, 31000),)),
-                  ContainerState("side", "bbbbbb000000" + "0" * 52, bindings=(
-                      Binding(8080, 32770),)))
+    containers = (TaskContainer("web", "aaaaaa000000" + "0" * 52, bindings=(
+                      PortBinding(8080, 31000),)),
+                  TaskContainer("side", "bbbbbb000000" + "0" * 52, bindings=(
+                      PortBinding(8080, 32770),)))
     result = _assess(records, [replace(C_OK, tasks={"t3": task("t3", 2,
                                                                containers=containers)})])
     assert not result.targets and len(result.suspect) == 1
@@ -226,12 +235,12 @@ def test_the_records_own_container_decides_when_ecs_gives_runtime_ids() -> None:
 # --- 3. ECS's own health check and the grace ---------------------------------------------
 
 def _checked(health: str, start_period: float = 0.0, started: float = NOW - 3600,
-             **kw: object) -> ClusterView:
+             grace: str = "") -> ClusterView:
+    env = {"SERVICE_8080_NAME": "web", **({"SERVICE_8080_CHECK_GRACE": grace} if grace else {})}
     view = task("t3", 2, started=started, containers=(
-        ContainerState("web", health=health, bindings=(Binding(8080, 32770),)),),
-        specs=(ContainerSpec("web", (Binding(8080),), health_check=True,
-                             start_period=start_period),),
-        services=(ServiceDecl("web", 8080),), **kw)
+        TaskContainer("web", health_status=health, bindings=(PortBinding(8080, 32770),)),),
+        specs=(spec("web", env, ports=(PortBinding(8080),), health_check=True,
+                    start_period=start_period),))
     return replace(C_OK, tasks={"t3": view})
 
 
@@ -256,15 +265,18 @@ def test_ecs_unhealthy_or_unknown_leaves_it_to_the_probe() -> None:
 def test_healthy_without_a_health_check_means_nothing() -> None:
     """moto reports every container HEALTHY; ECS reports UNKNOWN without a healthCheck.
     Only a definition's own healthCheck gives ECS's word weight."""
-    view = replace(_checked("HEALTHY").tasks["t3"], specs=(ContainerSpec("web", (Binding(8080),)),),
-                   health="HEALTHY")
+    view = with_task(task("t3", 2, specs=(spec("web", {"SERVICE_8080_NAME": "web"},
+                                                ports=(PortBinding(8080),)),),
+                          containers=_checked("HEALTHY").tasks["t3"].task.containers),
+                     health_status="HEALTHY")
     result = _assess([*H2], [replace(C_OK, tasks={"t3": view})])
     assert result.targets[0].ecs_healthy == ""
 
 
 def test_the_task_health_speaks_when_the_container_cannot_be_told() -> None:
-    view = replace(_checked("UNKNOWN").tasks["t3"], services=(), health="HEALTHY",
-                   specs=(ContainerSpec("other", health_check=True),))
+    view = with_task(task("t3", 2, specs=(spec("other", health_check=True),),
+                          containers=_checked("UNKNOWN").tasks["t3"].task.containers),
+                     health_status="HEALTHY")
     result = _assess([*H2], [replace(C_OK, tasks={"t3": view})])
     assert result.targets[0].ecs_healthy == "ECS reports task t3 HEALTHY"
 
@@ -279,24 +291,24 @@ def test_grace_is_the_longest_of_grace_seconds_check_grace_and_start_period() ->
     assert not judged(_checked("UNKNOWN", start_period=300, started=NOW - 100))
     assert judged(_checked("UNKNOWN", start_period=300, started=NOW - 301))
     # SERVICE_8080_CHECK_GRACE=600 on the service's container: not yet at 400 s.
-    graced = _checked("UNKNOWN", started=NOW - 400)
-    graced = replace(graced, tasks={"t3": replace(graced.tasks["t3"], services=(
-        ServiceDecl("web", 8080, check_grace=600.0),))})
+    graced = _checked("UNKNOWN", started=NOW - 400, grace="600")
     assert not judged(graced)
     skipped = _assess([*H2], [graced]).skipped
     assert any("started less than 600s ago" in s.reason for s in skipped)
 
 
 def test_check_grace_parsed_and_a_bad_one_named_without_blocking_others() -> None:
-    decls, problems = parse_services([
-        ("web", {"SERVICE_8080_NAME": "web", "SERVICE_8080_CHECK_GRACE": "120"}, {}),
-        ("api", {"SERVICE_9000_NAME": "api"}, {"SERVICE_9000_CHECK_GRACE": "soon"}),
-        ("adm", {"SERVICE_7000_NAME": "adm", "SERVICE_7000_CHECK_GRACE": "-5"}, {}),
-    ])
-    assert decls == (ServiceDecl("web", 8080, "", 120.0), ServiceDecl("api", 9000, "", None),
-                     ServiceDecl("adm", 7000, "", None))
+    specs = (spec("web", {"SERVICE_8080_NAME": "web", "SERVICE_8080_CHECK_GRACE": "120"}),
+             spec("api", {"SERVICE_9000_NAME": "api"}, {"SERVICE_9000_CHECK_GRACE": "soon"}),
+             spec("adm", {"SERVICE_7000_NAME": "adm", "SERVICE_7000_CHECK_GRACE": "-5"}))
+    evidence = task("t3", specs=specs)
+    assert evidence.services == (Declaration("web", 8080, "", 120.0),
+                                 Declaration("api", 9000, "", None),
+                                 Declaration("adm", 7000, "", None))
+    assert evidence.definition is not None
+    problems = [str(p) for p in definition_problems(evidence.definition)]
     assert len(problems) == 2
-    assert "container api" in problems[0] and "SERVICE_9000_CHECK_GRACE='soon'" in problems[0]
+    assert problems[0] == "container api: SERVICE_9000_CHECK_GRACE: 'soon' is not a number of seconds"
     assert "container adm" in problems[1] and "SERVICE_7000_CHECK_GRACE" in problems[1]
 
 
@@ -315,7 +327,7 @@ def test_live_instances_not_probed_still_count_as_deletable() -> None:
     plan = decide(_assess([*H1, *H2], clusters, off), {}, off)
     assert not plan.refused and len(plan.deletions) == 1
     assert (plan.guard.planned, plan.guard.deletable) == (1, 3)
-    unbound = [replace(clusters[0], tasks={t: replace(v, containers=())
+    unbound = [replace(clusters[0], tasks={t: with_task(v, containers=())
                                            for t, v in clusters[0].tasks.items()})]
     plan = decide(_assess([*H1, *H2], unbound), {}, DEFAULTS)
     assert not plan.refused and len(plan.deletions) == 1 and plan.guard.deletable == 3

@@ -14,12 +14,17 @@ from typing import Any
 
 import pytest
 
-from ecssd_agent.core import naming
+from ecssd_agent.aws.ecs import parse_task_definition
+from ecssd_agent.config_fields import SettingsError
+from ecssd_agent.core import ownership
 from ecssd_agent.core import task_records as tr
-from ecssd_agent.core.model import Owner, RecordSet, Routing
+from ecssd_agent.core.ecs_task import Task, TaskContainer, TaskDefinition, network_mode
+from ecssd_agent.core.model import RecordSet, Routing
+from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.plan import plan
 from ecssd_agent.core.records import parse_srv
-from health_lambda import task_event_config
+from ecssd_agent.events import settings as event_settings
+from ecssd_agent.events.handle import parse_event
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 ZONE = "sd.internal."
@@ -32,12 +37,13 @@ def event(name: str) -> dict[str, Any]:
     return loaded
 
 
-def fargate(**changes: Any) -> tr.Task:
-    return replace(tr.parse_event(event("ecs_task_running_fargate.json")), **changes)
+def fargate(**changes: Any) -> Task:
+    return replace(parse_event(event("ecs_task_running_fargate.json")), **changes)
 
 
-def definition(*containers: dict[str, Any], mode: str = "awsvpc") -> dict[str, Any]:
-    return {"networkMode": mode, "containerDefinitions": list(containers)}
+def definition(*containers: dict[str, Any], mode: str = "awsvpc") -> TaskDefinition:
+    """A task definition in DescribeTaskDefinition's shape, as the ECS adapter reads it."""
+    return parse_task_definition({"networkMode": mode, "containerDefinitions": list(containers)})
 
 
 def container(name: str = "FargateApp", env: dict[str, str] | None = None,
@@ -51,7 +57,7 @@ def container(name: str = "FargateApp", env: dict[str, str] | None = None,
     }
 
 
-def records(task: tr.Task, td: dict[str, Any], ip: str = "10.0.0.139",
+def records(task: Task, td: TaskDefinition, ip: str = "10.0.0.139",
             routing: Routing = Routing.WEIGHTED) -> tuple[dict[tuple[str, str], RecordSet], list[str]]:
     found, problems = tr.service_records(task, td, ip, ZONE, routing, 0)
     by_name = {(r.name, r.type, r.set_identifier): r for r in found}
@@ -59,198 +65,19 @@ def records(task: tr.Task, td: dict[str, Any], ip: str = "10.0.0.139",
     return {(r.name, r.type): r for r in found}, [str(p) for p in problems]
 
 
-# --- parsing -----------------------------------------------------------------------------
-
-def test_parses_the_documented_fargate_event() -> None:
-    task = tr.parse_event(event("ecs_task_running_fargate.json"))
-    assert task.id == TASK_ID
-    assert task.cluster == "FargateCluster"
-    assert task.eni_ip == "10.0.0.139"
-    assert task.group == "family:sample-fargate"
-    assert task.phase is tr.Phase.REGISTER
-    assert task.version == 4
-    assert task.started_at == datetime(2020, 1, 23, 17, 57, 58, 103000, tzinfo=timezone.utc)
-    assert task.env_overrides == {"FargateApp": {"SERVICE_9090_NAME": "metrics"}}
-    assert task.containers[0].runtime_id.startswith("ad64cbc71c7f")
-
-
-def test_parses_bridge_bindings_and_the_container_instance() -> None:
-    task = tr.parse_event(event("ecs_task_running_ec2_bridge.json"))
-    assert task.eni_ip == ""
-    assert task.container_instance_arn.endswith("/4a1d1b8e6e8c4a4d9b1f7c7f3c2d1e0f")
-    assert task.containers[0].bindings == (
-        tr.Binding(2000, 2000, "udp"), tr.Binding(2000, 2000, "tcp"), tr.Binding(3000, 32768, "tcp"))
-
-
-def test_a_describe_tasks_entry_parses_like_an_event() -> None:
-    """DescribeTasks names the attachment type differently and returns datetimes."""
-    detail = event("ecs_task_running_fargate.json")["detail"]
-    detail = {**detail, "attachments": [{**detail["attachments"][0], "type": "ElasticNetworkInterface"}],
-              "containers": [{**detail["containers"][0], "networkInterfaces": []}],
-              "startedAt": datetime(2020, 1, 23, 17, 57, 58)}
-    task = tr.parse_task(detail)
-    assert task.eni_ip == "10.0.0.139"
-    assert task.started_at == datetime(2020, 1, 23, 17, 57, 58, tzinfo=timezone.utc)
-
-
-@pytest.mark.parametrize("last, desired, phase", [
-    ("PROVISIONING", "RUNNING", tr.Phase.WAIT),
-    ("PENDING", "RUNNING", tr.Phase.WAIT),
-    ("ACTIVATING", "RUNNING", tr.Phase.WAIT),
-    ("RUNNING", "RUNNING", tr.Phase.REGISTER),
-    ("RUNNING", "STOPPED", tr.Phase.REMOVE),  # draining starts: stop sending clients there
-    ("DEACTIVATING", "STOPPED", tr.Phase.REMOVE),
-    ("STOPPING", "STOPPED", tr.Phase.REMOVE),
-    ("STOPPED", "STOPPED", tr.Phase.REMOVE),
-    ("PENDING", "STOPPED", tr.Phase.REMOVE),
-])
-def test_phase(last: str, desired: str, phase: tr.Phase) -> None:
-    assert fargate(last_status=last, desired_status=desired).phase is phase
-
-
-def _without(data: dict[str, Any], key: str) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if k != key}
-
-
-@pytest.mark.parametrize("bad, reason", [
-    (None, "not an object"),
-    ([], "not an object"),
-    ({"source": "aws.ecs", "detail-type": "ECS Container Instance State Change", "detail": {}},
-     "not an 'ECS Task State Change' event"),
-    ({"source": "aws.ec2", "detail-type": "ECS Task State Change", "detail": {}}, "not an"),
-    (_without(event("ecs_task_running_fargate.json"), "detail"), "no 'detail' object"),
-    ({**event("ecs_task_running_fargate.json"), "detail": "RUNNING"},
-     "detail is not an object: 'RUNNING'"),
-    ({**event("ecs_task_running_fargate.json"),
-      "detail": _without(event("ecs_task_running_fargate.json")["detail"], "taskArn")},
-     "detail.taskArn is missing"),
-    ({**event("ecs_task_running_fargate.json"),
-      "detail": {**event("ecs_task_running_fargate.json")["detail"], "lastStatus": 3}},
-     "detail.lastStatus is not a string: 3"),
-    ({**event("ecs_task_running_fargate.json"),
-      "detail": _without(event("ecs_task_running_fargate.json")["detail"], "clusterArn")},
-     "detail.clusterArn is missing"),
-])
-def test_malformed_events_are_refused_with_a_reason(bad: Any, reason: str) -> None:
-    with pytest.raises(tr.MalformedEvent, match=reason.replace("(", r"\(")):
-        tr.parse_event(bad)
-
-
-# --- malformed events: each field in turn replaced by each wrong type -----------------------
-
-_DELETED = object()
-#: What a field can wrongly be: null, a number, a flag, a string, a list (empty, of a number),
-#: an object (empty, of a number), or absent.
-WRONG: list[Any] = [None, 7, 1.5, True, "x", "", [], [7], {}, {"x": 7}, _DELETED]
-
-
-def _paths(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
-    """Every field and list item of a JSON value, parents before children."""
-    found: list[tuple[str | int, ...]] = [path] if path else []
-    items = value.items() if isinstance(value, dict) else \
-        enumerate(value) if isinstance(value, list) else []
-    for key, inner in items:
-        found += _paths(inner, (*path, key))
-    return found
-
-
-def _shown(path: tuple[str | int, ...]) -> str:
-    """("detail", "containers", 2) -> "detail.containers[2]", as the refusals name fields."""
-    text = ""
-    for key in path:
-        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else key)
-    return text
-
-
-def _mutated(data: Any, path: tuple[str | int, ...], replacement: Any) -> Any:
-    copy = json.loads(json.dumps(data))
-    parent = copy
-    for key in path[:-1]:
-        parent = parent[key]
-    if replacement is _DELETED:
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = replacement
-    return copy
-
-
-@pytest.mark.parametrize("name", sorted(p.name for p in EVENTS.glob("*.json")))
-def test_every_wrong_shape_of_every_field_is_one_refusal_naming_it(name: str) -> None:
-    """Fuzz-like, over the sample events: replace each field (and list item) in turn by each
-    wrong type, or remove it. Parsing either succeeds (the field is not read, or null means
-    absent) or refuses with a MalformedEvent whose message names the field; never another
-    exception (an AttributeError or TypeError would be a traceback instead of a refusal)."""
-    original = event(name)
-    tr.parse_event(original)
-    problems: list[str] = []
-    refused = 0
-    for path in _paths(original):
-        for replacement in WRONG:
-            bad = _mutated(original, path, replacement)
-            what = f"{_shown(path)} = {'(removed)' if replacement is _DELETED else repr(replacement)}"
-            try:
-                tr.parse_event(bad)
-            except tr.MalformedEvent as exc:
-                refused += 1
-                if _shown(path) not in str(exc):
-                    problems.append(f"{what}: the refusal does not name the field: {exc}")
-            except Exception as exc:  # any other exception is the failure
-                problems.append(f"{what}: {type(exc).__name__}: {exc}")
-    assert problems == [], "\n".join(problems)
-    assert refused > 50  # the read fields were really exercised
-
-
-@pytest.mark.parametrize("field, value, refusal", [
-    ("containers", 5, "detail.containers is not a list: 5"),
-    ("containers", {"name": "x"}, "detail.containers is not a list: {'name': 'x'}"),
-    ("containers", "FargateApp", "detail.containers is not a list: 'FargateApp'"),
-    ("containers", [{"name": "a"}, {"name": "b"}, "c"], "detail.containers[2] is not an object: 'c'"),
-    ("containers", [{"name": 7}], "detail.containers[0].name is not a string: 7"),
-    ("containers", [{"name": "a", "networkBindings": {}}],
-     "detail.containers[0].networkBindings is not a list: {}"),
-    ("containers", [{"name": "a", "networkBindings": [{"containerPort": "80", "hostPort": 80}]}],
-     "detail.containers[0].networkBindings[0].containerPort is not a whole number: '80'"),
-    ("containers", [{"name": "a", "networkInterfaces": [None]}],
-     "detail.containers[0].networkInterfaces[0] is not an object: None"),
-    ("attachments", "eni", "detail.attachments is not a list: 'eni'"),
-    ("attachments", [{"type": "eni", "details": 3}], "detail.attachments[0].details is not a list: 3"),
-    ("overrides", [], "detail.overrides is not an object: []"),
-    ("overrides", {"containerOverrides": [{"name": "a", "environment": [{"name": 1}]}]},
-     "detail.overrides.containerOverrides[0].environment[0].name is not a string: 1"),
-    ("startedAt", "yesterday", "detail.startedAt is not a timestamp: 'yesterday'"),
-    ("startedAt", 1579802278, "detail.startedAt is not a timestamp: 1579802278"),
-    ("version", "4", "detail.version is not a whole number: '4'"),
-    ("group", ["service:x"], "detail.group is not a string: ['service:x']"),
-])
-def test_named_malformed_shapes(field: str, value: Any, refusal: str) -> None:
-    bad = _mutated(event("ecs_task_running_fargate.json"), ("detail", field), value)
-    with pytest.raises(tr.MalformedEvent) as refused:
-        tr.parse_event(bad)
-    assert str(refused.value) == refusal
-
-
-def test_null_optional_fields_are_absent_ones() -> None:
-    sample = event("ecs_task_running_fargate.json")
-    for field in ("containers", "attachments", "overrides", "startedAt", "version", "group"):
-        sample["detail"][field] = None
-    task = tr.parse_event(sample)
-    assert (task.containers, task.eni_ip, task.env_overrides, task.started_at, task.version,
-            task.group) == ((), "", {}, None, None, "")
-
-
 # --- names and ownership -----------------------------------------------------------------
 
 @pytest.mark.parametrize("owner", [
-    Owner(kind="t", cluster="prod", task=TASK_ID, port=""),  # the task's A records
-    Owner(kind="t", cluster="prod", task="0b7a35ac-0c1f-4a4e-9d0c-5b4b1e9a1f00", port=""),
-    Owner(kind="t", cluster="c" * 200, task=TASK_ID, port=""),  # carried as a digest
+    Owner(kind=Kind.TASK, cluster="prod", task=TASK_ID, port=""),  # the task's A records
+    Owner(kind=Kind.TASK, cluster="prod", task="0b7a35ac-0c1f-4a4e-9d0c-5b4b1e9a1f00", port=""),
+    Owner(kind=Kind.TASK, cluster="c" * 200, task=TASK_ID, port=""),  # carried as a digest
 ])
 def test_task_level_owner_round_trips_with_an_empty_port(owner: Owner) -> None:
-    ident = naming.set_identifier(owner)
+    ident = ownership.set_identifier(owner)
     assert ident.endswith(":")
-    parsed = naming.parse_set_identifier(ident)
-    assert parsed is not None and parsed.kind == "t" and parsed.task == owner.task
-    assert naming.cluster_matches(parsed.cluster, owner.cluster)
+    parsed = ownership.parse_set_identifier(ident)
+    assert parsed is not None and parsed.kind is Kind.TASK and parsed.task == owner.task
+    assert ownership.cluster_matches(parsed.cluster, owner.cluster)
     assert parsed.port == ""
 
 
@@ -261,34 +88,34 @@ def test_task_record_name_is_one_label_under_task() -> None:
 
 
 def test_owned_by_task_is_exact() -> None:
-    owns = tr.owned_by_task("prod", TASK_ID)
+    owns = ownership.owned_by_task("prod", TASK_ID)
 
     def rs(owner: Owner) -> RecordSet:
-        return RecordSet("x.sd.internal.", "A", ("1.2.3.4",), 0, naming.set_identifier(owner), 1)
+        return RecordSet("x.sd.internal.", "A", ("1.2.3.4",), 0, ownership.set_identifier(owner), 1)
 
-    assert owns(rs(Owner(kind="t", cluster="prod", task=TASK_ID, port="")))
-    assert owns(rs(Owner(kind="t", cluster="prod", task=TASK_ID, port="80/tcp")))
-    assert owns(rs(Owner(kind="t", cluster="prod", task=TASK_ID)))
-    assert not owns(rs(Owner(kind="t", cluster="prod", task="other", port="")))
-    assert not owns(rs(Owner(kind="t", cluster="test", task=TASK_ID, port="")))
+    assert owns(rs(Owner(kind=Kind.TASK, cluster="prod", task=TASK_ID, port="")))
+    assert owns(rs(Owner(kind=Kind.TASK, cluster="prod", task=TASK_ID, port="80/tcp")))
+    assert owns(rs(Owner(kind=Kind.TASK, cluster="prod", task=TASK_ID)))
+    assert not owns(rs(Owner(kind=Kind.TASK, cluster="prod", task="other", port="")))
+    assert not owns(rs(Owner(kind=Kind.TASK, cluster="test", task=TASK_ID, port="")))
     assert not owns(rs(Owner(host="ip-1", container="abcdef012345", port="80/tcp",
                              cluster="prod", task=TASK_ID)))  # the agent's record of it
     assert not owns(RecordSet("x.sd.internal.", "A", ("1.2.3.4",), 0, f"ecssd:t:prod:{TASK_ID}", 1))
     long = "c" * 200
-    assert tr.owned_by_task(long, TASK_ID)(rs(Owner(kind="t", cluster=long, task=TASK_ID)))
+    assert ownership.owned_by_task(long, TASK_ID)(rs(Owner(kind=Kind.TASK, cluster=long, task=TASK_ID)))
 
 
 def test_fixed_record_owns_only_task_a_records_of_that_name() -> None:
-    owns = tr.fixed_record_owns("xray.sd.internal.")
+    owns = ownership.owned_fixed_record("xray.sd.internal.")
     task = fargate()
     ours = tr.fixed_record("xray.sd.internal.", task, "10.0.0.139", Routing.WEIGHTED, 0)
     assert owns(ours)
     assert ours.set_identifier == f"ecssd:t:FargateCluster:{TASK_ID}:" and ours.weight == 1
     assert not owns(replace(ours, name="other.sd.internal."))
     assert not owns(RecordSet("xray.sd.internal.", "A", ("10.0.0.1",), 300))  # hand-made
-    agent = naming.set_identifier(Owner(host="ip-10-0-0-1"))
+    agent = ownership.set_identifier(Owner(host="ip-10-0-0-1"))
     assert not owns(replace(ours, set_identifier=agent))
-    srv_owner = naming.set_identifier(tr.task_owner(task, "2000/udp"))
+    srv_owner = ownership.set_identifier(tr.task_owner(task, "2000/udp"))
     assert not owns(replace(ours, set_identifier=srv_owner))
 
 
@@ -357,7 +184,7 @@ def test_two_tasks_of_one_service_are_two_weighted_record_sets() -> None:
 
 
 def test_bridge_uses_host_port_from_bindings_and_writes_no_service_a() -> None:
-    task = tr.parse_event(event("ecs_task_running_ec2_bridge.json"))
+    task = parse_event(event("ecs_task_running_ec2_bridge.json"))
     td = definition(container("xray-daemon", env={"SERVICE_2000_NAME": "_xray._udp",
                                                   "SERVICE_3000_NAME": "xray-status"},
                               ports=[(2000, "udp"), (2000, "tcp"), (3000, "tcp")]), mode="bridge")
@@ -371,7 +198,7 @@ def test_bridge_uses_host_port_from_bindings_and_writes_no_service_a() -> None:
 
 
 def test_bridge_port_without_binding_is_a_problem_not_a_record() -> None:
-    task = tr.parse_event(event("ecs_task_running_ec2_bridge.json"))
+    task = parse_event(event("ecs_task_running_ec2_bridge.json"))
     td = definition(container("xray-daemon", env={"SERVICE_4000_NAME": "nope"}), mode="bridge")
     found, problems = records(task, td, ip="10.0.1.17")
     assert found == {}
@@ -379,7 +206,7 @@ def test_bridge_port_without_binding_is_a_problem_not_a_record() -> None:
 
 
 def test_host_mode_uses_the_container_port() -> None:
-    task = replace(tr.parse_event(event("ecs_task_running_ec2_bridge.json")), containers=())
+    task = replace(parse_event(event("ecs_task_running_ec2_bridge.json")), containers=())
     td = definition(container("xray-daemon", env={"SERVICE_8080_NAME": "web"}), mode="host")
     found, _ = records(task, td, ip="10.0.1.17")
     assert found[("web.sd.internal.", "SRV")].values[0].split()[2] == "8080"
@@ -387,7 +214,7 @@ def test_host_mode_uses_the_container_port() -> None:
 
 
 def test_ignored_and_exited_containers_and_bad_names() -> None:
-    task = fargate(env_overrides={}, containers=(tr.TaskContainer("gone", last_status="STOPPED"),))
+    task = fargate(env_overrides={}, containers=(TaskContainer("gone", last_status="STOPPED"),))
     td = definition(
         container("ignored", env={"SERVICE_80_NAME": "a", "SERVICE_IGNORE": "true"},
                   labels={"discovery.service.name": "a2"}),
@@ -409,10 +236,10 @@ def test_a_task_declaring_nothing_has_no_records() -> None:
 
 
 def test_network_mode() -> None:
-    assert tr.network_mode(fargate(), {}) == "awsvpc"
+    assert network_mode(fargate(), parse_task_definition({})) == "awsvpc"
     ec2 = fargate(launch_type="EC2")
-    assert tr.network_mode(ec2, {}) == "bridge"
-    assert tr.network_mode(ec2, {"networkMode": "host"}) == "host"
+    assert network_mode(ec2, parse_task_definition({})) == "bridge"
+    assert network_mode(ec2, parse_task_definition({"networkMode": "host"})) == "host"
 
 
 def test_planning_the_desired_records_twice_changes_nothing() -> None:
@@ -420,7 +247,7 @@ def test_planning_the_desired_records_twice_changes_nothing() -> None:
     td = definition(container(env={"SERVICE_8080_NAME": "time"},
                               labels={"discovery.service.name": "web"}, ports=[(8080, "tcp")]))
     desired, _ = tr.service_records(task, td, "10.0.0.139", ZONE, Routing.WEIGHTED, 0)
-    owns = tr.owned_by_task(task.cluster, task.id)
+    owns = ownership.owned_by_task(task.cluster, task.id)
     assert plan([], desired, owns)
     assert plan(desired, desired, owns) == []
     assert [c.action.value for c in plan(desired, [], owns)] == ["DELETE"] * len(desired)
@@ -428,7 +255,7 @@ def test_planning_the_desired_records_twice_changes_nothing() -> None:
 
 # --- who serves the fixed name -----------------------------------------------------------
 
-def _at(task_id: str, minute: int | None) -> tr.Task:
+def _at(task_id: str, minute: int | None) -> Task:
     when = datetime(2024, 5, 1, 12, minute, tzinfo=timezone.utc) if minute is not None else None
     return fargate(id=task_id, started_at=when)
 
@@ -446,21 +273,21 @@ def test_newest_task_wins() -> None:
     (_at("new", 5), _at("old", 1), True),  # a late RUNNING event of the old task does not
     (_at("a", None), _at("b", 1), False),  # no evidence: the RUNNING event wins
 ])
-def test_holder_keeps(holder: tr.Task | None, candidate: tr.Task, keeps: bool) -> None:
+def test_holder_keeps(holder: Task | None, candidate: Task, keeps: bool) -> None:
     assert tr.holder_keeps(holder, candidate) is keeps
 
 
 # --- settings ----------------------------------------------------------------------------
 
 def test_config_defaults_and_fixed_mode() -> None:
-    config = task_event_config.load({
+    config = event_settings.load({
         "HOSTED_ZONE_ID": "/hostedzone/Z123", "RR_NAME": "Xray.acme.com", "TASK_GROUP": "service:xray",
         "ECS_CLUSTERS": "a, arn:aws:ecs:r:1:cluster/b"})
     assert config.hosted_zone_id == "Z123" and config.rr_name == "xray.acme.com"
     assert config.fixed_record and config.routing is Routing.WEIGHTED and config.ttl == 0
     assert config.service_records and config.bridge_records and not config.dry_run
     assert config.watches("a") and config.watches("b") and not config.watches("c")
-    assert task_event_config.load({"DOMAIN": "sd.internal"}).watches("anything")
+    assert event_settings.load({"DOMAIN": "sd.internal"}).watches("anything")
 
 
 @pytest.mark.parametrize("env, variable", [
@@ -472,8 +299,8 @@ def test_config_defaults_and_fixed_mode() -> None:
     ({"DOMAIN": "sd.internal", "SERVICE_RECORDS": "maybe"}, "SERVICE_RECORDS"),
 ])
 def test_config_errors_name_the_variable(env: dict[str, str], variable: str) -> None:
-    with pytest.raises(task_event_config.ConfigError, match=variable):
-        task_event_config.load(env)
+    with pytest.raises(SettingsError, match=variable):
+        event_settings.load(env)
 
 
 # --- the health gate ---------------------------------------------------------------------
@@ -483,24 +310,25 @@ HEALTH_CHECK = {"command": ["CMD-SHELL", "curl -f http://localhost:8080/ || exit
 
 
 def checked(name: str = "FargateApp", port: int = 8080, service: str = "time") -> dict[str, Any]:
+    """A container definition with ECS's documented healthCheck (a command is required)."""
     return {**container(name, env={f"SERVICE_{port}_NAME": service}, ports=[(port, "tcp")]),
             "healthCheck": HEALTH_CHECK}
 
 
-def health(**status: str) -> tr.Task:
+def health(**status: str) -> Task:
     """The Fargate event with these containers (name -> healthStatus; "": none reported)."""
     raw = event("ecs_task_running_fargate.json")
     del raw["detail"]["overrides"]
     raw["detail"]["containers"] = [{"name": name, "lastStatus": "RUNNING",
                                     **({"healthStatus": s} if s else {})}
                                    for name, s in status.items()]
-    return tr.parse_event(raw)
+    return parse_event(raw)
 
 
 def test_parses_the_container_health_status() -> None:
     raw = event("ecs_task_running_fargate.json")
     raw["detail"]["containers"][0]["healthStatus"] = "UNHEALTHY"
-    assert tr.parse_event(raw).containers[0].health_status == "UNHEALTHY"
+    assert parse_event(raw).containers[0].health_status == "UNHEALTHY"
     assert fargate().containers[0].health_status == ""  # not reported: not known healthy
 
 
@@ -513,7 +341,7 @@ def test_a_health_checked_container_not_healthy_gets_no_records(status: str) -> 
                                 "10.0.0.139", ZONE, Routing.WEIGHTED, 0)
     desired, _ = tr.service_records(task, definition(checked()), "10.0.0.139", ZONE,
                                     Routing.WEIGHTED, 0)
-    changes = plan(had, desired, tr.owned_by_task(task.cluster, task.id))
+    changes = plan(had, desired, ownership.owned_by_task(task.cluster, task.id))
     assert had and {(c.action.value, c.record) for c in changes} == {("DELETE", r) for r in had}
 
 
@@ -539,23 +367,30 @@ def test_without_the_health_gate_health_is_not_asked() -> None:
     found, _ = tr.service_records(task, definition(checked()), "10.0.0.139", ZONE,
                                   Routing.WEIGHTED, 0, health_gate=False)
     assert ("time.sd.internal.", "SRV") in {(r.name, r.type) for r in found}
-    assert task_event_config.load({"DOMAIN": "sd.internal"}).health_gate is True
-    assert task_event_config.load({"DOMAIN": "sd.internal", "HEALTH_GATE": "false"}).health_gate \
+    assert event_settings.load({"DOMAIN": "sd.internal"}).health_gate is True
+    assert event_settings.load({"DOMAIN": "sd.internal", "HEALTH_GATE": "false"}).health_gate \
         is False
-    with pytest.raises(task_event_config.ConfigError, match="HEALTH_GATE"):
-        task_event_config.load({"DOMAIN": "sd.internal", "HEALTH_GATE": "maybe"})
+    with pytest.raises(SettingsError, match="HEALTH_GATE"):
+        event_settings.load({"DOMAIN": "sd.internal", "HEALTH_GATE": "maybe"})
 
 
 def test_a_late_healthy_event_does_not_beat_a_newer_describe() -> None:
-    from ecssd_agent.aws.ecs import EcsTask, TaskContainer
-    from health_lambda.task_events import _current_health
+    from ecssd_agent.events.handle import _current_health
 
     late = replace(health(FargateApp="HEALTHY"), version=5)
 
-    def described(version: int) -> EcsTask:
-        return EcsTask(arn=late.arn, cluster_arn="c", last_status="RUNNING",
-                       desired_status="RUNNING", task_definition_arn="td", version=version,
-                       containers=(TaskContainer("FargateApp", "", "UNHEALTHY"),))
+    def described(version: int) -> Task:
+        return replace(late, version=version,
+                       containers=(TaskContainer("FargateApp", health_status="UNHEALTHY"),))
 
     assert [c.health_status for c in _current_health(late, described(6))] == ["UNHEALTHY"]
     assert [c.health_status for c in _current_health(late, described(5))] == ["HEALTHY"]
+
+
+def test_a_health_check_without_a_command_gates_nothing() -> None:
+    """ECS documents ``command`` as required: a ``healthCheck`` without one is no check ECS
+    runs (its containers stay UNKNOWN forever), so it cannot hold the records back. The health
+    sweep reads the same definition the same way (it does not take ECS's word for them)."""
+    task = health(FargateApp="UNKNOWN")
+    found, _ = records(task, definition({**checked(), "healthCheck": {"interval": 5}}))
+    assert ("time.sd.internal.", "SRV") in found

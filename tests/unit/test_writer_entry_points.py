@@ -30,8 +30,9 @@ from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import LEASE_HOST, HostStore
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.config_fields import SettingsError
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core.model import Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.ownership import Kind
 from ecssd_agent.core.records import host_records
 from ecssd_agent.writer.cli import Poller, build_writer, main
 from ecssd_agent.writer.publish import Publisher
@@ -142,8 +143,8 @@ class World:
         route53 = self.clients.client("route53")
         out: dict[str, set[RecordSet]] = {h.label: set() for h in hosts}
         for record in Route53Zone(route53, find_zone(route53, ZONE)).records():
-            owner = naming.parse_set_identifier(record.set_identifier)
-            if owner is not None and owner.kind == "h" and owner.host in out:
+            owner = ownership.parse_set_identifier(record.set_identifier)
+            if owner is not None and owner.kind is Kind.HOST and owner.host in out:
                 out[owner.host].add(record)
         return out
 
@@ -184,7 +185,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
                  "DRY_RUN", "REGION", "AWS_MAX_ATTEMPTS", "LOG_LEVEL", "LOG_FORMAT",
                  "CHANGE_QUEUE"):
         monkeypatch.delenv(name, raising=False)
-    zone_writer_handler.reset()
+    zone_writer_handler.runtime.reset()
     with mock_aws():
         clients = Clients(region="us-east-1", session=SESSION)
         r53 = clients.client("route53")
@@ -196,7 +197,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         sqs = clients.client("sqs")
         url = sqs.create_queue(QueueName="ecssd-hints")["QueueUrl"]
         yield World(clients, HostStore(ddb, TABLE), ChangeQueue(sqs, url), zone_id)
-    zone_writer_handler.reset()
+    zone_writer_handler.runtime.reset()
 
 
 def sqs_event(messages: list[Message]) -> dict[str, Any]:
@@ -264,7 +265,7 @@ def test_a_route53_error_after_a_warm_start_reports_every_good_hint(world: World
     world.publisher(a).publish(desired(a))
     assert zone_writer_handler.lambda_handler(sqs_event(world.receive_all()), None) == {
         "batchItemFailures": []}
-    writer = zone_writer_handler._writer
+    writer = zone_writer_handler.runtime.current
     # The zone is deleted under the warm writer (its records first, as Route 53 demands).
     r53 = world.clients.client("route53")
     r53.change_resource_record_sets(HostedZoneId=world.zone_id, ChangeBatch={"Changes": [
@@ -277,7 +278,7 @@ def test_a_route53_error_after_a_warm_start_reports_every_good_hint(world: World
 
     result = zone_writer_handler.lambda_handler(sqs_event(messages), None)
 
-    assert zone_writer_handler._writer is writer  # built once per cold start
+    assert zone_writer_handler.runtime.current is writer  # built once per cold start
     assert [f["itemIdentifier"] for f in result["batchItemFailures"]] == [m.id for m in messages]
 
 

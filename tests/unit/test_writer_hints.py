@@ -1,4 +1,4 @@
-"""The sweep's verify hints for the zone writer (health_lambda/writer_hints.py): which record
+"""The sweep's verify hints for the zone writer (ecssd_agent/sweep/writer_hints.py): which record
 sets they name, and that a failure to send them is reported, never raised. Sending against
 SQS, batching and the whole sweep are in tests/integration/test_queued_sweep.py."""
 
@@ -10,16 +10,17 @@ import pytest
 from botocore.exceptions import ClientError
 
 from ecssd_agent.agent.settings import SettingsError
-from ecssd_agent.core import naming
-from ecssd_agent.core.model import Owner, RecordSet
-from health_lambda.config import SweepSettings
-from health_lambda.writer_hints import hints_for, send
+from ecssd_agent.core import ownership
+from ecssd_agent.core.model import RecordSet
+from ecssd_agent.core.ownership import Kind, Owner
+from ecssd_agent.sweep.settings import SweepSettings
+from ecssd_agent.sweep.writer_hints import hints_for, send
 
 ZONE = "sd.internal."
 
 
 def record(name: str, owner: Owner | None, rtype: str = "SRV") -> RecordSet:
-    ident = naming.set_identifier(owner) if owner is not None else None
+    ident = ownership.set_identifier(owner) if owner is not None else None
     return RecordSet(f"{name}.{ZONE}", rtype, ("1 1 8080 x.sd.internal.",), 0, ident, weight=1)
 
 
@@ -35,7 +36,7 @@ def test_one_hint_per_host_naming_the_names_its_record_sets_were_deleted_under()
         record("ip-10-0-0-3", Owner(host="ip-10-0-0-3"), "A"),  # a host's own A record
         record("web", instance("ip-10-0-0-3")),
         # not the writer's: a task's record (the task-events Lambda's) and a foreign one
-        record("xray", Owner(kind="t", cluster="c1", task="t9", port="2000/udp"), "A"),
+        record("xray", Owner(kind=Kind.TASK, cluster="c1", task="t9", port="2000/udp"), "A"),
         record("legacy", None),
     ]
 
@@ -74,7 +75,7 @@ def test_a_failed_send_is_an_error_in_the_summary_not_an_exception() -> None:
 def test_nothing_to_hint_sends_nothing() -> None:
     summary: dict[str, Any] = {"errors": []}
     send(Refusing(), "https://sqs.us-east-1.amazonaws.com/1/q", ZONE,
-         [record("xray", Owner(kind="t", cluster="c1", task="t9", port="2000/udp"), "A")],
+         [record("xray", Owner(kind=Kind.TASK, cluster="c1", task="t9", port="2000/udp"), "A")],
          summary)
     assert summary == {"errors": [], "writer_hints": 0}
 

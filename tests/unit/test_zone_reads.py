@@ -8,10 +8,10 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from ecssd_agent.agent.host_agent import owned_by_host
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import Route53Zone, Zone, find_zone, to_wire
 from ecssd_agent.core.model import Action, Change, Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.ownership import owned_by_host
 from ecssd_agent.core.records import host_records
 from ecssd_agent.sync.zone_reads import (
     NameRead,

@@ -31,9 +31,10 @@ from ecssd_agent.aws import route53
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.host_store import LEASE_HOST, HostStore
 from ecssd_agent.aws.route53 import Route53Zone, find_zone, named_set_identifiers, to_wire
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core.host_state import Applied, Published
-from ecssd_agent.core.model import Action, Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.model import Action, Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.records import host_records
 from ecssd_agent.writer import zone_writer
 from ecssd_agent.writer.zone_writer import (
@@ -202,8 +203,8 @@ class World:
         """Each host's record sets in the zone, from one listing."""
         out: dict[str, set[RecordSet]] = {h.label: set() for h in hosts}
         for record in self.all_records():
-            owner = naming.parse_set_identifier(record.set_identifier)
-            if owner is not None and owner.kind == "h" and owner.host in out:
+            owner = ownership.parse_set_identifier(record.set_identifier)
+            if owner is not None and owner.kind is Kind.HOST and owner.host in out:
                 out[owner.host].add(record)
         return out
 
@@ -480,7 +481,7 @@ def test_refused_record_sets_name_their_owners_among_the_hosts_of_the_request() 
     a, b, c = host(1), host(2), host(3)
 
     def ident(h: Host) -> str:
-        return naming.set_identifier(Owner(host=h.label, container="c" * 12, port="80/tcp"))
+        return ownership.set_identifier(Owner(host=h.label, container="c" * 12, port="80/tcp"))
 
     message = (f"[Tried to delete resource record set [name='x.sd.internal.', type='SRV', "
                f"set-identifier='{ident(c)}'] but it was not found, Tried to create resource "
@@ -505,7 +506,7 @@ def test_one_impossible_host_is_bisected_out_and_every_other_lands(world: World)
         world.publish(h, desired(h, "calc", "time"))
     # bad also wants a record set outside the zone: Route 53 refuses any batch carrying it.
     outside = RecordSet("calc.other.internal.", "SRV", ("1 1 1 x.sd.internal.",), 0,
-                        naming.set_identifier(Owner(host=bad.label, container="f" * 12,
+                        ownership.set_identifier(Owner(host=bad.label, container="f" * 12,
                                                     port="1/tcp")), multivalue=True)
     world.publish(bad, [*desired(bad, "calc", "time"), outside])
     before = world.requests()
@@ -722,10 +723,10 @@ def test_a_dry_run_needs_no_lease_and_holds_up_no_writer(world: World) -> None:
 def foreign_neighbours(mine: Host) -> list[RecordSet]:
     """Record sets under ``mine``'s names that belong to somebody else."""
     calc = f"calc.{ZONE}"
-    task = Owner(kind="t", cluster="prod", task="abc", port="8081/tcp")
+    task = Owner(kind=Kind.TASK, cluster="prod", task="abc", port="8081/tcp")
     return [
         *desired(Host("ip-10-9-9-9", "10.9.9.9"), "calc"),  # another host's records
-        RecordSet(calc, "SRV", ("1 1 80 10-0-9-9.sd.internal.",), 0, naming.set_identifier(task),
+        RecordSet(calc, "SRV", ("1 1 80 10-0-9-9.sd.internal.",), 0, ownership.set_identifier(task),
                   multivalue=True),  # the task-events Lambda's record
         RecordSet(calc, "TXT", ('"made by hand"',), 300),  # hand-made, no SetIdentifier
         RecordSet(calc, "SRV", ("1 1 81 x.sd.internal.",), 0, f"ecssd:h:{mine.label}:junk",
@@ -1195,7 +1196,7 @@ def small_requests(monkeypatch: pytest.MonkeyPatch, records: int) -> None:
 
 
 def hosts_in(changes: list[dict[str, Any]]) -> set[str]:
-    owners = (naming.parse_set_identifier(c["ResourceRecordSet"].get("SetIdentifier"))
+    owners = (ownership.parse_set_identifier(c["ResourceRecordSet"].get("SetIdentifier"))
               for c in changes)
     return {o.host for o in owners if o is not None}
 

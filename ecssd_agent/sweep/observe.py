@@ -1,15 +1,12 @@
 """Observe ECS and EC2 for the sweep: clusters -> container instances, EC2 hosts, tasks.
 
-Reads go through :mod:`ecssd_agent.aws.ecs` (paginators, 100-item describes, task
-definitions cached per ARN across invocations). Each cluster is observed on its own, a few
-at a time: a failed call fails that cluster's view (:attr:`ClusterView.error`, whatever was
-read before it kept only to recognise the cluster's hosts), never the others, and never
-turns into "no such task".
-
-Only the tasks the zone's records name are described (the decisions need nothing else), plus
-their task definitions when a running task is to be probed; running tasks are listed for
-the summary. So a sweep costs ECS O(clusters + tasks/100 + task definitions) calls.
+Each cluster is observed on its own, a few at a time: a failed call fails that cluster's view
+(:attr:`ClusterView.error`), never the others, and never turns into "no such task". Only the
+tasks the zone's records name are described, plus their task definitions when their
+instances are to be probed, so a sweep costs ECS O(clusters + tasks/100 + task definitions)
+calls.
 """
+
 
 from __future__ import annotations
 
@@ -20,15 +17,9 @@ from typing import Any
 
 from ecssd_agent.aws import ecs as ecs_api
 from ecssd_agent.core import naming
-from health_lambda.sweep import ClusterView, HostView, Scope
-from health_lambda.task_evidence import (
-    Binding,
-    ContainerSpec,
-    ContainerState,
-    ServiceDecl,
-    TaskView,
-    parse_services,
-)
+from ecssd_agent.core.ecs_task import TaskDefinition
+from ecssd_agent.sweep.decide import ClusterView, HostView, Scope
+from ecssd_agent.sweep.evidence import TaskEvidence, definition_problems
 
 log = logging.getLogger(__name__)
 
@@ -112,62 +103,25 @@ def _hosts(ecs: Any, ec2: Any, name: str) -> tuple[HostView, ...]:
 
 def _tasks(ecs: Any, name: str, task_ids: set[str], definitions: ecs_api.TaskDefinitions,
            need_definitions: bool
-           ) -> tuple[int, ecs_api.DescribedTasks, dict[str, TaskView]]:
+           ) -> tuple[int, ecs_api.DescribedTasks, dict[str, TaskEvidence]]:
     running = len(ecs_api.list_tasks(ecs, name, "RUNNING"))
     described = (ecs_api.describe_tasks(ecs, name, task_ids) if task_ids
                  else ecs_api.DescribedTasks())
+    read: dict[str, TaskDefinition] = {}
     if need_definitions:  # each revision once (and from the cache when seen before)
         arns = sorted({t.task_definition_arn for t in described.tasks.values()
                        if not t.stopping and t.task_definition_arn})
         with concurrent.futures.ThreadPoolExecutor(
                 max_workers=max(1, min(DEFINITION_WORKERS, len(arns)))) as pool:
-            fetched = list(pool.map(lambda arn: definitions.get(ecs, arn, name), arns))
-        for definition in fetched:  # once per revision and sweep, not once per task
-            for problem in parse_services(_containers(definition))[1]:
-                log.warning("task definition %s: %s", definition.arn, problem,
-                            extra={"cluster": name, "task_definition": definition.arn})
-    tasks = {tid: _task_view(ecs, name, task, definitions, need_definitions)
+            read = dict(zip(arns, pool.map(lambda arn: definitions.get(ecs, arn, name), arns),
+                            strict=True))
+        for definition in read.values():  # once per revision and sweep, not once per task
+            for problem in definition_problems(definition):
+                log.warning("task definition %s: %s; GRACE_SECONDS applies", definition.arn,
+                            problem, extra={"cluster": name, "task_definition": definition.arn})
+    tasks = {tid: TaskEvidence(task, None if task.stopping else read.get(task.task_definition_arn))
              for tid, task in described.tasks.items()}
     return running, described, tasks
-
-
-def _containers(definition: ecs_api.TaskDefinition
-                ) -> list[tuple[str, Mapping[str, str], Mapping[str, str]]]:
-    return [(c.name, c.environment, c.labels) for c in definition.containers]
-
-
-def _bindings(ports: Sequence[ecs_api.PortBinding]) -> tuple[Binding, ...]:
-    return tuple(Binding(p.container_port, p.host_port, p.protocol) for p in ports)
-
-
-def _task_view(ecs: Any, cluster: str, task: ecs_api.EcsTask,
-               definitions: ecs_api.TaskDefinitions, need_definition: bool) -> TaskView:
-    started = task.started_at or task.created_at
-    services: tuple[ServiceDecl, ...] = ()
-    specs: tuple[ContainerSpec, ...] = ()
-    network_mode = ""
-    if need_definition and not task.stopping and task.task_definition_arn:
-        definition = definitions.get(ecs, task.task_definition_arn, cluster)
-        services = parse_services(_containers(definition))[0]
-        specs = tuple(ContainerSpec(c.name, _bindings(c.port_mappings), c.health_check,
-                                    c.start_period) for c in definition.containers)
-        network_mode = definition.network_mode
-    return TaskView(
-        id=task.id,
-        last_status=task.last_status,
-        desired_status=task.desired_status,
-        container_instance_arn=task.container_instance_arn,
-        started_at=started.timestamp() if started is not None else None,
-        eni_ips=task.eni_ips,
-        services=services,
-        runtime_ids={c.name: c.runtime_id for c in task.containers if c.runtime_id},
-        network_mode=network_mode,
-        health=task.health_status,
-        containers=tuple(ContainerState(c.name, c.runtime_id, c.health_status,
-                                        _bindings(c.network_bindings))
-                         for c in task.containers),
-        specs=specs,
-    )
 
 
 def observe(

@@ -1,90 +1,60 @@
 """What ECS says about a task, and what it backs: the sweep's evidence before it probes.
 
-Pure, like :mod:`health_lambda.sweep`, which decides with it. A record's port and task id
+Pure, like :mod:`ecssd_agent.sweep.decide`, which decides with it. A record's port and task id
 come from the record, which any writer of the zone can forge, so the sweep probes a task only
 at a port ECS confirms the task has (:func:`port_evidence`); ECS's own health check, where a
 task definition has one, speaks for the container (:func:`ecs_vouches`); and a service is
-judged only after its grace (:func:`grace_seconds`). The views are filled by
-:mod:`health_lambda.observe` from DescribeTasks and DescribeTaskDefinition (moto reports no
-``networkBindings`` and every container HEALTHY; the tests feed real shapes).
-
-Port ranges (``containerPortRange``/``hostPortRange`` bindings) name no single port and are
+judged only after its grace (:func:`grace_seconds`). Port ranges name no single port and are
 not read: a record at a port inside one is unconfirmed or suspect, never probed.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
 
-from ecssd_agent.core.model import Owner
-
-_SERVICE_NAME_VAR = re.compile(r"^SERVICE_([0-9]{1,5})_NAME$")
-
-
-@dataclass(frozen=True)
-class ServiceDecl:
-    """A ``SERVICE_<port>_NAME`` declared by a container definition of the task."""
-
-    container: str  # container definition name
-    port: int
-    check_http: str = ""
-    check_grace: float | None = None  # SERVICE_<port>_CHECK_GRACE, seconds
+from ecssd_agent.core.ecs_task import HEALTHY, ContainerDefinition, Task, TaskDefinition
+from ecssd_agent.core.metadata import Declaration, Problem, declarations
+from ecssd_agent.core.ownership import Owner
 
 
 @dataclass(frozen=True)
-class Binding:
-    """A port ECS knows a container has (observed binding or declared mapping)."""
+class TaskEvidence:
+    """A task as DescribeTasks shows it, with its task definition when it was read (only for
+    tasks whose instances are to be probed)."""
 
-    container_port: int
-    host_port: int = 0
-    protocol: str = "tcp"
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """A container definition, as far as judging its health needs."""
-
-    name: str
-    port_mappings: tuple[Binding, ...] = ()
-    health_check: bool = False  # ECS runs the definition's own healthCheck
-    start_period: float = 0.0  # that check's startPeriod, seconds
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    """A running container of the task, as DescribeTasks reports it."""
-
-    name: str
-    runtime_id: str = ""
-    health: str = ""  # HEALTHY, UNHEALTHY, UNKNOWN
-    bindings: tuple[Binding, ...] = ()  # networkBindings (bridge and host network modes)
-
-
-@dataclass(frozen=True)
-class TaskView:
-    id: str
-    last_status: str
-    desired_status: str
-    container_instance_arn: str = ""
-    started_at: float | None = None  # epoch seconds (startedAt, else createdAt)
-    eni_ips: tuple[str, ...] = ()
-    services: tuple[ServiceDecl, ...] = ()
-    runtime_ids: Mapping[str, str] = field(default_factory=dict)  # container name -> docker id
-    network_mode: str = ""  # the task definition's ("" when it was not read)
-    health: str = ""  # the task's healthStatus
-    containers: tuple[ContainerState, ...] = ()
-    specs: tuple[ContainerSpec, ...] = ()
+    task: Task
+    definition: TaskDefinition | None = None
 
     @property
-    def gone(self) -> bool:
-        return self.last_status == "STOPPED" or self.desired_status == "STOPPED"
+    def specs(self) -> tuple[ContainerDefinition, ...]:
+        return self.definition.containers if self.definition is not None else ()
+
+    @cached_property
+    def services(self) -> tuple[Declaration, ...]:
+        """The ``SERVICE_<port>_NAME`` declarations of its container definitions."""
+        return tuple(d for spec in self.specs for d in declarations(spec.name, spec.metadata)[0])
+
+    @cached_property
+    def runtime_ids(self) -> dict[str, str]:
+        """Container name -> Docker id, where ECS reports one."""
+        return {c.name: c.runtime_id for c in self.task.containers if c.runtime_id}
 
     @property
     def awsvpc(self) -> bool:
-        return self.network_mode == "awsvpc" or (not self.network_mode and bool(self.eni_ips))
+        if self.task.launch_type == "FARGATE":
+            return True
+        if self.definition is not None:
+            return self.definition.network_mode == "awsvpc"
+        return bool(self.task.eni_ips)
+
+
+def definition_problems(definition: TaskDefinition) -> list[Problem]:
+    """The unusable health-check variables of a task definition (each falls back to the
+    sweep's own setting for that service alone)."""
+    return [p for spec in definition.containers
+            for p in declarations(spec.name, spec.metadata)[1]]
 
 
 @dataclass(frozen=True)
@@ -96,51 +66,7 @@ class Doubt:
     suspect: bool = False
 
 
-# --- the task definition's declarations ---------------------------------------------------
-
-def service_decls(containers: Iterable[tuple[str, Mapping[str, str], Mapping[str, str]]]
-                  ) -> tuple[ServiceDecl, ...]:
-    """(name, environment, docker labels) of container definitions -> declared services."""
-    return parse_services(containers)[0]
-
-
-def parse_services(containers: Iterable[tuple[str, Mapping[str, str], Mapping[str, str]]]
-                   ) -> tuple[tuple[ServiceDecl, ...], list[str]]:
-    """Declared services, and one problem per unusable ``SERVICE_<port>_CHECK_GRACE`` (naming
-    the container and the variable). A bad grace falls back to ``GRACE_SECONDS`` for that
-    service alone: one container's typo never blocks the judging of another."""
-    out: list[ServiceDecl] = []
-    problems: list[str] = []
-    for name, environment, labels in containers:
-        merged = {**environment, **labels}  # labels win, as in the agent
-        for variable in sorted(merged):
-            match = _SERVICE_NAME_VAR.match(variable)
-            if match and merged[variable].strip():
-                port = int(match[1])
-                grace_var = f"SERVICE_{port}_CHECK_GRACE"
-                grace, problem = _seconds(merged.get(grace_var))
-                if problem:
-                    problems.append(f"container {name}: {grace_var}={merged[grace_var]!r} "
-                                    f"{problem}; GRACE_SECONDS applies")
-                out.append(ServiceDecl(name, port,
-                                       merged.get(f"SERVICE_{port}_CHECK_HTTP", "").strip(),
-                                       grace))
-    return tuple(out), problems
-
-
-def _seconds(value: str | None) -> tuple[float | None, str]:
-    if value is None or not value.strip():
-        return None, ""
-    try:
-        seconds = float(value.strip().removesuffix("s"))
-    except ValueError:
-        return None, "is not a number of seconds"
-    if not math.isfinite(seconds) or seconds < 0:
-        return None, "must be a finite number of seconds, at least 0"
-    return seconds, ""
-
-
-def check_path(task: TaskView | None, owner: Owner, default: str) -> str:
+def check_path(task: TaskEvidence | None, owner: Owner, default: str) -> str:
     """The HTTP path to check an instance at: its container's CHECK_HTTP, else ``default``."""
     port = owner_port(owner)
     if task is None or port is None:
@@ -163,7 +89,7 @@ def owner_port(owner: Owner) -> int | None:
 
 # --- what ECS backs ---------------------------------------------------------------------
 
-def port_evidence(task: TaskView, owner: Owner, port: int) -> Doubt | None:
+def port_evidence(evidence: TaskEvidence, owner: Owner, port: int) -> Doubt | None:
     """Does ECS confirm that the record's task has the record's port?
 
     The port and the task id both come from the record, which any writer of the zone can
@@ -176,10 +102,11 @@ def port_evidence(task: TaskView, owner: Owner, port: int) -> Doubt | None:
     binding at all (a task still starting, or moto, which reports none) or an awsvpc
     definition mapping no port: unconfirmed (the caller waits). Neither is ever probed.
     """
+    task = evidence.task
     protocol = owner.port.partition("/")[2] or "tcp"
     container_port = owner_port(owner)
-    if task.awsvpc:
-        mappings = [m for s in task.specs for m in s.port_mappings]
+    if evidence.awsvpc:
+        mappings = [m for s in evidence.specs for m in s.port_mappings]
         if not mappings:
             return Doubt(f"the definition of task {task.id} maps no port: port {port} "
                          "cannot be confirmed")
@@ -209,7 +136,7 @@ def _ports_text(ports: Iterable[int]) -> str:
     return ", ".join(str(p) for p in sorted(set(ports))) or "none"
 
 
-def service_containers(task: TaskView, owner: Owner) -> set[str]:
+def service_containers(task: TaskEvidence, owner: Owner) -> set[str]:
     """Names of the task's container definitions that serve the record's container port:
     those declaring ``SERVICE_<port>_NAME`` for it (the record's own container when runtime
     ids tell), else those mapping the port."""
@@ -227,7 +154,7 @@ def service_containers(task: TaskView, owner: Owner) -> set[str]:
                                                for m in c.port_mappings)}
 
 
-def grace_seconds(task: TaskView, owner: Owner, base: float) -> float:
+def grace_seconds(task: TaskEvidence, owner: Owner, base: float) -> float:
     """Seconds after its start before the record's instance is judged: the longest of
     ``base`` (``GRACE_SECONDS``), the service's ``SERVICE_<port>_CHECK_GRACE`` and the ``startPeriod``
     of its container's own ECS healthCheck (during which ECS itself reports UNKNOWN)."""
@@ -243,7 +170,7 @@ def grace_seconds(task: TaskView, owner: Owner, base: float) -> float:
     return grace
 
 
-def ecs_vouches(task: TaskView, owner: Owner) -> str:
+def ecs_vouches(evidence: TaskEvidence, owner: Owner) -> str:
     """Why ECS's own health check speaks for the instance ("" when it does not).
 
     ECS's word counts only for a container whose definition has a ``healthCheck`` (without
@@ -254,13 +181,14 @@ def ecs_vouches(task: TaskView, owner: Owner) -> str:
     essential container's check passes) vouches the same way. UNHEALTHY or UNKNOWN leave the
     judgement to the probe.
     """
-    checked = {s.name for s in task.specs if s.health_check}
+    checked = {s.name for s in evidence.specs if s.health_check}
     if not checked:
         return ""
-    names = service_containers(task, owner)
+    task = evidence.task
+    names = service_containers(evidence, owner)
     if names:
         healthy = sorted(c.name for c in task.containers
-                         if c.name in names and c.name in checked and c.health == "HEALTHY")
+                         if c.name in names and c.name in checked and c.health_status == HEALTHY)
         return (f"ECS reports container {healthy[0]} of task {task.id} HEALTHY"
                 if healthy else "")
-    return f"ECS reports task {task.id} HEALTHY" if task.health == "HEALTHY" else ""
+    return f"ECS reports task {task.id} HEALTHY" if task.health_status == HEALTHY else ""

@@ -6,15 +6,25 @@ records, by ``records.routed`` with the task owner, exactly as the writers build
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 
 import pytest
 
 from ecssd_agent.core import naming
-from ecssd_agent.core.model import Host, Owner, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.ecs_task import (
+    ContainerDefinition,
+    PortBinding,
+    Task,
+    TaskContainer,
+    TaskDefinition,
+)
+from ecssd_agent.core.metadata import Declaration
+from ecssd_agent.core.model import Host, RecordSet, Routing, ServiceInstance
+from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.records import host_records, routed, srv_value
-from health_lambda.sweep import (
+from ecssd_agent.sweep.decide import (
     Assessment,
     ClusterView,
     HostView,
@@ -25,15 +35,7 @@ from health_lambda.sweep import (
     decide,
     referenced_tasks,
 )
-from health_lambda.task_evidence import (
-    Binding,
-    ContainerSpec,
-    ContainerState,
-    ServiceDecl,
-    TaskView,
-    check_path,
-    service_decls,
-)
+from ecssd_agent.sweep.evidence import TaskEvidence, check_path
 
 ZONE = "sd.internal."
 NOW = 1_700_000_000.0
@@ -53,14 +55,39 @@ def live(n: int, ip: str | None = None, cluster_label: str = "") -> HostView:
 
 
 def task(tid: str, host: int = 1, last: str = "RUNNING", desired: str = "RUNNING",
-         started: float | None = NOW - 3600, **kw: object) -> TaskView:
+         started: float | None = NOW - 3600, *, containers: Sequence[TaskContainer] | None = None,
+         specs: Sequence[ContainerDefinition] | None = None, eni_ips: tuple[str, ...] = (),
+         health: str = "", network_mode: str = "") -> TaskEvidence:
     """A task as ECS reports it: bridge tasks with the networkBindings of PORTS, awsvpc ones
-    (``eni_ips``) with a definition mapping port 8080."""
-    if "eni_ips" in kw:
-        kw.setdefault("specs", (ContainerSpec("web", (Binding(8080),)),))
-    elif tid in PORTS:
-        kw.setdefault("containers", (ContainerState("web", bindings=(Binding(*PORTS[tid]),)),))
-    return TaskView(tid, last, desired, arn(host), started, **kw)  # type: ignore[arg-type]
+    (``eni_ips``) with a definition mapping port 8080. ``specs``: its task definition's
+    container definitions (none: the definition was not read)."""
+    if eni_ips:
+        network_mode = network_mode or "awsvpc"
+        if specs is None:
+            specs = (spec("web", ports=(PortBinding(8080),)),)
+    if containers is None:
+        containers = (TaskContainer("web", bindings=(PortBinding(*PORTS[tid]),)),) \
+            if tid in PORTS and not eni_ips else ()
+    when = datetime.fromtimestamp(started, timezone.utc) if started is not None else None
+    described = Task(f"arn:aws:ecs:us-east-1:1:task/c/{tid}", tid, "c", last, desired,
+                     container_instance_arn=arn(host), eni_ips=eni_ips,
+                     containers=tuple(containers), started_at=when, health_status=health)
+    definition = None if specs is None else TaskDefinition(
+        "td:1", network_mode or "bridge", tuple(specs))
+    return TaskEvidence(described, definition)
+
+
+def spec(name: str, env: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
+         ports: Sequence[PortBinding] = (), health_check: bool = False,
+         start_period: float = 0.0) -> ContainerDefinition:
+    """A container definition (``env`` and ``labels``: its SERVICE_ variables)."""
+    return ContainerDefinition(name, dict(env or {}), dict(labels or {}), tuple(ports),
+                               health_check, start_period)
+
+
+def with_task(evidence: TaskEvidence, **changes: object) -> TaskEvidence:
+    """The same evidence, the task's own fields changed (``last_status=...``)."""
+    return replace(evidence, task=replace(evidence.task, **changes))  # type: ignore[arg-type]
 
 
 def agent(label: str, ip: str, *services: tuple[str, int, int, str, str],
@@ -80,11 +107,11 @@ def agent(label: str, ip: str, *services: tuple[str, int, int, str, str],
 def task_records(cluster: str, tid: str, ip: str, port: int = 8080) -> list[RecordSet]:
     """What the task-events Lambda writes for an awsvpc task: task A, SRV, service A."""
     target = naming.record_name(f"{tid}.task", ZONE)
-    a_owner = Owner(kind="t", cluster=cluster, task=tid)
+    a_owner = Owner(kind=Kind.TASK, cluster=cluster, task=tid)
     return [
         routed(target, "A", [ip], a_owner, Routing.WEIGHTED, 0),
         routed(naming.record_name("web", ZONE), "SRV", [srv_value(port, target)],
-               Owner(kind="t", cluster=cluster, task=tid, port=f"{port}/tcp"),
+               Owner(kind=Kind.TASK, cluster=cluster, task=tid, port=f"{port}/tcp"),
                Routing.WEIGHTED, 0),
         routed(naming.record_name("web", ZONE), "A", [ip], a_owner, Routing.WEIGHTED, 0),
     ]
@@ -300,7 +327,7 @@ def test_no_verdict_means_not_judged() -> None:
 def test_a_task_is_stopped_once_however_many_of_its_instances_fail() -> None:
     records = agent("ip-10-0-0-1", "10.0.0.1", ("web", 32768, 8080, "c", "t1"),
                     ("admin", 32769, 8081, "c", "t1"))
-    bound = ContainerState("web", bindings=(Binding(8080, 32768), Binding(8081, 32769)))
+    bound = TaskContainer("web", bindings=(PortBinding(8080, 32768), PortBinding(8081, 32769)))
     result = _assessed(records, clusters=[replace(C_OK, tasks={"t1": task(
         "t1", containers=(bound,))})])
     plan = decide(result, {t.key: Verdict(False, "HTTP 503") for t in result.targets}, RULES)
@@ -352,21 +379,21 @@ def test_stop_reason_fits_stoptask() -> None:
      {}, "c0ffee", "/ping"),
 ])
 def test_check_path(definitions: list, runtime_ids: dict, container: str, expected: str) -> None:
-    view = task("t1", services=service_decls(definitions), runtime_ids=runtime_ids)
+    view = task("t1", specs=[spec(name, env, labels) for name, env, labels in definitions],
+                containers=[TaskContainer(name, runtime_id) for name, runtime_id in runtime_ids.items()])
     owner = Owner(host="h", container=container, port="8080/tcp", cluster="c", task="t1")
     assert check_path(view, owner, "/health") == expected
 
 
-def test_service_decls_read_names_and_checks() -> None:
-    decls = service_decls([("web", {"SERVICE_8080_NAME": "web", "SERVICE_8080_CHECK_HTTP":
-                                    "/s", "SERVICE_X_NAME": "bad", "OTHER": "1"}, {})])
-    assert decls == (ServiceDecl("web", 8080, "/s"),)
+def test_the_declared_services_of_a_task_definition() -> None:
+    view = task("t1", specs=[spec("web", {"SERVICE_8080_NAME": "web", "SERVICE_8080_CHECK_HTTP":
+                                          "/s", "SERVICE_X_NAME": "bad", "OTHER": "1"})])
+    assert view.services == (Declaration("web", 8080, "/s"),)
 
 
 def test_probe_target_carries_the_definition_path() -> None:
-    decls = service_decls([("web", {"SERVICE_8080_NAME": "web",
-                                    "SERVICE_8080_CHECK_HTTP": "/ready"}, {})])
-    cluster = replace(C_OK, tasks={"t3": task("t3", 2, services=decls)})
+    cluster = replace(C_OK, tasks={"t3": task("t3", 2, specs=[spec(
+        "web", {"SERVICE_8080_NAME": "web", "SERVICE_8080_CHECK_HTTP": "/ready"})])})
     result = _assessed([*H2], clusters=[cluster])
     assert [t.url for t in result.targets] == ["http://10.0.0.2:32770/ready"]
 

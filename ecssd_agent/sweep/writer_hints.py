@@ -1,21 +1,13 @@
-"""The sweep's word to the zone writer of the queued mode: "I deleted records of these hosts".
+"""The sweep's word to the queued mode's zone writer: "I deleted records of these hosts".
 
-Why: in queued mode one zone writer applies what the agents publish, planning each host
-against what it knows it applied, and reads the zone for a host only when that knowledge is
-missing or a day old. When the sweep deletes a record of a host that is still alive (an
-unhealthy instance with STOP_UNHEALTHY=false, a StopTask that failed, a container without a
-task, an instance that recovered), the host's agent keeps publishing the same state and the
-writer, still believing the record is there, sees nothing to do: the record would stay
-missing for up to a day. So after its deletions the sweep sends, per host, a verify hint
-naming the names it deleted under (:func:`ecssd_agent.aws.change_queue.verify_hints`); the
-writer reads them and the agent's next publication re-creates what it still wants.
-
-Only host-owned record sets (``ecssd:h:...``) are the writer's; a task's records (``t``) are
-the task-events Lambda's, which reads the zone every time. Hints are sent for every deletion
-the sweep sent (even when Route 53 answered with an error: part of it may have landed); a
-needless hint costs the writer one name-scoped read, a missing one a day of a missing record.
-A failure to send is reported in the summary's errors and never stops the sweep.
+The writer plans each host against what it knows it applied, so a record the sweep deleted of
+a host that lives on (an unhealthy instance not stopped, a StopTask that failed) would stay
+missing until its next full verification. After its deletions the sweep therefore sends, per
+host, a verify hint naming the names it deleted under; the writer reads them, and the agent's
+next publication re-creates what it still wants. Only host records (``ecssd:h:...``) are the
+writer's. A failure to send is reported in the summary and never stops the sweep.
 """
+
 
 from __future__ import annotations
 
@@ -26,8 +18,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ecssd_agent.aws.change_queue import ChangeQueue, Hint, QueueError, verify_hints
-from ecssd_agent.core import naming
+from ecssd_agent.core import ownership
 from ecssd_agent.core.model import RecordSet
+from ecssd_agent.core.ownership import Kind
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +29,8 @@ def hints_for(zone: str, deleted: Iterable[RecordSet]) -> list[Hint]:
     """One verify hint per host (more for a host with many names) for ``deleted``."""
     names: dict[str, set[str]] = {}
     for record in deleted:
-        owner = naming.parse_set_identifier(record.set_identifier)
-        if owner is not None and owner.kind == "h":
+        owner = ownership.parse_set_identifier(record.set_identifier)
+        if owner is not None and owner.kind is Kind.HOST:
             names.setdefault(owner.host, set()).add(record.name)
     return verify_hints(zone, names)
 

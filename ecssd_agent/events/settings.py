@@ -1,33 +1,11 @@
-"""The task-events Lambda's settings: each one environment variable with one default.
+"""The task-events Lambda's settings: each has one attribute, one environment variable, one default.
 
-Read once per cold start (:func:`load`), from the function's environment, so a
-CloudFormation template is the whole configuration contract. The names of the fixed-record
-mode are the original X-Ray Lambda's (``HOSTED_ZONE_ID``, ``RR_NAME``, ``TASK_GROUP``), so
-its deployments keep their configuration.
-
-================  ===========  ==================================================================
-variable          default      meaning
-================  ===========  ==================================================================
-DOMAIN            ""           the private hosted zone's name (or give HOSTED_ZONE_ID)
-HOSTED_ZONE_ID    ""           the hosted zone's id (wins over DOMAIN)
-VPC_ID            ""           with DOMAIN: pick the zone associated with this VPC
-RR_NAME           ""           fixed record name, e.g. ``xray.acme.com`` (with TASK_GROUP)
-TASK_GROUP        ""           the task group whose task RR_NAME points at (``service:xray``)
-ROUTING           weighted     routing policy of every record set: weighted or multivalue
-TTL               0            TTL of the records, in seconds
-ECS_CLUSTERS      ""           comma-separated cluster names or ARNs to act on; "" = all
-SERVICE_RECORDS   true         register SERVICE_<port>_NAME / discovery.service.name services
-BRIDGE_RECORDS    true         also for bridge/host-mode tasks on EC2 (turn off where the
-                               per-host agent registers them, or both would answer)
-ASSUME_ROLE_ARN   ""           the zone lives in another account: Route 53 requests are signed
-                               as this IAM role (STS AssumeRole); ECS and EC2 stay local
-ASSUME_ROLE_EXTERNAL_ID ""     the ExternalId the role's trust policy asks for
-HEALTH_GATE       true         a container with a healthCheck gets records only while ECS
-                               reports it HEALTHY (withdrawn when UNHEALTHY)
-DRY_RUN           false        log the changes, make none
-LOG_LEVEL         info         logging level
-================  ===========  ==================================================================
+Read once per execution environment, from the function's environment, so the CloudFormation
+template is the whole configuration contract. The fixed-record names (``HOSTED_ZONE_ID``,
+``RR_NAME``, ``TASK_GROUP``) are those the X-Ray daemon's address Lambda used, so its
+deployments keep their configuration.
 """
+
 
 from __future__ import annotations
 
@@ -39,11 +17,9 @@ from ecssd_agent.config_fields import SettingsError, from_env, setting
 from ecssd_agent.core import naming
 from ecssd_agent.core.model import Routing
 
-ConfigError = SettingsError  # a setting that cannot be used; the message names the variable
-
 
 @dataclass(frozen=True)
-class TaskEventConfig:
+class TaskEventSettings:
     domain: str = setting("", "the private hosted zone's name", env="DOMAIN")
     hosted_zone_id: str = setting("", "the hosted zone's id (wins over DOMAIN)",
                                   env="HOSTED_ZONE_ID")
@@ -73,7 +49,7 @@ class TaskEventConfig:
         return bool(self.rr_name and self.task_group)
 
     def zone_role(self) -> ZoneRole | None:
-        """The role Route 53 clients assume, or None; raises ConfigError if malformed."""
+        """The role Route 53 clients assume, or None; raises SettingsError if malformed."""
         return zone_role(self.assume_role_arn, self.assume_role_external_id,
                          "ecssd-task-events", arn_source="ASSUME_ROLE_ARN",
                          external_id_source="ASSUME_ROLE_EXTERNAL_ID")
@@ -83,26 +59,26 @@ class TaskEventConfig:
         return not self.clusters or cluster in self.clusters
 
 
-def load(environ: Mapping[str, str]) -> TaskEventConfig:
-    """Settings from ``environ``; raises :class:`ConfigError` naming the bad variable."""
-    config = from_env(TaskEventConfig, {k: v.strip() for k, v in environ.items()})
+def load(environ: Mapping[str, str]) -> TaskEventSettings:
+    """Settings from ``environ``; raises :class:`SettingsError` naming the bad variable."""
+    config = from_env(TaskEventSettings, {k: v.strip() for k, v in environ.items()})
     if not config.domain and not config.hosted_zone_id:
-        raise ConfigError("set DOMAIN (the private hosted zone's name) or HOSTED_ZONE_ID")
+        raise SettingsError("set DOMAIN (the private hosted zone's name) or HOSTED_ZONE_ID")
     if config.domain:
         try:
             naming.zone_fqdn(config.domain)
         except naming.InvalidName as exc:
-            raise ConfigError(f"DOMAIN: {exc}") from exc
+            raise SettingsError(f"DOMAIN: {exc}") from exc
     if bool(config.rr_name) != bool(config.task_group):
-        raise ConfigError("RR_NAME and TASK_GROUP go together: set both or neither")
+        raise SettingsError("RR_NAME and TASK_GROUP go together: set both or neither")
     if config.rr_name:
         try:
             naming.check_name(config.rr_name.lower())
         except naming.InvalidName as exc:
-            raise ConfigError(f"RR_NAME: {exc}") from exc
+            raise SettingsError(f"RR_NAME: {exc}") from exc
     config.zone_role()
     if not 0 <= config.ttl <= 2147483647:
-        raise ConfigError(f"TTL={config.ttl!r} is not a number of seconds")
+        raise SettingsError(f"TTL={config.ttl!r} is not a number of seconds")
     return replace(
         config,
         hosted_zone_id=config.hosted_zone_id.rsplit("/", 1)[-1],

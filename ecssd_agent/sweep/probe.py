@@ -1,17 +1,13 @@
 """HTTP health checks: many at once, each bounded by a timeout and a number of attempts.
 
-The reference checked serially, 3 attempts x 2 s per dead container, so a few dozen hung
-containers ran past the Lambda timeout and the sweep never finished. Here the checks run in
-a bounded thread pool (the work is waiting on sockets, so threads suffice), and the whole
-phase can be given a deadline (the Lambda's remaining time): an instance whose checks did
-not finish by then gets no verdict, which means it is not judged, never that it is unhealthy.
-
-One connection per attempt, no redirects followed: a 2xx is healthy, anything else
-(another status, a refused connection, a timeout) is not. The timeout bounds the whole
-attempt (:mod:`ecssd_agent.http_deadline`), not each socket operation: a container that
-trickles its answer a byte at a time is as unhealthy as one that never answers, and must
-not hold a check (and the sweep's deadline) for longer than a hung one.
+The checks run in a bounded thread pool (the work is waiting on sockets), and the whole phase
+can be given a deadline (the Lambda's remaining time): an instance whose checks did not
+finish by then gets no verdict, which means it is not judged, never that it is unhealthy.
+One connection per attempt, no redirects followed: a 2xx is healthy, anything else is not.
+The timeout bounds the whole attempt (:mod:`ecssd_agent.http_deadline`), so a container that
+trickles its answer is as unhealthy as one that never answers.
 """
+
 
 from __future__ import annotations
 
@@ -22,7 +18,7 @@ import time
 from collections.abc import Sequence
 
 from ecssd_agent import http_deadline
-from health_lambda.sweep import Target, Verdict
+from ecssd_agent.sweep.decide import Target, Verdict
 
 log = logging.getLogger(__name__)
 

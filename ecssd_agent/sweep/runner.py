@@ -1,15 +1,12 @@
 """One sweep, wired: read the zone, observe ECS/EC2, assess, probe, decide, act, summarise.
 
-The deciding is :mod:`health_lambda.sweep` (pure); this module only moves data between the
+The deciding is :mod:`ecssd_agent.sweep.decide` (pure); this module moves data between the
 adapters and it, and is the one place that acts (Route 53 deletes, StopTask), so ``DRY_RUN``
-skips exactly the acting and nothing else.
-
-Deletes go out as one plan in as few ChangeResourceRecordSets requests as the limits allow.
-If Route 53 rejects a batch, the zone changed since it was read: the zone is read again and
-the deletions are recomputed from the new records (same ECS observation, same probe
-verdicts; an instance without a verdict is not judged) and applied once more. A second
-rejection is reported, never retried blindly.
+skips exactly the acting. If Route 53 rejects a batch of deletions, the zone is read again
+and the deletions recomputed (same observation, same verdicts) and applied once more; a
+second rejection is reported, never sent again blindly.
 """
+
 
 from __future__ import annotations
 
@@ -27,8 +24,9 @@ from ecssd_agent.aws import ecs as ecs_api
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.route53 import BatchRejected, Route53Zone, ZoneError, find_zone
 from ecssd_agent.core.model import Action, Change, RecordSet
-from health_lambda import observe, probe, sweep, writer_hints
-from health_lambda.config import SweepSettings
+from ecssd_agent.sweep import decide as sweep
+from ecssd_agent.sweep import observe, probe, writer_hints
+from ecssd_agent.sweep.settings import SweepSettings
 
 log = logging.getLogger(__name__)
 

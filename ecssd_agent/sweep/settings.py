@@ -1,8 +1,7 @@
-"""The sweep's settings: each has one attribute, one environment variable, one default.
+"""The health sweep's settings: each has one attribute, one environment variable, one default.
 
-Lambda configuration is environment variables; the names are the reference Lambda's
-parameters where it had them, so a CloudFormation stack can keep its parameter names. Read
-once per invocation (cheap, and a changed configuration applies without a cold start).
+Lambda configuration is environment variables, so the CloudFormation template is the whole
+configuration contract; they are read once per execution environment.
 """
 
 from __future__ import annotations
@@ -51,6 +50,7 @@ class SweepSettings:
                                 "stay in this account")
     assume_role_external_id: str = _env("ASSUME_ROLE_EXTERNAL_ID", "", "the ExternalId the "
                                         "role's trust policy asks for")
+    log_level: str = _env("LOG_LEVEL", "info", "logging level")
     change_queue_url: str = _env("CHANGE_QUEUE_URL", "", "queued mode: the zone writer's SQS "
                                  "queue, told which hosts' records were deleted so that it "
                                  "reads them again (empty: direct mode, nothing sent)")

@@ -1,37 +1,16 @@
 """The task-events Lambda's periodic reconcile: RUNNING tasks without their records get them.
 
-Why: EventBridge hands each "ECS Task State Change" event to the Lambda asynchronously, and
-an event can still be lost after Lambda's retries (it then lands in the on-failure queue of
-the stack). An ``awsvpc``/Fargate task has no host agent to register it, so a lost RUNNING
-event would leave it without records for as long as it runs. The same function is therefore
-also invoked by an EventBridge schedule (the health sweep's period), and then:
+An event can be lost after Lambda's retries, and an awsvpc/Fargate task has no host agent to
+register it; so, invoked by a schedule, the function lists every RUNNING task of
+``ECS_CLUSTERS`` (all clusters when empty), computes its records with the event path's own
+rules (:meth:`ecssd_agent.events.handle.TaskEvents.desired_records`), points a missing fixed
+record at the newest task of ``TASK_GROUP``, and plans it all against one zone listing with
+``delete=False``: it adds and corrects, never deletes (removal is the event path's and the
+health sweep's, which have the evidence). One batch for every task; task by task when Route
+53 keeps refusing it, so one task's conflict never keeps the others unregistered.
 
-1. lists the RUNNING tasks of ``ECS_CLUSTERS`` (every cluster when empty) through
-   paginators, and describes them 100 at a time;
-2. computes each running task's desired records with the event path's own code
-   (:meth:`health_lambda.task_events.TaskEvents.desired_records`: the same task parser,
-   task definitions cached by ARN, the same ``SERVICE_<port>_NAME`` rules);
-3. with ``RR_NAME``/``TASK_GROUP``: when no A record set is at the fixed name at all, points
-   it at the newest running task of the group (a name someone holds is the event path's);
-4. plans all of it against one zone listing, owning exactly the keys of those desired
-   record sets, and applies the result in as few ChangeResourceRecordSets requests as Route
-   53's limits allow (one for many tasks; never one per record).
-
-It only adds what is missing (or corrects a value that differs): because it owns nothing but
-the record sets it wants, the plan can never delete a record. Records of stopped tasks are
-removed by the event path and by the health sweep, which have the evidence for it.
-
-Errors: a task whose state is not known well enough (no ENI address yet, a malformed
-description) is skipped and logged; it is looked at again next period. A failed ECS call
-for a cluster skips that cluster, the others are still reconciled, and the run then raises
-:class:`ReconcileIncomplete`, so the failure shows in the function's error metric and its
-on-failure queue. A Route 53 error raises (after botocore's retries): nothing was decided on
-it, and the next period starts from a fresh read. When Route 53 keeps refusing the batch of
-all tasks (a record of one task conflicts with a record set made by hand), the records are
-applied task by task, so one task's conflict never keeps the others unregistered; the
-refused tasks fail the run. A task that stops between the listing and the write can get its
-records back for a moment; the health sweep deletes records of tasks that are gone, as it
-does for the same window of the event path.
+A task whose state is not known well enough is skipped and logged; a cluster whose ECS reads
+fail is skipped and the run raises :class:`ReconcileIncomplete` once the rest is applied.
 """
 
 from __future__ import annotations
@@ -42,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ecssd_agent.aws import ecs as ecs_api
-from ecssd_agent.core import naming
+from ecssd_agent.core import naming, ownership
 from ecssd_agent.core import task_records as tr
+from ecssd_agent.core.ecs_task import Phase, Task
 from ecssd_agent.core.model import Change, RecordSet
-from ecssd_agent.core.plan import Owns
-from ecssd_agent.sync.reconcile import NotConverged, converge
-from health_lambda.task_events import TaskEvents, TaskStateUnknown, _first_then
+from ecssd_agent.events.handle import TaskEvents, TaskStateUnknown
+from ecssd_agent.sync.reconcile import NotConverged, converge, first_then
 
 log = logging.getLogger(__name__)
 
@@ -66,26 +45,20 @@ class _Tally:
     errors: list[str] = field(default_factory=list)  # clusters not read, tasks refused
 
 
-def running_tasks(ecs: Any, cluster: str, tally: _Tally) -> list[tr.Task]:
+def running_tasks(ecs: Any, cluster: str, tally: _Tally) -> list[Task]:
     """The cluster's tasks that run and are meant to (ListTasks, then DescribeTasks by 100).
 
-    Raises EcsReadError. A description the parser refuses is skipped, named in ``tally``.
+    Raises EcsReadError. A description that cannot be read is skipped, named in ``tally``.
     """
     arns = ecs_api.list_tasks(ecs, cluster, "RUNNING")
-    tasks = []
-    for document in ecs_api.describe_task_documents(ecs, cluster, arns) if arns else []:
-        try:
-            task = tr.parse_task(document)
-        except tr.MalformedEvent as exc:
-            tally.skipped.append(f"{cluster}: {exc}")
-            log.warning("skipped a task of cluster %s: %s", cluster, exc)
-            continue
-        if task.phase is tr.Phase.REGISTER:
-            tasks.append(task)
-    return tasks
+    described = ecs_api.describe_tasks(ecs, cluster, arns) if arns else ecs_api.DescribedTasks()
+    for tid, why in described.failures.items():
+        tally.skipped.append(f"{cluster}: task {tid}: {why}")
+        log.warning("skipped task %s of cluster %s: %s", tid, cluster, why)
+    return [t for t in described.tasks.values() if t.phase is Phase.REGISTER]
 
 
-def _desired(events: TaskEvents, cluster: str, tasks: Sequence[tr.Task],
+def _desired(events: TaskEvents, cluster: str, tasks: Sequence[Task],
              tally: _Tally) -> list[RecordSet]:
     """The service records the running tasks of one cluster should have. Raises
     EcsReadError when the cluster's hosts cannot be read."""
@@ -107,7 +80,7 @@ def _desired(events: TaskEvents, cluster: str, tasks: Sequence[tr.Task],
     return desired
 
 
-def _fixed(events: TaskEvents, tasks: Iterable[tr.Task], listing: Sequence[RecordSet],
+def _fixed(events: TaskEvents, tasks: Iterable[Task], listing: Sequence[RecordSet],
            tally: _Tally) -> list[RecordSet]:
     """``RR_NAME`` -> the newest running task of ``TASK_GROUP``, only when no A record set is
     at that name: a name held by a task (or by hand) is left to the event path and the
@@ -129,35 +102,29 @@ def _fixed(events: TaskEvents, tasks: Iterable[tr.Task], listing: Sequence[Recor
     return [record]
 
 
-def _exactly(records: Sequence[RecordSet]) -> Owns:
-    """Own exactly these record sets' keys: the plan can add or correct them, delete nothing."""
-    keys = {record.key for record in records}
-    return lambda record: record.key in keys
-
-
 def _apply(events: TaskEvents, desired: Sequence[RecordSet], listing: Sequence[RecordSet],
            tally: _Tally) -> tuple[list[Change], int]:
     """Apply what is missing for every task at once; task by task when Route 53 keeps
     refusing that batch. Returns the changes applied and the change requests made."""
     zone, dry_run = events.zone, events.config.dry_run
     try:
-        outcome = converge(zone, desired, _exactly(desired), read=_first_then(listing, zone.records),
-                           dry_run=dry_run)
+        outcome = converge(zone, desired, ownership.owned_by_tasks(), delete=False,
+                           read=first_then(listing, zone.records), dry_run=dry_run)
         return outcome.changes, outcome.requests
     except NotConverged as exc:
         log.warning("reconcile: Route 53 refused the batch of every task (%s); applying the "
                     "tasks one by one", exc)
     by_task: dict[str, list[RecordSet]] = {}
     for record in desired:
-        owner = naming.parse_set_identifier(record.set_identifier)
+        owner = ownership.parse_set_identifier(record.set_identifier)
         by_task.setdefault(owner.task if owner else "", []).append(record)
     changes: list[Change] = []
     requests = 0
     listing = list(zone.records())
     for task_id, records in by_task.items():
         try:
-            outcome = converge(zone, records, _exactly(records),
-                               read=_first_then(listing, zone.records), dry_run=dry_run)
+            outcome = converge(zone, records, ownership.owned_by_tasks(), delete=False,
+                               read=first_then(listing, zone.records), dry_run=dry_run)
         except NotConverged as exc:
             tally.errors.append(f"task {task_id}: {exc}")
             log.error("reconcile: the records of task %s were refused: %s", task_id, exc,
@@ -181,7 +148,7 @@ def run(events: TaskEvents) -> dict[str, Any]:
         log.info("reconcile: nothing to do (SERVICE_RECORDS=false, no RR_NAME)")
         return {"status": "ignored", "reason": "no records to keep"}
     tally = _Tally()
-    running: list[tr.Task] = []
+    running: list[Task] = []
     desired: list[RecordSet] = []
     for cluster in _clusters(events):
         tally.clusters += 1

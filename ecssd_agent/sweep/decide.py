@@ -1,93 +1,11 @@
 """The health sweep's decisions, pure: what ECS and EC2 show + the owned records -> actions.
 
-No I/O here (the handler observes, probes and acts), so a dry run is the same code minus the
-acting step, and every rule below is a table-driven unit test.
-
-Evidence and ownership
-----------------------
-Only record sets whose SetIdentifier parses (:func:`naming.parse_set_identifier`) are ours;
-everything else in the zone is never looked at again. An observation that failed is
-*unknown*, never "gone": a cluster whose ECS or EC2 reads failed (``ClusterView.error``)
-judges nothing, and while any swept cluster failed no host outside the successfully observed
-clusters is judged either, because it may be one of the failed cluster's hosts.
-
-Hosts (the agent's records, ``ecssd:h:<host>...``)
--------------------------------------------------
-A host label ``H`` is *identified* with a container instance of a successfully observed swept
-cluster when ``H`` is the first label of the instance's private DNS name, or when ``H``'s own
-A record points at the instance's private IP (an agent run with a custom ``--hostname``).
-A container instance is *live* when ECS lists it (ACTIVE or DRAINING) and EC2 shows its
-instance pending or running. Then, for ``H``:
-
-* identified with a live instance: alive. Its records are kept and its service instances
-  probed at that instance's private IP (never an address read from a record);
-* identified (by label or IP) with an instance of a *failed* cluster: skipped;
-* otherwise unknown. A host whose instance EC2 shows stopped or terminated is unknown too,
-  not proven dead: its private IP, and with it its default name, may already belong to a new
-  instance of a cluster this sweep does not see.
-
-An unknown host, sweeping every cluster of the account (``ECS_CLUSTERS`` empty) with nothing
-failed, is a live container instance of no cluster at all: dead, all its records go. Sweeping
-some clusters (``ECS_CLUSTERS`` set), it may well be a live instance of a cluster we do not
-sweep, so it is left alone, except for its records that name a swept cluster's task, which
-that cluster's evidence decides (below). Records of a host run outside ECS (no cluster in
-their owner) are therefore only ever removed by an all-clusters sweep; an operator who runs
-such hosts beside an all-clusters sweep should set ``ECS_CLUSTERS``. So should every sweep
-of a zone shared by several accounts or regions (each sweep lists only its own clusters).
-
-A host's A record goes only together with the last of its service records: it is deleted
-when the host is dead (or, restricted, when the host named swept clusters only and every one
-of its service records is being deleted: it left those clusters) and none of its records
-survives, so no remaining SRV record is left pointing at a deleted name.
-
-Tasks
------
-A service record that names a task (agent records of ECS containers carry cluster and task;
-task-events records ``ecssd:t:...`` always do) whose cluster is not swept is never touched.
-For a swept, successfully observed cluster, DescribeTasks decides: a task ECS reports
-STOPPED, or with desiredStatus STOPPED, or does not know (a ``MISSING`` failure, or absent
-from a successful answer) is gone, and its records are deleted; so are task-events records
-of a cluster an all-clusters sweep did not find. A running task's agent record is probed
-only when its host is identified with the task's own container instance. A mismatch is
-skipped, as is a record whose host is not identified while the task runs on a live
-instance; if the task's container instance is not live either (and nothing failed), the
-record points at nothing and is deleted.
-Task-events records are probed at the task's ENI address (awsvpc) or its live container
-instance's IP (bridge/host), at the SRV record's port.
-
-What ECS must confirm before a task is probed
----------------------------------------------
-The port and the task id of a record come from the record, which any writer of the zone can
-forge: one host's write credentials must not become StopTask on the whole cluster. So a task
-is judged only when ECS reports it RUNNING and ECS confirms that the task has the record's
-port (:mod:`health_lambda.task_evidence`): in bridge/host mode a ``networkBinding`` of the
-task (of the record's own container when ECS's runtime ids tell which) with the SRV port as
-hostPort; in awsvpc mode a ``portMapping`` of the task definition with the SRV port as
-containerPort. A task with ports, none of them the record's, makes the record *suspect*:
-reported, never probed, never deleted on a probe verdict. A task ECS reports no binding for
-(still starting, or moto, which reports none) or an awsvpc definition that maps no port:
-unconfirmed, skipped.
-
-Health
-------
-The path is ``SERVICE_<port>_CHECK_HTTP`` of the container definition declaring
-``SERVICE_<port>_NAME`` for the record's container port (docker labels over environment, the
-registrator order), else ``CHECK_HEALTH_PATH``. UDP services are not HTTP-checked. A task is
-not probed before the longest of ``GRACE_SECONDS``, the service's
-``SERVICE_<port>_CHECK_GRACE`` and the ``startPeriod`` of its container's own ECS healthCheck
-has passed since it started. A container whose definition has a healthCheck and that ECS
-reports HEALTHY is not judged on our probe alone. An unhealthy instance loses every record
-set of its owner (for a task-events record: every record set of its task, A records
-included), and its task is stopped when ``STOP_UNHEALTHY`` is set.
-
-Guards (:func:`decide`): both refuse the whole plan (no deletion, not even of orphans, and no
-StopTask), and say why in ``Plan.refused``:
-
-* probe outage (:func:`_probe_outage`): ``PROBE_OUTAGE_FRACTION`` or more of the probed
-  instances failed, or every instance (at least two) at one address went unanswered;
-* delete fraction (:func:`_delete_fraction`): the plan deletes ``MAX_DELETE_FRACTION`` or
-  more of the record sets this run decides on evidence.
+Which record sets are orphans (their host or task is gone), which instances to probe and at
+what address, and, with the probe verdicts, what to delete and which tasks to stop, unless
+a guard (probe outage, delete fraction) refuses the whole plan. An observation that failed
+decides nothing. The rules, and why, are docs/sweep.md.
 """
+
 
 from __future__ import annotations
 
@@ -95,11 +13,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ecssd_agent.core import naming
-from ecssd_agent.core.model import Owner, RecordSet
+from ecssd_agent.core import ownership
+from ecssd_agent.core.ecs_task import RUNNING
+from ecssd_agent.core.model import RecordSet
+from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.records import parse_srv
-from health_lambda.task_evidence import (
-    TaskView,
+from ecssd_agent.sweep.evidence import (
+    TaskEvidence,
     check_path,
     ecs_vouches,
     grace_seconds,
@@ -126,7 +46,7 @@ class ClusterView:
 
     name: str
     hosts: tuple[HostView, ...] = ()
-    tasks: Mapping[str, TaskView] = field(default_factory=dict)  # described, by task id
+    tasks: Mapping[str, TaskEvidence] = field(default_factory=dict)  # described, by task id
     gone_tasks: frozenset[str] = frozenset()  # ids ECS says it does not know
     running: int = 0  # tasks listed with desiredStatus RUNNING
     error: str = ""
@@ -145,7 +65,7 @@ class Scope:
     error: str = ""  # the clusters themselves could not be listed: nothing is judged
 
     def view(self, cluster_field: str) -> ClusterView | None:
-        return next((c for c in self.clusters if naming.cluster_matches(cluster_field, c.name)),
+        return next((c for c in self.clusters if ownership.cluster_matches(cluster_field, c.name)),
                     None)
 
     @property
@@ -262,11 +182,11 @@ def referenced_tasks(records: Iterable[RecordSet], clusters: Sequence[str]) -> d
     """Task ids the owned records name, per swept cluster name: what DescribeTasks must cover."""
     out: dict[str, set[str]] = {name: set() for name in clusters}
     for record in records:
-        owner = naming.parse_set_identifier(record.set_identifier)
+        owner = ownership.parse_set_identifier(record.set_identifier)
         if owner is None or not owner.task or not owner.cluster:
             continue
         for name in clusters:
-            if naming.cluster_matches(owner.cluster, name):
+            if ownership.cluster_matches(owner.cluster, name):
                 out[name].add(owner.task)
                 break
     return out
@@ -331,7 +251,7 @@ def assess(scope: Scope, records: Iterable[RecordSet], rules: Rules, now: float)
     result = Assessment()
     owners: dict[str, _Owned] = {}
     for record in records:
-        owner = naming.parse_set_identifier(record.set_identifier)
+        owner = ownership.parse_set_identifier(record.set_identifier)
         if owner is None:
             continue
         result.owned += 1
@@ -345,16 +265,16 @@ def assess(scope: Scope, records: Iterable[RecordSet], rules: Rules, now: float)
 
     by_task: dict[tuple[str, str], list[RecordSet]] = defaultdict(list)
     for owned in owners.values():
-        if owned.owner.kind == "t":
+        if owned.owner.kind is Kind.TASK:
             by_task[(owned.owner.cluster, owned.owner.task)].extend(owned.records)
     for owned in owners.values():
-        if owned.owner.kind == "t":
+        if owned.owner.kind is Kind.TASK:
             owned.task_records = by_task[(owned.owner.cluster, owned.owner.task)]
 
     host_ips: dict[str, set[str]] = defaultdict(set)
     by_host: dict[str, list[str]] = defaultdict(list)  # host label -> its service owners' keys
     for key, owned in owners.items():
-        if owned.owner.kind != "h":
+        if owned.owner.kind is not Kind.HOST:
             continue
         if owned.owner.is_host_record:
             for record in owned.records:
@@ -367,7 +287,7 @@ def assess(scope: Scope, records: Iterable[RecordSet], rules: Rules, now: float)
     deleted: set[str] = set()
     for key, owned in sorted(owners.items()):
         owner = owned.owner
-        if owner.kind == "h" and owner.is_host_record:
+        if owner.kind is Kind.HOST and owner.is_host_record:
             continue  # decided below, once its host's service records are
         outcome = _service(key, owned, scope, hosts, rules, now)
         _record(result, key, owned, outcome)
@@ -376,7 +296,7 @@ def assess(scope: Scope, records: Iterable[RecordSet], rules: Rules, now: float)
 
     for key, owned in sorted(owners.items()):
         owner = owned.owner
-        if owner.kind == "h" and owner.is_host_record:
+        if owner.kind is Kind.HOST and owner.is_host_record:
             outcome = _host_record(owner.host, by_host.get(owner.host, []), deleted, scope,
                                    hosts)
             _record(result, key, owned, outcome)
@@ -449,11 +369,11 @@ def _service(key: str, owned: _Owned, scope: Scope, hosts: _Hosts, rules: Rules,
              now: float) -> _Outcome:
     owner = owned.owner
     view = scope.view(owner.cluster) if owner.cluster else None
-    if owner.kind == "t" or (owner.cluster and owner.task):
+    if owner.kind is Kind.TASK or (owner.cluster and owner.task):
         if view is None:
             if not scope.all_clusters:
                 return OUT
-            if owner.kind == "t":  # every cluster was listed, and this one is not among them
+            if owner.kind is Kind.TASK:  # every cluster was listed, and this one is not among them
                 return f"cluster {owner.cluster} of task {owner.task} does not exist"
             # An agent's record of a task of a vanished cluster: the host decides.
             return _by_host(key, owned, scope, hosts, rules)
@@ -461,15 +381,16 @@ def _service(key: str, owned: _Owned, scope: Scope, hosts: _Hosts, rules: Rules,
             return _Skip(f"cluster {view.name} could not be observed")
         if owner.task in view.gone_tasks:
             return f"task {owner.task} of cluster {view.name} no longer exists"
-        task = view.tasks.get(owner.task)
-        if task is None:
+        evidence = view.tasks.get(owner.task)
+        if evidence is None:
             return _Skip(f"the state of task {owner.task} of cluster {view.name} is unknown")
-        if task.gone:
+        task = evidence.task
+        if task.stopping:
             return (f"task {owner.task} of cluster {view.name} is {task.last_status or '?'} "
                     f"(desired {task.desired_status or '?'})")
-        if owner.kind == "t":
-            return _task_target(key, owned, view, task, hosts, rules, now)
-        return _agent_task_target(key, owned, view, task, scope, hosts, rules, now)
+        if owner.kind is Kind.TASK:
+            return _task_target(key, owned, view, evidence, hosts, rules, now)
+        return _agent_task_target(key, owned, view, evidence, scope, hosts, rules, now)
     return _by_host(key, owned, scope, hosts, rules)
 
 
@@ -479,11 +400,12 @@ def _by_host(key: str, owned: _Owned, scope: Scope, hosts: _Hosts, rules: Rules)
     if found is None:
         return _host_verdict(owned.owner.host, scope, hosts)
     _, host = found
-    return _target(key, owned, host.ip, None, "", "", rules, 0.0)
+    return _target(key, owned, host.ip, None, "", rules, 0.0)
 
 
-def _agent_task_target(key: str, owned: _Owned, view: ClusterView, task: TaskView,
+def _agent_task_target(key: str, owned: _Owned, view: ClusterView, evidence: TaskEvidence,
                        scope: Scope, hosts: _Hosts, rules: Rules, now: float) -> _Outcome:
+    task = evidence.task
     label = owned.owner.host
     found = hosts.live(label)
     instance = hosts.instance(task.container_instance_arn)
@@ -491,7 +413,7 @@ def _agent_task_target(key: str, owned: _Owned, view: ClusterView, task: TaskVie
         _, host = found
         if task.container_instance_arn and host.instance_arn != task.container_instance_arn:
             return _Skip(f"host {label} is not the container instance of task {task.id}")
-        return _target(key, owned, host.ip, task, view.name, task.id, rules, now)
+        return _target(key, owned, host.ip, evidence, view.name, rules, now)
     failed = hosts.in_failed(label)
     if failed is not None:
         return _Skip(f"host {label} is in cluster {failed.name}, whose observation failed")
@@ -505,8 +427,9 @@ def _agent_task_target(key: str, owned: _Owned, view: ClusterView, task: TaskVie
             f"that host {label} is")
 
 
-def _task_target(key: str, owned: _Owned, view: ClusterView, task: TaskView, hosts: _Hosts,
-                 rules: Rules, now: float) -> _Outcome:
+def _task_target(key: str, owned: _Owned, view: ClusterView, evidence: TaskEvidence,
+                 hosts: _Hosts, rules: Rules, now: float) -> _Outcome:
+    task = evidence.task
     if task.eni_ips:
         ip = task.eni_ips[0]
     else:
@@ -514,11 +437,11 @@ def _task_target(key: str, owned: _Owned, view: ClusterView, task: TaskView, hos
         if instance is None or not instance.live:
             return _Skip(f"task {task.id} has no ENI and no live container instance")
         ip = instance.ip
-    return _target(key, owned, ip, task, view.name, task.id, rules, now)
+    return _target(key, owned, ip, evidence, view.name, rules, now)
 
 
-def _target(key: str, owned: _Owned, ip: str, task: TaskView | None, cluster: str,
-            task_id: str, rules: Rules, now: float) -> _Outcome:
+def _target(key: str, owned: _Owned, ip: str, evidence: TaskEvidence | None, cluster: str,
+            rules: Rules, now: float) -> _Outcome:
     """A live instance: a probe target, or kept when it cannot be HTTP-checked, or skipped
     (or suspect) when ECS does not back the record's claim about its task."""
     owner = owned.owner
@@ -535,18 +458,18 @@ def _target(key: str, owned: _Owned, ip: str, task: TaskView | None, cluster: st
         return _Skip(f"SRV records of one instance disagree on the port: {sorted(ports)}")
     port = ports.pop()
     ecs_healthy = ""
-    if task is not None:
-        judged = _judgeable(task, owner, port, rules, now)
+    if evidence is not None:
+        judged = _judgeable(evidence, owner, port, rules, now)
         if judged is not None:
             return judged
-        ecs_healthy = ecs_vouches(task, owner)
+        ecs_healthy = ecs_vouches(evidence, owner)
     return Target(key=key, ip=ip, port=port,
-                  path=check_path(task, owner, rules.default_path), cluster=cluster,
-                  task=task_id, records=tuple(owned.task_records or owned.records),
-                  ecs_healthy=ecs_healthy)
+                  path=check_path(evidence, owner, rules.default_path), cluster=cluster,
+                  task=evidence.task.id if evidence is not None else "",
+                  records=tuple(owned.task_records or owned.records), ecs_healthy=ecs_healthy)
 
 
-def _judgeable(task: TaskView, owner: Owner, port: int, rules: Rules,
+def _judgeable(evidence: TaskEvidence, owner: Owner, port: int, rules: Rules,
                now: float) -> _Outcome | None:
     """None when ECS backs probing this task at ``port`` now; else why not.
 
@@ -554,13 +477,15 @@ def _judgeable(task: TaskView, owner: Owner, port: int, rules: Rules,
     The record's port must be one ECS says the task has (:func:`port_evidence`), and the
     task must be past its grace (:func:`grace_seconds`).
     """
-    if task.last_status != "RUNNING":
+    task = evidence.task
+    if task.last_status != RUNNING:
         return _Wait(f"task {task.id} is {task.last_status or '?'}: judged once RUNNING")
-    doubt = port_evidence(task, owner, port)
+    doubt = port_evidence(evidence, owner, port)
     if doubt is not None:
         return _Suspect(doubt.reason) if doubt.suspect else _Wait(doubt.reason)
-    grace = grace_seconds(task, owner, rules.grace_seconds)
-    if task.started_at is not None and now - task.started_at < grace:
+    grace = grace_seconds(evidence, owner, rules.grace_seconds)
+    began = task.began
+    if began is not None and now - began.timestamp() < grace:
         # real ECS always dates a task; moto does not
         return _Wait(f"task {task.id} started less than {grace:g}s ago")
     return None

@@ -1,0 +1,358 @@
+"""One "ECS Task State Change" event -> the task's records in Route 53, level-triggered.
+
+EventBridge delivers at least once and in any order, so an event is never applied as a delta:
+the task's *current* state is read (DescribeTasks: a late RUNNING event of a stopped task
+removes rather than resurrects), the zone is read, and :func:`ecssd_agent.sync.reconcile.
+converge` applies what differs; a duplicate event sends no change request. What a task should
+have is :mod:`ecssd_agent.core.task_records`; the fixed record (``RR_NAME``: one A record set
+pointing at the newest running task of ``TASK_GROUP``) is taken over by a RUNNING task unless
+its holder still runs and provably started later, and on removal repointed or deleted only if
+the leaving task holds it. An event it cannot act on is answered with a summary; an AWS error
+or a state ECS cannot tell yet raises (:class:`TaskStateUnknown`), so Lambda retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ecssd_agent.aws import ecs as ecs_api
+from ecssd_agent.aws.clients import Clients
+from ecssd_agent.aws.route53 import Route53Zone, find_zone
+from ecssd_agent.core import naming, ownership
+from ecssd_agent.core import task_records as tr
+from ecssd_agent.core.ecs_task import Phase, Task, TaskContainer, TaskDefinition, network_mode
+from ecssd_agent.core.model import RecordSet
+from ecssd_agent.core.ownership import Owns
+from ecssd_agent.events.settings import TaskEventSettings
+from ecssd_agent.sync.reconcile import converge, first_then
+
+log = logging.getLogger(__name__)
+
+
+class TaskStateUnknown(RuntimeError):
+    """What we need to know about a task or its host cannot be known now: retry the event."""
+
+
+@dataclass
+class TaskEventsRuntime:
+    """What one Lambda execution environment keeps between events: its settings, clients,
+    the zone (found once) and the task definitions (cached by ARN: a registered revision
+    never changes), so a warm invocation costs one DescribeTasks and one zone read."""
+
+    config: TaskEventSettings
+    clients: Clients
+    zone: Route53Zone | None = None
+    definitions: ecs_api.TaskDefinitions = field(default_factory=ecs_api.TaskDefinitions)
+
+    def hosted_zone(self) -> Route53Zone:
+        if self.zone is None:
+            client = self.clients.client("route53")
+            found = find_zone(client, self.config.domain, self.config.hosted_zone_id or None,
+                              self.config.vpc_id or None)
+            self.zone = Route53Zone(client, found, comment="ecssd task events")
+        return self.zone
+
+    def task_definition(self, arn: str, cluster: str) -> TaskDefinition:
+        return self.definitions.get(self.clients.client("ecs"), arn, cluster)
+
+
+# --- the event ---------------------------------------------------------------------------
+
+SOURCE = "aws.ecs"
+DETAIL_TYPE = "ECS Task State Change"
+SCHEDULE_SOURCE = "aws.events"  # an EventBridge schedule's invocation: the periodic reconcile
+SCHEDULE_DETAIL_TYPE = "Scheduled Event"
+
+
+class MalformedEvent(ValueError):
+    """An event this Lambda cannot act on; the message says why (naming the field)."""
+
+
+def is_schedule(event: Any) -> bool:
+    """Whether ``event`` is an EventBridge schedule's invocation (not a task state change)."""
+    return (isinstance(event, Mapping) and event.get("source") == SCHEDULE_SOURCE
+            and event.get("detail-type") == SCHEDULE_DETAIL_TYPE)
+
+
+def parse_event(event: Any) -> Task:
+    """An EventBridge "ECS Task State Change" event -> its task; else :class:`MalformedEvent`."""
+    if not isinstance(event, Mapping):
+        raise MalformedEvent(f"the event is not an object: {event!r:.60}")
+    if event.get("source") != SOURCE or event.get("detail-type") != DETAIL_TYPE:
+        raise MalformedEvent(
+            f"not an {DETAIL_TYPE!r} event from {SOURCE} "
+            f"(source={event.get('source')!r:.60}, detail-type={event.get('detail-type')!r:.60})")
+    if event.get("detail") is None:
+        raise MalformedEvent("the event has no 'detail' object")
+    try:
+        return ecs_api.parse_task(event["detail"], "detail")
+    except ecs_api.MalformedTask as exc:
+        raise MalformedEvent(str(exc)) from None
+
+
+# --- the handling ------------------------------------------------------------------------
+
+def _summary(status: str, reason: str, task: Task | None = None, **more: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": status, "reason": reason}
+    if task is not None:
+        out.update(task=task.id, cluster=task.cluster, last_status=task.last_status,
+                   desired_status=task.desired_status)
+    out.update(more)
+    return out
+
+
+def _current_health(task: Task, found: Task) -> tuple[TaskContainer, ...]:
+    """The event's containers, with the health DescribeTasks reports when the task has changed
+    since the event (a newer version: every health change is one), so that a late HEALTHY
+    event cannot bring back the records a newer UNHEALTHY one withdrew. Otherwise the event
+    is the task's current state and its health stands."""
+    if not (found.version and task.version and found.version > task.version):
+        return task.containers
+    now = {c.name: c.health_status for c in found.containers if c.health_status}
+    return tuple(replace(c, health_status=now.get(c.name, c.health_status))
+                 for c in task.containers)
+
+
+class TaskEvents:
+    """Handles events with one runtime's settings, clients and caches."""
+
+    def __init__(self, rt: TaskEventsRuntime) -> None:
+        self.rt = rt
+        self.config = rt.config
+        self._hosts: dict[str, str] = {}  # container instance ARN -> private IP, this event
+
+    @property
+    def ecs(self) -> Any:
+        return self.rt.clients.client("ecs")
+
+    def handle(self, event: Any) -> dict[str, Any]:
+        event_id = event.get("id", "") if isinstance(event, Mapping) else ""
+        try:
+            task = parse_event(event)
+        except MalformedEvent as exc:
+            log.warning("ignored an event: %s", exc, extra={"event_id": event_id})
+            return _summary("ignored", f"malformed: {exc}")
+        extra = {"event_id": event_id, "task": task.id, "cluster": task.cluster,
+                 "task_version": task.version}
+        if not self.config.watches(task.cluster):
+            log.info("ignored: cluster %s is not in ECS_CLUSTERS", task.cluster, extra=extra)
+            return _summary("ignored", "other cluster", task)
+        fixed = self.config.fixed_record and task.group == self.config.task_group
+        if not fixed and not self.config.service_records:
+            log.info("ignored: task group %r is not TASK_GROUP", task.group, extra=extra)
+            return _summary("ignored", "other group", task)
+        if task.phase is Phase.WAIT:
+            log.debug("nothing to do until the task runs", extra=extra)
+            return _summary("ignored", f"task is {task.last_status}", task)
+
+        if task.phase is Phase.REGISTER:
+            confirmed = self._confirm_running(task, extra)
+            if isinstance(confirmed, dict):
+                return confirmed
+            task = confirmed
+        return self._reconcile(task, fixed, extra)
+
+    def _confirm_running(self, task: Task, extra: Mapping[str, Any]) -> Task | dict[str, Any]:
+        """The task as ECS describes it now: a RUNNING event may be late or duplicated.
+
+        Returns the task to act on (REMOVE phase if it has stopped since), or a summary when
+        there is nothing to do. Raises when ECS cannot tell (Lambda retries).
+        """
+        described = ecs_api.describe_tasks(self.ecs, task.cluster, [task.arn])
+        if task.id in described.missing:
+            log.info("ignored: ECS no longer knows the task", extra=extra)
+            return _summary("ignored", "task is gone", task)
+        found = described.tasks.get(task.id)
+        if found is None:
+            raise TaskStateUnknown(f"DescribeTasks gave no answer for task {task.id}: "
+                                   f"{described.failures.get(task.id, 'no failure reason')}")
+        if found.version and task.version and found.version < task.version:
+            raise TaskStateUnknown(
+                f"DescribeTasks shows task {task.id} at version {found.version}, older than "
+                f"the event's {task.version}: ECS has not caught up yet")
+        now = replace(task, last_status=found.last_status, desired_status=found.desired_status,
+                      containers=_current_health(task, found),
+                      started_at=task.started_at or found.started_at,
+                      created_at=task.created_at or found.created_at,
+                      eni_ips=task.eni_ips or found.eni_ips,
+                      container_instance_arn=task.container_instance_arn
+                      or found.container_instance_arn)
+        if now.phase is Phase.REMOVE:
+            log.info("a stale RUNNING event: the task is %s now; removing its records",
+                     found.last_status, extra=extra)
+        elif now.phase is Phase.WAIT:
+            return _summary("ignored", f"task is {found.last_status} now", task)
+        return now
+
+    # -- what the task should have ----------------------------------------------------
+
+    def _host_ip(self, task: Task) -> str:
+        """The private IP of the EC2 instance a bridge/host-mode task runs on."""
+        arn = task.container_instance_arn
+        if not arn:
+            raise TaskStateUnknown(f"task {task.id} runs on no container instance and has no ENI")
+        if arn not in self._hosts:
+            hosts = ecs_api.instance_hosts(self.ecs, self.rt.clients.client("ec2"), task.cluster,
+                                           [arn])
+            host = hosts.get(arn)
+            if host is None or not host.private_ip:
+                raise TaskStateUnknown(f"no private IP known for container instance {arn} of "
+                                       f"task {task.id}")
+            self._hosts[arn] = host.private_ip
+        return self._hosts[arn]
+
+    def _address(self, task: Task, mode: str) -> str:
+        """Where clients reach the task: its ENI (awsvpc), else its host. Raises when unknown."""
+        if mode != "awsvpc":
+            return self._host_ip(task)
+        if not task.eni_ip:
+            raise TaskStateUnknown(f"awsvpc task {task.id} shows no ENI address")
+        return task.eni_ip
+
+    def _service_records(self, task: Task, definition: TaskDefinition,
+                         extra: Mapping[str, Any]) -> list[RecordSet]:
+        mode = network_mode(task, definition)
+        records, problems = tr.service_records(
+            task, definition, self._address(task, mode), self.zone.zone.name,
+            self.config.routing, self.config.ttl, health_gate=self.config.health_gate)
+        for problem in problems:
+            log.warning("skipped %s", problem, extra={**extra, "variable": problem.variable})
+        return records
+
+    @property
+    def zone(self) -> Route53Zone:
+        return self.rt.hosted_zone()
+
+    # -- reconcile ---------------------------------------------------------------------
+
+    def _declared(self, task: Task, extra: Mapping[str, Any]) -> TaskDefinition | None:
+        """The task's definition when it declares services this function registers, else None."""
+        if not self.config.service_records or not task.task_definition_arn:
+            return None
+        definition = self.rt.task_definition(task.task_definition_arn, task.cluster)
+        if not tr.declares_services(task, definition):
+            return None
+        if not self.config.bridge_records and network_mode(task, definition) != "awsvpc":
+            log.debug("bridge/host-mode task left to the host agent (BRIDGE_RECORDS=false)",
+                     extra=extra)
+            return None
+        return definition
+
+    def desired_records(self, task: Task, extra: Mapping[str, Any]) -> list[RecordSet]:
+        """The service records a running task should have, by the event path's own rules
+        (the periodic reconcile's question: :mod:`ecssd_agent.events.reconcile`)."""
+        definition = self._declared(task, extra)
+        return [] if definition is None else self._service_records(task, definition, extra)
+
+    def know_hosts(self, cluster: str, container_instance_arns: Iterable[str]) -> None:
+        """Look up many container instances' IPs at once (DescribeContainerInstances 100 a
+        call) instead of one by one as tasks need them. Raises EcsReadError."""
+        wanted = sorted({a for a in container_instance_arns if a and a not in self._hosts})
+        if wanted:
+            hosts = ecs_api.instance_hosts(self.ecs, self.rt.clients.client("ec2"), cluster, wanted)
+            self._hosts.update({arn: h.private_ip for arn, h in hosts.items() if h.private_ip})
+
+    def _reconcile(self, task: Task, fixed: bool, extra: Mapping[str, Any]) -> dict[str, Any]:
+        definition = self._declared(task, extra)
+        if definition is None and not fixed:  # spares the zone read: Route 53 is the scarce API
+            log.debug("no records to keep for the task", extra=extra)
+            return _summary("ignored", "no services declared", task)
+
+        zone = self.zone
+        listing = list(zone.records())
+        owns: Owns = ownership.owned_by_task(task.cluster, task.id)
+        desired: list[RecordSet] = []
+        if definition is not None and task.phase is Phase.REGISTER:
+            desired += self._service_records(task, definition, extra)
+        if fixed:
+            fixed_desired, fixed_owns = self._fixed(task, listing, extra)
+            desired += fixed_desired
+            if fixed_owns is not None:
+                owns = ownership.either(owns, fixed_owns)
+
+        outcome = converge(zone, desired, owns, read=first_then(listing, zone.records),
+                           dry_run=self.config.dry_run)
+        log.info("%s task %s: %d change(s) in %d change request(s)", task.phase.value, task.id,
+                 len(outcome.changes), outcome.requests,
+                 extra={**extra, "changes": len(outcome.changes), "requests": outcome.requests})
+        return _summary("ok", task.phase.value, task, changes=len(outcome.changes),
+                        requests=outcome.requests,
+                        records=[c.record.describe() for c in outcome.changes],
+                        actions=[c.action.value for c in outcome.changes])
+
+    # -- the fixed record --------------------------------------------------------------
+
+    def _fixed(self, task: Task, listing: Sequence[RecordSet],
+               extra: Mapping[str, Any]) -> tuple[list[RecordSet], Owns | None]:
+        """The fixed record's desired state, and the ownership test to plan it with.
+
+        Returns ``([], None)`` when the fixed record is not this event's business (another
+        task keeps it); the task's own fixed record set, if any, then goes with its other
+        records, because ``owned_by_task`` covers it.
+        """
+        name = naming.record_name(self.config.rr_name, self.zone.zone.name)
+        owns_fixed = ownership.owned_fixed_record(name)
+        holders = [owner for r in listing if owns_fixed(r)
+                   and (owner := ownership.parse_set_identifier(r.set_identifier)) is not None]
+        others = [owner for owner in holders if owner.task != task.id]
+
+        if task.phase is Phase.REGISTER:
+            for owner in others:
+                holder = self._describe_holder(owner.cluster, owner.task, task)
+                if holder is not None and tr.holder_keeps(holder, task):
+                    log.info("fixed record %s stays with newer task %s", name, holder.id,
+                             extra=extra)
+                    return [], None
+            return [self.fixed_record_for(task)], owns_fixed
+
+        # REMOVE: only a record set this task holds is ours to remove or repoint.
+        if len(holders) == len(others):
+            return [], None
+        if others:  # someone else serves the name too: just drop ours
+            return [], None
+        successor = tr.newest(t for t in self._running_in_group(task.cluster)
+                              if t.id != task.id)
+        if successor is None:
+            log.info("fixed record %s removed: no other running task of group %s", name,
+                     self.config.task_group, extra=extra)
+            return [], owns_fixed
+        record = self.fixed_record_for(successor)
+        log.info("fixed record %s repointed to task %s", name, successor.id, extra=extra)
+        return [record], owns_fixed
+
+    def fixed_record_for(self, task: Task) -> RecordSet:
+        """``RR_NAME`` pointed at ``task``; raises TaskStateUnknown when its address is not
+        known (also used by the reconcile when no task holds the name)."""
+        name = naming.record_name(self.config.rr_name, self.zone.zone.name)
+        ip = self._address(task, self._mode(task))
+        return tr.fixed_record(name, task, ip, self.config.routing, self.config.ttl)
+
+    def _mode(self, task: Task) -> str:
+        """awsvpc when the task has an ENI; otherwise it is reached at its host's address."""
+        return "awsvpc" if task.eni_ip or task.launch_type == "FARGATE" else "bridge"
+
+    def _describe_holder(self, owner_cluster: str, owner_task: str, task: Task) -> Task | None:
+        """The task holding the fixed record, if it is still running (None: gone or leaving)."""
+        cluster = task.cluster if ownership.cluster_matches(owner_cluster, task.cluster) else owner_cluster
+        if cluster.startswith("#"):  # a digested cluster name we cannot describe by
+            return None
+        described = ecs_api.describe_tasks(self.ecs, cluster, [owner_task])
+        found = described.tasks.get(owner_task)
+        if found is None:
+            if owner_task in described.missing:
+                return None
+            raise TaskStateUnknown(f"DescribeTasks gave no answer for fixed-record holder "
+                                   f"{owner_task}: {described.failures.get(owner_task, '?')}")
+        return found if found.phase is Phase.REGISTER else None
+
+    def _running_in_group(self, cluster: str) -> list[Task]:
+        """Running tasks of TASK_GROUP in the cluster (candidates to serve the fixed name)."""
+        arns = ecs_api.list_tasks(self.ecs, cluster, "RUNNING")
+        if not arns:
+            return []
+        described = ecs_api.describe_tasks(self.ecs, cluster, arns)
+        return [t for t in described.tasks.values() if t.group == self.config.task_group
+                and t.phase is Phase.REGISTER]
