@@ -647,7 +647,9 @@ def decide(assessment: Assessment, results: Mapping[str, Verdict], rules: Rules)
             reason = f"ecssd health check failed: {verdict.detail}"[:255]
             plan.stops.append(Stop(target.cluster, target.task, reason))
         elif target.task_arn and not rules.stop_unhealthy:
-            tag(target, count)  # the task runs on: its count stays on it
+            kept = min(count, rules.check_failures)  # the task runs on: its count stays,
+            if kept != target.failures:  # at the threshold (acted on again next time)
+                tag(target, kept)
     plan.tags = [TagChange(cluster, arn, tuple(sorted(to_set.items())),
                            tuple(sorted(to_remove - set(to_set))))
                  for (cluster, arn), (to_set, to_remove) in sorted(tags.items())

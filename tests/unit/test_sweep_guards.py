@@ -263,6 +263,12 @@ def test_without_stop_unhealthy_the_count_stays_on_the_running_task() -> None:
     assert not plan.stops and len(plan.deletions) == 1
     assert plan.tags == [TagChange("c", "arn:aws:ecs:us-east-1:1:task/c/u1",
                                    ((failure_tag(32781), "2"),))]
+    # At the threshold it stays there: acted on again at once, no tag written again.
+    cluster = replace(C3, tasks={**C3.tasks,
+                                 "u1": _task_on("u1", 3, 32781, {failure_tag(32781): "2"})})
+    result = _assess([*H3], [cluster], rules)
+    plan = decide(result, _verdicts(result, {}, {32781: SICK}), rules)
+    assert len(plan.deletions) == 1 and not plan.tags
 
 
 def test_an_instance_without_an_ecs_task_has_nowhere_to_count() -> None:
