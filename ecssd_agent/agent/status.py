@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import (
@@ -35,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from ecssd_agent.agent.liveness import Bounds, Liveness
 from ecssd_agent.aws.clients import RequestStats
+from ecssd_agent.http_serving import DEFAULT_LIMITS, LimitedHandler, LimitedHTTPServer, Limits
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class Status:
         return generate_latest(self.registry)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LimitedHandler):
     status: Status  # set on the subclass made by StatusServer
 
     def do_GET(self) -> None:
@@ -191,24 +191,18 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._reply(404, b"not found: try /healthz, /readyz or /metrics\n", "text/plain; charset=utf-8")
 
-    def _reply(self, code: int, body: bytes, content_type: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("status: " + format, *args)
 
 
 class StatusServer:
-    """Serves a Status over HTTP in a background thread."""
+    """Serves a Status over HTTP in a background thread: a thread per connection, within
+    the connection caps and deadlines of :mod:`ecssd_agent.http_serving`."""
 
-    def __init__(self, status: Status, address: str, port: int) -> None:
+    def __init__(self, status: Status, address: str, port: int,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         handler = type("StatusHandler", (_Handler,), {"status": status})
-        self._server = ThreadingHTTPServer((address, port), handler)
-        self._server.daemon_threads = True
+        self._server = LimitedHTTPServer((address, port), handler, limits.within_fds())
         self._thread = threading.Thread(target=self._server.serve_forever, name="status",
                                         daemon=True)
 

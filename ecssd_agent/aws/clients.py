@@ -11,18 +11,24 @@ variables that boto3 honours: the same code talks to AWS or to a moto server.
 With a :class:`~.assume_role.ZoneRole` (the zone lives in another account), the Route 53
 clients sign with that role's credentials and every other client with the process's own;
 see :mod:`.assume_role`. The STS requests that assume the role are counted too.
+
+With ``budgets`` (service -> :class:`~.request_budget.TokenBucket`), every client of that
+service waits for the bucket's tokens before each request it sends: one budget for the
+whole process, whichever of its clients sends.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
 from botocore.config import Config
 
 from ecssd_agent.aws.assume_role import ZONE_SERVICES, ZoneRole, role_credentials, role_session
+from ecssd_agent.aws.request_budget import TokenBucket, enforce
 
 
 class RequestStats:
@@ -94,8 +100,10 @@ class Clients:
         stats: RequestStats | None = None,
         session: boto3.session.Session | None = None,
         zone_role: ZoneRole | None = None,
+        budgets: Mapping[str, TokenBucket] | None = None,
     ) -> None:
         self.region = region
+        self.budgets = dict(budgets or {})
         self.zone_role = zone_role
         self.retry_mode = retry_mode
         self.stats = stats or RequestStats()
@@ -126,6 +134,8 @@ class Clients:
                 client = session.client(  # type: ignore[call-overload, unused-ignore]
                     service, region_name=self.region, config=config)
                 self.stats.hook(client)
+                if service in self.budgets:
+                    enforce(client, self.budgets[service])
                 self._clients[key] = client
             return self._clients[key]
 

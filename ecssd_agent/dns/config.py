@@ -29,10 +29,16 @@ class DnsSettings:
     http_port: int = _opt(0, "serve Prometheus HTTP service discovery on this TCP port of the "
                              "listen address: GET /prometheus/targets lists every instance of "
                              "every SRV record with __meta_ecssd_* labels (0: off)")
-    refresh: float = _opt(2.0, "seconds between listings of the zone (one "
-                               "ListResourceRecordSets request per 300 record sets)")
-    min_refresh: float = _opt(1.0, "a query for a name missing from the view lists the zone "
-                                   "again at once, at most once per this many seconds")
+    refresh: float = _opt(10.0, "seconds between the starts of two listings of the whole "
+                                "zone, at least (one request per 300 record sets, paced by "
+                                "--route53-rate: 3,000 record sets take 10 s at 1 request/s)")
+    route53_rate: float = _opt(1.0, "Route 53 requests per second this server may send, "
+                                    "whatever the zone's size and the queries (a token bucket "
+                                    "every request waits on)")
+    route53_burst: int = _opt(5, "requests the bucket saves up while idle (new names looked "
+                                 "up at once)")
+    negative_ttl: float = _opt(30.0, "a queried name the zone lacks is looked up (one request) "
+                                     "at most once per this many seconds")
     max_udp_size: int = _opt(4096, "largest UDP response, and the EDNS size we advertise; a "
                                    "client's smaller EDNS size (or 512 without EDNS) wins")
     region: str = _opt("", "AWS region for signing (default: AWS_REGION, else us-east-1; "
@@ -81,8 +87,12 @@ def load(argv: Sequence[str] | None = None,
     if not 0 <= settings.http_port <= 65535:
         raise SettingsError(f"--http-port / ECSSD_HTTP_PORT: {settings.http_port} is out of "
                             "range")
-    if settings.refresh <= 0 or settings.min_refresh < 0:
-        raise SettingsError("--refresh must be > 0 and --min-refresh >= 0")
+    if settings.refresh <= 0:
+        raise SettingsError("--refresh must be > 0")
+    if settings.route53_rate <= 0 or settings.route53_burst < 1:
+        raise SettingsError("--route53-rate must be > 0 and --route53-burst >= 1")
+    if settings.negative_ttl < 0:
+        raise SettingsError("--negative-ttl must be >= 0")
     if not 512 <= settings.max_udp_size <= 65535:
         raise SettingsError("--max-udp-size must be between 512 and 65535")
     settings.zone_role()

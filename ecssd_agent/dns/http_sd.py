@@ -43,7 +43,6 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import dns.exception
@@ -52,6 +51,7 @@ from ecssd_agent.core import ownership
 from ecssd_agent.core.records import parse_srv
 from ecssd_agent.dns import wire
 from ecssd_agent.dns.view import ZoneView, deterministic
+from ecssd_agent.http_serving import DEFAULT_LIMITS, LimitedHandler, LimitedHTTPServer, Limits
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class Document:
             return self._body
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LimitedHandler):
     document: Document  # set on the subclass made by HttpSdServer
 
     def do_GET(self) -> None:
@@ -181,29 +181,23 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._reply(200, body, CONTENT_TYPE)
 
-    def _reply(self, code: int, body: bytes, content_type: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
 
 
 class HttpSdServer:
-    """Serves the targets over HTTP in a background thread (one thread per request)."""
+    """Serves the targets over HTTP in a background thread (one thread per connection,
+    within the caps and deadlines of :mod:`ecssd_agent.http_serving`; the process's DNS TCP
+    port shares its descriptor room)."""
 
-    def __init__(self, current_view: Callable[[], ZoneView], address: str, port: int) -> None:
+    def __init__(self, current_view: Callable[[], ZoneView], address: str, port: int,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         handler = type("HttpSdHandler", (_Handler,), {"document": Document(current_view)})
         # Resolved as the DNS port's address is (an IPv6 or a named listen address works).
         family, _, _, _, sockaddr = socket.getaddrinfo(
             address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        server_class = type("HttpSdHTTPServer", (ThreadingHTTPServer,),
-                            {"address_family": family})
-        self._server = server_class(sockaddr[:2], handler)
-        self._server.daemon_threads = True
+        self._server = LimitedHTTPServer(sockaddr[:2], handler, limits.within_fds(servers=2),
+                                         family)
         self._thread = threading.Thread(target=self._server.serve_forever, name="http-sd",
                                         daemon=True)
 

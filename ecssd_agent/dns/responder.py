@@ -45,11 +45,13 @@ class Responder:
         self.max_udp = max(max_udp, wire.MIN_UDP)
         self._opt = (wire.opt_record(self.max_udp, False), wire.opt_record(self.max_udp, True))
 
-    def respond(self, data: bytes, udp: bool = True) -> tuple[bytes | None, bool]:
-        """(the response, or None to drop the packet; whether the view lacked the name).
+    def respond(self, data: bytes, udp: bool = True) -> tuple[bytes | None, bytes | None]:
+        """(the response, or None to drop the packet; the name if the view lacks it).
 
-        The second value tells the server that the view may be stale for this name: it
-        may ask for an on-demand refresh and answer again after it.
+        The second value, the query's name in wire form (lowercase), is set on NXDOMAIN only:
+        the view may be stale for that name (a service that registered a moment ago), so
+        the server may ask for a lookup of it and answer again after it. A name the view
+        has (NODATA for another type) is left to the next sweep of the zone.
 
         First the fast path, for the common query whose name and type have an answer: a
         standard QUERY for class IN with one question and either no additional record or
@@ -71,7 +73,7 @@ class Responder:
             if fits and end > 12:
                 answer = self.view.answers.get(data[12:end].lower() + data[end:end + 2])
                 if answer is not None:
-                    return self._fast(data, end, edns, answer.pick(), udp), False
+                    return self._fast(data, end, edns, answer.pick(), udp), None
         return self._general(data, udp)
 
     def _fast(self, data: bytes, end: int, edns: int, variant: Variant,
@@ -92,24 +94,24 @@ class Responder:
                     + question + body)
         return response + self._opt[data[n - 4] >> 7] if edns else response
 
-    def _general(self, data: bytes, udp: bool) -> tuple[bytes | None, bool]:
+    def _general(self, data: bytes, udp: bool) -> tuple[bytes | None, bytes | None]:
         try:
             try:
                 query = wire.parse_query(data)
             except wire.Unusual:
                 query = wire.parse_query_slow(data)
         except wire.Malformed:
-            return wire.formerr(data), False
+            return wire.formerr(data), None
         if query.opcode != 0:  # without the question: other opcodes' sections differ (UPDATE)
-            return self._error(query, wire.NOTIMP, question=False), False
+            return self._error(query, wire.NOTIMP, question=False), None
         if query.payload and query.version:
-            return self._error(query, wire.BADVERS), False
+            return self._error(query, wire.BADVERS), None
         if query.qclass != wire.CLASS_IN:
-            return self._error(query, wire.REFUSED), False
+            return self._error(query, wire.REFUSED), None
         view = self.view
         answer = view.answers.get(query.key)
         if answer is not None:
-            return self._positive(query, answer.pick(), udp), False
+            return self._positive(query, answer.pick(), udp), None
         return self._miss(query, view, udp)
 
     def _positive(self, query: wire.Query, variant: Variant, udp: bool) -> bytes:
@@ -128,20 +130,22 @@ class Responder:
         response = self._header(query, wire.NOERROR) + counts + query.question + body
         return response + self._opt[query.do] if edns else response
 
-    def _miss(self, query: wire.Query, view: ZoneView, udp: bool) -> tuple[bytes | None, bool]:
+    def _miss(self, query: wire.Query, view: ZoneView,
+              udp: bool) -> tuple[bytes | None, bytes | None]:
         if not view.in_zone(query.qkey):
-            return self._error(query, wire.REFUSED), False
+            return self._error(query, wire.REFUSED), None
         if not view.ready:
-            return self._error(query, wire.SERVFAIL), False
+            return self._error(query, wire.SERVFAIL), None
         if query.qtype in (wire.T_AXFR, wire.T_IXFR):
-            return self._error(query, wire.REFUSED), False
+            return self._error(query, wire.REFUSED), None
         answer, exists = view.fallback(query.qkey, query.qtype)
         if answer is not None:
-            return self._positive(query, answer.pick(), udp), False
+            return self._positive(query, answer.pick(), udp), None
         edns = 1 if query.payload else 0
         response = (self._header(query, wire.NOERROR if exists else wire.NXDOMAIN)
                     + _SOA_COUNTS[edns] + query.question + view.negative_records(query.qkey))
-        return (response + self._opt[query.do] if edns else response), True
+        return (response + self._opt[query.do] if edns else response), (
+            None if exists else query.qkey)
 
     @staticmethod
     def _header(query: wire.Query, rcode: int, extra: int = 0, aa: bool = True) -> bytes:

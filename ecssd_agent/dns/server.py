@@ -6,10 +6,12 @@ per-packet thread or selector: a Python loop with pre-rendered answers measured 
 processes sharing the port with SO_REUSEPORT measured no better on a 2-core machine, where
 the load generator needs the other core); one thread accepts TCP
 connections and one thread serves each connection (at most :data:`MAX_TCP_CONNECTIONS`, of
-them :data:`MAX_TCP_PER_PEER` from one address; idle ones closed after :data:`TCP_IDLE`
-seconds, RFC 7766; a message must arrive within :data:`TCP_MESSAGE` seconds of its first
-byte; a new connection evicts the idle or slow ones, see :mod:`.tcp`, so trickling clients
-cannot take TCP down); the refresher lists the zone (:mod:`.refresh`). The threads share
+them :data:`MAX_TCP_PER_PEER` from one address, fewer under a low descriptor limit; idle ones
+closed after :data:`TCP_IDLE` seconds, RFC 7766; a message must arrive within
+:data:`TCP_MESSAGE` seconds of its first byte; a new connection evicts the idle or slow
+ones, see :mod:`ecssd_agent.connection_slots` and :mod:`.tcp`, so trickling clients cannot
+take TCP down); the HTTP service discovery port has the same limits
+(:mod:`ecssd_agent.http_serving`); the refresher reads the zone (:mod:`.refresh`). The threads share
 only the responder, whose view is immutable and swapped by one assignment.
 
 A packet can never stop the server: the responder drops or FORMERRs what it cannot parse,
@@ -36,14 +38,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ecssd_agent import logs
 from ecssd_agent.aws.clients import Clients
+from ecssd_agent.aws.request_budget import TokenBucket
 from ecssd_agent.aws.route53 import Route53Zone, ZoneError, find_zone
 from ecssd_agent.config_fields import SettingsError
+from ecssd_agent.connection_slots import ANSWERING, IDLE, READING, ConnectionSlots, Slot, fd_room
 from ecssd_agent.dns import config
 from ecssd_agent.dns.http_sd import PATH as HTTP_SD_PATH
 from ecssd_agent.dns.http_sd import HttpSdServer
 from ecssd_agent.dns.refresh import Refresher
 from ecssd_agent.dns.responder import Responder
-from ecssd_agent.dns.tcp import ANSWERING, IDLE, READING, Slot, TcpSlots, read_message
+from ecssd_agent.dns.tcp import read_message
 from ecssd_agent.dns.view import unavailable
 
 log = logging.getLogger("ecssd_agent.dns")
@@ -75,7 +79,8 @@ class DnsServer:
         self.port = port
         self.udp: socket.socket | None = None
         self.tcp: socket.socket | None = None
-        self._slots = TcpSlots(MAX_TCP_CONNECTIONS, MAX_TCP_PER_PEER)
+        total = fd_room(MAX_TCP_CONNECTIONS, servers=2)  # this port and the HTTP one
+        self._slots = ConnectionSlots(total, min(MAX_TCP_PER_PEER, total))
         self._closing = False
         self._last_error_log = 0.0
         self._last_slots_log = 0.0
@@ -141,7 +146,7 @@ class DnsServer:
                 response, missed = respond(data, True)
                 if response is None:
                     continue
-                if missed and defer(self._late_udp(data, peer)):
+                if missed is not None and defer(missed, self._late_udp(data, peer)):
                     continue
                 send(response, peer)
             except OSError as exc:  # the peer's buffer, an unreachable address: its problem
@@ -187,7 +192,7 @@ class DnsServer:
             self._last_slots_log = now
             log.warning("TCP slots full (%d connections, at most %d per address; latest from "
                         "%s): %d idle or slow connections evicted, %d new ones refused so far",
-                        len(self._slots), MAX_TCP_PER_PEER, peer, self._slots.evicted,
+                        len(self._slots), self._slots.per_peer, peer, self._slots.evicted,
                         self._slots.refused)
 
     def _connection(self, slot: Slot) -> None:
@@ -217,9 +222,9 @@ class DnsServer:
 
     def _answer_tcp(self, data: bytes) -> bytes | None:
         response, missed = self.responder.respond(data, False)
-        if missed:
+        if missed is not None:
             done = threading.Event()
-            if self.refresher.defer(done.set):
+            if self.refresher.defer(missed, done.set):
                 done.wait(self.refresher.max_defer + 1.0)
                 response, _ = self.responder.respond(data, False)
         return response
@@ -245,8 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(settings.log_format, settings.log_level)
     region = settings.region or os.environ.get("AWS_REGION") or os.environ.get(
         "AWS_DEFAULT_REGION") or "us-east-1"
+    budget = TokenBucket(settings.route53_rate, settings.route53_burst)
     clients = Clients(region=region, retry_mode=settings.aws_retry_mode,
-                      max_attempts=settings.aws_max_attempts, zone_role=settings.zone_role())
+                      max_attempts=settings.aws_max_attempts, zone_role=settings.zone_role(),
+                      budgets={"route53": budget})
     try:
         route53 = clients.client("route53")
         zone = find_zone(route53, settings.domain, settings.hosted_zone_id or None,
@@ -259,8 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     source = Route53Zone(route53, zone)
     responder = Responder(unavailable(zone.name), settings.max_udp_size)
-    refresher = Refresher(zone.name, source.records, responder, interval=settings.refresh,
-                          min_interval=settings.min_refresh)
+    refresher = Refresher(zone.name, source, responder, budget, interval=settings.refresh,
+                          negative_ttl=settings.negative_ttl)
     server = DnsServer(responder, refresher, settings.listen, settings.port)
     try:
         address, port = server.bind()
@@ -295,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if http_sd is not None:
             http_sd.stop()
         server.close()
-        log.info("stopped; zone listings: %s; AWS requests %s", refresher.refreshes,
+        log.info("stopped; zone reads: %s; AWS requests %s", refresher.stats,
                  clients.stats.by_operation())
     return 0
 

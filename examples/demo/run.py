@@ -287,14 +287,25 @@ class Demo:
         self.stack.callback(process.stop)
         return process
 
-    def _start_agent(self) -> None:
+    def _agent_command(self, *mode: str) -> list[str]:
         assert self.world is not None and self.engine is not None
-        self.agent = self._spawn("agent", [
-            *console_script("ecssd-agent", "ecssd_agent"),
-            "--hostname", self.world.host_name, "--host-ip", self.world.host_ip,
-            "--hosted-zone-id", self.world.zone_id, "--docker-host", self.engine.url,
-            "--routing", "multivalue", "--deregister-on-exit", "--resync", "60",
-            "--ecs-agent-url", "http://127.0.0.1:9", self.world.domain])
+        return [*console_script("ecssd-agent", "ecssd_agent"),
+                "--hostname", self.world.host_name, "--host-ip", self.world.host_ip,
+                "--hosted-zone-id", self.world.zone_id, "--docker-host", self.engine.url,
+                "--routing", "multivalue", *mode, self.world.domain]
+
+    def _start_agent(self) -> None:
+        self.agent = self._spawn("agent", self._agent_command(
+            "--resync", "60", "--ecs-agent-url", "http://127.0.0.1:9"))
+
+    def _remove_records(self) -> None:
+        """The demo's host is going away: ``--remove`` deletes what it owns (a stopped agent
+        keeps its records, because an agent stopping does not say its host is leaving)."""
+        result = subprocess.run(self._agent_command("--remove"), env=self.env,
+                                capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            log.warning("ecssd-agent --remove exited %s:\n%s", result.returncode,
+                        result.stderr[-2000:])
 
     def _start_dns(self) -> None:
         assert self.world is not None
@@ -507,6 +518,7 @@ class Demo:
             code = self.agent.stop()
             if code not in (0, None):
                 log.warning("the agent exited with %s:\n%s", code, self.agent.log_tail())
+            self._remove_records()
         owned_after = self._owned_records()
         if owned_before is not None and owned_after is not None:
             self.say(f"Removed the containers and {owned_before - owned_after} of "

@@ -87,7 +87,8 @@ def dns_server(world: World) -> Iterator[str]:
     """The real ``ecssd-dns`` for the world's zone on a free loopback port: "127.0.0.1:PORT"."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "ecssd_agent.dns.server", "--hosted-zone-id", world.zone_id,
-         "--listen", "127.0.0.1", "--port", "0", "--refresh", "0.2", "--min-refresh", "0.1",
+         "--listen", "127.0.0.1", "--port", "0", "--refresh", "0.2", "--route53-rate", "20",
+         "--route53-burst", "20",
          "--log-format", "json", DOMAIN],
         env=aws_env(world), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []

@@ -1,5 +1,6 @@
-"""ecssd-dns's TCP slots and message reads, on real socket pairs: who is evicted when a new
-connection finds no room, and a message that trickles in is cut off at its deadline.
+"""Connection slots (DNS TCP, HTTP) and ecssd-dns's TCP message reads, on real socket
+pairs: who is evicted when a new connection finds no room, and a message that trickles in
+is cut off at its deadline.
 
 The server-level slowloris test (a real ``ecssd-dns`` under attack, real clients answered)
 is in tests/integration/test_dns_server.py.
@@ -14,7 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ecssd_agent.dns.tcp import ANSWERING, IDLE, READING, TcpSlots, read_message
+from ecssd_agent.connection_slots import ANSWERING, IDLE, READING, ConnectionSlots, fd_room
+from ecssd_agent.dns.tcp import read_message
 
 
 class Clock:
@@ -48,7 +50,7 @@ def closed_by_server(client: socket.socket) -> bool:
 
 
 def test_a_peer_at_its_limit_recycles_its_own_oldest_idle_connection(pairs) -> None:
-    slots = TcpSlots(total=10, per_peer=2, clock=Clock())
+    slots = ConnectionSlots(total=10, per_peer=2, clock=Clock())
     a1, a2, a3, b1 = (pair(pairs) for _ in range(4))
     first = slots.admit(a1[0], "10.0.0.1")
     second = slots.admit(a2[0], "10.0.0.1")
@@ -64,7 +66,7 @@ def test_a_peer_at_its_limit_recycles_its_own_oldest_idle_connection(pairs) -> N
 
 def test_full_slots_evict_the_connection_stalled_longest_idle_or_reading_never_answering(
         pairs) -> None:
-    slots = TcpSlots(total=3, per_peer=3, clock=Clock())
+    slots = ConnectionSlots(total=3, per_peer=3, clock=Clock())
     ends = [pair(pairs) for _ in range(6)]
     admitted = [slots.admit(ends[i][0], f"10.0.0.{i}") for i in range(3)]
     s0, s1, s2 = admitted
@@ -82,7 +84,7 @@ def test_full_slots_evict_the_connection_stalled_longest_idle_or_reading_never_a
 
 
 def test_when_every_slot_is_answering_the_new_connection_is_refused(pairs) -> None:
-    slots = TcpSlots(total=2, per_peer=2, clock=Clock())
+    slots = ConnectionSlots(total=2, per_peer=2, clock=Clock())
     ends = [pair(pairs) for _ in range(3)]
     for i in range(2):
         slot = slots.admit(ends[i][0], "10.0.0.1")
@@ -94,7 +96,13 @@ def test_when_every_slot_is_answering_the_new_connection_is_refused(pairs) -> No
 
 def test_per_peer_must_fit_the_total() -> None:
     with pytest.raises(ValueError, match="per_peer"):
-        TcpSlots(total=4, per_peer=5)
+        ConnectionSlots(total=4, per_peer=5)
+
+
+def test_the_total_fits_the_descriptor_limit() -> None:
+    assert fd_room(64, servers=2, limit=1024) == 64
+    assert fd_room(64, servers=2, limit=64) == 20  # (64 - 24 reserved) / 2
+    assert fd_room(64, servers=1, limit=20) == 1
 
 
 # --- reading one message ------------------------------------------------------------------

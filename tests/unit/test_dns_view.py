@@ -367,8 +367,8 @@ def test_responses_and_short_packets_are_dropped_and_bad_questions_get_formerr()
     r = responder(*agent_records(1))
     reply, _ = r.respond(dns.message.make_query(f"_calc._tcp.{Z}", "SRV").to_wire(), True)
     assert reply is not None
-    assert r.respond(reply, True) == (None, False)  # never answer a response
-    assert r.respond(b"\x12\x34\x01", True) == (None, False)
+    assert r.respond(reply, True) == (None, None)  # never answer a response
+    assert r.respond(b"\x12\x34\x01", True) == (None, None)
     header_only = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"  # QDCOUNT 1, no question
     response = dns.message.from_wire(r.respond(header_only, True)[0])
     assert response.rcode() == dns.rcode.FORMERR and response.id == 0x1234
@@ -416,3 +416,13 @@ def test_question_parsing_by_hand_matches_dnspython():
     assert (slow.key, slow.payload, slow.do) == (parsed.key, parsed.payload, parsed.do)
     with pytest.raises(wire.Malformed):
         wire.parse_query(b"\x00" * 5)
+
+
+def test_only_a_name_the_view_lacks_is_reported_missing_for_a_lookup():
+    r = responder(*agent_records(1))
+    missing = r.respond(dns.message.make_query(f"New.{Z}", "A").to_wire(), True)[1]
+    assert missing == wire.name_key(f"new.{Z}")  # NXDOMAIN: lowercase, wire form
+    host = next(rec.name for rec in agent_records(1) if rec.type == "A")
+    assert r.respond(dns.message.make_query(host, "AAAA").to_wire(), True)[1] is None  # NODATA
+    assert r.respond(dns.message.make_query(f"_calc._tcp.{Z}", "SRV").to_wire(), True)[1] is None
+    assert r.respond(dns.message.make_query("elsewhere.example.", "A").to_wire(), True)[1] is None
