@@ -1,8 +1,9 @@
 """Lambda entry point of the task events: ``health_lambda.task_events.lambda_handler``.
 
-Targets of two EventBridge rules: "ECS Task State Change" events (``source: aws.ecs``), each
-handled by :class:`ecssd_agent.events.handle.TaskEvents`, and a schedule, whose invocation
-reconciles every running task's records (:mod:`ecssd_agent.events.reconcile`). The runtime
+Targets of EventBridge rules: "ECS Task State Change" events (``source: aws.ecs``), each
+handled by :class:`ecssd_agent.events.handle.TaskEvents`, and schedules, whose invocations
+reconcile the running tasks' records (:mod:`ecssd_agent.events.reconcile`: all of them, or
+with ``{"reconcile": "health"}`` as the event's detail, the health follow-up). The runtime
 (settings, clients, the zone, the task-definition cache) is built on the first invocation
 (:mod:`health_lambda.runtime`); a configuration error raises.
 """
@@ -33,9 +34,9 @@ runtime: lambda_runtime.Lazy[TaskEventsRuntime] = lambda_runtime.Lazy(build)
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
-    """One ECS Task State Change event, or (invoked by the schedule) the reconcile of every
-    running task's records; returns a summary."""
+    """One ECS Task State Change event, or (invoked by a schedule) a reconcile of the running
+    tasks' records; returns a summary."""
     events = TaskEvents(runtime.get())
     if is_schedule(event):
-        return reconcile.run(events)
+        return reconcile.run(events, reconcile.scope_of(event))
     return events.handle(event)

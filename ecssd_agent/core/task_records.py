@@ -67,6 +67,11 @@ def task_owner(task: Task, port: str = "") -> Owner:
     return Owner(kind=Kind.TASK, cluster=task.cluster, task=task.id, port=port)
 
 
+def task_names_parent(zone: str) -> str:
+    """``task.<zone>.``: the name every task's own A record is under."""
+    return naming.record_name(TASK_LEVEL, zone)
+
+
 def task_record_name(task_id: str, zone: str) -> str:
     """``<task id>.task.<zone>.``: the per-task A record that SRV records target."""
     return naming.record_name(f"{task_id.lower()}.{TASK_LEVEL}", zone)
@@ -241,6 +246,7 @@ class TaskRecords:
     task: Task
     proven: tuple[RecordSet, ...]  # containers without a health check, or HEALTHY
     starting: tuple[RecordSet, ...]  # health-checked containers without a verdict yet
+    failing: tuple[RecordSet, ...]  # UNHEALTHY containers: never published
     anchor: RecordSet
     names: frozenset[str]
 
@@ -273,10 +279,9 @@ def task_records(
     health_gate: bool = True,
 ) -> tuple[TaskRecords, list[Problem]]:
     """The record sets a running task's declared services can have, by container
-    :func:`proof` (without ``health_gate`` every container counts as proven; an UNHEALTHY
-    container's record sets are in neither group). ``ip`` is the task's address: its ENI
-    IP in awsvpc, the host's private IP in bridge or host mode. A service that cannot be
-    registered becomes a problem; the others are kept."""
+    :func:`proof` (without ``health_gate`` every container counts as proven). ``ip`` is the
+    task's address: its ENI IP in awsvpc, the host's private IP in bridge or host mode. A
+    service that cannot be registered becomes a problem; the others are kept."""
     entries, problems = _entries(task, task_definition, zone)
     proofs = {d.name: (proof(task, d) if health_gate else Proof.UNCHECKED)
               for d in task_definition.containers}
@@ -287,6 +292,8 @@ def task_records(
                             routing, ttl),
         starting=_materialise((e for e in entries if proofs[e.container] is Proof.STARTING),
                               ip, routing, ttl),
+        failing=_materialise((e for e in entries if proofs[e.container] is Proof.UNHEALTHY),
+                             ip, routing, ttl),
         anchor=routed(target, "A", [ip], task_owner(task), routing, ttl),
         names=frozenset({target, *(e.name for e in entries)}),
     ), problems

@@ -279,11 +279,8 @@ class TaskEvents:
             return _summary("ignored", "no services declared", task)
 
         zone = self.zone
-        names = set(tr.record_names(task, definition, zone.zone.name)) if definition else set()
-        if fixed:
-            names.add(self.fixed_name)
-        listing = self.read(names)
         own = ownership.owned_by_task(task.cluster, task.id)
+        names, listing = self._read_for(task, definition, fixed, own)
         candidates: list[tr.TaskRecords] = []
         if definition is not None and task.phase is Phase.REGISTER:
             candidates.append(self.records_of(task, definition, extra))
@@ -323,6 +320,25 @@ class TaskEvents:
                         requests=outcome.requests,
                         records=[c.record.describe() for c in changes],
                         actions=[c.action.value for c in changes])
+
+    def _read_for(self, task: Task, definition: TaskDefinition | None, fixed: bool,
+                  own: Owns) -> tuple[set[str], list[RecordSet]]:
+        """The names the event touches, and what the zone holds there.
+
+        A leaving task's own A record is read first: every record set of a task's services
+        is published with it and goes with it, so without it there is nothing else of the
+        task to read (the later events of a stopping task cost one request each).
+        """
+        zone_name = self.zone.zone.name
+        names = set(tr.record_names(task, definition, zone_name)) if definition else set()
+        first = {self.fixed_name} if fixed else set()
+        if definition is not None and task.phase is Phase.REMOVE:
+            anchor = tr.task_record_name(task.id, zone_name)
+            listing = self.read(first | {anchor})
+            if not any(r.name == anchor and own(r) for r in listing):
+                return first | {anchor}, listing
+            return names | first, listing + self.read(names - {anchor})
+        return names | first, self.read(names | first)
 
     def siblings(self, task: Task, extra: Mapping[str, Any]) -> list[tr.TaskRecords]:
         """The other running tasks of ``task``'s ECS service, with the health ECS reports now

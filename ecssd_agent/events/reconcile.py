@@ -23,8 +23,9 @@ rest is applied.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import Any
 
 from ecssd_agent.aws import ecs as ecs_api
@@ -38,7 +39,12 @@ from ecssd_agent.core.task_gate import gated, unanswered
 from ecssd_agent.events.handle import TaskEvents, TaskStateUnknown
 from ecssd_agent.events.recheck import added_for, describe_now
 from ecssd_agent.sync.reconcile import NotConverged, converge, first_then
-from ecssd_agent.sync.zone_reads import records_at, zone_record_count
+from ecssd_agent.sync.zone_reads import (
+    MAX_ITEMS,
+    records_at,
+    records_under,
+    zone_record_count,
+)
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +219,7 @@ def _owner_id(record: RecordSet | None) -> str:
     return owner.task if owner else ""
 
 
-def _apply(events: TaskEvents, planned: _Plan, zone_records: int,
+def _apply(events: TaskEvents, planned: _Plan, zone_records: int | None,
            tally: _Tally) -> tuple[list[Change], int]:
     """Apply the plan for every task at once; task by task when Route 53 keeps refusing
     that batch. Returns the changes applied and the change requests made."""
@@ -254,7 +260,69 @@ def _clusters(events: TaskEvents) -> Sequence[str]:
     return [naming.cluster_name(arn) for arn in ecs_api.list_clusters(events.ecs)]
 
 
-def run(events: TaskEvents) -> dict[str, Any]:
+class Scope(str, Enum):
+    """What a reconcile run covers; the schedule's event says which (``detail.reconcile``)."""
+
+    FULL = "full"  # every running task's records, read at all their names
+    HEALTH = "health"  # the tasks whose publication the health ECS reports now contradicts
+
+
+def scope_of(event: Mapping[str, Any]) -> Scope:
+    """The scope a schedule's event asks for: ``{"detail": {"reconcile": "health"}}`` is
+    the health follow-up, anything else the full reconcile."""
+    detail = event.get("detail")
+    wanted = detail.get("reconcile") if isinstance(detail, Mapping) else None
+    return Scope.HEALTH if wanted == Scope.HEALTH.value else Scope.FULL
+
+
+def _full(events: TaskEvents, tasks: list[tr.TaskRecords], running: Sequence[Task],
+          fixed: bool, tally: _Tally) -> tuple[_Plan, int | None]:
+    """Every task at every name its records can be at, read the cheaper way: by name, or
+    the whole zone when that is fewer pages (its size costs one GetHostedZone). By name,
+    the tasks' own names cost a page per 300 (they sort together, under ``task.<zone>``)
+    and every other name one request."""
+    zone = events.zone
+    names = frozenset().union(*(t.names for t in tasks), {events.fixed_name} if fixed else set())
+    anchors = {t.anchor.name for t in tasks}
+    estimate = -(-len(anchors) // MAX_ITEMS) + 1 + len(names - anchors)
+    zone_records = zone_record_count(zone)
+    listing = records_at(zone, names, zone_records, estimate).records
+    planned = _Plan(tasks, names, listing,
+                    fixed_name=events.fixed_name if events.config.fixed_record else None)
+    if fixed:
+        planned.fixed = _fixed(events, running, listing, tally)
+    return planned, zone_records
+
+
+def _health(events: TaskEvents, tasks: list[tr.TaskRecords]) -> tuple[_Plan, int | None]:
+    """Only the tasks whose health contradicts what is published, told by their own A
+    records alone (``*.task.<zone>``: a task has one exactly while it has records): one
+    read of that subtree, then the names of those tasks. Proven and not published (a
+    container turned HEALTHY, or an event was lost), published with an UNHEALTHY container,
+    or starting and not published (nothing else may answer for its service). What a full
+    run decides beyond that (starting instances giving way to proven ones, records changed
+    by hand) waits for it."""
+    zone = events.zone
+    parent = tr.task_names_parent(zone.zone.name)
+    anchors = records_under(zone, parent)
+    published = {o.task for r in anchors.records
+                 if (o := ownership.owner_of(r)) is not None and o.kind is ownership.Kind.TASK}
+    chosen = [t for t in tasks if _contradicted(t, t.task.id in published)]
+    names = frozenset().union(*(t.names for t in chosen))
+    rest = {n for n in names if not n.endswith("." + parent)}  # the subtree was read whole
+    listing = [r for r in anchors.records if r.name in names]
+    if rest:
+        listing += records_at(zone, rest).records
+    return _Plan(chosen, names, listing), None
+
+
+def _contradicted(task: tr.TaskRecords, published: bool) -> bool:
+    if published:
+        return bool(task.failing)
+    return bool(task.proven or task.starting)
+
+
+def run(events: TaskEvents, scope: Scope = Scope.FULL) -> dict[str, Any]:
     """One reconcile over every cluster; returns a summary (raises ReconcileIncomplete)."""
     config = events.config
     if not config.service_records and not config.fixed_record:
@@ -278,17 +346,11 @@ def run(events: TaskEvents) -> dict[str, Any]:
 
     changes: list[Change] = []
     requests = 0
-    fixed = config.fixed_record and any(t.group == config.task_group for t in running)
+    fixed = (scope is Scope.FULL and config.fixed_record
+             and any(t.group == config.task_group for t in running))
     if tasks or fixed:  # otherwise spare the zone read: Route 53 is the scarce API
-        zone = events.zone
-        names = frozenset().union(*(t.names for t in tasks),
-                                  {events.fixed_name} if fixed else set())
-        zone_records = zone_record_count(zone)
-        listing = records_at(zone, names, zone_records).records
-        planned = _Plan(tasks, names, listing,
-                        fixed_name=events.fixed_name if config.fixed_record else None)
-        if fixed:
-            planned.fixed = _fixed(events, running, listing, tally)
+        planned, zone_records = (_full(events, tasks, running, fixed, tally)
+                                 if scope is Scope.FULL else _health(events, tasks))
         planned = _recheck(events, planned, running, tally)
         desired = planned.desired()
         tally.with_records = len({o.task for r in desired if r is not planned.fixed
@@ -299,15 +361,16 @@ def run(events: TaskEvents) -> dict[str, Any]:
         changes, requests = _apply(events, planned, zone_records, tally)
         changes += events.take_back(changes, planned.tasks, {})
     summary = {
-        "status": "ok", "reason": "reconcile", "clusters": tally.clusters,
+        "status": "ok", "reason": "reconcile", "scope": scope.value,
+        "clusters": tally.clusters,
         "running": tally.running, "with_records": tally.with_records,
         "skipped": tally.skipped, "errors": tally.errors, "changes": len(changes),
         "requests": requests, "records": [c.record.describe() for c in changes],
         "actions": [c.action.value for c in changes],
     }
-    log.info("reconcile: %d running task(s) in %d cluster(s), %d with records; %d change(s) "
-             "in %d change request(s)", tally.running, tally.clusters, tally.with_records,
-             len(changes), requests,
+    log.info("reconcile (%s): %d running task(s) in %d cluster(s), %d with records; %d "
+             "change(s) in %d change request(s)", scope.value, tally.running, tally.clusters,
+             tally.with_records, len(changes), requests,
              extra={k: summary[k] for k in ("running", "with_records", "changes", "requests")})
     if tally.errors:
         raise ReconcileIncomplete("; ".join(tally.errors))

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from tests.integration.test_task_events_health import checked_service, healthy
-from tests.integration.test_task_events_world import Lambda, World, world
+from tests.integration.test_task_events_reconcile import schedule
+from tests.integration.test_task_events_world import CLUSTER, Lambda, World, world
 from tests.support.served import Served, served
 
 __all__ = ["world"]  # the fixture
@@ -44,12 +45,13 @@ def fill(world: World) -> None:
     assert count["ResourceRecordSetCount"] >= OTHERS
 
 
-def route53(seen: Served, lists: int = 2) -> dict[str, int]:
-    """The Route 53 requests answered, with at most ``lists`` ListResourceRecordSets checked
-    and then left out: the task's own name and its service's are two reads, or one when
-    they share a page (task ids are random, and so is where the task's name sorts)."""
+def route53(seen: Served, lists: tuple[int, ...] = (1, 2)) -> dict[str, int]:
+    """The Route 53 requests answered, with the ListResourceRecordSets checked against
+    ``lists`` and then left out. A RUNNING event reads the task's own name and its
+    service's: two reads, or one when they share a page (task ids are random, and so is
+    where the task's name sorts)."""
     counts = seen.of("route53")
-    assert 1 <= counts.pop("ListResourceRecordSets", 0) <= lists, seen.counts
+    assert counts.pop("ListResourceRecordSets", 0) in lists, seen.counts
     return counts
 
 
@@ -73,15 +75,46 @@ def test_one_task_event_at_3000_record_sets_costs_a_few_requests(
     event = world.event(leaving["taskArn"], desiredStatus="STOPPED")
     with served(monkeypatch) as draining:
         assert handler(event)["changes"] == 3
-    assert route53(draining) == {"ChangeResourceRecordSets": 1}
+    # its own name first (it has records), then its service's
+    assert route53(draining, lists=(2,)) == {"ChangeResourceRecordSets": 1}
     assert draining.of("ecs") == {"DescribeTasks": 1, "ListTasks": 1}  # the service's others
 
     world.stop(leaving["taskArn"])
     event = world.event(leaving["taskArn"])
     with served(monkeypatch) as stopped:
         assert handler(event)["changes"] == 0
-    assert route53(stopped) == {}
+    assert route53(stopped, lists=(1,)) == {}  # its own name: gone, so nothing else is
     assert stopped.of("ecs") == {}
+
+
+def test_the_reconciles_at_3000_record_sets(world: World,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The health follow-up reads the tasks' own A records (1,000 others and these 4: four
+    pages) and, when nothing contradicts the health ECS reports, nothing else. The full
+    reconcile sizes the zone, then reads by name: 5 names here, fewer than the zone's 11
+    pages. ECS_CLUSTERS names the cluster, as the stack does."""
+    handler = Lambda(world, clusters=(CLUSTER,))
+    checked_service(world)
+    fill(world)
+    tasks = world.run_service("time", "time", count=4)
+    healthy(world, handler, *tasks)
+
+    with served(monkeypatch) as follow_up:
+        assert handler(schedule(reconcile="health"))["changes"] == 0
+    assert follow_up.of("route53") == {"ListResourceRecordSets": 4}
+    assert follow_up.of("ecs") == {"DescribeTasks": 1, "ListTasks": 1}
+
+    with served(monkeypatch) as full:
+        assert handler(schedule())["changes"] == 0
+    assert route53(full, lists=(2, 3, 4, 5)) == {"GetHostedZone": 1}
+    assert full.of("ecs") == {"DescribeTasks": 1, "ListTasks": 1}
+
+    world.set_health(tasks[0]["taskArn"], "UNHEALTHY")
+    with served(monkeypatch) as withdrawn:
+        assert handler(schedule(reconcile="health"))["changes"] == 3
+    # the subtree, then the service's name: the task's own is in the subtree already
+    assert withdrawn.of("route53") == {"ChangeResourceRecordSets": 1,
+                                       "ListResourceRecordSets": 4 + 1}
 
 
 def test_a_cold_start_finds_the_zone_once(world: World,

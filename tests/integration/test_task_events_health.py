@@ -217,3 +217,23 @@ def test_without_the_gate_an_unknown_health_is_registered(world: World) -> None:
     for task in (old, new):
         assert handler(world.event(task["taskArn"]))["changes"] == 3
     assert serving(world) == ids(old, new)
+
+
+def test_the_health_follow_up_publishes_and_withdraws_what_ecs_reports(world: World) -> None:
+    """The schedule's health follow-up (every minute in the stack) reads the tasks' own A
+    records and acts only on the tasks whose health says otherwise."""
+    handler = Lambda(world)
+    checked_service(world)
+    first, second = world.run_service("time", "time", count=2)
+    healthy(world, handler, first)
+    handler(world.event(second["taskArn"]))  # starting, beside a proven one: waits
+    assert serving(world) == ids(first)
+    follow_up = schedule(reconcile="health")
+
+    world.set_health(second["taskArn"], "HEALTHY")
+    added = handler(follow_up)
+    assert added["scope"] == "health" and added["actions"] == ["CREATE"] * 3
+    world.set_health(first["taskArn"], "UNHEALTHY")
+    withdrawn = handler(follow_up)
+    assert withdrawn["actions"] == ["DELETE"] * 3 and serving(world) == ids(second)
+    assert handler(follow_up)["changes"] == 0

@@ -38,11 +38,12 @@ __all__ = ["world"]  # the fixture
 TIME = f"time.{ZONE}"
 
 
-def schedule() -> dict[str, Any]:
-    """What an EventBridge schedule rule sends its target."""
+def schedule(**detail: str) -> dict[str, Any]:
+    """What an EventBridge schedule rule sends its target (the health follow-up's rule sends
+    ``detail`` ``{"reconcile": "health"}`` as its constant input)."""
     return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
             "source": "aws.events", "account": "123456789012", "time": "2026-01-01T00:00:00Z",
-            "region": REGION, "detail": {},
+            "region": REGION, "detail": detail,
             "resources": [f"arn:aws:events:{REGION}:123456789012:rule/task-reconcile"]}
 
 
