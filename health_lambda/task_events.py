@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from ecssd_agent.aws.clients import Clients
+from ecssd_agent.aws.request_budget import TokenBucket
 from ecssd_agent.events import reconcile, settings
 from ecssd_agent.events.handle import TaskEvents, TaskEventsRuntime, is_schedule
 from ecssd_agent.events.settings import TaskEventSettings
@@ -23,11 +24,13 @@ from health_lambda import runtime as lambda_runtime
 def build(config: TaskEventSettings | None = None, clients: Clients | None = None
           ) -> TaskEventsRuntime:
     """Settings from the environment (raises SettingsError naming a bad variable) and
-    clients for them (Route 53 as ``ASSUME_ROLE_ARN`` when set)."""
+    clients for them (Route 53 as ``ASSUME_ROLE_ARN`` when set, within ``ROUTE53_RATE``)."""
     config = config or settings.load(os.environ)
     lambda_runtime.setup_logging(config.log_level)
-    return TaskEventsRuntime(config, clients or Clients(region=lambda_runtime.region(),
-                                                        zone_role=config.zone_role()))
+    budget = TokenBucket(config.route53_rate, config.route53_burst)
+    return TaskEventsRuntime(config, clients or Clients(
+        region=lambda_runtime.region(), zone_role=config.zone_role(),
+        budgets={"route53": budget}))
 
 
 runtime: lambda_runtime.Lazy[TaskEventsRuntime] = lambda_runtime.Lazy(build)

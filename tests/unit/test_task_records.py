@@ -290,6 +290,16 @@ def test_config_defaults_and_fixed_mode() -> None:
     assert event_settings.load({"DOMAIN": "sd.internal"}).watches("anything")
 
 
+def test_route53_requests_wait_for_the_execution_environments_budget() -> None:
+    from health_lambda import task_events
+
+    runtime = task_events.build(event_settings.load({"DOMAIN": "sd.internal",
+                                                     "ROUTE53_RATE": "2.5"}))
+    bucket = runtime.clients.budgets["route53"]
+    assert (bucket.rate, bucket.burst) == (2.5, 10)
+    assert "ecs" not in runtime.clients.budgets
+
+
 @pytest.mark.parametrize("env, variable", [
     ({}, "DOMAIN"),
     ({"DOMAIN": "bad name"}, "DOMAIN"),
@@ -297,6 +307,8 @@ def test_config_defaults_and_fixed_mode() -> None:
     ({"DOMAIN": "sd.internal", "ROUTING": "latency"}, "ROUTING"),
     ({"DOMAIN": "sd.internal", "TTL": "-1"}, "TTL"),
     ({"DOMAIN": "sd.internal", "SERVICE_RECORDS": "maybe"}, "SERVICE_RECORDS"),
+    ({"DOMAIN": "sd.internal", "ROUTE53_RATE": "0"}, "ROUTE53_RATE"),
+    ({"DOMAIN": "sd.internal", "ROUTE53_BURST": "0"}, "ROUTE53_BURST"),
 ])
 def test_config_errors_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError, match=variable):
