@@ -2,10 +2,11 @@
 no health in a task state change event, and no event when a container's health changes. The
 health is what DescribeTasks reports (:meth:`World.set_health`; UNKNOWN until set).
 
-The bound these tests hold (README, "Task events"): during a rolling deployment a service's
+The bound these tests hold (docs/task-events.md): during a rolling deployment a service's
 name always answers while any of its tasks runs. A leaving task's records go in the same
 change request that publishes its replacements (proven ones; starting ones when nothing else
-would answer). UNHEALTHY is withdrawn by the next event of the service or the reconcile."""
+would answer). A health change is acted on by the next event of the service or the health
+follow-up (every minute), at worst by the full reconcile."""
 
 from __future__ import annotations
 
