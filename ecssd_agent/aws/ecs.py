@@ -213,11 +213,14 @@ def container_instance_status(ecs: Any, cluster: str, arn: str) -> str:
 
 # --- tasks -------------------------------------------------------------------------------
 
-def list_tasks(ecs: Any, cluster: str, desired_status: str = "RUNNING") -> list[str]:
-    """Task ARNs of a cluster. ``desiredStatus`` is always sent: real ECS defaults to RUNNING
-    but moto (and a future API) may not, and the caller must know which it asked for."""
+def list_tasks(ecs: Any, cluster: str, desired_status: str = "RUNNING",
+               service: str = "") -> list[str]:
+    """Task ARNs of a cluster, or of one of its services (``service``: its name). The
+    ``desiredStatus`` is always sent: real ECS defaults to RUNNING but moto (and a future
+    API) may not, and the caller must know which it asked for."""
+    kwargs = {"serviceName": service} if service else {}
     return _paginate(ecs, "list_tasks", "taskArns", cluster, cluster=cluster,
-                     desiredStatus=desired_status)
+                     desiredStatus=desired_status, **kwargs)
 
 
 def describe_tasks(ecs: Any, cluster: str, tasks: Iterable[str],

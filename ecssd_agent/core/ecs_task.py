@@ -16,6 +16,7 @@ from enum import Enum
 RUNNING = "RUNNING"
 STOPPED = "STOPPED"
 HEALTHY = "HEALTHY"
+UNHEALTHY = "UNHEALTHY"
 #: lastStatus values after RUNNING: the task is on its way out, its records must go.
 LEAVING_STATUSES = frozenset({"DEACTIVATING", "STOPPING", "DEPROVISIONING", STOPPED})
 
@@ -91,6 +92,11 @@ class Task:
         ``service:<name>``, ``startedBy`` ``ecs-svc/<id>``): ECS stops it when it drains the
         instance; standalone tasks (RunTask, StartTask) it leaves running."""
         return self.group.startswith("service:") or self.started_by.startswith("ecs-svc/")
+
+    @property
+    def service_name(self) -> str:
+        """The name of the ECS service that started it (its group ``service:<name>``), or ""."""
+        return self.group[len("service:"):] if self.group.startswith("service:") else ""
 
     @property
     def stopping(self) -> bool:

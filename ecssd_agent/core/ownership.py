@@ -173,6 +173,20 @@ def owned_by_task(cluster: str, task_id: str) -> Owns:
     return owns
 
 
+def owned_by_these_tasks(tasks: Iterable[tuple[str, str]]) -> Owns:
+    """The record sets of these ECS tasks, each given as (cluster name, task id)."""
+    clusters: dict[str, set[str]] = {}
+    for cluster, task_id in tasks:
+        clusters.setdefault(task_id, set()).add(cluster)
+
+    def owns(record: RecordSet) -> bool:
+        owner = parse_set_identifier(record.set_identifier)
+        return (owner is not None and owner.kind is Kind.TASK and owner.task in clusters
+                and any(cluster_matches(owner.cluster, c) for c in clusters[owner.task]))
+
+    return owns
+
+
 def owned_by_tasks() -> Owns:
     """The record sets of every ECS task: what the task-events Lambda as a whole writes."""
 

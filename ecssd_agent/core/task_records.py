@@ -16,22 +16,27 @@ the parser the agent uses (:func:`ecssd_agent.core.metadata.service_instances`).
   weighted or multivalue ``A calc.<zone>`` -> task IP, one record set per task. The
   ``discovery.service.name`` label declares the first mapped port (or, without one, an A
   record only). In bridge mode the SRV carries the host port ECS bound; no A record.
-- The health gate: a container whose definition has a health check gets records only while
-  ECS shows it ``HEALTHY``; ``UNKNOWN`` and a missing status count as not healthy.
+- The health gate: a container's record sets are grouped by what ECS shows of it
+  (:class:`Proof`): proven (no health check, or ``HEALTHY``), starting (a check without a
+  verdict: ``UNKNOWN`` or none reported) or ``UNHEALTHY``; which of them are published is
+  :mod:`ecssd_agent.core.task_gate`'s decision.
 - The fixed record (``RR_NAME``, e.g. ``xray.<zone>``) is one A record set owned by the one
   task serving it, so an older task's STOPPED event can see the record is no longer its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from enum import Enum
 
 from ecssd_agent.core import naming
 from ecssd_agent.core.ecs_task import (
     HEALTHY,
+    RUNNING,
     STOPPED,
+    UNHEALTHY,
     ContainerDefinition,
     Task,
     TaskDefinition,
@@ -60,6 +65,11 @@ TASK_LEVEL = "task"  # <task id>.task.<zone>
 def task_owner(task: Task, port: str = "") -> Owner:
     """The owner of a task's record sets; ``port`` is "" for its A records."""
     return Owner(kind=Kind.TASK, cluster=task.cluster, task=task.id, port=port)
+
+
+def task_names_parent(zone: str) -> str:
+    """``task.<zone>.``: the name every task's own A record is under."""
+    return naming.record_name(TASK_LEVEL, zone)
 
 
 def task_record_name(task_id: str, zone: str) -> str:
@@ -106,12 +116,30 @@ def container_model(task: Task, definition: ContainerDefinition, mode: str) -> C
     )
 
 
-def withheld(task: Task, definition: ContainerDefinition) -> bool:
-    """The health gate: a health-checked container not (yet, or no longer) shown HEALTHY."""
+class Proof(str, Enum):
+    """How sure ECS is that a container serves, for the health gate."""
+
+    UNCHECKED = "unchecked"  # no health check: it serves once it runs
+    HEALTHY = "healthy"  # its health check passes
+    STARTING = "starting"  # a health check without a verdict yet (UNKNOWN, or not reported)
+    UNHEALTHY = "unhealthy"  # its health check fails
+
+
+def proof(task: Task, definition: ContainerDefinition) -> Proof:
+    """What ECS shows of the container of ``definition`` in ``task`` (DescribeTasks: a task
+    state change event reports no health)."""
     if not definition.health_check:
-        return False
+        return Proof.UNCHECKED
     running = task.container(definition.name)
-    return running is None or running.health_status != HEALTHY
+    status = running.health_status if running else ""
+    if status == HEALTHY:
+        return Proof.HEALTHY
+    if status == UNHEALTHY:
+        return Proof.UNHEALTHY
+    return Proof.STARTING
+
+
+PROVEN = frozenset({Proof.UNCHECKED, Proof.HEALTHY})
 
 
 def declares_services(task: Task, task_definition: TaskDefinition) -> bool:
@@ -125,17 +153,16 @@ def declares_services(task: Task, task_definition: TaskDefinition) -> bool:
 
 # --- desired record sets -----------------------------------------------------------------
 
-@dataclass
-class _Collector:
-    zone: str
-    routing: Routing
-    ttl: int
-    records: dict[tuple[str, str, str | None], RecordSet] = field(default_factory=dict)
+@dataclass(frozen=True)
+class _Entry:
+    """A record set a container declares, before the task's address is known."""
 
-    def add(self, name: str, rtype: str, values: Sequence[str], owner: Owner,
-            weight: int = DEFAULT_WEIGHT) -> None:
-        record = routed(name, rtype, values, owner, self.routing, self.ttl, weight)
-        self.records.setdefault(record.key, record)
+    container: str  # the container definition's name
+    name: str
+    type: str  # "SRV" or "A"
+    owner: Owner
+    weight: int
+    value: str | None  # the SRV value; None for an A record (the task's address)
 
 
 def _is_host_name(name: str) -> bool:
@@ -160,28 +187,15 @@ def _label_container(container: Container, definition: ContainerDefinition, labe
                      container.network_mode, container.running)
 
 
-def service_records(
-    task: Task,
-    task_definition: TaskDefinition,
-    ip: str,
-    zone: str,
-    routing: Routing,
-    ttl: int,
-    health_gate: bool = True,
-) -> tuple[list[RecordSet], list[Problem]]:
-    """The record sets a running task should have for the services it declares.
-
-    ``ip`` is the task's address: its ENI IP in awsvpc, the host's private IP in bridge or
-    host mode. A service that cannot be registered becomes a problem; the others are kept.
-    With ``health_gate``, a container :func:`withheld` declares nothing for now.
-    """
+def _entries(task: Task, task_definition: TaskDefinition,
+             zone: str) -> tuple[list[_Entry], list[Problem]]:
+    """Every record set the task's containers declare, whatever their health, and the
+    problems of the services that cannot be registered."""
     mode = network_mode(task, task_definition)
     target = task_record_name(task.id, zone)
-    out = _Collector(zone, routing, ttl)
+    entries: list[_Entry] = []
     problems: list[Problem] = []
     for definition in task_definition.containers:
-        if health_gate and withheld(task, definition):
-            continue
         container = container_model(task, definition, mode)
         instances, bad = service_instances(container)
         problems.extend(bad)
@@ -197,12 +211,14 @@ def service_records(
         for instance in instances:
             try:
                 name = naming.record_name(instance.name, zone)
-                out.add(name, "SRV",
-                        [srv_value(instance.port, target, instance.priority, instance.weight)],
-                        task_owner(task, f"{instance.container_port}/{instance.protocol}"),
-                        instance.weight)
+                port = f"{instance.container_port}/{instance.protocol}"
+                entries.append(_Entry(definition.name, name, "SRV", task_owner(task, port),
+                                      instance.weight, srv_value(instance.port, target,
+                                                                 instance.priority,
+                                                                 instance.weight)))
                 if mode != "bridge" and _is_host_name(instance.name):
-                    out.add(name, "A", [ip], task_owner(task), instance.weight)
+                    entries.append(_Entry(definition.name, name, "A", task_owner(task),
+                                          instance.weight, None))
             except (naming.InvalidName, ValueError) as exc:
                 problems.append(Problem(container.id, container.name,
                                         f"SERVICE_{instance.container_port}_NAME", str(exc)))
@@ -210,12 +226,103 @@ def service_records(
             try:
                 if mode == "bridge":
                     raise ValueError("bridge mode needs a portMapping to register a service")
-                out.add(naming.record_name(label, zone), "A", [ip], task_owner(task))
+                entries.append(_Entry(definition.name, naming.record_name(label, zone), "A",
+                                      task_owner(task), DEFAULT_WEIGHT, None))
             except (naming.InvalidName, ValueError) as exc:
                 problems.append(Problem(container.id, container.name, DISCOVERY_LABEL, str(exc)))
-    if out.records:
-        out.add(target, "A", [ip], task_owner(task))
-    return sorted(out.records.values(), key=lambda r: r.key), problems
+    return entries, problems
+
+
+@dataclass(frozen=True)
+class TaskRecords:
+    """A running task's record sets, by how sure ECS is that their containers serve.
+
+    ``anchor`` is the task's own A record (``<task id>.task.<zone>``, which SRV records
+    target): published whenever any other record set of the task is. ``names`` holds every
+    name the task can have record sets at, whatever its health: the names to read before
+    planning it.
+    """
+
+    task: Task
+    proven: tuple[RecordSet, ...]  # containers without a health check, or HEALTHY
+    starting: tuple[RecordSet, ...]  # health-checked containers without a verdict yet
+    failing: tuple[RecordSet, ...]  # UNHEALTHY containers: never published
+    anchor: RecordSet
+    names: frozenset[str]
+
+    def published(self, with_starting: Iterable[RecordSet] = ()) -> list[RecordSet]:
+        """The proven record sets and ``with_starting`` (some of the starting ones), with
+        the anchor when there is anything at all."""
+        chosen = {r.key: r for r in (*self.proven, *with_starting)}
+        if chosen:
+            chosen.setdefault(self.anchor.key, self.anchor)
+        return sorted(chosen.values(), key=lambda r: r.key)
+
+
+def _materialise(entries: Iterable[_Entry], ip: str, routing: Routing,
+                 ttl: int) -> tuple[RecordSet, ...]:
+    records: dict[tuple[str, str, str | None], RecordSet] = {}
+    for entry in entries:
+        record = routed(entry.name, entry.type, [entry.value if entry.value else ip],
+                        entry.owner, routing, ttl, entry.weight)
+        records.setdefault(record.key, record)
+    return tuple(sorted(records.values(), key=lambda r: r.key))
+
+
+def task_records(
+    task: Task,
+    task_definition: TaskDefinition,
+    ip: str,
+    zone: str,
+    routing: Routing,
+    ttl: int,
+    health_gate: bool = True,
+) -> tuple[TaskRecords, list[Problem]]:
+    """The record sets a running task's declared services can have, by container
+    :func:`proof` (without ``health_gate`` every container counts as proven). ``ip`` is the
+    task's address: its ENI IP in awsvpc, the host's private IP in bridge or host mode. A
+    service that cannot be registered becomes a problem; the others are kept."""
+    entries, problems = _entries(task, task_definition, zone)
+    proofs = {d.name: (proof(task, d) if health_gate else Proof.UNCHECKED)
+              for d in task_definition.containers}
+    target = task_record_name(task.id, zone)
+    return TaskRecords(
+        task=task,
+        proven=_materialise((e for e in entries if proofs[e.container] in PROVEN), ip,
+                            routing, ttl),
+        starting=_materialise((e for e in entries if proofs[e.container] is Proof.STARTING),
+                              ip, routing, ttl),
+        failing=_materialise((e for e in entries if proofs[e.container] is Proof.UNHEALTHY),
+                             ip, routing, ttl),
+        anchor=routed(target, "A", [ip], task_owner(task), routing, ttl),
+        names=frozenset({target, *(e.name for e in entries)}),
+    ), problems
+
+
+def record_names(task: Task, task_definition: TaskDefinition, zone: str) -> frozenset[str]:
+    """Every name the task's records can be at (its own name and its services'), whatever
+    its health, state and address: what a removal reads. A stopped task's containers and
+    ports count as they were while it ran (a STOPPED event shows no port bindings)."""
+    running = replace(task, containers=tuple(replace(c, last_status=RUNNING)
+                                             for c in task.containers))
+    every_port = replace(task_definition, network_mode="awsvpc")  # each mapping, as on an ENI
+    entries, _ = _entries(running, every_port, zone)
+    return frozenset({task_record_name(task.id, zone), *(e.name for e in entries)})
+
+
+def service_records(
+    task: Task,
+    task_definition: TaskDefinition,
+    ip: str,
+    zone: str,
+    routing: Routing,
+    ttl: int,
+    health_gate: bool = True,
+) -> tuple[list[RecordSet], list[Problem]]:
+    """The record sets a running task should have for the services it declares, by the
+    health gate alone: its proven containers' (see :func:`task_records`)."""
+    found, problems = task_records(task, task_definition, ip, zone, routing, ttl, health_gate)
+    return found.published(), problems
 
 
 def fixed_record(name: str, task: Task, ip: str, routing: Routing, ttl: int) -> RecordSet:

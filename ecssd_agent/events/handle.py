@@ -1,14 +1,18 @@
 """One "ECS Task State Change" event -> the task's records in Route 53, level-triggered.
 
 EventBridge delivers at least once and in any order, so an event is never applied as a delta:
-the task's *current* state is read (DescribeTasks: a late RUNNING event of a stopped task
-removes rather than resurrects), the zone is read, and :func:`ecssd_agent.sync.reconcile.
-converge` applies what differs; a duplicate event sends no change request. What a task should
-have is :mod:`ecssd_agent.core.task_records`; the fixed record (``RR_NAME``: one A record set
-pointing at the newest running task of ``TASK_GROUP``) is taken over by a RUNNING task unless
-its holder still runs and provably started later, and on removal repointed or deleted only if
-the leaving task holds it. An event it cannot act on is answered with a summary; an AWS error
-or a state ECS cannot tell yet raises (:class:`TaskStateUnknown`), so Lambda retries.
+the task's *current* state and health are read (DescribeTasks: the event carries no health,
+and a late RUNNING event of a stopped task removes rather than resurrects), then only the
+names the task's records can be at (name-scoped reads), and :func:`ecssd_agent.sync.reconcile.
+converge` applies what differs; a duplicate event sends no change request. What a task
+publishes is :mod:`ecssd_agent.core.task_records` through the health gate
+(:mod:`ecssd_agent.core.task_gate`). When a service's task leaves, the service's other
+running tasks are read too, so replacements that turned HEALTHY since their own event are
+published in the same change. The fixed record (``RR_NAME``: one A record set pointing at the
+newest running task of ``TASK_GROUP``) is taken over by a RUNNING task unless its holder
+still runs and provably started later, and on removal repointed or deleted only if the
+leaving task holds it. An event it cannot act on is answered with a summary; an AWS error or
+a state ECS cannot tell yet raises (:class:`TaskStateUnknown`), so Lambda retries.
 """
 
 from __future__ import annotations
@@ -24,10 +28,13 @@ from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.core import naming, ownership
 from ecssd_agent.core import task_records as tr
 from ecssd_agent.core.ecs_task import Phase, Task, TaskContainer, TaskDefinition, network_mode
-from ecssd_agent.core.model import RecordSet
+from ecssd_agent.core.model import Change, RecordSet
 from ecssd_agent.core.ownership import Owns
+from ecssd_agent.core.task_gate import gated, unanswered
+from ecssd_agent.events.recheck import added_for, describe_now
 from ecssd_agent.events.settings import TaskEventSettings
 from ecssd_agent.sync.reconcile import converge, first_then
+from ecssd_agent.sync.zone_reads import owned_records_by_names
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +47,7 @@ class TaskStateUnknown(RuntimeError):
 class TaskEventsRuntime:
     """What one Lambda execution environment keeps between events: its settings, clients,
     the zone (found once) and the task definitions (cached by ARN: a registered revision
-    never changes), so a warm invocation costs one DescribeTasks and one zone read."""
+    never changes), so a warm invocation costs a DescribeTasks and a read of a few names."""
 
     config: TaskEventSettings
     clients: Clients
@@ -104,16 +111,26 @@ def _summary(status: str, reason: str, task: Task | None = None, **more: Any) ->
     return out
 
 
-def _current_health(task: Task, found: Task) -> tuple[TaskContainer, ...]:
-    """The event's containers, with the health DescribeTasks reports when the task has changed
-    since the event (a newer version: every health change is one), so that a late HEALTHY
-    event cannot bring back the records a newer UNHEALTHY one withdrew. Otherwise the event
-    is the task's current state and its health stands."""
-    if not (found.version and task.version and found.version > task.version):
-        return task.containers
-    now = {c.name: c.health_status for c in found.containers if c.health_status}
-    return tuple(replace(c, health_status=now.get(c.name, c.health_status))
-                 for c in task.containers)
+def _described_health(task: Task, found: Task) -> tuple[TaskContainer, ...]:
+    """The event's containers with the health DescribeTasks reports: ECS sends no health in
+    a task state change event, nor an event when a container's health changes."""
+    now = {c.name: c.health_status for c in found.containers}
+    return tuple(replace(c, health_status=now.get(c.name, "")) for c in task.containers)
+
+
+def _names_to_complete(siblings: Sequence[tr.TaskRecords], desired: Sequence[RecordSet],
+                       listing: Sequence[RecordSet], read: set[str]) -> set[str]:
+    """The names still to read for the siblings whose record sets change: those at names
+    already read differ from what they should be. A sibling whose record sets there are as
+    they should be is left alone everywhere (its own name is not read)."""
+    more: set[str] = set()
+    for sibling in siblings:
+        mine = ownership.owned_by_task(sibling.task.cluster, sibling.task.id)
+        want = {r.key: r for r in desired if r.name in read and mine(r)}
+        have = {r.key: r for r in listing if mine(r)}
+        if want != have:
+            more |= sibling.names - read
+    return more
 
 
 class TaskEvents:
@@ -174,7 +191,7 @@ class TaskEvents:
                 f"DescribeTasks shows task {task.id} at version {found.version}, older than "
                 f"the event's {task.version}: ECS has not caught up yet")
         now = replace(task, last_status=found.last_status, desired_status=found.desired_status,
-                      containers=_current_health(task, found),
+                      containers=_described_health(task, found),
                       started_at=task.started_at or found.started_at,
                       created_at=task.created_at or found.created_at,
                       eni_ips=task.eni_ips or found.eni_ips,
@@ -212,15 +229,17 @@ class TaskEvents:
             raise TaskStateUnknown(f"awsvpc task {task.id} shows no ENI address")
         return task.eni_ip
 
-    def _service_records(self, task: Task, definition: TaskDefinition,
-                         extra: Mapping[str, Any]) -> list[RecordSet]:
-        mode = network_mode(task, definition)
-        records, problems = tr.service_records(
-            task, definition, self._address(task, mode), self.zone.zone.name,
-            self.config.routing, self.config.ttl, health_gate=self.config.health_gate)
+    def records_of(self, task: Task, definition: TaskDefinition,
+                   extra: Mapping[str, Any]) -> tr.TaskRecords:
+        """A running task's record sets by container health (raises TaskStateUnknown when
+        its address is not known); a service it cannot register is logged and skipped."""
+        found, problems = tr.task_records(
+            task, definition, self._address(task, network_mode(task, definition)),
+            self.zone.zone.name, self.config.routing, self.config.ttl,
+            health_gate=self.config.health_gate)
         for problem in problems:
             log.warning("skipped %s", problem, extra={**extra, "variable": problem.variable})
-        return records
+        return found
 
     @property
     def zone(self) -> Route53Zone:
@@ -228,7 +247,7 @@ class TaskEvents:
 
     # -- reconcile ---------------------------------------------------------------------
 
-    def _declared(self, task: Task, extra: Mapping[str, Any]) -> TaskDefinition | None:
+    def declared(self, task: Task, extra: Mapping[str, Any]) -> TaskDefinition | None:
         """The task's definition when it declares services this function registers, else None."""
         if not self.config.service_records or not task.task_definition_arn:
             return None
@@ -241,12 +260,6 @@ class TaskEvents:
             return None
         return definition
 
-    def desired_records(self, task: Task, extra: Mapping[str, Any]) -> list[RecordSet]:
-        """The service records a running task should have, by the event path's own rules
-        (the periodic reconcile's question: :mod:`ecssd_agent.events.reconcile`)."""
-        definition = self._declared(task, extra)
-        return [] if definition is None else self._service_records(task, definition, extra)
-
     def know_hosts(self, cluster: str, container_instance_arns: Iterable[str]) -> None:
         """Look up many container instances' IPs at once (DescribeContainerInstances 100 a
         call) instead of one by one as tasks need them. Raises EcsReadError."""
@@ -255,33 +268,145 @@ class TaskEvents:
             hosts = ecs_api.instance_hosts(self.ecs, self.rt.clients.client("ec2"), cluster, wanted)
             self._hosts.update({arn: h.private_ip for arn, h in hosts.items() if h.private_ip})
 
+    def read(self, names: Iterable[str]) -> list[RecordSet]:
+        """Every record set at ``names`` (name-scoped: one request per name or page)."""
+        return owned_records_by_names(self.zone, names).records
+
     def _reconcile(self, task: Task, fixed: bool, extra: Mapping[str, Any]) -> dict[str, Any]:
-        definition = self._declared(task, extra)
+        definition = self.declared(task, extra)
         if definition is None and not fixed:  # spares the zone read: Route 53 is the scarce API
             log.debug("no records to keep for the task", extra=extra)
             return _summary("ignored", "no services declared", task)
 
         zone = self.zone
-        listing = list(zone.records())
-        owns: Owns = ownership.owned_by_task(task.cluster, task.id)
-        desired: list[RecordSet] = []
+        own = ownership.owned_by_task(task.cluster, task.id)
+        names, listing = self._read_for(task, definition, fixed, own)
+        candidates: list[tr.TaskRecords] = []
         if definition is not None and task.phase is Phase.REGISTER:
-            desired += self._service_records(task, definition, extra)
+            candidates.append(self.records_of(task, definition, extra))
+        siblings: list[tr.TaskRecords] = []
+        if (definition is not None and task.phase is Phase.REMOVE and self.config.health_gate
+                and task.service_name and any(own(r) for r in listing)):
+            siblings = self.siblings(task, extra)
+        deciding = ownership.owned_by_these_tasks(
+            [(task.cluster, task.id), *((s.task.cluster, s.task.id) for s in siblings)])
+        desired = gated([*candidates, *siblings], listing, deciding)
+        more = _names_to_complete(siblings, desired, listing, names)
+        if more:
+            listing += self.read(more)
+            names |= more
+        owns: Owns = ownership.either(own, self._owned_but_fixed(siblings))
         if fixed:
             fixed_desired, fixed_owns = self._fixed(task, listing, extra)
             desired += fixed_desired
             if fixed_owns is not None:
                 owns = ownership.either(owns, fixed_owns)
+        read = frozenset(names)
+        desired = [r for r in desired if r.name in read]
+        for name in unanswered([*candidates, *siblings], desired):
+            log.info("%s: published before its health check passed (nothing else answers "
+                     "there)", name, extra=extra)
 
-        outcome = converge(zone, desired, owns, read=first_then(listing, zone.records),
+        outcome = converge(zone, desired, lambda r: r.name in read and owns(r),
+                           read=first_then(listing, lambda: self.read(read)),
                            dry_run=self.config.dry_run)
-        log.info("%s task %s: %d change(s) in %d change request(s)", task.phase.value, task.id,
-                 len(outcome.changes), outcome.requests,
-                 extra={**extra, "changes": len(outcome.changes), "requests": outcome.requests})
-        return _summary("ok", task.phase.value, task, changes=len(outcome.changes),
+        changes = outcome.changes + self.take_back(outcome.changes,
+                                                   [*candidates, *siblings], extra)
+        log.info("%s task %s: %d change(s) in %d change request(s)%s", task.phase.value,
+                 task.id, len(changes), outcome.requests,
+                 f", {len(siblings)} other task(s) of its service read" if siblings else "",
+                 extra={**extra, "changes": len(changes), "requests": outcome.requests})
+        return _summary("ok", task.phase.value, task, changes=len(changes),
                         requests=outcome.requests,
-                        records=[c.record.describe() for c in outcome.changes],
-                        actions=[c.action.value for c in outcome.changes])
+                        records=[c.record.describe() for c in changes],
+                        actions=[c.action.value for c in changes])
+
+    def _read_for(self, task: Task, definition: TaskDefinition | None, fixed: bool,
+                  own: Owns) -> tuple[set[str], list[RecordSet]]:
+        """The names the event touches, and what the zone holds there.
+
+        A leaving task's own A record is read first: every record set of a task's services
+        is published with it and goes with it, so without it there is nothing else of the
+        task to read (the later events of a stopping task cost one request each).
+        """
+        zone_name = self.zone.zone.name
+        names = set(tr.record_names(task, definition, zone_name)) if definition else set()
+        first = {self.fixed_name} if fixed else set()
+        if definition is not None and task.phase is Phase.REMOVE:
+            anchor = tr.task_record_name(task.id, zone_name)
+            listing = self.read(first | {anchor})
+            if not any(r.name == anchor and own(r) for r in listing):
+                return first | {anchor}, listing
+            return names | first, listing + self.read(names - {anchor})
+        return names | first, self.read(names | first)
+
+    def siblings(self, task: Task, extra: Mapping[str, Any]) -> list[tr.TaskRecords]:
+        """The other running tasks of ``task``'s ECS service, with the health ECS reports now
+        (ListTasks and DescribeTasks, 100 a call): when a task of a rolling deployment leaves,
+        its replacements are published in the same change. A read that fails costs only
+        them: the leaving task's records still go."""
+        try:
+            arns = [a for a in ecs_api.list_tasks(self.ecs, task.cluster, "RUNNING",
+                                                  service=task.service_name)
+                    if naming.task_id(a) != task.id]
+            described = (ecs_api.describe_tasks(self.ecs, task.cluster, arns) if arns
+                         else ecs_api.DescribedTasks())
+            running = [t for t in described.tasks.values()
+                       if t.phase is Phase.REGISTER and t.group == task.group]
+            if self.config.bridge_records:
+                self.know_hosts(task.cluster,
+                                (t.container_instance_arn for t in running if not t.eni_ip))
+        except ecs_api.EcsReadError as exc:
+            log.warning("the other tasks of service %s are not known (%s): they wait for an "
+                        "event or the reconcile", task.service_name, exc, extra=extra)
+            return []
+        found: list[tr.TaskRecords] = []
+        for sibling in sorted(running, key=lambda t: t.id):
+            try:
+                definition = self.declared(sibling, extra)
+                if definition is not None:
+                    found.append(self.records_of(sibling, definition, extra))
+            except (ecs_api.EcsReadError, TaskStateUnknown) as exc:
+                log.warning("task %s of service %s left as it is: %s", sibling.id,
+                            task.service_name, exc, extra=extra)
+        return found
+
+    def _owned_but_fixed(self, tasks: Sequence[tr.TaskRecords]) -> Owns:
+        """The record sets of ``tasks``, except a fixed record one of them holds (who holds
+        ``RR_NAME`` is decided for the task of the event alone)."""
+        owns = ownership.owned_by_these_tasks((t.task.cluster, t.task.id) for t in tasks)
+        fixed = self.fixed_name if self.config.fixed_record else None
+        return lambda r: r.name != fixed and owns(r)
+
+    @property
+    def fixed_name(self) -> str:
+        return naming.record_name(self.config.rr_name, self.zone.zone.name)
+
+    def take_back(self, changes: Sequence[Change], written: Sequence[tr.TaskRecords],
+                  extra: Mapping[str, Any]) -> list[Change]:
+        """After a write: the record sets just added for a task that has stopped meanwhile
+        are removed again (see :mod:`ecssd_agent.events.recheck`). An ECS error leaves them:
+        unknown is not gone. Returns the changes made."""
+        added = added_for(changes)
+        tasks = [t for t in written if t.task.id in added]
+        if self.config.dry_run or not tasks:
+            return []
+        try:
+            now = describe_now(self.ecs, [t.task for t in tasks])
+        except ecs_api.EcsReadError as exc:
+            log.warning("could not check that the tasks just registered still run: %s", exc,
+                        extra=extra)
+            return []
+        gone = [t for t in tasks if t.task.id in now.leaving]
+        if not gone:
+            return []
+        names = frozenset().union(*(t.names for t in gone))
+        owns = self._owned_but_fixed(gone)
+        log.info("task(s) %s stopped while their records were written: removing them",
+                 ", ".join(t.task.id for t in gone), extra=extra)
+        outcome = converge(self.zone, [], lambda r: r.name in names and owns(r),
+                           read=lambda: self.read(names), dry_run=self.config.dry_run)
+        return outcome.changes
 
     # -- the fixed record --------------------------------------------------------------
 

@@ -41,6 +41,11 @@ class TaskEventSettings:
                                            env="ASSUME_ROLE_EXTERNAL_ID")
     health_gate: bool = setting(True, "records only for HEALTHY health-checked containers",
                                 env="HEALTH_GATE")
+    route53_rate: float = setting(5.0, "Route 53 requests per second one execution "
+                                  "environment sends at most (a token bucket)",
+                                  env="ROUTE53_RATE")
+    route53_burst: int = setting(10, "requests that bucket saves up while idle",
+                                 env="ROUTE53_BURST")
     dry_run: bool = setting(False, "log the changes, make none", env="DRY_RUN")
     log_level: str = setting("info", "logging level", env="LOG_LEVEL")
 
@@ -77,6 +82,9 @@ def load(environ: Mapping[str, str]) -> TaskEventSettings:
         except naming.InvalidName as exc:
             raise SettingsError(f"RR_NAME: {exc}") from exc
     config.zone_role()
+    if not config.route53_rate > 0 or config.route53_burst < 1:
+        raise SettingsError(f"ROUTE53_RATE={config.route53_rate!r} must be > 0 and "
+                            f"ROUTE53_BURST={config.route53_burst!r} at least 1")
     if not 0 <= config.ttl <= 2147483647:
         raise SettingsError(f"TTL={config.ttl!r} is not a number of seconds")
     return replace(

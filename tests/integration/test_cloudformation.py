@@ -52,6 +52,8 @@ from ecssd_agent.aws.route53 import Route53Zone, find_zone
 from ecssd_agent.core.metadata import ECS_CLUSTER, ECS_CONTAINER_NAME, ECS_TASK_ARN
 from ecssd_agent.core.model import Container, Host, Routing
 from ecssd_agent.core.naming import task_id
+from ecssd_agent.events.reconcile import Scope
+from ecssd_agent.events.reconcile import scope_of as reconcile_scope
 from ecssd_agent.events.settings import TaskEventSettings
 from ecssd_agent.sweep.settings import SweepSettings
 from ecssd_agent.writer.settings import WriterSettings
@@ -461,9 +463,16 @@ def test_schedule_and_task_state_rule(template: dict[str, Any]) -> None:
         "ScheduleExpression"]
     (target,) = reconcile["Targets"]  # no Input: the function sees the "Scheduled Event"
     assert refs(target) == {"TaskEventsFunction"} and "Input" not in target
+    # ECS sends no event on a health change: the health follow-up, every minute.
+    health = res["TaskHealthSchedule"]["Properties"]
+    assert health["ScheduleExpression"] == "rate(1 minute)"
+    (target,) = health["Targets"]
+    assert refs(target) == {"TaskEventsFunction"}
+    assert reconcile_scope(json.loads(target["Input"])) is Scope.HEALTH
     for permission, rule in (("SweepPermission", "SweepSchedule"),
                              ("TaskEventsPermission", "TaskEventsRule"),
-                             ("TaskReconcilePermission", "TaskReconcileSchedule")):
+                             ("TaskReconcilePermission", "TaskReconcileSchedule"),
+                             ("TaskHealthPermission", "TaskHealthSchedule")):
         props = res[permission]["Properties"]
         assert props["Principal"] == "events.amazonaws.com"
         assert props["SourceArn"] == {"Fn::GetAtt": [rule, "Arn"]}
@@ -1186,6 +1195,11 @@ def test_lambdas_need_no_more_than_their_roles_allow(
         calls = proxy.take()
         assert {"ecs:ListTasks", "ecs:DescribeTasks"} <= {c.action for c in calls}
         check_calls(calls, role_actions(stack.template, "TaskEventsRole", conditions),
+                    zone_id, cluster)
+        (health,) = stack.template["Resources"]["TaskHealthSchedule"]["Properties"]["Targets"]
+        result = task_events.lambda_handler(json.loads(health["Input"]), None)
+        assert result["scope"] == "health" and result["errors"] == [], result
+        check_calls(proxy.take(), role_actions(stack.template, "TaskEventsRole", conditions),
                     zone_id, cluster)
     finally:
         sweep_handler.runtime.reset()

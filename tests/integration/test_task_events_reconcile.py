@@ -1,6 +1,8 @@
 """The task-events Lambda's periodic reconcile against a moto server: the function invoked by
 its EventBridge schedule gives RUNNING tasks whose events were lost their records, in one
-change request for many tasks, never deletes, and changes nothing when run again."""
+change request for many tasks, deletes only what the health gate withdraws from tasks it has
+just seen running, never brings back the records of a task that stopped while it ran, and
+changes nothing when run again."""
 
 from __future__ import annotations
 
@@ -10,8 +12,12 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 
+from ecssd_agent.aws.clients import Clients
 from ecssd_agent.aws.ecs import DESCRIBE_BATCH
+from ecssd_agent.events.handle import TaskEvents
 from ecssd_agent.events.reconcile import ReconcileIncomplete
+from ecssd_agent.events.settings import TaskEventSettings
+from health_lambda import task_events
 from tests.integration.test_task_events_world import (
     CLUSTER,
     XRAY_GROUP,
@@ -32,11 +38,12 @@ __all__ = ["world"]  # the fixture
 TIME = f"time.{ZONE}"
 
 
-def schedule() -> dict[str, Any]:
-    """What an EventBridge schedule rule sends its target."""
+def schedule(**detail: str) -> dict[str, Any]:
+    """What an EventBridge schedule rule sends its target (the health follow-up's rule sends
+    ``detail`` ``{"reconcile": "health"}`` as its constant input)."""
     return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
             "source": "aws.events", "account": "123456789012", "time": "2026-01-01T00:00:00Z",
-            "region": REGION, "detail": {},
+            "region": REGION, "detail": detail,
             "resources": [f"arn:aws:events:{REGION}:123456789012:rule/task-reconcile"]}
 
 
@@ -103,7 +110,10 @@ def test_running_tasks_whose_events_were_lost_get_their_records(world: World) ->
                                             if o == op and outcome == "attempt")
             for op in ("ChangeResourceRecordSets", "DescribeTasks", "DescribeTaskDefinition",
                        "DescribeContainerInstances")}
-    assert made == {"ChangeResourceRecordSets": 1, "DescribeTasks": 2,  # 100 a call
+    assert made == {"ChangeResourceRecordSets": 1,
+                    # 100 a call: to list them, then the 106 to register, just before the
+                    # write and once more after it
+                    "DescribeTasks": 2 + 2 + 2,
                     "DescribeTaskDefinition": 3,  # clock, plain, hostweb; time's was cached
                     "DescribeContainerInstances": 1}
     assert world.answers(TIME, "SRV") == {f"1 1 8080 {task_name(t)}" for t in [seen, *lost_time]}
@@ -121,9 +131,9 @@ def test_running_tasks_whose_events_were_lost_get_their_records(world: World) ->
     assert world.records() == records
 
 
-def test_reconcile_never_deletes(world: World) -> None:
+def test_records_of_tasks_it_does_not_see_running_are_left_to_the_sweep(world: World) -> None:
     """Records of a task whose STOPPED event was lost stay: removing them is the sweep's call
-    (it knows the task is gone); the reconcile only adds. Foreign records are not looked at."""
+    (it knows the task is gone). Foreign records are not looked at."""
     handler = Lambda(world)
     time_service(world)
     stopped, running = world.run_fargate("time"), world.run_fargate("time")
@@ -209,3 +219,66 @@ def test_a_missing_fixed_name_points_at_the_newest_running_task_of_its_group(
     world.start_on("127.0.0.2", "xray-daemon", group=XRAY_GROUP)
     assert handler(schedule())["changes"] == 0
     assert world.answers(XRAY_NAME, "A") == {"127.0.0.3"}
+
+
+# --- racing the events: what stopped meanwhile keeps nothing ------------------------------
+
+def stopped_elsewhere(world: World, task: dict[str, Any]) -> dict[str, Any]:
+    """ECS stops the task and another execution environment of the Lambda handles its
+    STOPPED event (its own runtime and clients)."""
+    world.stop(task["taskArn"])
+    other = TaskEvents(task_events.build(TaskEventSettings(hosted_zone_id=world.zone_id),
+                                         Clients(region=REGION)))
+    return other.handle(world.event(task["taskArn"]))
+
+
+def once(client: Any, event_name: str, action: Any) -> list[Any]:
+    """Run ``action`` the first time ``client`` emits ``event_name``; returns what it gave."""
+    done: list[Any] = []
+
+    def hook(**_: Any) -> None:
+        if not done:
+            done.append(action())
+
+    client.meta.events.register(event_name, hook)
+    return done
+
+
+def test_a_task_stopped_between_the_listing_and_the_zone_read_gets_nothing_back(
+        world: World) -> None:
+    """The reconcile lists the task RUNNING; before it reads the zone, the task stops and its
+    STOPPED event removes its records. What the reconcile then finds missing must not come
+    back: it asks ECS again just before it writes."""
+    handler = Lambda(world)
+    time_service(world)
+    racing, steady = world.run_fargate("time"), world.run_fargate("time")
+    for task in (racing, steady):
+        handler(world.event(task["taskArn"]))
+    route53 = handler.clients.client("route53")
+    stop = once(route53, "before-call.route53.ListResourceRecordSets",
+                lambda: stopped_elsewhere(world, racing))
+
+    summary = handler(schedule())
+
+    assert stop and stop[0]["reason"] == "remove" and stop[0]["changes"] == 3
+    assert summary["changes"] == 0, summary
+    assert world.answers(TIME, "SRV") == {f"1 1 8080 {task_name(steady)}"}
+    assert task_id(racing) not in {r["SetIdentifier"].split(":")[3] for r in world.records()}
+
+
+def test_a_task_stopped_just_before_the_write_has_it_taken_back(world: World) -> None:
+    """The task's RUNNING event was lost; the reconcile plans its records and checks it once
+    more; between that check and the write the task stops, and its STOPPED event finds
+    nothing to remove yet. The check after the write takes the records back."""
+    handler = Lambda(world)
+    time_service(world)
+    racing = world.run_fargate("time")  # its RUNNING event is lost
+    route53 = handler.clients.client("route53")
+    stop = once(route53, "before-call.route53.ChangeResourceRecordSets",
+                lambda: stopped_elsewhere(world, racing))
+
+    summary = handler(schedule())
+
+    assert stop and stop[0]["changes"] == 0  # nothing of it was in the zone yet
+    assert summary["actions"] == ["CREATE"] * 3 + ["DELETE"] * 3, summary
+    assert world.records() == []

@@ -4,10 +4,18 @@ Holds no tests: the helpers the task-events integration tests share. Events are 
 the way EventBridge delivers them (the documented "ECS Task State Change" envelope around a
 task description) from DescribeTasks output, with the two things moto does not produce
 added by hand: container ``networkBindings`` (bridge mode) and the containers' lastStatus.
+ECS documents no health in these events, so they carry none.
+
+Where moto 5.2's ECS differs from ECS in what the Lambda reads, the ``world`` fixture makes
+it as ECS is (checked in test_task_events_world_checks.py): a container's healthStatus is
+UNKNOWN until its health check reports (moto says HEALTHY from the start; a test sets it
+with :meth:`World.set_health`), and ListTasks with ``serviceName`` lists that service's
+tasks only (moto ignores the filter).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import uuid
 from collections.abc import Iterator, Mapping
@@ -15,6 +23,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ecs import models as ecs_models
 
 from ecssd_agent.aws.clients import Clients
 from ecssd_agent.core import naming, ownership
@@ -92,6 +102,32 @@ class World:
         )["tasks"][0]
         return task
 
+    def run_service(self, family: str, service: str, count: int = 1,
+                    deployment: str = "1") -> list[dict[str, Any]]:
+        """Fargate tasks of ECS service ``service`` as its scheduler starts them (group
+        ``service:<name>``, startedBy ``ecs-svc/<deployment id>``)."""
+        tasks: list[dict[str, Any]] = []
+        while len(tasks) < count:
+            tasks += self.ecs.run_task(
+                cluster=CLUSTER, taskDefinition=family, launchType="FARGATE",
+                group=f"service:{service}", startedBy=f"ecs-svc/{deployment}",
+                count=min(10, count - len(tasks)),  # RunTask's limit
+                networkConfiguration={"awsvpcConfiguration": {"subnets": [self.subnet],
+                                                              "securityGroups": []}},
+            )["tasks"]
+        return tasks
+
+    def set_health(self, task_arn: str, status: str) -> None:
+        """What DescribeTasks reports as the health of the task's containers from now on
+        (ECS: UNKNOWN until a health check reports, then HEALTHY or UNHEALTHY)."""
+        for container in self._backend_task(task_arn).containers:
+            container.health_status = status
+
+    @staticmethod
+    def _backend_task(task_arn: str) -> Any:
+        """moto's own object for the task (the server runs in this process)."""
+        return ecs_models.ecs_backends[DEFAULT_ACCOUNT_ID][REGION].tasks[CLUSTER][task_arn]
+
     def describe(self, task_arn: str) -> dict[str, Any]:
         found: dict[str, Any] = self.ecs.describe_tasks(cluster=CLUSTER, tasks=[task_arn])["tasks"][0]
         return found
@@ -101,14 +137,23 @@ class World:
 
     def event(self, task_arn: str, bindings: Mapping[str, list[dict[str, Any]]] | None = None,
               **detail: Any) -> dict[str, Any]:
-        """The "ECS Task State Change" event for the task as DescribeTasks shows it now."""
+        """The "ECS Task State Change" event for the task as DescribeTasks shows it now.
+
+        ``bindings`` (container name -> its networkBindings) are the ports ECS bound: from
+        now on DescribeTasks reports them too, as ECS does for a running bridge task.
+        """
+        if bindings is not None:
+            for container in self._backend_task(task_arn).containers:
+                container.network_bindings = list(bindings.get(container.name, []))
         described = json.loads(json.dumps(self.describe(task_arn), default=_json_safe))
         for attachment in described.get("attachments", []):
             if attachment.get("type") == "ElasticNetworkInterface":
                 attachment["type"] = "eni"  # the event's name for it
+        described.pop("healthStatus", None)  # ECS sends no health in these events
         for container in described.get("containers", []):
             container["lastStatus"] = described["lastStatus"]  # moto leaves them PENDING
-            container["networkBindings"] = list((bindings or {}).get(container["name"], []))
+            container.setdefault("networkBindings", [])
+            container.pop("healthStatus", None)
         described.update(detail)
         return {
             "version": "0",
@@ -169,9 +214,31 @@ class Lambda:
         return self.clients.stats.attempts("ChangeResourceRecordSets")
 
 
+def faithful_ecs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's ECS as ECS is, in what the task-events Lambda reads: containers report
+    healthStatus UNKNOWN until a check reports, ListTasks honours ``serviceName``."""
+    container_init = ecs_models.Container.__init__
+    list_tasks = ecs_models.EC2ContainerServiceBackend.list_tasks
+
+    def unknown_health(self: Any, *args: Any, **kwargs: Any) -> None:
+        container_init(self, *args, **kwargs)
+        self.health_status = "UNKNOWN"
+
+    signature = inspect.signature(list_tasks)
+
+    def by_service(self: Any, *args: Any, **kwargs: Any) -> Any:
+        tasks = list_tasks(self, *args, **kwargs)
+        service = signature.bind(self, *args, **kwargs).arguments.get("service_name")
+        return [t for t in tasks if t.group == f"service:{service}"] if service else tasks
+
+    monkeypatch.setattr(ecs_models.Container, "__init__", unknown_health)
+    monkeypatch.setattr(ecs_models.EC2ContainerServiceBackend, "list_tasks", by_service)
+
+
 @pytest.fixture
-def world(aws: MotoServer) -> Iterator[World]:
+def world(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     aws.manual_ecs_transitions()  # tasks stay RUNNING until StopTask
+    faithful_ecs(monkeypatch)
     yield World(aws)
     task_events.runtime.reset()  # forget this test's runtime
 

@@ -290,6 +290,16 @@ def test_config_defaults_and_fixed_mode() -> None:
     assert event_settings.load({"DOMAIN": "sd.internal"}).watches("anything")
 
 
+def test_route53_requests_wait_for_the_execution_environments_budget() -> None:
+    from health_lambda import task_events
+
+    runtime = task_events.build(event_settings.load({"DOMAIN": "sd.internal",
+                                                     "ROUTE53_RATE": "2.5"}))
+    bucket = runtime.clients.budgets["route53"]
+    assert (bucket.rate, bucket.burst) == (2.5, 10)
+    assert "ecs" not in runtime.clients.budgets
+
+
 @pytest.mark.parametrize("env, variable", [
     ({}, "DOMAIN"),
     ({"DOMAIN": "bad name"}, "DOMAIN"),
@@ -297,6 +307,8 @@ def test_config_defaults_and_fixed_mode() -> None:
     ({"DOMAIN": "sd.internal", "ROUTING": "latency"}, "ROUTING"),
     ({"DOMAIN": "sd.internal", "TTL": "-1"}, "TTL"),
     ({"DOMAIN": "sd.internal", "SERVICE_RECORDS": "maybe"}, "SERVICE_RECORDS"),
+    ({"DOMAIN": "sd.internal", "ROUTE53_RATE": "0"}, "ROUTE53_RATE"),
+    ({"DOMAIN": "sd.internal", "ROUTE53_BURST": "0"}, "ROUTE53_BURST"),
 ])
 def test_config_errors_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError, match=variable):
@@ -374,17 +386,17 @@ def test_without_the_health_gate_health_is_not_asked() -> None:
         event_settings.load({"DOMAIN": "sd.internal", "HEALTH_GATE": "maybe"})
 
 
-def test_a_late_healthy_event_does_not_beat_a_newer_describe() -> None:
-    from ecssd_agent.events.handle import _current_health
+def test_the_health_is_what_describe_tasks_reports_never_the_events() -> None:
+    """ECS documents no health in a task state change event: whatever an event says, the
+    health DescribeTasks reports wins, also at the same task version; a container it does
+    not report has no verdict."""
+    from ecssd_agent.events.handle import _described_health
 
-    late = replace(health(FargateApp="HEALTHY"), version=5)
-
-    def described(version: int) -> Task:
-        return replace(late, version=version,
-                       containers=(TaskContainer("FargateApp", health_status="UNHEALTHY"),))
-
-    assert [c.health_status for c in _current_health(late, described(6))] == ["UNHEALTHY"]
-    assert [c.health_status for c in _current_health(late, described(5))] == ["HEALTHY"]
+    event_task = replace(health(FargateApp="HEALTHY", sidecar="HEALTHY"), version=5)
+    described = replace(event_task, containers=(
+        TaskContainer("FargateApp", health_status="UNHEALTHY"),))
+    assert [(c.name, c.health_status) for c in _described_health(event_task, described)] == [
+        ("FargateApp", "UNHEALTHY"), ("sidecar", "")]
 
 
 def test_a_health_check_without_a_command_gates_nothing() -> None:

@@ -19,6 +19,8 @@ from ecssd_agent.sync.zone_reads import (
     ReadSchedule,
     owned_records_by_names,
     read_interval,
+    records_at,
+    records_under,
     route53_order,
     zone_record_count,
 )
@@ -125,6 +127,46 @@ def test_without_owner_every_record_of_the_wanted_names(zone):
     populate(r53, other + records_of(ME, instance("_calc._tcp", 2)))
     read = owned_records_by_names(r53, [f"_calc._tcp.{ZONE}."])
     assert len(read.records) == 2 and {r.type for r in read.records} == {"SRV"}
+
+
+def a_records(names: list[str]) -> list[RecordSet]:
+    return [RecordSet(f"{n}.{ZONE}.", "A", (f"10.1.{i // 250}.{i % 250 + 1}",), 60)
+            for i, n in enumerate(names)]
+
+
+def test_a_subtree_is_read_from_its_top_to_the_first_name_outside_it(zone):
+    """``task.<zone>``'s names sort together, right after it: a page per 300 of them, and
+    none of the names before or after."""
+    r53, clients = zone
+    inside = [f"t{i:03d}.task" for i in range(350)]
+    populate(r53, a_records(["a", "tas", "task-x", *inside, "tb", "zz"]))
+    before = clients.stats.attempts("ListResourceRecordSets")
+
+    read = records_under(r53, f"task.{ZONE}")
+
+    assert sorted(r.name for r in read.records) == sorted(f"{n}.{ZONE}." for n in inside)
+    assert read.requests == 2 == clients.stats.attempts("ListResourceRecordSets") - before
+
+
+def test_an_empty_subtree_costs_one_request(zone):
+    r53, _ = zone
+    populate(r53, a_records(["a", "task-x", "tb", *(f"z{i:03d}" for i in range(400))]))
+    read = records_under(r53, f"task.{ZONE}")
+    assert read.records == [] and read.requests == 1
+
+
+def test_records_at_reads_the_whole_zone_only_when_that_is_fewer_pages(zone):
+    r53, _ = zone
+    populate(r53, a_records([f"n{i:03d}" for i in range(400)]))
+    wanted = [f"n{i:03d}.{ZONE}." for i in range(0, 400, 40)]  # 10 names, far apart
+    count = zone_record_count(r53)  # 402 with the SOA and NS: two pages
+
+    whole = records_at(r53, wanted, count)
+    assert whole.requests == 2 and sorted(r.name for r in whole.records) == sorted(wanted)
+    assert whole.complete == set(wanted)
+    by_name = records_at(r53, wanted, count, estimate=2)  # two requests by name: equal, by name
+    assert sorted(r.name for r in by_name.records) == sorted(wanted)
+    assert records_at(r53, wanted[:1], count).requests == 1  # one name: one request
 
 
 def test_zone_record_count_is_one_request(zone):
