@@ -70,6 +70,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         log.error("bad configuration: %s", exc)
         summary = runner.empty_summary(dry_run=True)  # nothing was (or could be) changed
         summary["errors"].append(f"configuration: {exc}")
+        runner.log_outcome(summary)
     else:
         summary = runner.run(rt.settings, rt.clients, rt.definitions, deadline=_deadline(context))
     summary_log.info(json.dumps(summary, sort_keys=True, default=str))

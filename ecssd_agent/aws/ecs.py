@@ -223,8 +223,9 @@ def list_tasks(ecs: Any, cluster: str, desired_status: str = "RUNNING",
                      desiredStatus=desired_status, **kwargs)
 
 
-def describe_tasks(ecs: Any, cluster: str, tasks: Iterable[str]) -> DescribedTasks:
-    """Describe tasks (ids or ARNs) 100 at a time.
+def describe_tasks(ecs: Any, cluster: str, tasks: Iterable[str],
+                   include_tags: bool = False) -> DescribedTasks:
+    """Describe tasks (ids or ARNs) 100 at a time (``include_tags``: with their tags).
 
     A ``MISSING`` failure is ECS saying the task does not exist (stopped tasks are kept about
     an hour, then forgotten): evidence that it is gone. Any other failure reason, and a
@@ -237,7 +238,7 @@ def describe_tasks(ecs: Any, cluster: str, tasks: Iterable[str]) -> DescribedTas
     failures: dict[str, str] = {}
     for chunk in _chunks(wanted, DESCRIBE_BATCH):
         page = _call("describe_tasks", cluster, ecs.describe_tasks, cluster=cluster,
-                     tasks=list(chunk))
+                     tasks=list(chunk), **({"include": ["TAGS"]} if include_tags else {}))
         for raw in page.get("tasks", []):
             try:
                 task = parse_task(raw, cluster=cluster)
@@ -255,6 +256,18 @@ def describe_tasks(ecs: Any, cluster: str, tasks: Iterable[str]) -> DescribedTas
             else:
                 failures[tid] = failure.get("reason", "") or failure.get("detail", "") or "?"
     return DescribedTasks(found, frozenset(missing - set(found)), failures)
+
+
+def tag_task(ecs: Any, task_arn: str, tags: Mapping[str, str]) -> None:
+    """TagResource on a task: set these tags (others are left as they are). Raises
+    ClientError / BotoCoreError."""
+    ecs.tag_resource(resourceArn=task_arn,
+                     tags=[{"key": k, "value": v} for k, v in sorted(tags.items())])
+
+
+def untag_task(ecs: Any, task_arn: str, keys: Iterable[str]) -> None:
+    """UntagResource on a task. Raises ClientError / BotoCoreError."""
+    ecs.untag_resource(resourceArn=task_arn, tagKeys=sorted(keys))
 
 
 class TaskDefinitions:
@@ -439,6 +452,16 @@ def _env_overrides(detail: Mapping[str, Any], path: str) -> dict[str, dict[str, 
     return out
 
 
+def _tags(raw: Any, path: str) -> dict[str, str]:
+    """``[{"key": K, "value": V}, ...]`` (DescribeTasks with include TAGS) -> a dict."""
+    tags: dict[str, str] = {}
+    for where, pair in _objects(raw, path):
+        key = _text(pair, "key", where)
+        if key:
+            tags[key] = _text(pair, "value", where)
+    return tags
+
+
 def parse_task(detail: Any, path: str = "task", cluster: str = "") -> Task:
     """A DescribeTasks task, or an event's ``detail``, -> :class:`Task`.
 
@@ -473,6 +496,7 @@ def parse_task(detail: Any, path: str = "task", cluster: str = "") -> Task:
         created_at=_timestamp(detail, "createdAt", path),
         version=_whole(detail, "version", path),
         health_status=_text(detail, "healthStatus", path),
+        tags=_tags(detail.get("tags"), f"{path}.tags"),
     )
 
 

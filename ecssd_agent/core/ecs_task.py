@@ -72,6 +72,7 @@ class Task:
     created_at: datetime | None = None
     version: int | None = None
     health_status: str = ""  # the task's: HEALTHY only when its essential checks pass
+    tags: Mapping[str, str] = field(default_factory=dict)  # only when asked for (include TAGS)
 
     @property
     def eni_ip(self) -> str:

@@ -1,5 +1,6 @@
 """Registrator-compatible service metadata: the one parser of every ``SERVICE_<port>_*``
-variable (``NAME``, ``IGNORE``, ``CHECK_HTTP``, ``CHECK_GRACE``, ``WEIGHT``, ``PRIORITY``).
+variable (``NAME``, ``IGNORE``, ``CHECK``, ``CHECK_HTTP``, ``CHECK_GRACE``, ``WEIGHT``,
+``PRIORITY``).
 
 Pure: a :class:`~ecssd_agent.core.model.Container` in, service instances and problems out
 (:func:`service_instances`, for the records); or a container definition's variables in, what
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import math
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 
 from ecssd_agent.core import naming
 from ecssd_agent.core.model import (
@@ -34,7 +37,7 @@ from ecssd_agent.core.model import (
 )
 
 _SERVICE_VAR = re.compile(
-    r"^SERVICE_(?P<port>[^_]+)_(?P<key>NAME|IGNORE|CHECK_HTTP|CHECK_GRACE|WEIGHT|PRIORITY)$")
+    r"^SERVICE_(?P<port>[^_]+)_(?P<key>NAME|IGNORE|CHECK|CHECK_HTTP|CHECK_GRACE|WEIGHT|PRIORITY)$")
 _NUMBERS = (("WEIGHT", MAX_WEIGHT, DEFAULT_WEIGHT), ("PRIORITY", MAX_PRIORITY, DEFAULT_PRIORITY))
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 
@@ -187,14 +190,28 @@ def service_instances(container: Container) -> tuple[list[ServiceInstance], list
     return instances, problems
 
 
+class Check(str, Enum):
+    """How the health sweep checks a service (``SERVICE_<port>_CHECK``, default ``http``)."""
+
+    HTTP = "http"  # GET CHECK_HTTP (or the sweep's path); 2xx is healthy
+    TCP = "tcp"  # a TCP connection accepted is healthy
+    NONE = "none"  # never checked: the service is judged by ECS alone (its task's state)
+
+
 @dataclass(frozen=True)
 class Declaration:
-    """What one ``SERVICE_<port>_NAME`` of a container declares about checking its health."""
+    """What one ``SERVICE_<port>_NAME`` of a container declares about checking its health.
+
+    ``unusable`` says why the declared check cannot be run as written (a misspelt CHECK, a
+    CHECK_HTTP that is no request path): that service gets no verdict, never a guessed one.
+    """
 
     container: str  # the container (definition) name
     port: int
     check_http: str = ""  # SERVICE_<port>_CHECK_HTTP
     check_grace: float | None = None  # SERVICE_<port>_CHECK_GRACE, seconds
+    check: Check = Check.HTTP  # SERVICE_<port>_CHECK
+    unusable: str = ""
 
 
 def grace_seconds(value: str | None) -> tuple[float | None, str]:
@@ -210,22 +227,68 @@ def grace_seconds(value: str | None) -> tuple[float | None, str]:
     return seconds, ""
 
 
+def check_kind(value: str | None) -> tuple[Check | None, str]:
+    """``SERVICE_<port>_CHECK`` -> (the check, "") or (None, why); unset or empty is http."""
+    text = (value or "").strip().lower()
+    if not text:
+        return Check.HTTP, ""
+    try:
+        return Check(text), ""
+    except ValueError:
+        return None, f"is not one of {', '.join(c.value for c in Check)}"
+
+
+def request_path_problem(path: str) -> str:
+    """Why ``path`` cannot be sent as an HTTP request target ("" when it can).
+
+    HTTP sends the target in ASCII: a non-ASCII character has to be percent-encoded, and
+    which bytes were meant (UTF-8, Latin-1) is the service's to say, not the sweep's to
+    guess; a space or a control character would end or split the request line.
+    """
+    if not path.isascii():
+        encoded = urllib.parse.quote(path, safe="/?#[]@!$&'()*+,;=:%~")
+        return f"is not ASCII: percent-encode it ({encoded!r} for UTF-8)"
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in path):
+        return "contains a space or a control character"
+    return ""
+
+
 def declarations(container: str, meta: Mapping[str, str]) -> tuple[list[Declaration], list[Problem]]:
-    """The ports a container declares a ``SERVICE_<port>_NAME`` for, with their health-check
-    variables; ``meta`` as :func:`merged_metadata` merges them. An unusable
-    ``SERVICE_<port>_CHECK_GRACE`` is one problem and leaves that port's grace unset: the
-    service is still declared."""
+    """The ports a container declares a ``SERVICE_<port>_NAME`` for (not ignored), with their
+    health-check variables; ``meta`` as :func:`merged_metadata` merges them. An unusable
+    ``SERVICE_<port>_CHECK_GRACE`` is one problem and leaves that port's grace unset; an
+    unusable ``CHECK`` or ``CHECK_HTTP`` is one problem and makes the declaration
+    :attr:`~Declaration.unusable`. Either way the service is still declared."""
     found: list[Declaration] = []
     problems: list[Problem] = []
+    if is_true(meta.get("SERVICE_IGNORE")):
+        return found, problems
+
+    def problem(port_text: str, key: str, value: str, why: str) -> str:
+        variable = f"SERVICE_{port_text}_{key}"
+        problems.append(Problem("", container, variable, f"{value!r} {why}"))
+        return f"{variable}={value!r} {why}"
+
     for port_text, keys in sorted(_by_port(meta).items()):
         if not (port_text.isdigit() and len(port_text) <= 5 and keys.get("NAME", "").strip()):
             continue
+        if is_true(keys.get("IGNORE")):
+            continue
         grace, bad = grace_seconds(keys.get("CHECK_GRACE"))
         if bad:
-            problems.append(Problem("", container, f"SERVICE_{port_text}_CHECK_GRACE",
-                                    f"{keys['CHECK_GRACE']!r} {bad}"))
-        found.append(Declaration(container, int(port_text), keys.get("CHECK_HTTP", "").strip(),
-                                 grace))
+            problem(port_text, "CHECK_GRACE", keys["CHECK_GRACE"], f"{bad}: GRACE_SECONDS applies")
+        unusable = ""
+        check, bad = check_kind(keys.get("CHECK"))
+        if check is None:
+            unusable = problem(port_text, "CHECK", keys["CHECK"], f"{bad}: the service is not "
+                               "checked")
+        path = keys.get("CHECK_HTTP", "").strip()
+        bad = request_path_problem(path)
+        if bad and check in (Check.HTTP, None):
+            unusable = unusable or problem(port_text, "CHECK_HTTP", path,
+                                           f"{bad}: the service is not checked")
+        found.append(Declaration(container, int(port_text), path, grace, check or Check.HTTP,
+                                 unusable))
     return found, problems
 
 

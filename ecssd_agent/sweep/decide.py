@@ -1,9 +1,11 @@
 """The health sweep's decisions, pure: what ECS and EC2 show + the owned records -> actions.
 
-Which record sets are orphans (their host or task is gone), which instances to probe and at
-what address, and, with the probe verdicts, what to delete and which tasks to stop, unless
-a guard (probe outage, delete fraction) refuses the whole plan. An observation that failed
-decides nothing. The rules, and why, are docs/sweep.md.
+Two kinds of decision, kept apart. Evidence: record sets whose host or task ECS and EC2 show
+gone (orphans) are deleted without a probe, unless the delete-fraction guard refuses them.
+Verdicts: which instances to probe, at what address and how, and, with the probe verdicts,
+which live instances lose their records and tasks; a verdict is acted on only when the path
+to the instance is shown to work and the instance failed ``CHECK_FAILURES`` sweeps in a row.
+An observation that failed decides nothing. The rules, and why, are docs/sweep.md.
 """
 
 
@@ -15,16 +17,24 @@ from dataclasses import dataclass, field
 
 from ecssd_agent.core import ownership
 from ecssd_agent.core.ecs_task import RUNNING
+from ecssd_agent.core.metadata import Check, Declaration
 from ecssd_agent.core.model import RecordSet
 from ecssd_agent.core.ownership import Kind, Owner
 from ecssd_agent.core.records import parse_srv
 from ecssd_agent.sweep.evidence import (
+    Doubt,
     TaskEvidence,
+    backing,
     check_path,
     ecs_vouches,
+    failure_tag,
+    failures,
     grace_seconds,
-    port_evidence,
 )
+
+#: A plan deleting this many orphaned record sets or fewer is never refused by the
+#: delete-fraction guard: in a small cluster one gone task is already a large fraction.
+DELETE_FLOOR = 2
 
 # --- what was observed -------------------------------------------------------------------
 
@@ -80,7 +90,7 @@ class Rules:
     check_health: bool = True
     stop_unhealthy: bool = True
     max_delete_fraction: float = 0.5
-    probe_outage_fraction: float = 0.5
+    check_failures: int = 2  # sweeps in a row an instance fails before it is acted on
 
 
 # --- what was decided --------------------------------------------------------------------
@@ -95,39 +105,51 @@ class Deletion:
 class Skip:
     what: str  # a SetIdentifier
     reason: str
+    task: str = ""  # "<cluster>/<task id>" when the record names an ECS task
 
 
 @dataclass(frozen=True)
 class Target:
-    """One service instance to HTTP-check, and the record sets it answers for."""
+    """One service instance to check, how, and the record sets it answers for."""
 
     key: str  # the owner's SetIdentifier
     ip: str
     port: int
-    path: str
+    path: str  # the HTTP path ("" for a TCP check)
     cluster: str = ""  # the swept cluster's name, when the instance is an ECS task
     task: str = ""  # task id ("" when not an ECS task: nothing to stop)
     records: tuple[RecordSet, ...] = ()
     ecs_healthy: str = ""  # why ECS vouches for it (its own healthCheck passes): not judged
-
+    check: Check = Check.HTTP  # Check.HTTP or Check.TCP (Check.NONE is never a target)
+    task_arn: str = ""  # where its failures in a row are kept (a tag of the task)
+    failures: int = 0  # sweeps in a row it failed before this one (the task's tag)
 
     @property
     def url(self) -> str:
+        if self.check is Check.TCP:
+            return f"tcp://{self.ip}:{self.port}"
         return f"http://{self.ip}:{self.port}{self.path}"
+
+    @property
+    def task_ref(self) -> str:
+        return f"{self.cluster}/{self.task}" if self.task else ""
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """A probe's outcome: ``detail`` is the HTTP status or the error, for the StopTask reason."""
+    """A probe's outcome: ``detail`` is the HTTP status or the error, for the StopTask reason.
+
+    ``reached``: the target's host answered at the TCP level, with a connection or a reset
+    (security groups and NACLs drop, they never reset): the network path to that address
+    works, whatever the service said. A connect timeout or an unreachable network is no such
+    answer. ``judged`` False: the probe itself failed on this instance (its configuration or
+    its answer broke the check), which is no verdict at all.
+    """
 
     healthy: bool
     detail: str
-
-    @property
-    def answered(self) -> bool:
-        """The service answered HTTP (any status): the network path to it works. A timeout or
-        a refused or reset connection is no answer (the probe words a status "HTTP <n>")."""
-        return self.detail.startswith("HTTP ")
+    reached: bool = True
+    judged: bool = True
 
 
 @dataclass
@@ -140,6 +162,7 @@ class Assessment:
     # with the orphans and the probed instances' records, what this run decides on evidence.
     alive: set[tuple[str, str, str | None]] = field(default_factory=set)
     skipped: list[Skip] = field(default_factory=list)  # judgement withheld
+    no_verdict: list[Skip] = field(default_factory=list)  # of those: a service's own error
     suspect: list[Skip] = field(default_factory=list)  # a port ECS says the task does not have
     out_of_scope: int = 0  # record sets of clusters or hosts this sweep does not cover
     errors: list[str] = field(default_factory=list)
@@ -152,16 +175,41 @@ class Stop:
     reason: str
 
 
+@dataclass(frozen=True)
+class TagChange:
+    """The failure counts to write on one task: tags to set and tag keys to remove."""
+
+    cluster: str
+    task_arn: str
+    set: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Failing:
+    """A failed instance not acted on this run: counted (``held`` empty) or held back."""
+
+    target: Target
+    verdict: Verdict
+    failures: int  # sweeps in a row it has failed, this one included (when counted)
+    held: str = ""  # why its verdict counts for nothing this run (the path looks broken)
+
+
 @dataclass
 class Plan:
     deletions: list[Deletion] = field(default_factory=list)
     stops: list[Stop] = field(default_factory=list)
     healthy: list[Target] = field(default_factory=list)
-    unhealthy: list[tuple[Target, Verdict]] = field(default_factory=list)
+    unhealthy: list[tuple[Target, Verdict]] = field(default_factory=list)  # acted on
+    failing: list[Failing] = field(default_factory=list)  # counted, not yet acted on
+    held: list[Failing] = field(default_factory=list)  # failed where the path looks broken
     unjudged: list[Target] = field(default_factory=list)  # probed without a result (deadline)
+    no_verdict: list[tuple[Target, str]] = field(default_factory=list)  # the probe itself failed
     ecs_healthy: list[tuple[Target, Verdict]] = field(default_factory=list)  # failed, ECS vouches
-    refused: str = ""  # why nothing will be deleted or stopped (a guard)
-    refused_by: str = ""  # which guard: "probe_outage", "delete_fraction"
+    tags: list[TagChange] = field(default_factory=list)
+    refused: str = ""  # why the orphans are not deleted (the delete-fraction guard)
+    refused_by: str = ""  # "delete_fraction" when refused
+    held_back: str = ""  # why verdicts were held back this run ("" when none was)
     guard: GuardFigures = field(default_factory=lambda: GuardFigures())
 
 
@@ -170,10 +218,11 @@ class GuardFigures:
     """What the guards measured, for the summary and the metric line."""
 
     deletable: int = 0  # record sets decided on evidence (see _delete_fraction)
-    planned: int = 0  # record sets the plan deletes
+    planned: int = 0  # orphaned record sets the plan deletes (before the guard)
     probed: int = 0  # instances with a verdict
     failed: int = 0  # of which not healthy
-    unreachable: list[str] = field(default_factory=list)  # IPs where every check went unanswered
+    unreachable: list[str] = field(default_factory=list)  # addresses nothing answered at
+    fail_open: bool = False  # every probed instance failed: no verdict acted on
 
 
 # --- pure helpers ------------------------------------------------------------------------
@@ -323,6 +372,13 @@ class _Wait(_Skip):
 
 
 @dataclass(frozen=True)
+class _NoVerdict(_Wait):
+    """A live instance its own declaration keeps from being checked: reported with its task."""
+
+    task: str = ""
+
+
+@dataclass(frozen=True)
 class _Suspect:
     reason: str
 
@@ -339,6 +395,8 @@ def _record(result: Assessment, key: str, owned: _Owned, outcome: _Outcome) -> N
         result.targets.append(outcome)
     elif isinstance(outcome, _Skip):
         result.skipped.append(Skip(key, outcome.reason))
+        if isinstance(outcome, _NoVerdict):
+            result.no_verdict.append(Skip(key, outcome.reason, outcome.task))
         if isinstance(outcome, _Wait):
             result.alive.update(r.key for r in owned.records)
     elif isinstance(outcome, _Suspect):
@@ -347,8 +405,7 @@ def _record(result: Assessment, key: str, owned: _Owned, outcome: _Outcome) -> N
         result.out_of_scope += len(owned.records)
     else:
         result.kept += len(owned.records)
-        if not owned.owner.is_host_record:
-            result.alive.update(r.key for r in owned.records)
+        result.alive.update(r.key for r in owned.records)
 
 
 def _host_verdict(label: str, scope: Scope, hosts: _Hosts) -> _Outcome:
@@ -442,7 +499,7 @@ def _task_target(key: str, owned: _Owned, view: ClusterView, evidence: TaskEvide
 
 def _target(key: str, owned: _Owned, ip: str, evidence: TaskEvidence | None, cluster: str,
             rules: Rules, now: float) -> _Outcome:
-    """A live instance: a probe target, or kept when it cannot be HTTP-checked, or skipped
+    """A live instance: a probe target, or kept when it is not to be checked, or skipped
     (or suspect) when ECS does not back the record's claim about its task."""
     owner = owned.owner
     if owner.port.endswith("/udp") or not rules.check_health:
@@ -457,38 +514,48 @@ def _target(key: str, owned: _Owned, ip: str, evidence: TaskEvidence | None, clu
     if len(ports) != 1:
         return _Skip(f"SRV records of one instance disagree on the port: {sorted(ports)}")
     port = ports.pop()
-    ecs_healthy = ""
-    if evidence is not None:
-        judged = _judgeable(evidence, owner, port, rules, now)
-        if judged is not None:
-            return judged
-        ecs_healthy = ecs_vouches(evidence, owner)
+    records = tuple(owned.task_records or owned.records)
+    if evidence is None:  # an agent record of a container ECS did not start
+        return Target(key=key, ip=ip, port=port, path=rules.default_path, records=records)
+    declaration = _judgeable(evidence, owner, port, rules, now)
+    if not isinstance(declaration, Declaration):
+        return declaration
+    task = evidence.task
+    if declaration.unusable:
+        return _NoVerdict(f"container {declaration.container} of task {task.id}: "
+                          f"{declaration.unusable}", task=f"{cluster}/{task.id}")
+    if declaration.check is Check.NONE:
+        return KEEP
     return Target(key=key, ip=ip, port=port,
-                  path=check_path(evidence, owner, rules.default_path), cluster=cluster,
-                  task=evidence.task.id if evidence is not None else "",
-                  records=tuple(owned.task_records or owned.records), ecs_healthy=ecs_healthy)
+                  path=check_path(declaration, rules.default_path)
+                  if declaration.check is Check.HTTP else "",
+                  check=declaration.check, cluster=cluster, task=task.id, task_arn=task.arn,
+                  records=records, ecs_healthy=ecs_vouches(evidence, declaration),
+                  failures=failures(task, port))
 
 
 def _judgeable(evidence: TaskEvidence, owner: Owner, port: int, rules: Rules,
-               now: float) -> _Outcome | None:
-    """None when ECS backs probing this task at ``port`` now; else why not.
+               now: float) -> Declaration | _Outcome:
+    """The declaration to check the task's service by, when ECS backs probing it at ``port``
+    now; else why not.
 
     Only a task ECS reports RUNNING is judged (a PENDING one is still pulling or starting).
-    The record's port must be one ECS says the task has (:func:`port_evidence`), and the
-    task must be past its grace (:func:`grace_seconds`).
+    The record's port must be a declared service's port ECS says the task has
+    (:func:`~ecssd_agent.sweep.evidence.backing`), and the task must be past its grace
+    (:func:`~ecssd_agent.sweep.evidence.grace_seconds`).
     """
     task = evidence.task
     if task.last_status != RUNNING:
         return _Wait(f"task {task.id} is {task.last_status or '?'}: judged once RUNNING")
-    doubt = port_evidence(evidence, owner, port)
-    if doubt is not None:
-        return _Suspect(doubt.reason) if doubt.suspect else _Wait(doubt.reason)
-    grace = grace_seconds(evidence, owner, rules.grace_seconds)
+    declaration = backing(evidence, owner, port)
+    if isinstance(declaration, Doubt):
+        return _Suspect(declaration.reason) if declaration.suspect else _Wait(declaration.reason)
+    grace = grace_seconds(evidence, declaration, rules.grace_seconds)
     began = task.began
     if began is not None and now - began.timestamp() < grace:
         # real ECS always dates a task; moto does not
         return _Wait(f"task {task.id} started less than {grace:g}s ago")
-    return None
+    return declaration
 
 
 def _host_record(label: str, service_keys: Sequence[str], deleted: set[str], scope: Scope,
@@ -513,23 +580,62 @@ def _host_record(label: str, service_keys: Sequence[str], deleted: set[str], sco
 # --- decide: probe results -> deletions and stops ----------------------------------------
 
 def decide(assessment: Assessment, results: Mapping[str, Verdict], rules: Rules) -> Plan:
-    """Deletions (orphans, then unhealthy instances' records) and StopTask calls, unless a
-    guard refuses the whole plan (:func:`_probe_outage`, :func:`_delete_fraction`)."""
-    plan = Plan(deletions=list(assessment.orphans))
-    planned_keys = {d.record.key for d in plan.deletions}
-    deletable = planned_keys | assessment.alive
-    stopped: set[tuple[str, str]] = set()
+    """Deletions and StopTask calls, the two kinds apart.
+
+    Evidence: the orphans, unless the delete-fraction guard refuses them
+    (:func:`_delete_fraction`). Verdicts: an instance that failed its check is acted on
+    (its records deleted, its task stopped) only when the path to it is shown to work
+    (:func:`_held`) and it has now failed ``rules.check_failures`` sweeps in a row; until then
+    its count is written on its task (:attr:`Plan.tags`). A healthy verdict clears the count.
+    """
+    plan = Plan()
+    deletable = {d.record.key for d in assessment.orphans} | assessment.alive
     for target in assessment.targets:
         deletable.update(r.key for r in target.records)
+    plan.guard = _figures(assessment, results, len(deletable))
+    plan.refused = _delete_fraction(plan.guard, rules)
+    if plan.refused:
+        plan.refused_by = "delete_fraction"
+    else:
+        plan.deletions.extend(assessment.orphans)
+    planned_keys = {d.record.key for d in plan.deletions}
+    stopped: set[tuple[str, str]] = set()
+    tags: dict[tuple[str, str], tuple[dict[str, str], set[str]]] = {}
+
+    def tag(target: Target, count: int) -> None:
+        to_set, to_remove = tags.setdefault((target.cluster, target.task_arn), ({}, set()))
+        if count:
+            to_set[failure_tag(target.port)] = str(count)
+        else:
+            to_remove.add(failure_tag(target.port))
+
+    for target in assessment.targets:
         verdict = results.get(target.key)
         if verdict is None:
             plan.unjudged.append(target)
             continue
+        if not verdict.judged:
+            plan.no_verdict.append((target, verdict.detail))
+            continue
         if verdict.healthy:
             plan.healthy.append(target)
+            if target.failures and target.task_arn:
+                tag(target, 0)
             continue
         if target.ecs_healthy:
             plan.ecs_healthy.append((target, verdict))
+            continue
+        count = target.failures + 1
+        held = _held(target, plan.guard)
+        if not held and count < rules.check_failures and not target.task_arn:
+            held = ("no ECS task to keep its failures in a row on: its host's agent "
+                    "withdraws it when its container stops")
+        if held:
+            plan.held.append(Failing(target, verdict, target.failures, held))
+            continue
+        if count < rules.check_failures:
+            plan.failing.append(Failing(target, verdict, count))
+            tag(target, count)
             continue
         plan.unhealthy.append((target, verdict))
         for record in target.records:
@@ -540,77 +646,85 @@ def decide(assessment: Assessment, results: Mapping[str, Verdict], rules: Rules)
             stopped.add((target.cluster, target.task))
             reason = f"ecssd health check failed: {verdict.detail}"[:255]
             plan.stops.append(Stop(target.cluster, target.task, reason))
-    plan.guard = _figures(assessment, results, len(plan.deletions), len(deletable))
-    for guard, refusal in (("probe_outage", _probe_outage(plan.guard, rules)),
-                           ("delete_fraction", _delete_fraction(plan, rules))):
-        if refusal:
-            plan.refused, plan.refused_by = refusal, guard
-            break
+        elif target.task_arn and not rules.stop_unhealthy:
+            kept = min(count, rules.check_failures)  # the task runs on: its count stays,
+            if kept != target.failures:  # at the threshold (acted on again next time)
+                tag(target, kept)
+    plan.tags = [TagChange(cluster, arn, tuple(sorted(to_set.items())),
+                           tuple(sorted(to_remove - set(to_set))))
+                 for (cluster, arn), (to_set, to_remove) in sorted(tags.items())
+                 if (cluster, arn.rsplit("/", 1)[-1]) not in stopped]
+    plan.held_back = _held_back(plan)
     return plan
 
 
-def _figures(assessment: Assessment, results: Mapping[str, Verdict], planned: int,
+def _figures(assessment: Assessment, results: Mapping[str, Verdict],
              deletable: int) -> GuardFigures:
-    judged = [(t, results[t.key]) for t in assessment.targets if t.key in results]
-    by_ip: dict[str, list[Verdict]] = defaultdict(list)
-    for target, verdict in judged:
-        by_ip[target.ip].append(verdict)
-    unreachable = sorted(ip for ip, verdicts in by_ip.items() if len(verdicts) >= 2
-                         and not any(v.healthy or v.answered for v in verdicts))
-    return GuardFigures(deletable=deletable, planned=planned, probed=len(judged),
-                        failed=sum(1 for _, v in judged if not v.healthy),
-                        unreachable=unreachable)
+    judged = [(t, results[t.key]) for t in assessment.targets
+              if t.key in results and results[t.key].judged]
+    reached = {t.ip for t, v in judged if v.reached}
+    unreachable = sorted({t.ip for t, v in judged if not v.healthy and t.ip not in reached})
+    return GuardFigures(deletable=deletable, planned=len(assessment.orphans),
+                        probed=len(judged), failed=sum(1 for _, v in judged if not v.healthy),
+                        unreachable=unreachable,
+                        fail_open=bool(judged) and not any(v.healthy for _, v in judged))
 
 
-def _probe_outage(figures: GuardFigures, rules: Rules) -> str:
-    """Refuse everything when the probes look like the sweep's own network path failed.
+def _held(target: Target, figures: GuardFigures) -> str:
+    """Why a failed verdict counts for nothing this run ("" when it counts).
 
-    Two signs, either enough: (1) the failed share of the instances probed (with a verdict)
-    reaches ``PROBE_OUTAGE_FRACTION`` (default 0.5: half or more failing; 1 disables this
-    sign); (2) an address with at least two probed instances, whose tasks ECS reports
-    RUNNING (only those are probed), got no HTTP answer at all from any of them (timeouts,
-    refused or reset connections): a host whose every port is silent is a broken path (a
-    security group, a NACL, a route), not a set of broken tasks. One instance alone cannot
-    tell the two apart; the first sign covers a fleet of such hosts.
-
-    "Nothing" is meant literally: orphans whose task ECS reports gone are not deleted either,
-    since the same outage may have hidden what else is wrong; the next sweep does it.
+    Two signs that the path, not the instance, is what failed. (1) Every instance this run
+    probed failed (:attr:`GuardFigures.fail_open`): a broken path from the sweep, or a
+    dependency every service's check includes; stopping every task helps neither, so none is
+    judged (load balancers fail open the same way). (2) Nothing at the instance's address
+    answered at all, no connection and no reset (:attr:`GuardFigures.unreachable`): the host,
+    or the path to it, is down, and that says nothing about the instance; only that address
+    is held, every other is judged. An instance that did answer (any HTTP status, a hung
+    reply, a reset) reached its host: the path works, the instance failed.
     """
-    if figures.failed and rules.probe_outage_fraction < 1 and (
-            figures.failed >= rules.probe_outage_fraction * figures.probed):
-        return (f"{figures.failed} of {figures.probed} probed instances failed, at least "
-                f"PROBE_OUTAGE_FRACTION={rules.probe_outage_fraction:g}: the sweep's own "
-                "network path may be broken, nothing deleted or stopped")
-    if figures.unreachable:
-        return (f"no instance at {', '.join(figures.unreachable[:10])} answered HTTP although "
-                "ECS reports their tasks RUNNING: the sweep's network path to "
-                f"{'that host' if len(figures.unreachable) == 1 else 'those hosts'} may be "
-                "broken, nothing deleted or stopped")
+    if figures.fail_open:
+        return (f"every one of the {figures.probed} instances probed failed: nothing is "
+                "acted on (the sweep's own path, or something every check depends on, "
+                "is down)")
+    if target.ip in figures.unreachable:
+        return (f"nothing at {target.ip} answered (no connection, no reset): the host or "
+                "the path to it may be down")
     return ""
 
 
-def _delete_fraction(plan: Plan, rules: Rules) -> str:
-    """Refuse everything when the plan deletes ``MAX_DELETE_FRACTION`` or more of what this run
-    could delete.
-
-    The denominator counts the record sets this run decides on evidence, those it could
-    delete had ECS, EC2 or a probe said so: the orphans (owners ECS/EC2 show gone) and the
-    service record sets of every instance ECS/EC2 show alive (probed or not, task A records
-    included). Never counted: the A records of live hosts (one goes only with its host's last
-    service record, when the host is dead), record sets whose judgement was withheld (a
-    failed observation, an unknown state) and suspect ones, out-of-scope record sets and
-    records of other writers. Counting those let a sweep whose every probe failed delete all
-    it probed: one SRV and one A record per host made that exactly half of the owned.
-
-    "Or more" (``>=``): at the default 0.5 a plan deleting exactly half is refused; that is
-    what a sweep whose probes fail for one of two hosts plans. A tiny scope refuses too: one
-    deletable record set, deleted, is all of it; an operator of a one-task cluster who wants
-    the sweep to act there sets 1, which disables the guard.
-    """
+def _held_back(plan: Plan) -> str:
+    """One sentence for the run: why verdicts were held back ("" when none was)."""
     figures = plan.guard
-    if (figures.planned and rules.max_delete_fraction < 1
+    if not plan.held:
+        return ""
+    if figures.fail_open:
+        return (f"every one of the {figures.probed} probed instances failed: no verdict "
+                "acted on (fail open)")
+    addresses = sorted({f.target.ip for f in plan.held if f.target.ip in figures.unreachable})
+    if addresses:
+        return (f"{len(plan.held)} failed instance(s) held: nothing answered at "
+                f"{', '.join(addresses[:10])}{' ...' if len(addresses) > 10 else ''}")
+    return ""
+
+
+def _delete_fraction(figures: GuardFigures, rules: Rules) -> str:
+    """Refuse the orphans' deletion when it is ``MAX_DELETE_FRACTION`` or more of what this run
+    decides on evidence, and more than :data:`DELETE_FLOOR` record sets.
+
+    The denominator counts the record sets this run decides on ECS's and EC2's word: the
+    orphans (owners ECS/EC2 show gone) and every record set of an owner they show alive
+    (probed or not; live hosts' A records and task A records included). Never counted:
+    record sets whose judgement was withheld (a failed observation, an unknown state),
+    suspect ones, out-of-scope record sets and records of other writers. Probe verdicts are
+    not in it: they are held back by their own evidence (:func:`_held`), not by a share.
+
+    "Or more" (``>=``): at the default 0.5 a plan deleting exactly half is refused. The
+    floor keeps small clusters clean: two gone record sets (a stopped task's SRV record, a
+    gone host's last service and its A record) always go.
+    """
+    if (figures.planned > DELETE_FLOOR and rules.max_delete_fraction < 1
             and figures.planned >= rules.max_delete_fraction * figures.deletable):
         return (f"{figures.planned} of {figures.deletable} deletable record sets would be "
                 f"deleted, at least MAX_DELETE_FRACTION={rules.max_delete_fraction:g}: "
-                "nothing deleted or stopped")
+                "no orphan deleted")
     return ""

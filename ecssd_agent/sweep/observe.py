@@ -105,8 +105,9 @@ def _tasks(ecs: Any, name: str, task_ids: set[str], definitions: ecs_api.TaskDef
            need_definitions: bool
            ) -> tuple[int, ecs_api.DescribedTasks, dict[str, TaskEvidence]]:
     running = len(ecs_api.list_tasks(ecs, name, "RUNNING"))
-    described = (ecs_api.describe_tasks(ecs, name, task_ids) if task_ids
-                 else ecs_api.DescribedTasks())
+    # With their tags when they are to be probed: each failure count is a tag of its task.
+    described = (ecs_api.describe_tasks(ecs, name, task_ids, include_tags=need_definitions)
+                 if task_ids else ecs_api.DescribedTasks())
     read: dict[str, TaskDefinition] = {}
     if need_definitions:  # each revision once (and from the cache when seen before)
         arns = sorted({t.task_definition_arn for t in described.tasks.values()
@@ -117,8 +118,8 @@ def _tasks(ecs: Any, name: str, task_ids: set[str], definitions: ecs_api.TaskDef
                             strict=True))
         for definition in read.values():  # once per revision and sweep, not once per task
             for problem in definition_problems(definition):
-                log.warning("task definition %s: %s; GRACE_SECONDS applies", definition.arn,
-                            problem, extra={"cluster": name, "task_definition": definition.arn})
+                log.warning("task definition %s: %s", definition.arn, problem,
+                            extra={"cluster": name, "task_definition": definition.arn})
     tasks = {tid: TaskEvidence(task, None if task.stopping else read.get(task.task_definition_arn))
              for tid, task in described.tasks.items()}
     return running, described, tasks

@@ -1,10 +1,12 @@
 """One sweep, wired: read the zone, observe ECS/EC2, assess, probe, decide, act, summarise.
 
 The deciding is :mod:`ecssd_agent.sweep.decide` (pure); this module moves data between the
-adapters and it, and is the one place that acts (Route 53 deletes, StopTask), so ``DRY_RUN``
-skips exactly the acting. If Route 53 rejects a batch of deletions, the zone is read again
-and the deletions recomputed (same observation, same verdicts) and applied once more; a
-second rejection is reported, never sent again blindly.
+adapters and it, and is the one place that acts (Route 53 deletes, StopTask, the failure
+counts tagged on tasks), so ``DRY_RUN`` skips exactly the acting. If Route 53 rejects a batch
+of deletions, the zone is read again and the deletions recomputed (same observation, same
+verdicts) and applied once more; a second rejection is reported, never sent again blindly.
+A run that refused, held verdicts back for a broken path, or failed ends with one log line
+an alarm counts (:data:`REFUSED_METRIC`, :data:`FAILED_METRIC`).
 """
 
 
@@ -31,7 +33,11 @@ from ecssd_agent.sweep.settings import SweepSettings
 log = logging.getLogger(__name__)
 
 DETAIL_LIMIT = 100  # entries of the per-item lists kept in the summary
-STOP_WORKERS = 8  # StopTask calls in flight (botocore's retry mode handles throttling)
+STOP_WORKERS = 8  # StopTask and TagResource calls in flight (botocore's retry mode throttles)
+#: The words of the one line a run that refused or held verdicts back writes (the stack's
+#: metric filter counts it), and of the one line a failed run writes.
+REFUSED_METRIC = "ecssd_sweep_refused"
+FAILED_METRIC = "ecssd_sweep_failed"
 
 
 @dataclass
@@ -50,7 +56,7 @@ def rules_of(settings: SweepSettings) -> sweep.Rules:
         check_health=settings.check_health,
         stop_unhealthy=settings.stop_unhealthy,
         max_delete_fraction=settings.max_delete_fraction,
-        probe_outage_fraction=settings.probe_outage_fraction,
+        check_failures=settings.check_failures,
     )
 
 
@@ -73,8 +79,12 @@ def run(
         # Reading the zone failed (anything later is caught where it happens): no decision.
         log.error("sweep aborted: %s", exc)
         summary["errors"].append(f"sweep aborted: {exc}")
+    except Exception as exc:  # a bug must still end in a summary and an alarm
+        log.exception("sweep aborted by an unexpected error")
+        summary["errors"].append(f"sweep aborted: {type(exc).__name__}: {exc}")
     summary["aws_requests"] = _delta(before, clients.stats.snapshot())
     summary["duration_s"] = round(time.monotonic() - started, 3)
+    log_outcome(summary)
     return summary
 
 
@@ -84,15 +94,17 @@ def empty_summary(dry_run: bool) -> dict[str, Any]:
         "clusters": [], "tasks": 0, "records_seen": 0, "owned": 0, "healthy": 0,
         "unhealthy": [], "deleted": 0, "deletions": [], "stopped": [], "skipped": 0,
         "skipped_detail": [], "out_of_scope": 0, "unjudged": 0, "errors": [],
-        "refused": "", "refused_by": "", "guard": _guard(sweep.GuardFigures()),
+        "refused": "", "refused_by": "", "held_back": "", "guard": _guard(sweep.GuardFigures()),
+        "failing": [], "held": [], "no_verdict": [], "counts_written": 0,
         "suspect": [], "ecs_healthy": [], "change_requests": 0, "dry_run": dry_run,
+        "outcome": "ok",
     }
 
 
 def _guard(figures: sweep.GuardFigures) -> dict[str, Any]:
     return {"deletable": figures.deletable, "planned": figures.planned,
             "probed": figures.probed, "failed": figures.failed,
-            "unreachable": figures.unreachable[:DETAIL_LIMIT]}
+            "unreachable": figures.unreachable[:DETAIL_LIMIT], "fail_open": figures.fail_open}
 
 
 def _sweep(settings: SweepSettings, clients: Clients, definitions: ecs_api.TaskDefinitions,
@@ -119,6 +131,8 @@ def _sweep(settings: SweepSettings, clients: Clients, definitions: ecs_api.TaskD
     for suspect in assessment.suspect:
         log.warning("suspect record %s: %s", suspect.what, suspect.reason,
                     extra={"set_identifier": suspect.what, "metric": "ecssd_sweep_suspect"})
+    for skip in assessment.no_verdict[:DETAIL_LIMIT]:
+        _log_no_verdict(skip.what, skip.task, skip.reason)
     verdicts: dict[str, sweep.Verdict] = {}
     if settings.check_health and assessment.targets:
         verdicts = probe.probe_all(
@@ -127,13 +141,24 @@ def _sweep(settings: SweepSettings, clients: Clients, definitions: ecs_api.TaskD
             deadline=deadline)
     timer.lap("check")
     outcome = _delete(zone, scope, records, assessment, verdicts, rules, settings, summary, now)
-    if settings.change_queue_url and not settings.dry_run and not outcome.plan.refused:
+    for target, cause in outcome.plan.no_verdict[:DETAIL_LIMIT]:
+        _log_no_verdict(target.key, target.task_ref, cause)
+    if settings.change_queue_url and outcome.deleted:
         writer_hints.send(clients.client("sqs"), settings.change_queue_url, zone.zone.name,
                           [d.record for d in outcome.plan.deletions], summary)
     timer.lap("delete")
     stopped = _stop(ecs, outcome.plan, settings, summary)
+    counts = _write_counts(ecs, outcome.plan, settings, summary)
     timer.lap("stop")
     _fill(summary, records, outcome, stopped)
+    summary["counts_written"] = counts
+
+
+def _log_no_verdict(instance: str, task: str, cause: str) -> None:
+    """An instance its own configuration or answer kept from a verdict: one line, with the
+    task and the cause, and nothing else of the sweep lost."""
+    log.warning("no verdict for %s%s: %s", instance, f" (task {task})" if task else "", cause,
+                extra={"set_identifier": instance, "task": task, "cause": cause})
 
 
 class _Timer:
@@ -158,9 +183,6 @@ def _delete(zone: Route53Zone, scope: sweep.Scope, records: Sequence[RecordSet],
     for attempt in (1, 2):
         outcome.attempts = attempt
         plan = outcome.plan
-        if plan.refused:
-            _log_refusal(plan)
-            return outcome
         if not plan.deletions:
             return outcome
         for deletion in plan.deletions:
@@ -187,24 +209,73 @@ def _delete(zone: Route53Zone, scope: sweep.Scope, records: Sequence[RecordSet],
         except (ClientError, BotoCoreError) as exc:
             summary["errors"].append(f"deleting records failed: {exc}")
             return outcome
-        outcome.deleted = len(changes)
+        outcome.deleted = 0 if settings.dry_run else len(changes)
         return outcome
     return outcome
 
 
-def _log_refusal(plan: sweep.Plan) -> None:
-    """One line per refusal, structured so a metric filter or a Logs Insights query can count
-    refusals by guard (``metric`` = ``ecssd_sweep_refused``)."""
-    log.warning("sweep refused by the %s guard: %s", plan.refused_by, plan.refused,
-                extra={"metric": "ecssd_sweep_refused", "guard": plan.refused_by,
-                       **_guard(plan.guard)})
+def outcome_of(summary: dict[str, Any]) -> tuple[str, str]:
+    """(outcome, why) of a finished run: "failed" (an error: something was not observed or
+    not done), "refused" (the delete-fraction guard kept the orphans), "held" (verdicts held
+    back because the path looked broken) or "ok"."""
+    if summary["errors"]:
+        return "failed", "; ".join(str(e) for e in summary["errors"][:5])
+    if summary["refused"]:
+        return "refused", summary["refused"]
+    if summary["held_back"]:
+        return "held", summary["held_back"]
+    return "ok", ""
+
+
+def log_outcome(summary: dict[str, Any]) -> None:
+    """Name the run's outcome in the summary, and write the one line the stack's alarm counts
+    when it is not "ok" (:data:`REFUSED_METRIC` or :data:`FAILED_METRIC` in its ``metric``)."""
+    outcome, why = outcome_of(summary)
+    summary["outcome"] = outcome
+    if outcome == "ok":
+        return
+    metric = FAILED_METRIC if outcome == "failed" else REFUSED_METRIC
+    log.warning("sweep %s: %s", outcome, why,
+                extra={"metric": metric, "outcome": outcome, "guard": summary["refused_by"],
+                       **summary["guard"]})
+
+
+def _in_pool(calls: Sequence[Any], one: Any) -> list[str]:
+    """Run ``one`` over ``calls`` a few at a time; the errors it returns, in order."""
+    if not calls:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(STOP_WORKERS, len(calls))) as pool:
+        return list(pool.map(one, calls))
+
+
+def _write_counts(ecs: Any, plan: sweep.Plan, settings: SweepSettings,
+                  summary: dict[str, Any]) -> int:
+    """Tag each counted task with its failures in a row, untag the recovered: the count
+    outlives this execution environment (a cold start reads it back from ECS)."""
+    if settings.dry_run or not plan.tags:
+        return 0
+
+    def one(change: sweep.TagChange) -> str:
+        try:
+            if change.set:
+                ecs_api.tag_task(ecs, change.task_arn, dict(change.set))
+            if change.remove:
+                ecs_api.untag_task(ecs, change.task_arn, change.remove)
+        except (ClientError, BotoCoreError) as exc:
+            return f"tagging task {change.task_arn} with its failure count failed: {exc}"
+        return ""
+
+    errors = [e for e in _in_pool(plan.tags, one) if e]
+    summary["errors"].extend(errors)
+    return len(plan.tags) - len(errors)
 
 
 def _stop(ecs: Any, plan: sweep.Plan, settings: SweepSettings,
           summary: dict[str, Any]) -> list[str]:
     """StopTask each unhealthy instance's task (the plan has none without STOP_UNHEALTHY),
     a few at a time: after a bad deploy there may be dozens."""
-    if plan.refused or not plan.stops:
+    if not plan.stops:
         return []
     if settings.dry_run:
         for stop in plan.stops:
@@ -221,13 +292,11 @@ def _stop(ecs: Any, plan: sweep.Plan, settings: SweepSettings,
         return ""
 
     done: list[str] = []
-    with concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(STOP_WORKERS, len(plan.stops))) as pool:
-        for stop, error in zip(plan.stops, pool.map(one, plan.stops), strict=True):
-            if error:
-                summary["errors"].append(error)
-            else:
-                done.append(f"{stop.cluster}/{stop.task}")
+    for stop, error in zip(plan.stops, _in_pool(plan.stops, one), strict=True):
+        if error:
+            summary["errors"].append(error)
+        else:
+            done.append(f"{stop.cluster}/{stop.task}")
     return done
 
 
@@ -238,11 +307,23 @@ def _fill(summary: dict[str, Any], records: Sequence[RecordSet], outcome: _Outco
     summary["owned"] = assessment.owned
     summary["healthy"] = len(plan.healthy)
     summary["unhealthy"] = [
-        {"instance": t.key, "url": t.url, "task": f"{t.cluster}/{t.task}" if t.task else "",
-         "reason": v.detail}
+        {"instance": t.key, "url": t.url, "task": t.task_ref, "reason": v.detail}
         for t, v in plan.unhealthy]
-    summary["deleted"] = outcome.deleted if not summary["dry_run"] else (
-        0 if plan.refused else len(plan.deletions))
+    summary["failing"] = [
+        {"instance": f.target.key, "url": f.target.url, "task": f.target.task_ref,
+         "reason": f.verdict.detail, "failures": f.failures}
+        for f in plan.failing[:DETAIL_LIMIT]]
+    summary["held"] = [
+        {"instance": f.target.key, "url": f.target.url, "task": f.target.task_ref,
+         "reason": f.verdict.detail, "held": f.held}
+        for f in plan.held[:DETAIL_LIMIT]]
+    summary["no_verdict"] = [
+        *({"instance": s.what, "task": s.task, "reason": s.reason}
+          for s in assessment.no_verdict),
+        *({"instance": t.key, "task": t.task_ref, "reason": cause}
+          for t, cause in plan.no_verdict)][:DETAIL_LIMIT]
+    summary["held_back"] = plan.held_back
+    summary["deleted"] = outcome.deleted if not summary["dry_run"] else len(plan.deletions)
     summary["deletions"] = [
         {"record": d.record.describe(), "set_identifier": d.record.set_identifier,
          "reason": d.reason} for d in plan.deletions[:DETAIL_LIMIT]]
@@ -259,8 +340,8 @@ def _fill(summary: dict[str, Any], records: Sequence[RecordSet], outcome: _Outco
     summary["suspect"] = [{"instance": s.what, "reason": s.reason}
                           for s in assessment.suspect[:DETAIL_LIMIT]]
     summary["ecs_healthy"] = [
-        {"instance": t.key, "url": t.url, "task": f"{t.cluster}/{t.task}" if t.task else "",
-         "reason": v.detail, "ecs": t.ecs_healthy}
+        {"instance": t.key, "url": t.url, "task": t.task_ref, "reason": v.detail,
+         "ecs": t.ecs_healthy}
         for t, v in plan.ecs_healthy[:DETAIL_LIMIT]]
     summary["change_requests"] = outcome.requests
     summary["apply_attempts"] = outcome.attempts

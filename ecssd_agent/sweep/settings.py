@@ -33,15 +33,15 @@ class SweepSettings:
                               "unhealthy (the first one included)")
     stop_unhealthy: bool = _env("STOP_UNHEALTHY", True, "StopTask an unhealthy instance's task")
     dry_run: bool = _env("DRY_RUN", False, "decide and report everything, change nothing")
-    max_delete_fraction: float = _env("MAX_DELETE_FRACTION", 0.5, "if this fraction or more of "
-                                      "the record sets the sweep could delete would be "
-                                      "deleted, delete and stop nothing (1 or more disables "
-                                      "the guard)")
-    probe_outage_fraction: float = _env("PROBE_OUTAGE_FRACTION", 0.5, "if this fraction or "
-                                        "more of the probed instances fail, delete and stop "
-                                        "nothing: the sweep's own network path may be broken "
-                                        "(1 or more disables this test; a host whose every "
-                                        "instance goes unanswered still refuses)")
+    max_delete_fraction: float = _env("MAX_DELETE_FRACTION", 0.5, "if the orphans (records "
+                                      "of hosts and tasks ECS and EC2 show gone) are this "
+                                      "fraction or more of the record sets the sweep decides "
+                                      "on, and more than 2, delete none of them (1 or more "
+                                      "disables the guard)")
+    check_failures: int = _env("CHECK_FAILURES", 2, "sweeps in a row an instance must fail, "
+                               "where the path to it is shown to work, before its records "
+                               "are deleted and its task stopped (the count is a tag of the "
+                               "task; 1 acts on the first failure)")
     check_concurrency: int = _env("CHECK_CONCURRENCY", 64, "HTTP checks in flight at once")
     grace_seconds: float = _env("GRACE_SECONDS", 60.0, "a task started less than this ago is "
                                 "not judged unhealthy")
@@ -80,13 +80,16 @@ class SweepSettings:
                                  ("CHECK_CONCURRENCY", self.check_concurrency, 1),
                                  ("GRACE_SECONDS", self.grace_seconds, 0),
                                  ("MAX_DELETE_FRACTION", self.max_delete_fraction, 0),
-                                 ("PROBE_OUTAGE_FRACTION", self.probe_outage_fraction, 0)):
+                                 ("CHECK_FAILURES", self.check_failures, 1)):
             if value < low:
                 raise SettingsError(f"{name}={value} must be at least {low:g}")
         if self.change_queue_url and not self.change_queue_url.startswith(("https://",
                                                                              "http://")):
             raise SettingsError(f"CHANGE_QUEUE_URL={self.change_queue_url!r} is not a queue "
                                 "URL (https://sqs...)")
+        if self.check_failures > 1000:
+            raise SettingsError(f"CHECK_FAILURES={self.check_failures} is more sweeps than a "
+                                "task's tag counts (at most 1000)")
         if self.check_concurrency > 512:
             raise SettingsError(f"CHECK_CONCURRENCY={self.check_concurrency} is more threads "
                                 "than a Lambda should run (at most 512)")

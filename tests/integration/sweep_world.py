@@ -3,7 +3,8 @@
 Loopback plays the VPC: the VPC is 127.0.0.0/16, each "host" is an EC2 instance with its own
 private IP 127.0.x.y (private DNS ``ip-127-0-x-y.ec2.internal``), registered as a container
 instance of a cluster; each task started on it gets a real HTTP server bound to that host's
-address (answering 200, 500, hanging, or with no server at all: refused). The records are
+address (answering 200, 500, in a protocol other than HTTP, hanging, with no server at all:
+refused, or silent: the host drops the connection attempt). The records are
 written by the agent's own code (:class:`ecssd_agent.agent.host_agent.Agent`, from containers carrying
 the ECS labels the ECS agent sets), one agent per host, exactly as in production.
 
@@ -11,8 +12,10 @@ moto's DescribeTasks reports no ``networkBindings`` (real ECS does, from what th
 container agent submits), and the sweep probes only a port ECS confirms. So the world plays
 the ECS container agent's part for the tasks it started: :meth:`SweepWorld.report_bindings`
 is an ``after-call.ecs.DescribeTasks`` hook that adds each task's binding (container port
-8080 -> the host port its server listens on) to moto's answer, in the real response's shape.
-Without it the sweep sees what moto shows: no bindings, nothing confirmed, nothing judged.
+8080 -> the host port its server listens on, and its sidecar's 9100 when it has one) to
+moto's answer, in the real response's shape. Without it the sweep sees what moto shows: no
+bindings, nothing confirmed, nothing judged. moto 5.2 also lists only a task definition's
+first container among a task's containers (real ECS lists each): the hook adds the sidecar's.
 
 Used by tests/integration/test_health_lambda*.py and benchmarks/bench_sweep.py.
 """
@@ -23,7 +26,7 @@ import asyncio
 import json
 import socket
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +40,8 @@ from ecssd_agent.core.naming import task_id
 
 AMI = "ami-12c6146b"  # any id: moto accepts it
 OK, ERROR, HANG, REFUSE = "ok", "error", "hang", "refuse"
+REDIS = "redis"  # answers every line with a Redis error: alive, speaking something else
+SILENT = "silent"  # the host never completes the connection: a dropped path, seen from here
 
 
 # --- HTTP servers ------------------------------------------------------------------------
@@ -45,7 +50,11 @@ class HttpFleet:
     """Many tiny HTTP servers on one asyncio loop (one thread, whatever their number).
 
     ``ok`` answers 200 on its health path and 404 elsewhere; ``error`` answers 500;
-    ``hang`` accepts and never answers; ``refuse`` reserves a port with nothing listening.
+    ``redis`` answers ``-ERR unknown command`` to every line, as Redis does to ``GET /health``;
+    ``hang`` accepts and never answers; ``refuse`` reserves a port with nothing listening
+    (the host resets the connection); ``silent`` listens with a full accept queue, so the
+    kernel drops every further connection attempt and the caller's connect times out, as
+    behind a security group that drops it.
     """
 
     def __init__(self) -> None:
@@ -55,6 +64,7 @@ class HttpFleet:
         self._thread.start()
         self._servers: list[asyncio.AbstractServer] = []
         self._hung: list[asyncio.StreamWriter] = []
+        self._silent: list[socket.socket] = []
         self.requests: list[tuple[str, int, str]] = []  # (ip, port, path) of every GET
 
     def add(self, ip: str, behaviour: str, path: str = "/health") -> int:
@@ -63,6 +73,13 @@ class HttpFleet:
             with socket.socket() as sock:
                 sock.bind((ip, 0))
                 return int(sock.getsockname()[1])
+        if behaviour == SILENT:
+            listener = socket.socket()
+            listener.bind((ip, 0))
+            listener.listen(0)  # a queue of one, never accepted from
+            filler = socket.create_connection(listener.getsockname()[:2], timeout=10)
+            self._silent += [listener, filler]
+            return int(listener.getsockname()[1])
         future: Future[int] = asyncio.run_coroutine_threadsafe(
             self._start(ip, behaviour, path), self.loop)
         return future.result(timeout=10)
@@ -81,6 +98,13 @@ class HttpFleet:
             self.requests.append((ip, port, got))
             if behaviour == HANG:
                 self._hung.append(writer)  # keep it open, say nothing
+                return
+            if behaviour == REDIS:
+                writer.write(b"-ERR unknown command 'GET'\r\n")
+                try:
+                    await writer.drain()
+                finally:
+                    writer.close()
                 return
             status = "500 Internal Server Error" if behaviour == ERROR else (
                 "200 OK" if got == path else "404 Not Found")
@@ -103,6 +127,8 @@ class HttpFleet:
             for server in self._servers:
                 server.close()
 
+        for sock in self._silent:
+            sock.close()
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
@@ -130,6 +156,7 @@ class WorldTask:
     behaviour: str
     container_id: str
     bound: bool = True  # report_bindings adds its networkBinding
+    sidecar_port: int = 0  # the host port of its "metrics" container's 9100 (0: none)
 
     @property
     def id(self) -> str:
@@ -163,7 +190,8 @@ class SweepWorld:
         self.zone = Route53Zone(self.route53, find_zone(self.route53, domain, self.zone_id))
         self.hosts: list[WorldHost] = []
         self.tasks: list[WorldTask] = []
-        self._definitions: dict[tuple[str, str, bool], str] = {}
+        self._definitions: dict[tuple[str, str, bool, tuple[tuple[str, str], ...], bool],
+                                str] = {}
         self._next_ip = 2
         self._clusters: set[str] = set()
 
@@ -191,28 +219,39 @@ class SweepWorld:
         self.hosts.append(host)
         return host
 
-    def _definition(self, cluster: str, check_http: str, health_check: bool = False) -> str:
-        key = (cluster, check_http, health_check)
+    def _definition(self, cluster: str, check_http: str, health_check: bool = False,
+                    env: Mapping[str, str] | None = None, sidecar: bool = False) -> str:
+        extra = tuple(sorted((env or {}).items()))
+        key = (cluster, check_http, health_check, extra, sidecar)
         if key not in self._definitions:
-            env = [{"name": "SERVICE_8080_NAME", "value": "web"}]
-            if check_http:
-                env.append({"name": "SERVICE_8080_CHECK_HTTP", "value": check_http})
+            variables = {"SERVICE_8080_NAME": "web",
+                         **({"SERVICE_8080_CHECK_HTTP": check_http} if check_http else {}),
+                         **dict(extra)}
             family = f"web-{cluster}-{len(self._definitions)}"
             container: dict[str, Any] = {
-                "name": "web", "image": "web", "memory": 16, "environment": env,
+                "name": "web", "image": "web", "memory": 16,
+                "environment": [{"name": k, "value": v} for k, v in variables.items()],
                 "portMappings": [{"containerPort": 8080, "hostPort": 0}],
             }
             if health_check:  # ECS runs it; moto reports every container HEALTHY
                 container["healthCheck"] = {"command": ["CMD-SHELL", "true"], "startPeriod": 0}
-            self.ecs.register_task_definition(family=family, containerDefinitions=[container])
+            containers = [container]
+            if sidecar:  # a metrics exporter: a bound port, no SERVICE_9100_NAME
+                containers.append({"name": "metrics", "image": "metrics", "memory": 16,
+                                   "portMappings": [{"containerPort": 9100, "hostPort": 0}]})
+            self.ecs.register_task_definition(family=family, containerDefinitions=containers)
             self._definitions[key] = family
         return self._definitions[key]
 
     def task(self, host: WorldHost, behaviour: str = OK, check_http: str = "",
-             service: str = "web", health_check: bool = False) -> WorldTask:
+             service: str = "web", health_check: bool = False,
+             env: Mapping[str, str] | None = None, sidecar: bool = False) -> WorldTask:
         """Start a task on ``host`` (StartTask), its HTTP server, and its container.
-        ``health_check``: its definition has an ECS healthCheck (which moto reports HEALTHY)."""
-        family = self._definition(host.cluster, check_http, health_check)
+        ``health_check``: its definition has an ECS healthCheck (which moto reports HEALTHY);
+        ``env``: more variables of its "web" container definition (SERVICE_8080_CHECK=tcp);
+        ``sidecar``: a second container, "metrics", binds 9100 (answering 404 at /health)
+        and declares no service."""
+        family = self._definition(host.cluster, check_http, health_check, env, sidecar)
         started = self.ecs.start_task(cluster=host.cluster, taskDefinition=family,
                                       containerInstances=[host.container_instance_arn])
         arn = started["tasks"][0]["taskArn"]
@@ -224,7 +263,9 @@ class SweepWorld:
             labels={ECS_TASK_ARN: arn, ECS_CLUSTER: host.cluster, ECS_CONTAINER_NAME: "web"},
             ports={"8080/tcp": (port,)},
         ))
-        world_task = WorldTask(host.cluster, arn, host, port, behaviour, cid)
+        world_task = WorldTask(host.cluster, arn, host, port, behaviour, cid,
+                               sidecar_port=self.fleet.add(host.ip, OK, "/metrics")
+                               if sidecar else 0)
         self.tasks.append(world_task)
         return world_task
 
@@ -243,11 +284,20 @@ class SweepWorld:
             world_task = by_arn.get(raw.get("taskArn", ""))
             if world_task is None:
                 continue
-            for container in raw.get("containers", []):
+            containers = raw.setdefault("containers", [])
+            if world_task.sidecar_port and not any(c.get("name") == "metrics"
+                                                   for c in containers):
+                containers.append({"name": "metrics", "lastStatus": "RUNNING",
+                                   "taskArn": world_task.arn, "networkInterfaces": []})
+            for container in containers:
                 if container.get("name") == "web":
                     container["networkBindings"] = [{
                         "bindIP": "0.0.0.0", "containerPort": 8080,
                         "hostPort": world_task.port, "protocol": "tcp"}]
+                if container.get("name") == "metrics" and world_task.sidecar_port:
+                    container["networkBindings"] = [{
+                        "bindIP": "0.0.0.0", "containerPort": 9100,
+                        "hostPort": world_task.sidecar_port, "protocol": "tcp"}]
 
     def bindings_hook(self) -> tuple[str, Any]:
         """(botocore event, handler) for a sweep's clients: see :meth:`report_bindings`."""
@@ -281,8 +331,12 @@ class SweepWorld:
                     if r.type == "SRV" and (r.set_identifier or "").endswith(":" + world_task.id))
 
     def task_state(self, world_task: WorldTask) -> dict[str, Any]:
-        found = self.ecs.describe_tasks(cluster=world_task.cluster, tasks=[world_task.arn])
+        found = self.ecs.describe_tasks(cluster=world_task.cluster, tasks=[world_task.arn],
+                                        include=["TAGS"])
         return dict(next(t for t in found["tasks"] if t["taskArn"] == world_task.arn))
+
+    def task_tags(self, world_task: WorldTask) -> dict[str, str]:
+        return {t["key"]: t["value"] for t in self.task_state(world_task).get("tags", [])}
 
 
 def keys(records: Sequence[RecordSet]) -> set[tuple[str, str, str | None]]:

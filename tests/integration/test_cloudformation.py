@@ -96,10 +96,12 @@ MANAGED_POLICIES: dict[str, str] = {
     "AWSXRayDaemonWriteAccess": "xray:PutTraceSegments/PutTelemetryRecords; no resource types",
 }
 #: Resource types moto's CloudFormation (5.2.x) cannot create: the task-events Lambda's
-#: on-failure destination and its alarm (checked on the template instead:
-#: test_task_events_failures_go_to_an_alarmed_queue). Everything else deploys.
+#: on-failure destination, the alarms and the sweep's metric filters (checked on the template
+#: instead: test_task_events_failures_go_to_an_alarmed_queue,
+#: test_cloudformation_sweep_alarm.py). Everything else deploys.
 KNOWN_UNSUPPORTED: frozenset[str] = frozenset({"AWS::Lambda::EventInvokeConfig",
-                                               "AWS::CloudWatch::Alarm"})
+                                               "AWS::CloudWatch::Alarm",
+                                               "AWS::Logs::MetricFilter"})
 
 # --- reading the template ------------------------------------------------------------------
 
@@ -494,8 +496,7 @@ def test_task_events_failures_go_to_an_alarmed_queue(template: dict[str, Any]) -
         "TaskEventsFailureQueue"}
     queue = res["TaskEventsFailureQueue"]["Properties"]
     assert queue["SqsManagedSseEnabled"] is True and queue["MessageRetentionPeriod"] == 1209600
-    (alarm,) = resources_of(template, "AWS::CloudWatch::Alarm").values()
-    alarm = alarm["Properties"]
+    alarm = res["TaskEventsFailureAlarm"]["Properties"]
     assert (alarm["Namespace"], alarm["MetricName"]) == (
         "AWS/SQS", "ApproximateNumberOfMessagesVisible")
     assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {
@@ -1131,11 +1132,11 @@ def test_lambdas_need_no_more_than_their_roles_allow(
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     try:
-        # The sweep, as configured by the stack (fast and decisive for the test; with one
-        # task of two failing, the guards are off).
+        # The sweep, as configured by the stack (fast for the test; the gone host's records
+        # are most of this small zone, so the delete-fraction guard is off).
         env = _function_env(stack, "SweepFunction")
         env.update(GRACE_SECONDS="0", MAX_DELETE_FRACTION="1", CHECK_TIMEOUT="0.5",
-                   CHECK_RETRIES="1", PROBE_OUTAGE_FRACTION="1")
+                   CHECK_RETRIES="1")
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         # What real ECS reports and moto does not: the time containers' port bindings, and
@@ -1155,11 +1156,20 @@ def test_lambdas_need_no_more_than_their_roles_allow(
             made.client("ecs").meta.events.register("after-call.ecs.DescribeTasks", ecs_reports)
             return made
 
-        sweep_handler.runtime.reset(lambda: sweep_handler.build(clients=clients()))
-        summary = sweep_handler.lambda_handler({"source": "aws.events"}, None)
-        assert summary["errors"] == [], summary
-        check_calls(proxy.take(), role_actions(stack.template, "SweepRole", conditions),
+        # Two runs: the sick task fails CHECK_FAILURES (2) sweeps in a row, the first count
+        # kept as a tag of the task (TagResource, under the role too).
+        for _ in range(int(env["CHECK_FAILURES"])):
+            sweep_handler.runtime.reset(lambda: sweep_handler.build(clients=clients()))
+            summary = sweep_handler.lambda_handler({"source": "aws.events"}, None)
+            assert summary["errors"] == [], summary
+        calls = proxy.take()
+        check_calls(calls, role_actions(stack.template, "SweepRole", conditions),
                     zone_id, cluster)
+        # The failure count's tag: what ThisClusterTaskFailureCounts's conditions allow.
+        (tagged,) = [c for c in calls if c.action == "ecs:TagResource"]
+        assert tagged.params["resourceArn"] == sick_task
+        assert [t["key"] for t in tagged.params["tags"]] == [
+            f"ecssd:check-failures:{sick_port}"]
         states = {t["taskArn"]: t["desiredStatus"] for t in ecs.describe_tasks(
             cluster=cluster, tasks=[healthy_task, sick_task])["tasks"]}
         assert states == {healthy_task: "RUNNING", sick_task: "STOPPED"}, summary

@@ -78,7 +78,7 @@ def sweep(world: SweepWorld, monkeypatch: pytest.MonkeyPatch,
             return clients
 
         for name in ("ECS_CLUSTERS", "DRY_RUN", "MAX_DELETE_FRACTION", "STOP_UNHEALTHY",
-                     "CHECK_HEALTH", "PROBE_OUTAGE_FRACTION"):
+                     "CHECK_HEALTH", "CHECK_FAILURES"):
             monkeypatch.delenv(name, raising=False)
         for name, value in {"HOSTED_ZONE_ID": world.zone_id, **FAST_CHECKS, **env}.items():
             monkeypatch.setenv(name, value)
@@ -114,7 +114,17 @@ def test_healthy_left_alone_unhealthy_deleted_and_stopped(world: SweepWorld, swe
     before = world.records()
     bad_srv = {world.srv_key(t) for t in bad.values()}
 
-    summary = sweep()
+    # The first failure is counted, on the task itself: nothing deleted or stopped yet.
+    first = sweep()
+    assert keys(world.records()) == keys(before) and stop_calls(sweep) == 0
+    assert sorted((f["task"], f["failures"]) for f in first["failing"]) == sorted(
+        (f"c1/{t.id}", 1) for t in bad.values())
+    assert first["counts_written"] == 3 and first["outcome"] == "ok"
+    for task in bad.values():
+        assert world.task_tags(task) == {f"ecssd:check-failures:{task.port}": "1"}
+    assert world.task_tags(healthy) == {}
+
+    summary = sweep()  # a new execution environment: the count comes back from ECS
 
     after = keys(world.records())
     assert after == keys(before) - bad_srv
@@ -138,7 +148,7 @@ def test_healthy_left_alone_unhealthy_deleted_and_stopped(world: SweepWorld, swe
     assert summary["clusters"] == ["c1"] and summary["tasks"] == 7
     assert summary["records_seen"] == len(before)  # the zone's SOA and NS included
 
-    # A second sweep finds nothing more to do (the stopped tasks' records are gone already).
+    # A third sweep finds nothing more to do (the stopped tasks' records are gone already).
     again = sweep()
     assert again["deleted"] == 0 and stop_calls(sweep) == 0 and again["healthy"] == 4
 
@@ -195,10 +205,17 @@ def test_dry_run_reports_everything_and_changes_nothing(world: SweepWorld, sweep
     assert keys(world.records()) == before
     assert stop_calls(sweep) == 0 and world.task_state(bad)["lastStatus"] == "RUNNING"
     assert summary["dry_run"] is True and summary["change_requests"] == 0
-    assert summary["deleted"] == 3  # would delete: the dead host's 2, the unhealthy one's 1
-    assert summary["stopped"] == [f"c1/{bad.id}"]
-    assert summary["unhealthy"][0]["reason"] == "HTTP 500"
+    assert summary["deleted"] == 2  # would delete: the dead host's 2
+    assert [(f["task"], f["failures"]) for f in summary["failing"]] == [(f"c1/{bad.id}", 1)]
+    assert summary["counts_written"] == 0 and world.task_tags(bad) == {}  # not even a count
     assert sweep.stats.attempts("ChangeResourceRecordSets") == 0
+    assert sweep.stats.attempts("TagResource") == 0
+
+    decisive = sweep(DRY_RUN="true", CHECK_FAILURES="1")
+    assert keys(world.records()) == before and stop_calls(sweep) == 0
+    assert decisive["deleted"] == 3  # the dead host's 2, the unhealthy one's 1
+    assert decisive["stopped"] == [f"c1/{bad.id}"]
+    assert decisive["unhealthy"][0]["reason"] == "HTTP 500"
 
 
 def test_restricted_to_some_clusters(world: SweepWorld, sweep: Any) -> None:
@@ -277,7 +294,8 @@ def test_describe_tasks_failure_deletes_nothing_of_that_cluster(
     assert summary["skipped"] >= 1 + 6 + 2  # c1's task records and the dead host's
 
 
-def test_fraction_guard_refuses_then_allows(world: SweepWorld, sweep: Any) -> None:
+def test_fraction_guard_refuses_then_allows(world: SweepWorld, sweep: Any,
+                                            caplog: pytest.LogCaptureFixture) -> None:
     small, big = world.host("c1"), world.host("c1")
     world.task(small)
     for _ in range(4):
@@ -286,17 +304,23 @@ def test_fraction_guard_refuses_then_allows(world: SweepWorld, sweep: Any) -> No
     world.kill_host(big)
     before = keys(world.records())
 
-    summary = sweep()  # 5 of the 6 deletable record sets would go (small's A record is not)
+    with caplog.at_level(logging.WARNING, logger="ecssd_agent.sweep.runner"):
+        summary = sweep()  # 5 of the 7 record sets ECS and EC2 speak for would go
 
     assert keys(world.records()) == before
     assert "MAX_DELETE_FRACTION=0.5" in summary["refused"]
-    assert "5 of 6 deletable" in summary["refused"]
-    assert summary["refused_by"] == "delete_fraction"
-    assert summary["guard"]["planned"] == 5 and summary["guard"]["deletable"] == 6
+    assert "5 of 7 deletable" in summary["refused"]
+    assert summary["refused_by"] == "delete_fraction" and summary["outcome"] == "refused"
+    assert summary["guard"]["planned"] == 5 and summary["guard"]["deletable"] == 7
     assert summary["deleted"] == 0 and summary["change_requests"] == 0
+    # One structured line for the stack's metric filter: the outcome, the guard, its figures.
+    refusals = [r for r in caplog.records if getattr(r, "metric", "") == "ecssd_sweep_refused"]
+    assert len(refusals) == 1
+    assert (refusals[0].outcome, refusals[0].guard, refusals[0].planned) == (
+        "refused", "delete_fraction", 5)
 
     summary = sweep(MAX_DELETE_FRACTION="0.9")
-    assert summary["deleted"] == 5 and not summary["refused"]
+    assert summary["deleted"] == 5 and not summary["refused"] and summary["outcome"] == "ok"
     assert before - keys(world.records()) == {k for k in before if big.label in (k[2] or "")}
 
 
@@ -380,49 +404,20 @@ def _all_running(world: SweepWorld, tasks: Sequence[Any]) -> bool:
     return all(world.task_state(t)["lastStatus"] == "RUNNING" for t in tasks)
 
 
-def test_every_probe_failing_acts_on_nothing(world: SweepWorld, sweep: Any,
-                                             caplog: pytest.LogCaptureFixture) -> None:
-    """The sweep's own path is cut: every check of the swept cluster times out or is refused.
-    Before, c2's records (not swept, yet counted by the old guard) let the deletions of every
-    c1 instance and the StopTask of every c1 task through, every 5 minutes."""
-    h1, h2 = world.host("c1"), world.host("c1")
-    failing = [world.task(h, b) for h in (h1, h2) for b in (HANG, REFUSE)]
-    gone = world.task(h1)
-    other = world.host("c2")
-    for _ in range(4):
-        world.task(other)
-    world.sync()
-    world.stop_task(gone)
-    before = keys(world.records())
-
-    with caplog.at_level(logging.WARNING, logger="ecssd_agent.sweep.runner"):
-        summary = sweep(ECS_CLUSTERS="c1")
-
-    assert keys(world.records()) == before  # not even the stopped task's record
-    assert stop_calls(sweep) == 0 and _all_running(world, failing)
-    assert summary["deleted"] == 0 and summary["stopped"] == []
-    assert summary["refused_by"] == "probe_outage"
-    assert "4 of 4 probed instances failed" in summary["refused"]
-    assert summary["guard"]["probed"] == 4 and summary["guard"]["failed"] == 4
-    assert len(summary["unhealthy"]) == 4  # still reported
-    # One structured line for a metric filter: which guard, and its figures.
-    refusals = [r for r in caplog.records if getattr(r, "metric", "") == "ecssd_sweep_refused"]
-    assert len(refusals) == 1
-    assert (refusals[0].guard, refusals[0].probed, refusals[0].failed) == ("probe_outage", 4, 4)
-
-
-def test_exactly_half_acts_on_nothing(world: SweepWorld, sweep: Any) -> None:
-    """One service per host: an SRV and an A record each. Every check refused deleted
-    exactly half of the owned record sets, which the old strict test let through."""
+def test_one_failing_instance_per_host_acts_on_nothing(world: SweepWorld, sweep: Any) -> None:
+    """One service per host, each refusing: every probe failed, so no verdict is acted on,
+    however many sweeps in a row (fail open); the run says so."""
     tasks = [world.task(world.host("c1"), REFUSE) for _ in range(2)]
     world.sync()
     before = keys(world.records())
 
-    summary = sweep()
-
-    assert keys(world.records()) == before
-    assert stop_calls(sweep) == 0 and _all_running(world, tasks)
-    assert summary["refused_by"] == "probe_outage" and "2 of 2" in summary["refused"]
+    for _ in range(3):
+        summary = sweep(CHECK_FAILURES="1")
+        assert keys(world.records()) == before
+        assert stop_calls(sweep) == 0 and _all_running(world, tasks)
+        assert summary["outcome"] == "held" and summary["guard"]["fail_open"]
+        assert "every one of the 2 probed instances failed" in summary["held_back"]
+        assert summary["counts_written"] == 0
 
 
 def test_a_forged_record_does_not_stop_its_victim(world: SweepWorld, sweep: Any,
@@ -464,7 +459,7 @@ def test_a_task_ecs_reports_healthy_is_not_stopped(world: SweepWorld, sweep: Any
     world.sync()
     before = keys(world.records())
 
-    summary = sweep()
+    summary = sweep(CHECK_FAILURES="1")
 
     assert world.task_state(vouched)["lastStatus"] == "RUNNING"
     assert world.task_state(plain)["lastStatus"] == "STOPPED"

@@ -37,11 +37,11 @@ from tests.support.queued import create_hint_queue, create_host_table
 __all__ = ["fleet", "session", "sweep", "world"]  # fixtures
 
 TABLE = "ecssd-hosts"
-#: Decisive sweeps: tasks started just now are judged, any share of records may go.
-# These tests are about the hints that follow deletions, not the guards that refuse them
-# (tests/integration/test_health_lambda.py and tests/unit/test_sweep_guards.py): most of
-# their instances fail on purpose.
-SWEEP_ENV = {"GRACE_SECONDS": "0", "MAX_DELETE_FRACTION": "1", "PROBE_OUTAGE_FRACTION": "1",
+#: Decisive sweeps: tasks started just now are judged, any share of records may go, a failure
+# is acted on at once. These tests are about the hints that follow deletions, not the guards
+# and the failures in a row that come first (tests/integration/test_health_lambda.py,
+# test_sweep_evidence.py and tests/unit/test_sweep_guards.py).
+SWEEP_ENV = {"GRACE_SECONDS": "0", "MAX_DELETE_FRACTION": "1", "CHECK_FAILURES": "1",
              "STOP_UNHEALTHY": "false"}
 
 

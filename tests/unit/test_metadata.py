@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from ecssd_agent.core.metadata import Declaration, declarations, environment_list, service_instances
+from ecssd_agent.core.metadata import (
+    Check,
+    Declaration,
+    declarations,
+    environment_list,
+    service_instances,
+)
 from ecssd_agent.core.model import Container
 
 CID = "c0ffee" * 10 + "abcd"
@@ -118,7 +124,43 @@ def test_health_check_variables_are_declared_per_port() -> None:
         "SERVICE_X_NAME": "bad"})
     assert found == [Declaration("web", 8080, "/ready", 90.0), Declaration("web", 9000, "", None)]
     assert [str(p) for p in problems] == [
-        "container web: SERVICE_9000_CHECK_GRACE: 'soon' is not a number of seconds"]
+        "container web: SERVICE_9000_CHECK_GRACE: 'soon' is not a number of seconds: "
+        "GRACE_SECONDS applies"]
+
+
+@pytest.mark.parametrize(("meta", "check", "unusable"), [
+    ({}, Check.HTTP, ""),
+    ({"SERVICE_80_CHECK": " TCP "}, Check.TCP, ""),
+    ({"SERVICE_80_CHECK": "none"}, Check.NONE, ""),
+    ({"SERVICE_80_CHECK": ""}, Check.HTTP, ""),
+    ({"SERVICE_80_CHECK": "grpc"}, Check.HTTP, "SERVICE_80_CHECK='grpc' is not one of http, "
+     "tcp, none: the service is not checked"),
+    ({"SERVICE_80_CHECK_HTTP": "/santé"}, Check.HTTP, "SERVICE_80_CHECK_HTTP='/santé' is not "
+     "ASCII: percent-encode it ('/sant%C3%A9' for UTF-8): the service is not checked"),
+    ({"SERVICE_80_CHECK_HTTP": "/a\r\nHost: x"}, Check.HTTP, "contains a space or a control"),
+    ({"SERVICE_80_CHECK_HTTP": "/sant%C3%A9?x=1"}, Check.HTTP, ""),
+    ({"SERVICE_80_CHECK": "tcp", "SERVICE_80_CHECK_HTTP": "/santé"}, Check.TCP, ""),
+    ({"SERVICE_80_CHECK": "none", "SERVICE_80_CHECK_HTTP": "/a b"}, Check.NONE, ""),
+])
+def test_a_service_chooses_its_check(meta: dict[str, str], check: Check, unusable: str) -> None:
+    """SERVICE_<port>_CHECK=http|tcp|none; a check the sweep cannot run as declared makes the
+    service unusable for it (no verdict), with one problem naming the variable."""
+    (found,), problems = declarations("web", {"SERVICE_80_NAME": "web", **meta})
+    assert found.check is check
+    assert unusable in found.unusable and bool(found.unusable) is bool(unusable)
+    assert len(problems) == bool(unusable)
+
+
+def test_ignored_services_are_not_declared() -> None:
+    meta = {"SERVICE_80_NAME": "web", "SERVICE_81_NAME": "m", "SERVICE_81_IGNORE": "yes"}
+    assert [d.port for d in declarations("web", meta)[0]] == [80]
+    assert declarations("web", {**meta, "SERVICE_IGNORE": "1"})[0] == []
+
+
+def test_the_agent_registers_a_service_whatever_its_check() -> None:
+    instances, problems = service_instances(container(
+        {"SERVICE_80_NAME": "web", "SERVICE_80_CHECK": "bogus"}, ports={"80/tcp": (1000,)}))
+    assert [i.name for i in instances] == ["web"] and problems == []
 
 
 def test_a_bad_check_grace_does_not_keep_the_agent_from_registering() -> None:

@@ -35,11 +35,13 @@ from ecssd_agent.sweep.decide import (
     decide,
     referenced_tasks,
 )
-from ecssd_agent.sweep.evidence import TaskEvidence, check_path
+from ecssd_agent.sweep.evidence import TaskEvidence
 
 ZONE = "sd.internal."
 NOW = 1_700_000_000.0
-RULES = Rules(max_delete_fraction=1.0, probe_outage_fraction=1.0)  # the guards: own tests
+# Decisive: the delete-fraction guard off, a verdict acted on at the first failure (the
+# guards and the failures in a row have their own tests, test_sweep_guards.py).
+RULES = Rules(max_delete_fraction=1.0, check_failures=1)
 # What ECS reports bound for each task of the tables below: (container port, host port).
 PORTS = {"t1": (8080, 32768), "t2": (9000, 32769), "t3": (8080, 32770), "t4": (8080, 32771),
          "t9": (8080, 32772)}
@@ -59,12 +61,16 @@ def task(tid: str, host: int = 1, last: str = "RUNNING", desired: str = "RUNNING
          specs: Sequence[ContainerDefinition] | None = None, eni_ips: tuple[str, ...] = (),
          health: str = "", network_mode: str = "") -> TaskEvidence:
     """A task as ECS reports it: bridge tasks with the networkBindings of PORTS, awsvpc ones
-    (``eni_ips``) with a definition mapping port 8080. ``specs``: its task definition's
-    container definitions (none: the definition was not read)."""
+    (``eni_ips``) with a definition mapping port 8080; either's container "web" declares
+    ``SERVICE_<port>_NAME`` for its port. ``specs``: its task definition's container
+    definitions (``()``: a definition without any)."""
     if eni_ips:
         network_mode = network_mode or "awsvpc"
         if specs is None:
-            specs = (spec("web", ports=(PortBinding(8080),)),)
+            specs = (spec("web", {"SERVICE_8080_NAME": "web"}, ports=(PortBinding(8080),)),)
+    elif specs is None and tid in PORTS:
+        cport = PORTS[tid][0]
+        specs = (spec("web", {f"SERVICE_{cport}_NAME": "web"}, ports=(PortBinding(cport),)),)
     if containers is None:
         containers = (TaskContainer("web", bindings=(PortBinding(*PORTS[tid]),)),) \
             if tid in PORTS and not eni_ips else ()
@@ -72,8 +78,7 @@ def task(tid: str, host: int = 1, last: str = "RUNNING", desired: str = "RUNNING
     described = Task(f"arn:aws:ecs:us-east-1:1:task/c/{tid}", tid, "c", last, desired,
                      container_instance_arn=arn(host), eni_ips=eni_ips,
                      containers=tuple(containers), started_at=when, health_status=health)
-    definition = None if specs is None else TaskDefinition(
-        "td:1", network_mode or "bridge", tuple(specs))
+    definition = TaskDefinition("td:1", network_mode or "bridge", tuple(specs or ()))
     return TaskEvidence(described, definition)
 
 
@@ -304,16 +309,17 @@ def test_unhealthy_instance_loses_its_record_and_its_task_is_stopped() -> None:
 
 def test_unhealthy_without_stop_unhealthy_only_deletes() -> None:
     rules = replace(RULES, stop_unhealthy=False)
-    result = _assessed([*H1], rules)
-    plan = decide(result, {t.key: Verdict(False, "timed out after 2s") for t in result.targets},
-                  rules)
+    result = _assessed([*H1, *H2], rules)
+    plan = decide(result, {t.key: Verdict(t.port == 32770, "timed out after 2s")
+                           for t in result.targets}, rules)
     assert len(plan.deletions) == 2 and plan.stops == []
 
 
 def test_unhealthy_task_events_instance_loses_every_record_of_its_task() -> None:
-    clusters = [replace(C_OK, tasks={"tt1": task("tt1", eni_ips=("10.1.0.1",))})]
-    result = _assessed(T1, clusters=clusters)
-    plan = decide(result, {result.targets[0].key: Verdict(False, "connection refused")}, RULES)
+    clusters = [replace(C_OK, tasks={**C_OK.tasks, "tt1": task("tt1", eni_ips=("10.1.0.1",))})]
+    result = _assessed([*T1, *H2], clusters=clusters)
+    plan = decide(result, {t.key: Verdict(t.port != 8080, "connection refused")
+                           for t in result.targets}, RULES)
     assert sorted(d.record.key for d in plan.deletions) == sorted(r.key for r in T1)
     assert [s.task for s in plan.stops] == ["tt1"]
 
@@ -328,61 +334,73 @@ def test_a_task_is_stopped_once_however_many_of_its_instances_fail() -> None:
     records = agent("ip-10-0-0-1", "10.0.0.1", ("web", 32768, 8080, "c", "t1"),
                     ("admin", 32769, 8081, "c", "t1"))
     bound = TaskContainer("web", bindings=(PortBinding(8080, 32768), PortBinding(8081, 32769)))
-    result = _assessed(records, clusters=[replace(C_OK, tasks={"t1": task(
-        "t1", containers=(bound,))})])
-    plan = decide(result, {t.key: Verdict(False, "HTTP 503") for t in result.targets}, RULES)
+    declared = spec("web", {"SERVICE_8080_NAME": "web", "SERVICE_8081_NAME": "admin"})
+    result = _assessed([*records, *H2], clusters=[replace(C_OK, tasks={**C_OK.tasks, "t1": task(
+        "t1", containers=(bound,), specs=(declared,))})])
+    plan = decide(result, {t.key: Verdict(t.port == 32770, "HTTP 503")
+                           for t in result.targets}, RULES)
     assert len(plan.deletions) == 2 and len(plan.stops) == 1
 
 
-@pytest.mark.parametrize(("fraction", "refused"), [(0.4, True), (0.5, True), (0.6, False),
+@pytest.mark.parametrize(("fraction", "refused"), [(0.4, True), (0.6, True), (0.7, False),
                                                    (1.0, False)])
-def test_fraction_guard_counts_only_what_the_run_could_delete(fraction: float,
-                                                              refused: bool) -> None:
+def test_the_fraction_guard_counts_orphans_against_what_ecs_shows(fraction: float,
+                                                                  refused: bool) -> None:
     rules = replace(RULES, max_delete_fraction=fraction)
-    # H_ONLY_A is dead (1 orphan); H1's two instances and H2's one are probed, H2's fails:
-    # 2 deletions of 4 deletable record sets (the orphan and the three SRV records). The A
-    # records of the live hosts H1 and H2 could not be deleted this run and do not count
-    # (the old guard counted all 6 owned record sets and let exactly half through).
-    result = _assessed([*H1, *H2, *H_ONLY_A], rules)
-    verdicts = {t.key: Verdict(t.port != 32770, "HTTP 500") for t in result.targets}
-    plan = decide(result, verdicts, rules)
-    assert (plan.guard.planned, plan.guard.deletable) == (2, 4)
+    # H1 (three record sets) is gone; H2 (SRV + A) is alive: 3 orphans of 5 record sets
+    # decided on ECS's word (the live host's A record counts: it is ECS's word too).
+    clusters = [replace(C_OK, hosts=(live(2),), gone_tasks=frozenset({"t1", "t2"}))]
+    result = _assessed([*H1, *H2], rules, clusters)
+    plan = decide(result, {t.key: Verdict(True, "HTTP 200") for t in result.targets}, rules)
+    assert (plan.guard.planned, plan.guard.deletable) == (3, 5)
     assert bool(plan.refused) == refused
     if refused:
         assert plan.refused_by == "delete_fraction"
         assert f"MAX_DELETE_FRACTION={fraction:g}" in plan.refused
-        assert "2 of 4 deletable" in plan.refused
+        assert "3 of 5 deletable" in plan.refused
+        assert not any(d.record in H1 for d in plan.deletions)
     else:
-        assert len(plan.deletions) == 2 and len(plan.stops) == 1
+        assert {d.record.key for d in plan.deletions} >= {r.key for r in H1}
 
 
 def test_stop_reason_fits_stoptask() -> None:
-    result = _assessed([*H2])
-    plan = decide(result, {result.targets[0].key: Verdict(False, "x" * 400)}, RULES)
+    result = _assessed([*H1, *H2])
+    plan = decide(result, {t.key: Verdict(t.port != 32770, "x" * 400)
+                           for t in result.targets}, RULES)
     assert len(plan.stops[0].reason) == 255
 
 
 # --- health check paths ------------------------------------------------------------------
 
-@pytest.mark.parametrize(("definitions", "runtime_ids", "container", "expected"), [
-    ([("web", {"SERVICE_8080_NAME": "web", "SERVICE_8080_CHECK_HTTP": "/status"}, {})],
-     {}, "c0ffee", "/status"),
-    ([("web", {"SERVICE_8080_NAME": "web"}, {})], {}, "c0ffee", "/health"),
-    ([("web", {"SERVICE_8080_NAME": "web", "SERVICE_8080_CHECK_HTTP": "/env"},
-       {"SERVICE_8080_CHECK_HTTP": "/label"})], {}, "c0ffee", "/label"),
-    ([("web", {"SERVICE_9000_NAME": "x", "SERVICE_9000_CHECK_HTTP": "/other"}, {})],
-     {}, "c0ffee", "/health"),
-    ([("a", {"SERVICE_8080_NAME": "w", "SERVICE_8080_CHECK_HTTP": "/a"}, {}),
-      ("b", {"SERVICE_8080_NAME": "w", "SERVICE_8080_CHECK_HTTP": "/b"}, {})],
-     {"a": "0123456789ab" + "0" * 52, "b": "c0ffee000000" + "0" * 52}, "c0ffee000000", "/b"),
-    ([("web", {"SERVICE_8080_NAME": "web", "SERVICE_8080_CHECK_HTTP": "ping"}, {})],
-     {}, "c0ffee", "/ping"),
+@pytest.mark.parametrize(("env", "labels", "overrides", "expected"), [
+    ({"SERVICE_8080_CHECK_HTTP": "/status"}, {}, {}, "/status"),
+    ({}, {}, {}, "/health"),
+    ({"SERVICE_8080_CHECK_HTTP": "/env"}, {"SERVICE_8080_CHECK_HTTP": "/label"}, {}, "/label"),
+    ({"SERVICE_8080_CHECK_HTTP": "/env"}, {}, {"SERVICE_8080_CHECK_HTTP": "/override"},
+     "/override"),
+    ({"SERVICE_9000_NAME": "x", "SERVICE_9000_CHECK_HTTP": "/other"}, {}, {}, "/health"),
+    ({"SERVICE_8080_CHECK_HTTP": "ping"}, {}, {}, "/ping"),
 ])
-def test_check_path(definitions: list, runtime_ids: dict, container: str, expected: str) -> None:
-    view = task("t1", specs=[spec(name, env, labels) for name, env, labels in definitions],
-                containers=[TaskContainer(name, runtime_id) for name, runtime_id in runtime_ids.items()])
-    owner = Owner(host="h", container=container, port="8080/tcp", cluster="c", task="t1")
-    assert check_path(view, owner, "/health") == expected
+def test_check_path(env: dict, labels: dict, overrides: dict, expected: str) -> None:
+    """The declaring container's CHECK_HTTP: docker labels over the task's container
+    overrides over the definition's environment, else CHECK_HEALTH_PATH."""
+    view = task("t3", 2, specs=[spec("web", {"SERVICE_8080_NAME": "web", **env}, labels)])
+    view = with_task(view, env_overrides={"web": overrides})
+    result = _assessed([*H2], clusters=[replace(C_OK, tasks={"t3": view})])
+    assert [t.path for t in result.targets] == [expected]
+
+
+def test_check_path_of_the_records_own_container() -> None:
+    """Two containers declare the same port; ECS's runtime ids tell which is the record's."""
+    containers = (TaskContainer("a", "0123456789ab" + "0" * 52, bindings=(
+                      PortBinding(8080, 31000),)),
+                  TaskContainer("b", "c0ffee000000" + "0" * 52, bindings=(
+                      PortBinding(8080, 32770),)))
+    specs = [spec("a", {"SERVICE_8080_NAME": "w", "SERVICE_8080_CHECK_HTTP": "/a"}),
+             spec("b", {"SERVICE_8080_NAME": "w", "SERVICE_8080_CHECK_HTTP": "/b"})]
+    view = task("t3", 2, specs=specs, containers=containers)
+    result = _assessed([*H2], clusters=[replace(C_OK, tasks={"t3": view})])
+    assert [t.path for t in result.targets] == ["/b"]
 
 
 def test_the_declared_services_of_a_task_definition() -> None:

@@ -16,6 +16,7 @@ from botocore.stub import ANY, Stubber
 from ecssd_agent.aws import ecs as ecs_api
 from ecssd_agent.core.ecs_task import ContainerDefinition, PortBinding, TaskContainer
 from ecssd_agent.sweep import observe
+from ecssd_agent.sweep.evidence import failures
 
 CLUSTER = "c"
 
@@ -134,6 +135,7 @@ BRIDGE_TASK = {  # DescribeTasks, EC2 launch type, bridge mode, a container with
     "containerInstanceArn": _arn("container-instance", 1), "lastStatus": "RUNNING",
     "desiredStatus": "RUNNING", "healthStatus": "HEALTHY", "launchType": "EC2",
     "startedAt": STARTED, "createdAt": STARTED, "version": 3, "attachments": [],
+    "tags": [{"key": "ecssd:check-failures:32768", "value": "1"}, {"key": "team", "value": "a"}],
     "containers": [
         {"containerArn": "arn:aws:ecs:us-east-1:1:container/c/1/a", "taskArn": _arn("task", 1),
          "name": "web", "image": "web:1", "runtimeId": "8f0e4d1c2b3a" + "0" * 52,
@@ -202,13 +204,13 @@ def test_task_definition_keeps_port_mappings_and_health_check(ecs: Any) -> None:
 def test_observed_task_view_carries_what_the_sweep_judges_by(
         ecs: Any, caplog: pytest.LogCaptureFixture) -> None:
     """Two tasks of one definition with a bad SERVICE_53_CHECK_GRACE: one warning, naming the
-    container and the variable; the other service's grace is read."""
+    container and the variable; the other service's grace is read; the tasks' tags too."""
     client, stub = ecs
     second = {**BRIDGE_TASK, "taskArn": _arn("task", 3)}
     stub.add_response("list_tasks", {"taskArns": [_arn("task", 1), _arn("task", 3)]},
                       {"cluster": CLUSTER, "desiredStatus": "RUNNING"})
     stub.add_response("describe_tasks", {"tasks": [BRIDGE_TASK, second], "failures": []},
-                      {"cluster": CLUSTER, "tasks": ANY})
+                      {"cluster": CLUSTER, "tasks": ANY, "include": ["TAGS"]})
     stub.add_response("describe_task_definition", {"taskDefinition": WEB_DEFINITION},
                       {"taskDefinition": WEB_DEFINITION["taskDefinitionArn"]})
     with caplog.at_level(logging.WARNING, logger="ecssd_agent.sweep.observe"):
@@ -221,6 +223,9 @@ def test_observed_task_view_carries_what_the_sweep_judges_by(
     assert view.definition is not None and view.definition.network_mode == "bridge"
     assert view.task.health_status == "HEALTHY" and not view.awsvpc
     assert view.task.began == STARTED
+    # The tags (asked for with include TAGS): where the sweep keeps each port's failures.
+    assert view.task.tags == {"ecssd:check-failures:32768": "1", "team": "a"}
+    assert failures(view.task, 32768) == 1 and failures(view.task, 30053) == 0
     assert view.task.containers[0] == TaskContainer(
         "web", "8f0e4d1c2b3a" + "0" * 52, "RUNNING", "HEALTHY",
         (PortBinding(8080, 32768), PortBinding(8080, 32768), PortBinding(53, 30053, "udp")))
